@@ -1,0 +1,91 @@
+"""Dense standalone subnets: slice an arch out of the supernet, and put it back.
+
+A subnet is always a first-k slice (algorithm.md 2.1): the first depth+1 blocks of each stage, the first
+`mid` output filters of each kept block's conv1 and the matching first `mid` input channels of its conv2.
+`DenseSubnet` is an ordinary Flax model with exactly those shapes; it compiles per arch, which is fine for
+export and deployment (training always uses the masked `model.Supernet`).
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from superfed_jax import model as model_lib
+from superfed_jax import space as space_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetShape:
+    """Static (hashable) shape of one subnet: depth index per stage and middle width per block."""
+
+    depth: tuple[int, ...]
+    mids: tuple[int, ...]
+
+    def kept_blocks(self, space: space_lib.SearchSpace):
+        """Yields (stage, block, flat block index) of every kept block."""
+        for s, depth in enumerate(self.depth):
+            for b in range(depth + 1):
+                yield s, b, s * space.blocks_per_stage + b
+
+
+def subnet_shape(space: space_lib.SearchSpace, arch: space_lib.Arch) -> SubnetShape:
+    """The static shape of a concrete (not traced) arch."""
+    space_lib.validate(space, arch)
+    mids = np.asarray(space_lib.block_mids(space, arch))
+    return SubnetShape(depth=tuple(int(d) for d in np.asarray(arch.depth)),
+                       mids=tuple(int(m) for m in mids))
+
+
+class DenseSubnet(nn.Module):
+    """A standalone subnet with exact (sliced) shapes; `__call__(images) -> logits`."""
+
+    space: space_lib.SearchSpace
+    shape: SubnetShape
+    conv_impl: str = "xla"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images):
+        space = self.space
+        x = nn.relu(model_lib.Conv(space.stem_width, 3, 1, self.conv_impl, self.dtype, name="stem")(images))
+        for s, b, index in self.shape.kept_blocks(space):
+            stride = space.stage_strides[s] if b == 0 else 1
+            x = model_lib.Block(self.shape.mids[index], space.stage_widths[s], stride, projection=b == 0,
+                                conv_impl=self.conv_impl, dtype=self.dtype,
+                                name=model_lib.block_name(s, b))(x)
+        features = jnp.mean(x, axis=(1, 2))
+        return model_lib.Dense(space.num_classes, self.dtype, name="head")(features).astype(jnp.float32)
+
+
+def extract(space: space_lib.SearchSpace, params, arch: space_lib.Arch):
+    """Slices the supernet params of a concrete arch into `DenseSubnet` params."""
+    shape = subnet_shape(space, arch)
+    dense = {"stem": params["stem"], "head": params["head"]}
+    for s, b, index in shape.kept_blocks(space):
+        name, mid = model_lib.block_name(s, b), shape.mids[index]
+        block = dict(params[name])
+        block["conv1"] = {"kernel": params[name]["conv1"]["kernel"][..., :mid]}
+        block["conv2"] = {"kernel": params[name]["conv2"]["kernel"][:, :, :mid, :]}
+        dense[name] = block
+    return dense
+
+
+def embed(space: space_lib.SearchSpace, dense_params, arch: space_lib.Arch, supernet_params):
+    """Writes `DenseSubnet` params back into their supernet positions; other entries are kept."""
+    shape = subnet_shape(space, arch)
+    merged = jax.tree.map(lambda x: x, supernet_params)  # a fresh tree of the same leaves
+    merged["stem"], merged["head"] = dense_params["stem"], dense_params["head"]
+    for s, b, index in shape.kept_blocks(space):
+        name, mid = model_lib.block_name(s, b), shape.mids[index]
+        block = dict(merged[name])
+        block["conv1"] = {"kernel": block["conv1"]["kernel"].at[..., :mid].set(
+            dense_params[name]["conv1"]["kernel"])}
+        block["conv2"] = {"kernel": block["conv2"]["kernel"].at[:, :, :mid, :].set(
+            dense_params[name]["conv2"]["kernel"])}
+        if "shortcut" in dense_params[name]:
+            block["shortcut"] = dense_params[name]["shortcut"]
+        merged[name] = block
+    return merged
