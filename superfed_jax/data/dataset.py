@@ -1,0 +1,113 @@
+"""The in-memory image classification dataset and the helpers that shape it.
+
+A :class:`Dataset` holds host-side NumPy arrays (NHWC images, int32 labels)
+for train, validation and test, plus the per-channel statistics used to
+normalise images on device. Images stay in their stored dtype (usually uint8)
+until they reach the accelerator, where :func:`to_unit_float` scales them:
+uint8 images are four times smaller to keep and to transfer than float32.
+"""
+import dataclasses
+from typing import Tuple
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Dataset", "holdout_validation", "to_unit_float"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train/validation/test splits of an image classification task.
+
+    ``eq=False`` because element-wise array comparison has no single truth
+    value; datasets are compared by identity.
+
+    Attributes:
+        x_train: ``[N, H, W, C]`` images, uint8 (0..255) or float.
+        y_train: ``[N]`` int32 labels in ``[0, num_classes)``.
+        x_val: Validation images held out from the training data (may be empty).
+        y_val: Validation labels.
+        x_test: Test images.
+        y_test: Test labels.
+        num_classes: Number of classes.
+        mean: ``[C]`` float32 per-channel mean of the training images after
+            :func:`to_unit_float`.
+        std: ``[C]`` float32 per-channel standard deviation, same scale.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self):
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(
+                    f"Dataset: x_{split} has {len(x)} images but y_{split} has "
+                    f"{len(y)} labels.")
+
+
+def holdout_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Splits a seeded random ``fraction`` of the training data off as validation.
+
+    Both parts keep the original relative order of their examples, so the split
+    depends only on ``seed`` and the number of examples.
+
+    Args:
+        x: ``[N, ...]`` training images.
+        y: ``[N]`` training labels.
+        fraction: Share of examples to hold out, in ``[0, 1)``; rounded to the
+            nearest whole number of examples.
+        seed: Seed of the permutation that picks the held-out examples.
+
+    Returns:
+        ``(x_train, y_train, x_val, y_val)``.
+
+    Raises:
+        ValueError: If ``fraction`` is outside ``[0, 1)``, leaves no training
+            example, or the lengths of ``x`` and ``y`` differ.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            f"data.val_fraction must be in [0, 1), got {fraction!r}.")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
+    n = len(x)
+    n_val = int(round(fraction * n))
+    if n and n_val >= n:
+        raise ValueError(
+            f"data.val_fraction={fraction} of {n} examples leaves no training "
+            "data; use a smaller fraction.")
+    perm = np.random.default_rng(seed).permutation(n)
+    # Sorting keeps each part in file order; only membership is random.
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def to_unit_float(x):
+    """Converts images to float32: uint8 is divided by 255, floats are kept.
+
+    Args:
+        x: Array of uint8 (0..255) or floating dtype.
+
+    Returns:
+        float32 ``jnp`` array of the same shape.
+
+    Raises:
+        TypeError: For any other dtype, whose scale would be a guess.
+    """
+    x = jnp.asarray(x)
+    if x.dtype == jnp.uint8:
+        return x.astype(jnp.float32) / 255.0
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(jnp.float32)
+    raise TypeError(f"Images must be uint8 or float, got dtype {x.dtype}.")

@@ -1,0 +1,250 @@
+"""Subnet distribution: which sampled client trains which subnet in a round.
+
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 3).
+Heuristics (``fl.heuristic``; the reference code's names in brackets):
+
+* ``static`` [static]: client c trains ``pool[c mod L]``; a one-arch pool is plain FedAvg of that arch.
+* ``dynamic`` [dynamic]: ``pool[(c + t) mod L]``.
+* ``random`` [all_random]: every client draws a uniformly random arch.
+* ``sandwich`` [sandwich_all_random]: position ``t mod P`` of the sampled list trains the smallest arch,
+  position ``(t + 1) mod P`` the largest, the rest random.
+* ``tracking_sandwich`` [TS_all_random], the default: per-client counters ``n_max``, ``n_min``; among the
+  sampled clients the one with the smallest ``n_max`` (ties: lowest id) trains the largest arch, among
+  the rest the one with the smallest ``n_min`` (ties: lowest id) the smallest, the others random.
+
+Every function is pure and runs inside the jitted round: the round, the key, the client ids and the
+tracking counters are traced arrays; the heuristic name, the search space and the pool are static.
+
+Randomness: the random arch of a client is ``space.sample(fold_in(key, client_id))``, keyed by the
+client id rather than the position in the sampled list, so a client's draw does not depend on the order
+(or padding) of the list. ``key`` must be this round's key for arch draws, derived by the caller from
+(seed, round) with a stream distinct from the client-sampling key.
+"""
+from typing import Optional, Tuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from superfed_jax import space as space_lib
+from superfed_jax.space import Arch, SearchSpace
+
+__all__ = ["HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
+           "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",
+           "random_archs", "sandwich_roles", "tracking_sandwich_roles", "update_tracking", "matches"]
+
+HEURISTICS = ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
+_POOL_HEURISTICS = ("static", "dynamic")
+
+
+@flax.struct.dataclass
+class TrackingState:
+    """Tracking-sandwich counters; training state, checkpoint it with the params."""
+
+    n_max: jax.Array  # int32 [K]: rounds in which each client trained the largest arch.
+    n_min: jax.Array  # int32 [K]: rounds in which each client trained the smallest arch.
+
+
+def init_tracking(num_clients: int) -> TrackingState:
+    """All-zero counters for ``num_clients`` (K) clients."""
+    zeros = jnp.zeros(num_clients, jnp.int32)
+    return TrackingState(n_max=zeros, n_min=zeros)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def matches(space: SearchSpace, archs: Arch, target: Arch) -> jax.Array:
+    """bool [P]: whether each arch of ``archs`` (leading axis P) is the same subnet as ``target``.
+
+    Compares canonical forms, so expand indices of skipped blocks (which select nothing) are ignored.
+    """
+    archs, target = space_lib.canonical(space, archs), space_lib.canonical(space, target)
+    same_depth = jnp.all(archs.depth == target.depth, axis=-1)
+    same_expand = jnp.all(archs.expand == target.expand, axis=-1)
+    return same_depth & same_expand
+
+
+def select(flags: jax.Array, chosen: Arch, otherwise: Arch) -> Arch:
+    """Arch [P]: ``chosen`` (one arch, broadcast) where ``flags`` (bool [P]) is set, else ``otherwise``."""
+    return jax.tree.map(lambda c, o: jnp.where(flags[:, None], jnp.asarray(c)[None], o),
+                        chosen, otherwise)
+
+
+def take_pool(pool: Arch, index: jax.Array) -> Arch:
+    """Arch [P]: ``pool[index]`` for int32 [P] indices into the pool's leading axis."""
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.int32)[index], pool)
+
+
+def _check_pool(heuristic: str, space: SearchSpace, pool: Optional[Arch]) -> None:
+    if pool is None:
+        raise ValueError(f"fl.pool=None: fl.heuristic={heuristic!r} needs a pool of archs "
+                         f"(heuristics that use one: {_POOL_HEURISTICS})")
+    depth_shape, expand_shape = np.shape(pool.depth), np.shape(pool.expand)
+    if (len(depth_shape) != 2 or depth_shape[1:] != (space.num_stages,)
+            or expand_shape != (depth_shape[0], space.num_blocks) or depth_shape[0] < 1):
+        raise ValueError(f"fl.pool: depth shape {depth_shape}, expand shape {expand_shape}; need "
+                         f"[L, {space.num_stages}] and [L, {space.num_blocks}] with L >= 1 "
+                         "(stack the archs with space.stack)")
+
+
+# ------------------------------------------------------------------------------------- heuristics
+
+
+def assign_static(space: SearchSpace, clients: jax.Array, pool: Arch) -> Tuple[Arch, jax.Array]:
+    """Client c trains ``pool[c mod L]``.
+
+    Args:
+      space: the search space (static).
+      clients: int32 [P] sampled client ids.
+      pool: Arch with leading axis [L].
+
+    Returns:
+      (archs: Arch [P], is_maxnet: bool [P] whether each arch is the largest).
+    """
+    archs = take_pool(pool, jnp.mod(clients, np.shape(pool.depth)[0]))
+    return archs, matches(space, archs, space_lib.largest(space))
+
+
+def assign_dynamic(space: SearchSpace, round: jax.Array, clients: jax.Array,
+                   pool: Arch) -> Tuple[Arch, jax.Array]:
+    """Client c trains ``pool[(c + t) mod L]`` in round t; shapes as in ``assign_static``."""
+    index = jnp.mod(clients + jnp.asarray(round, jnp.int32), np.shape(pool.depth)[0])
+    archs = take_pool(pool, index)
+    return archs, matches(space, archs, space_lib.largest(space))
+
+
+def random_archs(space: SearchSpace, key: jax.Array, clients: jax.Array) -> Arch:
+    """Arch [P]: a uniformly random arch per client, keyed by ``fold_in(key, client_id)``."""
+    return jax.vmap(lambda c: space_lib.sample(space, jax.random.fold_in(key, c)))(clients)
+
+
+def assign_random(space: SearchSpace, key: jax.Array,
+                  clients: jax.Array) -> Tuple[Arch, jax.Array]:
+    """Every client draws a random arch; is_maxnet marks draws that equal the largest arch."""
+    archs = random_archs(space, key, clients)
+    return archs, matches(space, archs, space_lib.largest(space))
+
+
+def sandwich_roles(round: jax.Array, num_positions: int) -> Tuple[jax.Array, jax.Array]:
+    """(is_min, is_max), bool [P]: position t mod P is the smallest, (t + 1) mod P the largest.
+
+    With P = 1 both rules name position 0; it trains the largest arch (it is then the MaxNet of the
+    beta weighting). The reference code gives it the smallest there; P = 1 is outside the paper's runs.
+    """
+    position = jnp.arange(num_positions)
+    t = jnp.asarray(round, jnp.int32)
+    is_max = position == jnp.mod(t + 1, num_positions)
+    is_min = (position == jnp.mod(t, num_positions)) & ~is_max
+    return is_min, is_max
+
+
+def assign_sandwich(space: SearchSpace, key: jax.Array, round: jax.Array,
+                    clients: jax.Array) -> Tuple[Arch, jax.Array]:
+    """Sandwich rule, no memory across rounds; returns (archs [P], is_maxnet [P])."""
+    is_min, is_max = sandwich_roles(round, clients.shape[0])
+    archs = random_archs(space, key, clients)
+    archs = select(is_min, space_lib.smallest(space), archs)
+    archs = select(is_max, space_lib.largest(space), archs)
+    return archs, is_max
+
+
+def _argmin_lowest_id(counts: jax.Array, clients: jax.Array) -> jax.Array:
+    """int32 scalar: position of the smallest count, ties broken by the lowest client id."""
+    # lexsort's last key is the primary one. The reference scans a Python set of small ints, which
+    # iterates in increasing id order, so its tie-break is the lowest id too.
+    return jnp.lexsort((clients, counts))[0]
+
+
+def tracking_sandwich_roles(clients: jax.Array,
+                            tracking: TrackingState) -> Tuple[jax.Array, jax.Array]:
+    """(is_min, is_max), bool [P]: who trains the smallest and the largest arch under tracking sandwich.
+
+    The largest goes to the sampled client with the smallest ``n_max``; the smallest to the client with
+    the smallest ``n_min`` among the others (ties: lowest client id). With P = 1 the only client trains
+    the largest and nobody the smallest.
+    """
+    position = jnp.arange(clients.shape[0])
+    is_max = position == _argmin_lowest_id(tracking.n_max[clients], clients)
+    # The MaxNet client is out of the running for the smallest arch: give it the largest possible count.
+    n_min = jnp.where(is_max, jnp.iinfo(jnp.int32).max, tracking.n_min[clients])
+    is_min = (position == _argmin_lowest_id(n_min, clients)) & ~is_max
+    return is_min, is_max
+
+
+def update_tracking(tracking: TrackingState, clients: jax.Array, hit_min: jax.Array,
+                    hit_max: jax.Array) -> TrackingState:
+    """Adds one to ``n_min`` / ``n_max`` of the clients flagged by ``hit_min`` / ``hit_max`` (bool [P])."""
+    return TrackingState(n_max=tracking.n_max.at[clients].add(hit_max.astype(jnp.int32)),
+                         n_min=tracking.n_min.at[clients].add(hit_min.astype(jnp.int32)))
+
+
+def assign_tracking_sandwich(space: SearchSpace, key: jax.Array, clients: jax.Array,
+                             tracking: TrackingState, *, count_random_extremes: bool = True
+                             ) -> Tuple[Arch, jax.Array, TrackingState]:
+    """Tracking sandwich (the method's default).
+
+    Args:
+      space: the search space (static).
+      key: this round's arch key.
+      clients: int32 [P] sampled client ids.
+      tracking: counters before this round.
+      count_random_extremes: also count a random draw that happens to be the largest (else smallest)
+        arch, as the reference code does (it checks "is max net" first, then "is min net"). Static.
+
+    Returns:
+      (archs: Arch [P], is_maxnet: bool [P] exactly the position given the largest arch by the rule,
+      tracking: counters after this round).
+    """
+    is_min, is_max = tracking_sandwich_roles(clients, tracking)
+    drawn = random_archs(space, key, clients)
+    archs = select(is_min, space_lib.smallest(space), drawn)
+    archs = select(is_max, space_lib.largest(space), archs)
+    hit_max, hit_min = is_max, is_min
+    if count_random_extremes:
+        is_random = ~(is_min | is_max)
+        random_max = is_random & matches(space, drawn, space_lib.largest(space))
+        random_min = is_random & ~random_max & matches(space, drawn, space_lib.smallest(space))
+        hit_max, hit_min = hit_max | random_max, hit_min | random_min
+    return archs, is_max, update_tracking(tracking, clients, hit_min, hit_max)
+
+
+# ------------------------------------------------------------------------------------- dispatcher
+
+
+def assign_archs(heuristic: str, space: SearchSpace, key: jax.Array, round: jax.Array,
+                 clients: jax.Array, tracking: TrackingState, pool: Optional[Arch] = None, *,
+                 count_random_extremes: bool = True) -> Tuple[Arch, jax.Array, TrackingState]:
+    """Archs of the sampled clients of one round under ``heuristic``.
+
+    Args:
+      heuristic: one of ``HEURISTICS`` (static).
+      space: the search space (static).
+      key: this round's arch key, derived from (seed, round) by the caller.
+      round: 0-based round, int32 scalar (traced).
+      clients: int32 [P] sampled client ids (from ``sampling.sample_clients``).
+      tracking: tracking-sandwich counters; only ``tracking_sandwich`` changes them.
+      pool: Arch with leading axis [L] (static or not); needed by ``static`` and ``dynamic``.
+      count_random_extremes: see ``assign_tracking_sandwich``.
+
+    Returns:
+      (archs: Arch [P], is_maxnet: bool [P], tracking). ``is_maxnet`` marks the client given the
+      largest arch by the rule (sandwich heuristics: exactly one position; static, dynamic and random:
+      every client whose arch is canonically the largest, possibly none or several).
+    """
+    if heuristic not in HEURISTICS:
+        raise ValueError(f"fl.heuristic={heuristic!r}: allowed values are {HEURISTICS}")
+    clients = jnp.asarray(clients, jnp.int32)
+    if heuristic in _POOL_HEURISTICS:
+        _check_pool(heuristic, space, pool)
+    if heuristic == "static":
+        return (*assign_static(space, clients, pool), tracking)
+    if heuristic == "dynamic":
+        return (*assign_dynamic(space, round, clients, pool), tracking)
+    if heuristic == "random":
+        return (*assign_random(space, key, clients), tracking)
+    if heuristic == "sandwich":
+        return (*assign_sandwich(space, key, round, clients), tracking)
+    return assign_tracking_sandwich(space, key, clients, tracking,
+                                    count_random_extremes=count_random_extremes)
