@@ -135,8 +135,14 @@ class Supernet(nn.Module):
         return Dense(space.num_classes, self.dtype, name="head")(features).astype(jnp.float32)
 
 
-def init_params(space: space_lib.SearchSpace, key: jax.Array, conv_impl: str = "xla"):
-    """Initial supernet parameters (a plain nested dict, no `{'params': ...}` wrapper)."""
+def init_params(space: space_lib.SearchSpace, key: jax.Array, conv_impl: str = "xla", out_sharding=None):
+    """Initial supernet parameters (a plain nested dict, no `{'params': ...}` wrapper).
+
+    Jitted: eager Flax init dispatches every op of a forward pass one by one (tens of seconds on CPU).
+    `out_sharding` lets the params be born where they will live (e.g. replicated over a mesh).
+    """
     images = jnp.zeros((1, space.input_size, space.input_size, space.input_channels), jnp.float32)
     model = Supernet(space, conv_impl)
-    return model.init(key, images, space_lib.largest(space))["params"]
+    init = jax.jit(lambda k: model.init(k, images, space_lib.largest(space))["params"],
+                   out_shardings=out_sharding)
+    return init(key)

@@ -243,3 +243,18 @@ def validate(space: SearchSpace, arch: Arch) -> None:
     if expand.min() < 0 or expand.max() >= space.num_expand_choices:
         raise ValueError(f"arch expand indices {expand.tolist()}: allowed "
                          f"0..{space.num_expand_choices - 1} (ratios {list(space.expand_choices)})")
+
+
+def default_tracked(space: SearchSpace) -> dict[str, Arch]:
+    """The archs evaluated during training (algorithm.md 7), smallest to largest.
+
+    For the paper space: smallest {[0,0,0,0], 0.10}, small {[0,1,0,1], 0.14}, medium {[1,1,1,1], 0.18},
+    largest {[2,2,2,2], 0.25}; other spaces get the analogous depths and expand indices.
+    """
+    one_more = min(1, space.blocks_per_stage - 1)
+    expand = lambda i: np.full(space.num_blocks, min(i, space.num_expand_choices - 1), np.int32)  # noqa: E731
+    alternating = np.array([one_more * (s % 2) for s in range(space.num_stages)], np.int32)
+    return {"smallest": smallest(space),
+            "small": Arch(depth=alternating, expand=expand(1)),
+            "medium": Arch(depth=np.full(space.num_stages, one_more, np.int32), expand=expand(2)),
+            "largest": largest(space)}

@@ -1,0 +1,30 @@
+"""Entry point: `python launch.py [--config=configs/cifar10.py] [--workdir=DIR] [--config.a.b=value ...]`.
+
+Without --config it runs the embedded default, configs/digits.py (scikit-learn's bundled digits, no
+download). The logic lives in `superfed_jax.train`; this file only parses flags.
+"""
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file(
+    "config", os.path.join(_HERE, "configs", "digits.py"), "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config name>).")
+
+
+def main(argv):
+    del argv
+    from superfed_jax import train  # imported late so absl parses flags before JAX initialises
+
+    config = flags.FLAGS.config
+    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+    workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
+    print(f"workdir: {workdir}", flush=True)
+    train.train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,116 @@
+"""The documented base config every experiment file in `configs/` starts from.
+
+Every field is explained where it is defined; experiment files only override values. Strings hold
+structured values (arch lists as JSON) so that each field can be overridden from the command line, e.g.
+`--config.fl.pool='[{"d":[0,0,0,0],"e":0.1}]'`.
+"""
+import json
+
+import ml_collections
+
+from superfed_jax import space as space_lib
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The paper's settings (algorithm.md) on the paper's CIFAR-10 space; unlocked for overriding."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # root of all randomness: init, partition, sampling, assignment, training
+    config.dry_run = False  # only sample clients and assign archs for every round (no data, no training)
+
+    # The supernet family (algorithm.md 2.1). input_size, input_channels and num_classes are replaced by
+    # the dataset's own values when training; they matter for cost commands that read no data.
+    config.space = ml_collections.ConfigDict(dict(
+        stem_width=64,  # stem conv output channels
+        stage_widths=(256, 512, 1024, 2048),  # output channels per stage
+        stage_strides=(1, 2, 2, 2),  # stride of each stage's first block
+        blocks_per_stage=3,  # supernet depth per stage; an arch keeps 1..3 of them
+        expand_choices=(0.10, 0.14, 0.18, 0.22, 0.25),  # middle width = make_divisible(width * e, divisor)
+        divisor=8,  # rounding of middle widths (use 1 for small spaces, so choices stay distinct)
+        input_size=32,  # image height = width
+        input_channels=3,
+        num_classes=10,
+    ))
+
+    config.model = ml_collections.ConfigDict(dict(
+        conv_impl="im2col",  # 'im2col' (fast on CPU, see performance-notes) or 'xla' (cuDNN on GPU)
+        dtype="float32",  # compute dtype of convolutions and matmuls ('float32' or 'bfloat16')
+    ))
+
+    config.data = ml_collections.ConfigDict(dict(
+        name="cifar10",  # 'digits', 'npz', 'cifar10' or 'cifar100'
+        path="",  # the .npz file when name='npz' (keys x_train, y_train, x_test, y_test)
+        archive="",  # CIFAR binary archive (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz)
+        tfds_data_dir="",  # a prepared TFDS data dir holding cifar10 / cifar100
+        val_fraction=0.1,  # share of the training set held out to select the best round
+        partition="dirichlet",  # 'dirichlet', 'iid' or 'shards' (algorithm.md 6)
+        alpha=100.0,  # Dirichlet concentration: 100 near-IID, 1 and 0.1 increasingly skewed
+        shards_per_client=2,  # label shards per client for partition='shards'
+        min_client_size=10,  # the Dirichlet split is redrawn until every client has this many examples
+        crop_padding=4,  # random crop after zero padding by this many pixels (0 disables)
+        flip=True,  # random horizontal flip
+        cutout_size=16,  # Cutout square side after normalization (0 disables)
+    ))
+
+    config.fl = ml_collections.ConfigDict(dict(
+        num_clients=20,  # K
+        clients_per_round=8,  # P, sampled without replacement each round
+        rounds=1500,
+        heuristic="tracking_sandwich",  # 'static', 'dynamic', 'random', 'sandwich', 'tracking_sandwich'
+        pool="",  # JSON list of archs for 'static'/'dynamic', e.g. '[{"d":[2,2,2,2],"e":0.25}]'
+        count_random_extremes=True,  # tracking counters also count random draws equal to max/min (reference)
+        beta_schedule="cosine",  # 'uniform', 'constant', 'linear' or 'cosine' (algorithm.md 4.1)
+        beta0=0.9,  # weight of the client training the largest subnet at round 0
+        beta_final=-1.0,  # weight after the decay; -1 means 1/clients_per_round (plain averaging)
+        decay_fraction=0.8,  # the decay lasts this share of the rounds
+        chunk_size=0,  # clients trained together in one vmap; 0 = all of a round. Must divide P
+    ))
+
+    config.client = ml_collections.ConfigDict(dict(
+        epochs=5,  # local epochs per round
+        batch_size=64,
+        learning_rate=0.1,  # plain SGD, no momentum, no weight decay, fresh each round
+        clip_norm=1.0,  # global-norm gradient clipping before every step
+    ))
+
+    config.eval = ml_collections.ConfigDict(dict(
+        every_rounds=50,  # evaluate the tracked archs every this many rounds, and after the last
+        batch_size=500,
+        tracked="",  # JSON object name -> arch; '' = smallest, two middle ones and largest of the space
+    ))
+    config.log_every_rounds = 1  # progress line cadence
+    return config
+
+
+def fedavg_baseline(config: ml_collections.ConfigDict, arch_json: str,
+                    name: str = "fedavg") -> ml_collections.ConfigDict:
+    """Turns a config into plain FedAvg of one arch: static heuristic, one-arch pool, uniform weights."""
+    config.fl.heuristic = "static"
+    config.fl.pool = f"[{arch_json}]"
+    config.fl.beta_schedule = "uniform"
+    config.eval.tracked = json.dumps({name: json.loads(arch_json)})
+    return config
+
+
+def search_space(config: ml_collections.ConfigDict, **overrides) -> space_lib.SearchSpace:
+    """The `SearchSpace` of a config, optionally with some fields replaced (e.g. by the dataset's)."""
+    fields = dict(config.space.to_dict())
+    fields.update(overrides)
+    return space_lib.SearchSpace(**fields)
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+    """Applies the `:arg` of `--config=FILE:arg`. '' = SuperFed; 'fedavg=NAME' = FedAvg of a tracked arch.
+
+    NAME is a default tracked name (smallest, small, medium, largest) or an arch JSON.
+    """
+    if not arg:
+        return config
+    key, _, value = arg.partition("=")
+    if key != "fedavg" or not value:
+        raise ValueError(f"config argument {arg!r}: allowed '' or 'fedavg=NAME' with NAME one of "
+                         "smallest, small, medium, largest, or an arch JSON")
+    tracked = space_lib.default_tracked(search_space(config))
+    if value in tracked:
+        return fedavg_baseline(config, json.dumps(space_lib.arch_to_dict(search_space(config),
+                                                                         tracked[value])), value)
+    return fedavg_baseline(config, value)

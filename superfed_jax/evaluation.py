@@ -1,0 +1,55 @@
+"""Accuracy and loss of several subnets at once (algorithm.md section 7).
+
+The tracked archs are evaluated together: one pass over the data, `vmap` over archs inside, so a whole
+evaluation is one compiled program whatever the archs are. Forward passes only, so looping over batches
+with `lax.map` is cheap on every backend.
+"""
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class EvalSet(NamedTuple):
+    """A split padded to whole batches: images [nb, B, ...], labels [nb, B], weights [nb, B] (0 = padding)."""
+
+    images: jax.Array
+    labels: jax.Array
+    weights: jax.Array
+
+
+def make_eval_set(images: np.ndarray, labels: np.ndarray, batch_size: int) -> EvalSet:
+    """Pads a split to a multiple of `batch_size` and reshapes it into batches (host side, once)."""
+    count = len(labels)
+    num_batches = max(1, -(-count // batch_size))
+    pad = num_batches * batch_size - count
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)]).astype(np.int32)
+    weights = (np.arange(num_batches * batch_size) < count).astype(np.float32)
+    shape = (num_batches, batch_size)
+    return EvalSet(images.reshape(shape + images.shape[1:]), labels.reshape(shape), weights.reshape(shape))
+
+
+def make_evaluate_fn(logits_fn: Callable) -> Callable:
+    """Builds `evaluate(params, archs, eval_set) -> (accuracy [A], loss [A])`.
+
+    Args:
+      logits_fn: `logits_fn(params, images, arch) -> logits [B, classes]` for one arch on raw images
+        (normalization included).
+    """
+
+    def evaluate(params, archs, eval_set: EvalSet):
+        def batch_sums(batch):
+            images, labels, weights = batch
+            logits = jax.vmap(lambda a: logits_fn(params, images, a))(archs)  # [A, B, classes]
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None])
+            correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
+            return jnp.sum(correct * weights, -1), jnp.sum(losses * weights, -1)
+
+        correct, losses = jax.lax.map(batch_sums, tuple(eval_set))
+        count = jnp.maximum(jnp.sum(eval_set.weights), 1.0)
+        return jnp.sum(correct, 0) / count, jnp.sum(losses, 0) / count
+
+    return evaluate

@@ -1,0 +1,152 @@
+"""One SuperFed round as one compiled program: `round_fn(state, data) -> (state, metrics)`.
+
+Khare et al., arXiv 2301.10879, sections 3-4. Inside one `jax.jit`: sample P of K clients, hand each a
+subnet (the distribution heuristic), derive its mask, gather its batches from the device-resident training
+set, train all sampled clients together (`vmap`, optionally in chunks of a `lax.scan` so memory stays
+bounded), and aggregate with the mask-weighted mean. Clients are split over the `clients` mesh axis; the
+supernet params are replicated. Nothing is copied to the host inside a round.
+
+All randomness is derived from (seed, round, client id), so a resumed run replays exactly and results do
+not depend on how clients are chunked or sharded.
+"""
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from superfed_jax import aggregation
+from superfed_jax import client as client_lib
+from superfed_jax import heuristics
+from superfed_jax import masks as masks_lib
+from superfed_jax import sampling
+from superfed_jax import schedules
+from superfed_jax import sharding
+from superfed_jax import space as space_lib
+
+# Stream ids for `fold_in(round_key, stream)`: independent randomness for each purpose.
+_SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM = 0, 1, 2
+
+
+@flax.struct.dataclass
+class ServerState:
+    """Everything a round reads and writes; checkpointing this is enough to resume exactly."""
+
+    params: Any  # supernet params (replicated)
+    round: jax.Array  # int32 scalar: rounds completed so far
+    rng: jax.Array  # uint32 key data of the run's root key; never advanced, rounds fold in their index
+    tracking: heuristics.TrackingState  # tracking-sandwich counters per client
+
+
+@flax.struct.dataclass
+class ClientData:
+    """The training set on device plus a padded per-client index table."""
+
+    images: jax.Array  # [N, H, W, C] uint8 or float32
+    labels: jax.Array  # int32 [N]
+    index_table: jax.Array  # int32 [K, max_client_size]: each client's rows of images, left-aligned
+    sizes: jax.Array  # int32 [K]: real entries of each row
+
+
+class RoundSettings(NamedTuple):
+    """Static settings of the round (Python values bound into the compiled program)."""
+
+    num_clients: int
+    clients_per_round: int
+    chunk_size: int  # clients trained together in one vmap; divides clients_per_round
+    heuristic: str
+    pool: Any  # space.Arch with a leading axis, or None
+    count_random_extremes: bool
+    beta_schedule: str
+    beta0: float
+    beta_final: float
+    decay_rounds: int
+
+
+def init_state(params, seed: int, num_clients: int) -> ServerState:
+    """The state before round 0 (every leaf its own buffer, so the whole state can be donated)."""
+    state = ServerState(params=params, round=jnp.int32(0),
+                       rng=jax.random.key_data(jax.random.key(seed)),
+                       tracking=heuristics.init_tracking(num_clients))
+    return jax.tree.map(jnp.array, state)
+
+
+def _finite_tree(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _drop_nonfinite(result: client_lib.ClientResult, weights: jax.Array):
+    """Gives clients with non-finite params or loss weight 0 and zero params (0 * NaN would poison sums)."""
+    finite = jax.vmap(_finite_tree)(result.params) & jnp.isfinite(result.loss)
+    params = jax.tree.map(
+        lambda x: jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0), result.params)
+    return params, jnp.where(finite, weights, 0.0), finite
+
+
+def _zero_sums(space, params):
+    """Zeros shaped like `aggregation.masked_sums` output (numerator per param, denominator per mask)."""
+    one_client = (jax.tree.map(lambda p: p[None], params),
+                  jax.tree.map(lambda m: m[None], masks_lib.arch_masks(space, space_lib.largest(space))),
+                  jnp.ones((1,), jnp.float32))
+    shapes = jax.eval_shape(aggregation.masked_sums, *one_client)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, client_update: Callable,
+                  mesh) -> Callable:
+    """Builds the pure round function; wrap it in `jax.jit(..., donate_argnums=0)`.
+
+    Args:
+      space: the search space.
+      settings: static round settings.
+      client_update: from `client.make_client_update`, trains one client.
+      mesh: the device mesh (clients are split over its `clients` axis).
+    """
+    num_chunks = settings.clients_per_round // settings.chunk_size
+    train_clients = jax.vmap(client_update, in_axes=(None, 0, 0, 0, 0, None, None))
+
+    def train_and_sum(params, data: ClientData, chunk):
+        archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)
+        result = train_clients(params, archs, data.index_table[clients], data.sizes[clients], keys,
+                               data.images, data.labels)
+        client_params, weights, finite = _drop_nonfinite(result, weights)
+        client_masks = jax.vmap(lambda a: masks_lib.arch_masks(space, a))(archs)
+        sums = aggregation.masked_sums(client_params, client_masks, weights)
+        return sums, (jnp.where(finite, result.loss, 0.0), finite)
+
+    def round_fn(state: ServerState, data: ClientData):
+        round_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.round)
+        stream = lambda i: jax.random.fold_in(round_key, i)  # noqa: E731
+        clients = sampling.sample_clients(stream(_SAMPLE_STREAM), settings.num_clients,
+                                          settings.clients_per_round)
+        archs, is_maxnet, tracking = heuristics.assign_archs(
+            settings.heuristic, space, stream(_ASSIGN_STREAM), state.round, clients, state.tracking,
+            settings.pool, count_random_extremes=settings.count_random_extremes)
+        beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
+                              beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
+        weights = schedules.client_weights(settings.beta_schedule, beta, is_maxnet)
+        keys = jax.vmap(lambda c: jax.random.fold_in(stream(_TRAIN_STREAM), c))(clients)
+
+        chunks = jax.tree.map(lambda x: x.reshape((num_chunks, settings.chunk_size) + x.shape[1:]),
+                              (archs, clients, weights, keys))
+        zero_sums = _zero_sums(space, state.params)
+
+        def chunk_step(sums, chunk):
+            chunk_sums, outputs = train_and_sum(state.params, data, chunk)
+            return jax.tree.map(jnp.add, sums, chunk_sums), outputs
+
+        (numerator, denominator), (losses, finite) = jax.lax.scan(chunk_step, zero_sums, chunks)
+        params = aggregation.finalize(numerator, denominator, state.params)
+        losses, finite = losses.reshape(-1), finite.reshape(-1)
+        metrics = {
+            "train_loss": jnp.sum(losses) / jnp.maximum(jnp.sum(finite), 1),
+            "beta": beta,
+            "clients_nonfinite": jnp.sum(~finite),
+            "clients": clients,
+            "arch_depth": archs.depth,
+            "arch_expand": archs.expand,
+        }
+        new_state = state.replace(params=params, round=state.round + 1, tracking=tracking)
+        return new_state, metrics
+
+    return round_fn

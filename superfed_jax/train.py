@@ -1,0 +1,181 @@
+"""The training driver: `train_and_evaluate(config, workdir)`, one linear pass over a SuperFed run.
+
+Load data -> partition over clients -> put it on device -> build the compiled round and evaluation ->
+run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds -> write metrics and a summary.
+All logic lives in the library modules; this file only wires them together.
+"""
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from superfed_jax import client as client_lib
+from superfed_jax import config as config_lib
+from superfed_jax import cost
+from superfed_jax import data as data_lib
+from superfed_jax import evaluation
+from superfed_jax import federated_round
+from superfed_jax import model as model_lib
+from superfed_jax import progress
+from superfed_jax import sharding
+from superfed_jax import space as space_lib
+from superfed_jax.data import augment
+from superfed_jax.data import partition as partition_lib
+
+
+def parse_archs(space: space_lib.SearchSpace, text: str, field: str) -> list[space_lib.Arch]:
+    """Parses a JSON list of archs from config field `field`; ValueError names the field."""
+    try:
+        specs = json.loads(text)
+        if not isinstance(specs, list) or not specs:
+            raise ValueError("need a non-empty JSON list of archs")
+        return [space_lib.arch_from_dict(space, spec) for spec in specs]
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{field}={text!r}: {error}") from None
+
+
+def tracked_archs(space: space_lib.SearchSpace, text: str) -> dict[str, space_lib.Arch]:
+    """Named archs to evaluate: config `eval.tracked` (JSON object name -> arch) or the defaults."""
+    if not text:
+        return space_lib.default_tracked(space)
+    try:
+        specs = json.loads(text)
+        if not isinstance(specs, dict) or not specs:
+            raise ValueError("need a non-empty JSON object name -> arch")
+        return {name: space_lib.arch_from_dict(space, spec) for name, spec in specs.items()}
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"eval.tracked={text!r}: {error}") from None
+
+
+def round_settings(config, space) -> federated_round.RoundSettings:
+    """Static round settings from the config, with derived defaults resolved."""
+    fl = config.fl
+    pool = space_lib.stack(parse_archs(space, fl.pool, "fl.pool")) if fl.pool else None
+    return federated_round.RoundSettings(
+        num_clients=fl.num_clients, clients_per_round=fl.clients_per_round,
+        chunk_size=fl.chunk_size or fl.clients_per_round, heuristic=fl.heuristic, pool=pool,
+        count_random_extremes=fl.count_random_extremes, beta_schedule=fl.beta_schedule,
+        beta0=fl.beta0,
+        # -1 means "end as plain averaging" (algorithm.md 4.1: betaT = 1/P).
+        beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
+        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)))
+
+
+def make_logits_fn(model: model_lib.Supernet, mean, std):
+    """`logits_fn(params, raw_images, arch)`: normalization then the masked supernet."""
+    def logits_fn(params, images, arch):
+        return model.apply({"params": params}, augment.normalize(images, mean, std), arch)
+    return logits_fn
+
+
+def make_loss_fn(model: model_lib.Supernet, mean, std, data_config):
+    """`loss_fn(params, arch, raw_images, labels, weights, key)`: augmentation, forward, summed CE."""
+    def loss_fn(params, arch, images, labels, weights, key):
+        inputs = augment.augment_batch(key, images, mean, std, crop_padding=data_config.crop_padding,
+                                       flip=data_config.flip, cutout_size=data_config.cutout_size)
+        logits = model.apply({"params": params}, inputs, arch)
+        return client_lib.cross_entropy(logits, labels, weights)
+    return loss_fn
+
+
+def build_client_data(dataset, config, mesh) -> federated_round.ClientData:
+    """Partitions the training set over clients and places it, replicated, on every device."""
+    parts = partition_lib.make_partition(
+        dataset.y_train, config.fl.num_clients, config.data.partition, config.seed,
+        alpha=config.data.alpha, shards_per_client=config.data.shards_per_client,
+        min_size=config.data.min_client_size)
+    table, sizes = partition_lib.client_index_table(parts)
+    arrays = federated_round.ClientData(images=dataset.x_train, labels=dataset.y_train.astype(np.int32),
+                                        index_table=table, sizes=sizes)
+    return jax.device_put(arrays, sharding.replicated(mesh))
+
+
+def write_json(path: str, value: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+
+
+def summary_table(space, tracked, best) -> str:
+    """Per tracked arch: MACs, params and validation/test accuracy at the best validation round."""
+    lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val acc':>9}{'test acc':>9}"]
+    for name, arch in tracked.items():
+        lines.append(f"{name:<12}{cost.macs(space, arch) / 1e6:>10.2f}{cost.params(space, arch):>12,}"
+                     f"{best['round']:>12}{best[f'{name}/val_accuracy']:>9.4f}"
+                     f"{best[f'{name}/test_accuracy']:>9.4f}")
+    return "\n".join(lines)
+
+
+def select_best(records: list[dict], names) -> dict:
+    """The evaluation record maximising the mean validation accuracy over the tracked archs."""
+    return max(records, key=lambda r: np.mean([r[f"{n}/val_accuracy"] for n in names]))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs a whole SuperFed training run; returns the best evaluation record."""
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    dataset = data_lib.load_dataset(config.data, config.seed)
+    _, height, _, channels = dataset.x_train.shape
+    space = config_lib.search_space(config, input_size=height, input_channels=channels,
+                                    num_classes=dataset.num_classes)
+    settings = round_settings(config, space)
+    tracked = tracked_archs(space, config.eval.tracked)
+    mesh = sharding.make_mesh()
+    data = build_client_data(dataset, config, mesh)
+
+    model = model_lib.Supernet(space, config.model.conv_impl, jnp.dtype(config.model.dtype))
+    params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl)
+    state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
+                           sharding.replicated(mesh))
+    client_update = client_lib.make_client_update(
+        make_loss_fn(model, dataset.mean, dataset.std, config.data),
+        client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm),
+        epochs=config.client.epochs, batch_size=config.client.batch_size,
+        max_size=int(data.index_table.shape[1]))
+    round_fn = jax.jit(federated_round.make_round_fn(space, settings, client_update, mesh),
+                       donate_argnums=0)
+    evaluate = jax.jit(evaluation.make_evaluate_fn(make_logits_fn(model, dataset.mean, dataset.std)))
+    eval_sets = {split: evaluation.make_eval_set(x, y, config.eval.batch_size)
+                 for split, x, y in (("val", dataset.x_val, dataset.y_val),
+                                     ("test", dataset.x_test, dataset.y_test)) if len(y)}
+    tracked_batch = space_lib.stack(list(tracked.values()))
+
+    records, pending = [], []
+    bar = progress.Progress(config.fl.rounds)
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+        for t in range(config.fl.rounds):
+            state, metrics = round_fn(state, data)
+            pending.append(metrics)
+            last = t + 1 == config.fl.rounds
+            if (t + 1) % config.log_every_rounds == 0 or last:
+                bar.update(t + 1, float(metrics["train_loss"]))  # a logging boundary: one scalar read
+            if (t + 1) % config.eval.every_rounds == 0 or last:
+                record = {"round": t + 1, **round_summary(pending)}
+                for split, eval_set in eval_sets.items():
+                    accuracy, loss = jax.device_get(evaluate(state.params, tracked_batch, eval_set))
+                    for i, name in enumerate(tracked):
+                        record[f"{name}/{split}_accuracy"] = float(accuracy[i])
+                        record[f"{name}/{split}_loss"] = float(loss[i])
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                records.append(record)
+                pending = []
+                bar.note(" ".join(f"{n}={record.get(f'{n}/val_accuracy', float('nan')):.3f}"
+                                  for n in tracked))
+    bar.close()
+    best = select_best(records, tracked) if eval_sets.get("val") else records[-1]
+    print(summary_table(space, tracked, best), flush=True)
+    return best
+
+
+def round_summary(pending: list[dict]) -> dict:
+    """Host-side summary of the rounds since the last evaluation (read once, at the boundary)."""
+    values = jax.device_get([{k: m[k] for k in ("train_loss", "beta", "clients_nonfinite")}
+                             for m in pending])
+    return {"beta": float(values[-1]["beta"]),
+            "train_loss": float(np.mean([v["train_loss"] for v in values])),
+            "clients_nonfinite": int(sum(v["clients_nonfinite"] for v in values))}
