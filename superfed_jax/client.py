@@ -47,21 +47,51 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> j
     return jnp.sum(losses * weights)
 
 
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """Builds `train_step(params, opt_state, arch, images, labels, weights, key) -> (params, opt_state, loss)`.
+
+    One SGD step on one batch; `loss` is the mean over the batch's real examples (weights 1). A batch with
+    no real example leaves params and optimizer state untouched.
+
+    Args:
+      loss_fn: `loss_fn(params, arch, images, labels, weights, key) -> summed weighted loss`; it applies the
+        (masked) model to a batch and is responsible for augmentation with `key`.
+      optimizer: an optax transformation.
+    """
+
+    def train_step(params, opt_state, arch, images, labels, weights, key):
+        real = jnp.sum(weights)
+        mean_loss = lambda p: loss_fn(p, arch, images, labels, weights, key) / jnp.maximum(real, 1.0)  # noqa: E731
+        loss, grads = jax.value_and_grad(mean_loss)(params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(real > 0, new, old),
+                                         (new_params, new_opt_state), (params, opt_state))
+        return params, opt_state, loss
+
+    return train_step
+
+
+def steps_per_epoch(max_size: int, batch_size: int) -> int:
+    """Static steps of every client's epoch: enough batches for the largest client."""
+    return -(-max_size // batch_size)
+
+
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                        batch_size: int, max_size: int) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
 
     Args:
-      loss_fn: `loss_fn(params, arch, images, labels, weights, key) -> summed weighted loss`; it applies the
-        (masked) model to a batch and is responsible for augmentation with `key`.
-      optimizer: an optax transformation (fresh state per call: a new optimizer every round).
+      loss_fn, optimizer: as for `make_train_step`; the optimizer state is fresh for every call (a new
+        optimizer every round).
       epochs, batch_size: local training schedule.
       max_size: the padded length of a client's index row (static).
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
     `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real.
     """
-    num_batches = -(-max_size // batch_size)
+    num_batches = steps_per_epoch(max_size, batch_size)
+    train_step = make_train_step(loss_fn, optimizer)
 
     def client_update(params, arch, indices, size, key, images, labels):
         order_keys, step_keys = jax.random.split(key)
@@ -74,17 +104,9 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
             positions, step_key = inputs
             weights = (positions < size).astype(jnp.float32)
             rows = indices[jnp.minimum(positions, max_size - 1)]
+            params, opt_state, loss = train_step(params, opt_state, arch, images[rows], labels[rows],
+                                                 weights, step_key)
             real = jnp.sum(weights)
-
-            def batch_loss(p):
-                return loss_fn(p, arch, images[rows], labels[rows], weights, step_key) / jnp.maximum(real, 1.0)
-
-            loss, grads = jax.value_and_grad(batch_loss)(params)
-            updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            keep = real > 0
-            params, opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
-                                             (new_params, new_opt_state), (params, opt_state))
             return (params, opt_state, loss_sum + loss * real, count + real), None
 
         init = (params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))

@@ -71,10 +71,21 @@ class Dense(nn.Module):
 
 
 def avg_pool(x: jax.Array, stride: int) -> jax.Array:
-    """Average pooling with window = stride (the projection shortcut's downsampling)."""
+    """Average pooling with window = stride, ceil mode (the projection shortcut's downsampling).
+
+    Matches the 3x3 stride-s conv's ceil(H / s) output rows; a partial last window averages only its
+    in-bounds pixels, as PyTorch's `AvgPool2d(ceil_mode=True)` in the reference code does. Written as a
+    reshape and a sum rather than `reduce_window`, whose gradient is costlier inside loops on XLA:CPU.
+    """
     if stride == 1:
         return x
-    return nn.avg_pool(x, (stride, stride), strides=(stride, stride))
+    n, h, w, c = x.shape
+    pad_h, pad_w = -h % stride, -w % stride
+    out_h, out_w = (h + pad_h) // stride, (w + pad_w) // stride
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    sums = x.reshape(n, out_h, stride, out_w, stride, c).sum(axis=(2, 4))
+    counts = np.pad(np.ones((h, w)), ((0, pad_h), (0, pad_w))).reshape(out_h, stride, out_w, stride)
+    return sums / counts.sum(axis=(1, 3))[None, :, :, None].astype(sums.dtype)
 
 
 class Block(nn.Module):
@@ -92,7 +103,8 @@ class Block(nn.Module):
         conv_ = lambda f, k, s, name: Conv(f, k, s, self.conv_impl, self.dtype, name=name)  # noqa: E731
         hidden = nn.relu(conv_(self.mid, 3, self.stride, "conv1")(x))
         if channel_mask is not None:
-            hidden = hidden * channel_mask.astype(hidden.dtype)
+            # `where`, not a product: masked channels are exactly 0 even if an activation is not finite.
+            hidden = jnp.where(channel_mask, hidden, 0)
         branch = nn.relu(conv_(self.width, 3, 1, "conv2")(hidden))
         shortcut = x
         if self.projection:

@@ -34,7 +34,9 @@ class SubnetShape:
 def subnet_shape(space: space_lib.SearchSpace, arch: space_lib.Arch) -> SubnetShape:
     """The static shape of a concrete (not traced) arch."""
     space_lib.validate(space, arch)
-    mids = np.asarray(space_lib.block_mids(space, arch))
+    # NumPy, not `space.block_mids`: this must work on concrete archs inside a jit trace too.
+    stage_of_block = np.repeat(np.arange(space.num_stages), space.blocks_per_stage)
+    mids = space.mid_table[stage_of_block, np.asarray(arch.expand)]
     return SubnetShape(depth=tuple(int(d) for d in np.asarray(arch.depth)),
                        mids=tuple(int(m) for m in mids))
 
@@ -76,7 +78,7 @@ def extract(space: space_lib.SearchSpace, params, arch: space_lib.Arch):
 def embed(space: space_lib.SearchSpace, dense_params, arch: space_lib.Arch, supernet_params):
     """Writes `DenseSubnet` params back into their supernet positions; other entries are kept."""
     shape = subnet_shape(space, arch)
-    merged = jax.tree.map(lambda x: x, supernet_params)  # a fresh tree of the same leaves
+    merged = jax.tree.map(jnp.asarray, supernet_params)  # a fresh tree; NumPy leaves gain `.at`
     merged["stem"], merged["head"] = dense_params["stem"], dense_params["head"]
     for s, b, index in shape.kept_blocks(space):
         name, mid = model_lib.block_name(s, b), shape.mids[index]

@@ -6,7 +6,7 @@ All logic lives in the library modules; this file only wires them together.
 """
 import json
 import os
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -114,21 +114,35 @@ def select_best(records: list[dict], names) -> dict:
     return max(records, key=lambda r: np.mean([r[f"{n}/val_accuracy"] for n in names]))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs a whole SuperFed training run; returns the best evaluation record."""
-    os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+class Run(NamedTuple):
+    """Everything built from a config before the first round."""
+
+    space: space_lib.SearchSpace
+    dataset: data_lib.Dataset
+    settings: federated_round.RoundSettings
+    tracked: dict
+    mesh: Any
+    data: federated_round.ClientData
+    model: model_lib.Supernet
+    state: federated_round.ServerState
+    client_update: Callable
+    round_fn: Callable  # jitted, donates the state
+    evaluate: Callable  # jitted
+    eval_sets: dict
+
+
+def build(config: ml_collections.ConfigDict) -> Run:
+    """Loads data, partitions it, places it on the devices and builds the compiled functions."""
     dataset = data_lib.load_dataset(config.data, config.seed)
     _, height, _, channels = dataset.x_train.shape
     space = config_lib.search_space(config, input_size=height, input_channels=channels,
                                     num_classes=dataset.num_classes)
     settings = round_settings(config, space)
-    tracked = tracked_archs(space, config.eval.tracked)
     mesh = sharding.make_mesh()
     data = build_client_data(dataset, config, mesh)
-
     model = model_lib.Supernet(space, config.model.conv_impl, jnp.dtype(config.model.dtype))
-    params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl)
+    params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl,
+                                   out_sharding=sharding.replicated(mesh))
     state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
                            sharding.replicated(mesh))
     client_update = client_lib.make_client_update(
@@ -142,6 +156,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_sets = {split: evaluation.make_eval_set(x, y, config.eval.batch_size)
                  for split, x, y in (("val", dataset.x_val, dataset.y_val),
                                      ("test", dataset.x_test, dataset.y_test)) if len(y)}
+    return Run(space, dataset, settings, tracked_archs(space, config.eval.tracked), mesh, data, model,
+               state, client_update, round_fn, evaluate, eval_sets)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs a whole SuperFed training run; returns the best evaluation record."""
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    run = build(config)
+    space, tracked, state, round_fn, evaluate, data = (
+        run.space, run.tracked, run.state, run.round_fn, run.evaluate, run.data)
+    eval_sets = run.eval_sets
     tracked_batch = space_lib.stack(list(tracked.values()))
 
     records, pending = [], []
