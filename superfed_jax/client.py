@@ -32,10 +32,13 @@ def make_optimizer(learning_rate: float, clip_norm: float) -> optax.GradientTran
 def epoch_order(key: jax.Array, size: jax.Array, max_size: int, num_batches: int, batch_size: int):
     """int32 [num_batches, batch_size] positions into the client's index row for one epoch.
 
-    Real positions (< size) come first in a random order, then padding positions (>= size).
+    Real positions (< size) come first in a random order, then padding positions (>= size). Each
+    position's random score depends only on (key, position), so the order of the real examples does not
+    depend on how much padding the row has.
     """
-    scores = jax.random.uniform(key, (max_size,))
-    scores = jnp.where(jnp.arange(max_size) < size, scores, 2.0)  # padding sorts last
+    positions = jnp.arange(max_size)
+    scores = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(positions)
+    scores = jnp.where(positions < size, scores, 2.0)  # padding sorts last
     order = jnp.argsort(scores).astype(jnp.int32)
     order = jnp.pad(order, (0, num_batches * batch_size - max_size), constant_values=max_size)
     return order.reshape(num_batches, batch_size)
@@ -78,7 +81,7 @@ def steps_per_epoch(max_size: int, batch_size: int) -> int:
 
 
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
-                       batch_size: int, max_size: int) -> Callable:
+                       batch_size: int, max_size: int, unroll: int = 1) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
 
     Args:
@@ -86,6 +89,9 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
         optimizer every round).
       epochs, batch_size: local training schedule.
       max_size: the padded length of a client's index row (static).
+      unroll: `lax.scan` unroll factor of the local steps (0 = fully unrolled). XLA:CPU runs convolution
+        gradients slowly inside loop bodies (performance-notes.md), so unrolling short local schedules
+        trades compile time for speed there.
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
     `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real.
@@ -94,10 +100,14 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
     train_step = make_train_step(loss_fn, optimizer)
 
     def client_update(params, arch, indices, size, key, images, labels):
-        order_keys, step_keys = jax.random.split(key)
-        orders = jax.vmap(lambda k: epoch_order(k, size, max_size, num_batches, batch_size))(
-            jax.random.split(order_keys, epochs)).reshape(epochs * num_batches, batch_size)
-        keys = jax.random.split(step_keys, epochs * num_batches)
+        # Keys per (epoch, batch) by fold_in, so real steps see the same randomness whatever the padding.
+        epoch_keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(epochs))
+        orders = jax.vmap(lambda k: epoch_order(jax.random.fold_in(k, 0), size, max_size, num_batches,
+                                                batch_size))(epoch_keys)
+        keys = jax.vmap(lambda k: jax.vmap(lambda b: jax.random.fold_in(jax.random.fold_in(k, 1), b))(
+            jnp.arange(num_batches)))(epoch_keys)
+        orders = orders.reshape(epochs * num_batches, batch_size)
+        keys = keys.reshape(epochs * num_batches)
 
         def step(carry, inputs):
             params, opt_state, loss_sum, count = carry
@@ -110,7 +120,8 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
             return (params, opt_state, loss_sum + loss * real, count + real), None
 
         init = (params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))
-        (params, _, loss_sum, count), _ = jax.lax.scan(step, init, (orders, keys))
+        (params, _, loss_sum, count), _ = jax.lax.scan(step, init, (orders, keys),
+                                                   unroll=unroll if unroll > 0 else True)
         return ClientResult(params=params, loss=loss_sum / jnp.maximum(count, 1.0))
 
     return client_update

@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=64,
         learning_rate=0.1,  # plain SGD, no momentum, no weight decay, fresh each round
         clip_norm=1.0,  # global-norm gradient clipping before every step
+        scan_unroll=1,  # unroll factor of the local-step loop; 0 = fully (faster convs on CPU, longer compile)
     ))
 
     config.eval = ml_collections.ConfigDict(dict(

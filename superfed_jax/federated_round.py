@@ -71,6 +71,17 @@ def init_state(params, seed: int, num_clients: int) -> ServerState:
     return jax.tree.map(jnp.array, state)
 
 
+def round_key(state: ServerState) -> jax.Array:
+    """The key of the state's current round: fold_in(root key, round)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.round)
+
+
+def client_train_keys(key_of_round: jax.Array, clients: jax.Array) -> jax.Array:
+    """Per-client training keys: depend only on (seed, round, client id), never on position or chunking."""
+    train_key = jax.random.fold_in(key_of_round, _TRAIN_STREAM)
+    return jax.vmap(lambda c: jax.random.fold_in(train_key, c))(clients)
+
+
 def _finite_tree(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -115,8 +126,8 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, client_
         return sums, (jnp.where(finite, result.loss, 0.0), finite)
 
     def round_fn(state: ServerState, data: ClientData):
-        round_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.round)
-        stream = lambda i: jax.random.fold_in(round_key, i)  # noqa: E731
+        key = round_key(state)
+        stream = lambda i: jax.random.fold_in(key, i)  # noqa: E731
         clients = sampling.sample_clients(stream(_SAMPLE_STREAM), settings.num_clients,
                                           settings.clients_per_round)
         archs, is_maxnet, tracking = heuristics.assign_archs(
@@ -125,7 +136,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, client_
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
         weights = schedules.client_weights(settings.beta_schedule, beta, is_maxnet)
-        keys = jax.vmap(lambda c: jax.random.fold_in(stream(_TRAIN_STREAM), c))(clients)
+        keys = client_train_keys(key, clients)
 
         chunks = jax.tree.map(lambda x: x.reshape((num_chunks, settings.chunk_size) + x.shape[1:]),
                               (archs, clients, weights, keys))

@@ -149,7 +149,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
         make_loss_fn(model, dataset.mean, dataset.std, config.data),
         client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm),
         epochs=config.client.epochs, batch_size=config.client.batch_size,
-        max_size=int(data.index_table.shape[1]))
+        max_size=int(data.index_table.shape[1]), unroll=config.client.scan_unroll)
     round_fn = jax.jit(federated_round.make_round_fn(space, settings, client_update, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(make_logits_fn(model, dataset.mean, dataset.std)))
