@@ -4,6 +4,7 @@ Without --config it runs the embedded default, configs/digits.py (scikit-learn's
 download). The logic lives in `superfed_jax.train`; this file only parses flags.
 """
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -23,7 +24,13 @@ def main(argv):
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
     print(f"workdir: {workdir}", flush=True)
-    train.train_and_evaluate(config, workdir)
+    try:
+        train.train_and_evaluate(config, workdir)
+    except (ValueError, FileNotFoundError) as error:  # bad config or data: a message, not a traceback
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        print(f"error: {error}\n(set SUPERFED_DEBUG=1 for a traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

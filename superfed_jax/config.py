@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
         clients_per_round=8,  # P, sampled without replacement each round
         rounds=1500,
         heuristic="tracking_sandwich",  # 'static', 'dynamic', 'random', 'sandwich', 'tracking_sandwich'
-        pool="",  # JSON list of archs for 'static'/'dynamic', e.g. '[{"d":[2,2,2,2],"e":0.25}]'
+        pool="",  # JSON list of archs (or names like "largest") for 'static'/'dynamic' heuristics
         count_random_extremes=True,  # tracking counters also count random draws equal to max/min (reference)
         beta_schedule="cosine",  # 'uniform', 'constant', 'linear' or 'cosine' (algorithm.md 4.1)
         beta0=0.9,  # weight of the client training the largest subnet at round 0
@@ -76,19 +76,23 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict(dict(
         every_rounds=50,  # evaluate the tracked archs every this many rounds, and after the last
         batch_size=500,
-        tracked="",  # JSON object name -> arch; '' = smallest, two middle ones and largest of the space
+        tracked="",  # JSON object name -> arch (or name); '' = smallest, small, medium, largest
     ))
     config.log_every_rounds = 1  # progress line cadence
     return config
 
 
-def fedavg_baseline(config: ml_collections.ConfigDict, arch_json: str,
-                    name: str = "fedavg") -> ml_collections.ConfigDict:
-    """Turns a config into plain FedAvg of one arch: static heuristic, one-arch pool, uniform weights."""
+def fedavg_baseline(config: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:
+    """Turns a config into plain FedAvg of one arch: static heuristic, one-arch pool, uniform weights.
+
+    `arch` is a default tracked name (resolved against the final space at run time) or an arch JSON.
+    """
+    spec = arch if arch.lstrip().startswith("{") else json.dumps(arch)
+    name = arch if not arch.lstrip().startswith("{") else "fedavg"
     config.fl.heuristic = "static"
-    config.fl.pool = f"[{arch_json}]"
+    config.fl.pool = f"[{spec}]"
     config.fl.beta_schedule = "uniform"
-    config.eval.tracked = json.dumps({name: json.loads(arch_json)})
+    config.eval.tracked = json.dumps({name: json.loads(spec)})
     return config
 
 
@@ -100,18 +104,14 @@ def search_space(config: ml_collections.ConfigDict, **overrides) -> space_lib.Se
 
 
 def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
-    """Applies the `:arg` of `--config=FILE:arg`. '' = SuperFed; 'fedavg=NAME' = FedAvg of a tracked arch.
+    """Applies the `:arg` of `--config=FILE:arg`. '' = SuperFed; 'fedavg=ARCH' = FedAvg of one arch.
 
-    NAME is a default tracked name (smallest, small, medium, largest) or an arch JSON.
+    ARCH is a default tracked name (smallest, small, medium, largest) or an arch JSON.
     """
     if not arg:
         return config
     key, _, value = arg.partition("=")
     if key != "fedavg" or not value:
-        raise ValueError(f"config argument {arg!r}: allowed '' or 'fedavg=NAME' with NAME one of "
+        raise ValueError(f"config argument {arg!r}: allowed '' or 'fedavg=ARCH' with ARCH one of "
                          "smallest, small, medium, largest, or an arch JSON")
-    tracked = space_lib.default_tracked(search_space(config))
-    if value in tracked:
-        return fedavg_baseline(config, json.dumps(space_lib.arch_to_dict(search_space(config),
-                                                                         tracked[value])), value)
     return fedavg_baseline(config, value)

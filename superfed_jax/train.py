@@ -27,13 +27,26 @@ from superfed_jax.data import augment
 from superfed_jax.data import partition as partition_lib
 
 
+def arch_from_spec(space: space_lib.SearchSpace, spec) -> space_lib.Arch:
+    """An arch from its JSON form, or from a default tracked name ('smallest', 'small', ...).
+
+    Names are resolved against the final space, so `fedavg=largest` follows space overrides.
+    """
+    if isinstance(spec, str):
+        named = space_lib.default_tracked(space)
+        if spec not in named:
+            raise ValueError(f"unknown arch name {spec!r}; allowed names {list(named)} or an arch object")
+        return named[spec]
+    return space_lib.arch_from_dict(space, spec)
+
+
 def parse_archs(space: space_lib.SearchSpace, text: str, field: str) -> list[space_lib.Arch]:
-    """Parses a JSON list of archs from config field `field`; ValueError names the field."""
+    """Parses a JSON list of archs (or names) from config field `field`; ValueError names the field."""
     try:
         specs = json.loads(text)
         if not isinstance(specs, list) or not specs:
             raise ValueError("need a non-empty JSON list of archs")
-        return [space_lib.arch_from_dict(space, spec) for spec in specs]
+        return [arch_from_spec(space, spec) for spec in specs]
     except (ValueError, TypeError) as error:
         raise ValueError(f"{field}={text!r}: {error}") from None
 
@@ -46,7 +59,7 @@ def tracked_archs(space: space_lib.SearchSpace, text: str) -> dict[str, space_li
         specs = json.loads(text)
         if not isinstance(specs, dict) or not specs:
             raise ValueError("need a non-empty JSON object name -> arch")
-        return {name: space_lib.arch_from_dict(space, spec) for name, spec in specs.items()}
+        return {name: arch_from_spec(space, spec) for name, spec in specs.items()}
     except (ValueError, TypeError) as error:
         raise ValueError(f"eval.tracked={text!r}: {error}") from None
 
@@ -162,9 +175,9 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs a whole SuperFed training run; returns the best evaluation record."""
+    run = build(config)  # fails on bad config or data before anything is written
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    run = build(config)
     space, tracked, state, round_fn, evaluate, data = (
         run.space, run.tracked, run.state, run.round_fn, run.evaluate, run.data)
     eval_sets = run.eval_sets

@@ -1,0 +1,17 @@
+"""SuperFed on CIFAR-100 with the paper's settings (algorithm.md; Khare et al., arXiv 2301.10879).
+
+    python launch.py --config=configs/cifar100.py --config.data.archive=/data/cifar-100-binary.tar.gz
+    python launch.py --config=configs/cifar100.py:fedavg=smallest ...   # FedAvg of one arch
+
+As configs/cifar10.py, with 100 classes and 2000 rounds.
+"""
+from superfed_jax import config as config_lib
+
+
+def get_config(arg: str = ""):
+    config = config_lib.base_config()
+    config.data.name = "cifar100"
+    config.space.num_classes = 100
+    config.fl.rounds = 2000
+    config.log_every_rounds = 10
+    return config_lib.apply_variant(config, arg)

@@ -1,0 +1,108 @@
+"""Smoke tests of the real entry point, `python launch.py`, on shrunken configs (one subprocess each)."""
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config.fl.rounds=2", "--config.eval.every_rounds=1", "--config.client.epochs=1",
+        "--config.fl.num_clients=4", "--config.fl.clients_per_round=2"]
+TINY_SPACE = ["--config.space.stem_width=4", "--config.space.stage_widths=(32,64)",
+              "--config.space.stage_strides=(1,2)", "--config.space.blocks_per_stage=2",
+              "--config.space.divisor=1", "--config.eval.batch_size=50"]
+
+
+def launch(*args, timeout=300):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_digits_default_writes_config_metrics_and_summary(tmp_path):
+    result = launch(*TINY, f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.load(open(tmp_path / "config.json"))
+    assert config["data"]["name"] == "digits" and config["fl"]["rounds"] == 2
+    records = read_metrics(tmp_path)
+    assert [r["round"] for r in records] == [1, 2]
+    for record in records:
+        for key in ("beta", "train_loss", "clients_nonfinite"):
+            assert key in record
+        for name in ("smallest", "small", "medium", "largest"):
+            for field in ("val_accuracy", "test_accuracy", "test_loss", "val_loss"):
+                value = record[f"{name}/{field}"]
+                assert np.isfinite(value)
+            assert 0.0 <= record[f"{name}/test_accuracy"] <= 1.0
+    for name in ("smallest", "largest"):  # the summary table on stdout
+        assert any(line.startswith(name) for line in result.stdout.splitlines())
+    assert "round 2/2" in result.stderr  # progress with ETA
+
+
+def test_misspelt_override_fails(tmp_path):
+    result = launch("--config.fl.roundz=3", f"--workdir={tmp_path}", timeout=120)
+    assert result.returncode != 0
+    assert "roundz" in result.stderr
+
+
+def test_cifar10_without_data_stops_at_once_with_instructions(tmp_path):
+    result = launch("--config=configs/cifar10.py", f"--workdir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    assert "data.archive" in result.stderr and "tfds_data_dir" in result.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def _cifar_binary_archive(path, records_per_member=12, seed=0):
+    """A tiny archive in the real CIFAR-10 binary layout (label byte + 3072 CHW pixel bytes)."""
+    rng = np.random.default_rng(seed)
+    members = [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)]
+    members.append("cifar-10-batches-bin/test_batch.bin")
+    with tarfile.open(path, "w:gz") as tar:
+        for name in members:
+            labels = np.arange(records_per_member, dtype=np.uint8) % 10
+            pixels = rng.integers(0, 256, (records_per_member, 3072), dtype=np.uint8)
+            payload = np.concatenate([labels[:, None], pixels], axis=1).tobytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+@pytest.mark.parametrize("variant", ["", ":fedavg=largest"])
+def test_cifar10_config_trains_from_binary_archive(tmp_path, variant):
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    _cifar_binary_archive(archive)
+    workdir = tmp_path / "run"
+    result = launch(f"--config=configs/cifar10.py{variant}", *TINY, *TINY_SPACE,
+                    f"--config.data.archive={archive}", "--config.data.min_client_size=2",
+                    "--config.data.val_fraction=0.2", "--config.client.batch_size=8",
+                    f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_metrics(workdir)
+    assert len(records) == 2
+    names = {"largest"} if variant else {"smallest", "small", "medium", "largest"}
+    assert {key.split("/")[0] for key in records[-1] if "/" in key} == names
+
+
+def test_npz_dataset_infers_shape_and_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (80, 6, 6), dtype=np.uint8),
+             y_train=np.arange(80) % 3, x_test=rng.integers(0, 256, (20, 6, 6), dtype=np.uint8),
+             y_test=np.arange(20) % 3)
+    workdir = tmp_path / "run"
+    result = launch("--config.data.name=npz", f"--config.data.path={path}", *TINY,
+                    "--config.data.min_client_size=2", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config_space = json.load(open(workdir / "config.json"))["space"]
+    assert config_space["input_size"] == 8  # the config file's value; the run used the data's 6x6x1
+    assert len(read_metrics(workdir)) == 2
