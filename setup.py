@@ -20,6 +20,6 @@ setuptools.setup(
     extras_require={
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "pillow"],  # pillow: writing a real TFDS folder in a test
     },
 )

@@ -166,9 +166,9 @@ def test_xla_flops_track_macs_on_small_space():
     archs += [space_lib.Arch(d, e) for d, e in zip(depth, expand)]
     for arch in archs:
         flops = cost.xla_flops(SMALL, arch)
-        # XLA adds ReLUs, adds, pooling and the bias on top of 2 flops per MAC: 2.5-3.5% in this tiny net,
-        # whose 3-channel middle layers do few MACs per activation.
-        assert 0 <= relative_gap(flops, 2 * cost.macs(SMALL, arch, count_padding=False)) < 0.05
+        # XLA adds ReLUs, adds, pooling (a sum and a divide per input pixel) and the bias on top of 2
+        # flops per MAC: 2.5-6.5% in this tiny net, whose 3-channel middle layers do few MACs per activation.
+        assert 0 <= relative_gap(flops, 2 * cost.macs(SMALL, arch, count_padding=False)) < 0.08
         # Padding taps are real work in the paper's convention but not for XLA.
         assert flops < 2 * cost.macs(SMALL, arch)
 
