@@ -98,9 +98,14 @@ def fedavg_baseline(config: ml_collections.ConfigDict, arch: str) -> ml_collecti
 
 def search_space(config: ml_collections.ConfigDict, **overrides) -> space_lib.SearchSpace:
     """The `SearchSpace` of a config, optionally with some fields replaced (e.g. by the dataset's)."""
+    if "space" not in config:
+        raise ValueError("config has no 'space' field; it needs the fields of space.SearchSpace")
     fields = dict(config.space.to_dict())
     fields.update(overrides)
-    return space_lib.SearchSpace(**fields)
+    try:
+        return space_lib.SearchSpace(**fields)
+    except TypeError as error:  # an unknown or missing field name
+        raise ValueError(f"config.space: {error}") from None
 
 
 def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:

@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from superfed_jax import config as config_lib
 from superfed_jax import space as space_lib
 from superfed_jax import subnet
 
@@ -274,19 +275,6 @@ def xla_flops(space: space_lib.SearchSpace, arch: space_lib.Arch, conv_impl: str
 # Command line.
 
 
-def space_from_config(config) -> space_lib.SearchSpace:
-    """The search space of a config with a ``space`` field holding `space.SearchSpace`'s fields."""
-    if config is None:
-        return space_lib.SearchSpace()
-    if "space" not in config:
-        raise ValueError("config has no 'space' field; it needs the fields of space.SearchSpace")
-    fields = config.space.to_dict() if hasattr(config.space, "to_dict") else dict(config.space)
-    try:
-        return space_lib.SearchSpace(**fields)
-    except TypeError as error:  # An unknown or missing field name.
-        raise ValueError(f"config.space: {error}") from None
-
-
 def report(space: space_lib.SearchSpace, arch: space_lib.Arch) -> dict:
     """The JSON-ready cost summary of one arch that the command prints."""
     arch_macs = macs(space, arch)
@@ -306,7 +294,7 @@ def main(argv) -> None:
     # Costs are host arithmetic: never initialise (and preallocate memory on) an accelerator for them.
     jax.config.update("jax_platforms", "cpu")
     try:
-        space = space_from_config(config)
+        space = config_lib.search_space(config) if config is not None else space_lib.SearchSpace()
         arch = space_lib.parse_arch(space, arch_text)
     except ValueError as error:
         # One line, no traceback: these are user errors and the message names the allowed values.
