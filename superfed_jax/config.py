@@ -15,7 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     """The paper's settings (algorithm.md) on the paper's CIFAR-10 space; unlocked for overriding."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # root of all randomness: init, partition, sampling, assignment, training
-    config.dry_run = False  # only sample clients and assign archs for every round (no data, no training)
+    config.dry_run = False  # only sample clients and assign archs for every round, write cost.json; no data
 
     # The supernet family (algorithm.md 2.1). input_size, input_channels and num_classes are replaced by
     # the dataset's own values when training; they matter for cost commands that read no data.
@@ -77,6 +77,11 @@ def base_config() -> ml_collections.ConfigDict:
         every_rounds=50,  # evaluate the tracked archs every this many rounds, and after the last
         batch_size=500,
         tracked="",  # JSON object name -> arch (or name); '' = smallest, small, medium, largest
+    ))
+    config.cost = ml_collections.ConfigDict(dict(
+        baseline="",  # JSON list of archs trained independently with FedAvg for the cost comparison;
+        # '' = the 9 archs of the paper's table (paper space) or the tracked archs (other spaces)
+        bytes_per_param=4,  # communicated bytes per parameter and direction (4 = float32)
     ))
     config.log_every_rounds = 1  # progress line cadence
     return config

@@ -82,6 +82,21 @@ def client_train_keys(key_of_round: jax.Array, clients: jax.Array) -> jax.Array:
     return jax.vmap(lambda c: jax.random.fold_in(train_key, c))(clients)
 
 
+def assign_round(space: space_lib.SearchSpace, settings: RoundSettings, state: ServerState):
+    """Clients and subnets of the state's current round: `(clients [P], archs [P], is_maxnet [P], tracking)`.
+
+    Depends only on (seed, round, tracking counters), never on data or weights, so `dry_run` replays a
+    whole run's assignment sequence with this same function.
+    """
+    key = round_key(state)
+    clients = sampling.sample_clients(jax.random.fold_in(key, _SAMPLE_STREAM), settings.num_clients,
+                                      settings.clients_per_round)
+    archs, is_maxnet, tracking = heuristics.assign_archs(
+        settings.heuristic, space, jax.random.fold_in(key, _ASSIGN_STREAM), state.round, clients,
+        state.tracking, settings.pool, count_random_extremes=settings.count_random_extremes)
+    return clients, archs, is_maxnet, tracking
+
+
 def _finite_tree(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -126,17 +141,11 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, client_
         return sums, (jnp.where(finite, result.loss, 0.0), finite)
 
     def round_fn(state: ServerState, data: ClientData):
-        key = round_key(state)
-        stream = lambda i: jax.random.fold_in(key, i)  # noqa: E731
-        clients = sampling.sample_clients(stream(_SAMPLE_STREAM), settings.num_clients,
-                                          settings.clients_per_round)
-        archs, is_maxnet, tracking = heuristics.assign_archs(
-            settings.heuristic, space, stream(_ASSIGN_STREAM), state.round, clients, state.tracking,
-            settings.pool, count_random_extremes=settings.count_random_extremes)
+        clients, archs, is_maxnet, tracking = assign_round(space, settings, state)
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
         weights = schedules.client_weights(settings.beta_schedule, beta, is_maxnet)
-        keys = client_train_keys(key, clients)
+        keys = client_train_keys(round_key(state), clients)
 
         chunks = jax.tree.map(lambda x: x.reshape((num_chunks, settings.chunk_size) + x.shape[1:]),
                               (archs, clients, weights, keys))

@@ -17,12 +17,15 @@ from superfed_jax import client as client_lib
 from superfed_jax import config as config_lib
 from superfed_jax import cost
 from superfed_jax import data as data_lib
+from superfed_jax import dry_run as dry_run_lib
 from superfed_jax import evaluation
 from superfed_jax import federated_round
 from superfed_jax import model as model_lib
 from superfed_jax import progress
+from superfed_jax import run_cost
 from superfed_jax import sharding
 from superfed_jax import space as space_lib
+from superfed_jax import validation
 from superfed_jax.data import augment
 from superfed_jax.data import partition as partition_lib
 
@@ -112,6 +115,38 @@ def write_json(path: str, value: Any) -> None:
         json.dump(value, f, indent=2)
 
 
+def write_cost_report(config, space, sequence: dict, workdir: str, examples_per_client=None) -> dict:
+    """Writes `cost.json` (the run's compute and communication vs independent FedAvg) and returns it."""
+    baseline = parse_archs(space, config.cost.baseline, "cost.baseline") if config.cost.baseline else None
+    report = run_cost.cost_report(space, sequence, baseline, examples_per_client=examples_per_client,
+                                  epochs=config.client.epochs if examples_per_client is not None else None,
+                                  bytes_per_param=config.cost.bytes_per_param)
+    write_json(os.path.join(workdir, "cost.json"), report)
+    return report
+
+
+def cost_summary(report: dict) -> str:
+    """Two lines for stdout: the run's cost and its ratios against independent FedAvg."""
+    superfed, ratios = report["superfed"], report["ratios"]
+    return (f"cost: {superfed['total_macs']:.4g} forward MACs per image summed over the run's clients "
+            f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
+            f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction\n"
+            f"independent FedAvg of {len(report['baseline']['archs'])} archs costs "
+            f"{ratios['compute_ratio']:.2f}x the compute and {ratios['comm_ratio']:.2f}x the communication")
+
+
+def run_dry(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """`dry_run=True`: the assignment sequence of every round and its cost report; no data, no training."""
+    validation.check_config(config)
+    space = config_lib.search_space(config)
+    sequence = dry_run_lib.assignment_sequence(space, round_settings(config, space), config.seed,
+                                               config.fl.rounds)
+    os.makedirs(workdir, exist_ok=True)
+    report = write_cost_report(config, space, sequence, workdir)
+    print(cost_summary(report), flush=True)
+    return report
+
+
 def summary_table(space, tracked, best) -> str:
     """Per tracked arch: MACs, params and validation/test accuracy at the best validation round."""
     lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val acc':>9}{'test acc':>9}"]
@@ -146,7 +181,9 @@ class Run(NamedTuple):
 
 def build(config: ml_collections.ConfigDict) -> Run:
     """Loads data, partitions it, places it on the devices and builds the compiled functions."""
+    validation.check_config(config)  # every field, before any data is read or anything compiles
     dataset = data_lib.load_dataset(config.data, config.seed)
+    validation.check_against_data(config, len(dataset.y_train))
     _, height, _, channels = dataset.x_train.shape
     space = config_lib.search_space(config, input_size=height, input_channels=channels,
                                     num_classes=dataset.num_classes)
@@ -175,6 +212,8 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs a whole SuperFed training run; returns the best evaluation record."""
+    if config.dry_run:
+        return run_dry(config, workdir)
     run = build(config)  # fails on bad config or data before anything is written
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
@@ -183,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_sets = run.eval_sets
     tracked_batch = space_lib.stack(list(tracked.values()))
 
-    records, pending = [], []
+    records, pending, assignments = [], [], []
     bar = progress.Progress(config.fl.rounds)
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
         for t in range(config.fl.rounds):
@@ -193,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if (t + 1) % config.log_every_rounds == 0 or last:
                 bar.update(t + 1, float(metrics["train_loss"]))  # a logging boundary: one scalar read
             if (t + 1) % config.eval.every_rounds == 0 or last:
-                record = {"round": t + 1, **round_summary(pending)}
+                record = {"round": t + 1, **round_summary(pending, assignments)}
                 for split, eval_set in eval_sets.items():
                     accuracy, loss = jax.device_get(evaluate(state.params, tracked_batch, eval_set))
                     for i, name in enumerate(tracked):
@@ -208,13 +247,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     bar.close()
     best = select_best(records, tracked) if eval_sets.get("val") else records[-1]
     print(summary_table(space, tracked, best), flush=True)
+    sequence = {k: np.stack([a[k] for a in assignments]) for k in ("clients", "depth", "expand")}
+    report = write_cost_report(config, space, sequence, workdir, np.asarray(data.sizes))
+    print(cost_summary(report), flush=True)
     return best
 
 
-def round_summary(pending: list[dict]) -> dict:
-    """Host-side summary of the rounds since the last evaluation (read once, at the boundary)."""
-    values = jax.device_get([{k: m[k] for k in ("train_loss", "beta", "clients_nonfinite")}
-                             for m in pending])
+def round_summary(pending: list[dict], assignments: list[dict]) -> dict:
+    """Host-side summary of the rounds since the last evaluation (read once, at the boundary).
+
+    Also appends each round's clients and archs to `assignments`, for the cost report.
+    """
+    values = jax.device_get(pending)
+    assignments.extend({"clients": v["clients"], "depth": v["arch_depth"], "expand": v["arch_expand"]}
+                       for v in values)
     return {"beta": float(values[-1]["beta"]),
             "train_loss": float(np.mean([v["train_loss"] for v in values])),
             "clients_nonfinite": int(sum(v["clients_nonfinite"] for v in values))}

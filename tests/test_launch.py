@@ -47,6 +47,18 @@ def test_digits_default_writes_config_metrics_and_summary(tmp_path):
     for name in ("smallest", "largest"):  # the summary table on stdout
         assert any(line.startswith(name) for line in result.stdout.splitlines())
     assert "round 2/2" in result.stderr  # progress with ETA
+    cost = json.load(open(tmp_path / "cost.json"))
+    assert cost["rounds"] == 2 and cost["clients_per_round"] == 2
+    assert "independent FedAvg" in result.stdout
+
+
+def test_cifar10_dry_run_reproduces_the_paper_cost_ratio(tmp_path):
+    """No data, no training: the assignment sequence of 1500 rounds and its cost (paper: 9.43x, 9.35 expected)."""
+    result = launch("--config=configs/cifar10.py", "--config.dry_run=True", f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ratios = json.load(open(tmp_path / "cost.json"))["ratios"]
+    assert 9.30 <= ratios["compute_ratio"] <= 9.45
+    assert 10.2 <= ratios["comm_ratio"] <= 10.7
 
 
 def test_misspelt_override_fails(tmp_path):

@@ -1,0 +1,252 @@
+"""Tests for superfed_jax.dry_run and superfed_jax.run_cost: the cost of a run (algorithm.md section 8).
+
+Three kinds of check: a hand computation of every cost figure on a tiny space and a hand-written
+assignment sequence; the dry-run sequence against the clients and archs real compiled rounds train; and
+the paper's claim (Khare et al., arXiv 2301.10879) that SuperFed on CIFAR-10 costs about 9.4x less
+compute and 10.4x less communication than 9 independently trained FedAvg runs.
+"""
+import importlib.util
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import tiny_setup as T
+from superfed_jax import client
+from superfed_jax import config as config_lib
+from superfed_jax import cost
+from superfed_jax import dry_run
+from superfed_jax import federated_round as fr
+from superfed_jax import heuristics
+from superfed_jax import run_cost as rc
+from superfed_jax import sharding
+from superfed_jax import space as space_lib
+from superfed_jax import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SPACE = T.SPACE
+K = T.NUM_CLIENTS
+# The augmentation does not change which clients and archs a round draws; off keeps the round small.
+_NO_AUGMENT = ml_collections.ConfigDict(dict(crop_padding=0, flip=False, cutout_size=0))
+
+
+def tiny_settings(clients_per_round=4, heuristic="tracking_sandwich", pool=None):
+    return fr.RoundSettings(num_clients=K, clients_per_round=clients_per_round,
+                            chunk_size=clients_per_round, heuristic=heuristic, pool=pool,
+                            count_random_extremes=True, beta_schedule="cosine", beta0=0.9,
+                            beta_final=1.0 / clients_per_round, decay_rounds=4)
+
+
+def load_config(name: str, arg: str = ""):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+# ---------------------------------------------------------------------------------- hand computation
+
+# Round 0: client 2 trains A, client 5 trains B; round 1: client 5 trains C, client 0 trains the largest.
+A = T.arch([0, 0], [0, 3, 1, 2])  # expand of skipped blocks (positions 1 and 3) must not count
+B = T.arch([1, 0], [2, 0, 1, 3])
+C = T.arch([0, 1], [3, 3, 0, 1])
+D = space_lib.largest(SPACE)
+HAND_SEQUENCE = {
+    "clients": np.array([[2, 5], [5, 0]], np.int32),
+    "depth": np.stack([np.stack([A.depth, B.depth]), np.stack([C.depth, D.depth])]),
+    "expand": np.stack([np.stack([A.expand, B.expand]), np.stack([C.expand, D.expand])]),
+}
+EXAMPLES = np.array([30, 11, 12, 13, 14, 7, 16, 17])  # only clients 0, 2 and 5 are sampled
+EPOCHS = 3
+
+
+def test_run_cost_by_hand():
+    m = {name: cost.macs(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
+    p = {name: cost.params(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
+    assert len(set(m.values())) == 4  # four distinct costs, so a mixed-up arch would show
+    run = rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS,
+                      bytes_per_param=2)
+    assert run["rounds"] == 2 and run["clients_per_round"] == 2
+    np.testing.assert_array_equal(run["round_macs"], [m["A"] + m["B"], m["C"] + m["D"]])
+    assert run["total_macs"] == m["A"] + m["B"] + m["C"] + m["D"]
+    assert run["mean_client_macs"] == pytest.approx(run["total_macs"] / 4)
+    np.testing.assert_array_equal(run["round_bytes"], [2 * (p["A"] + p["B"]), 2 * (p["C"] + p["D"])])
+    assert run["total_bytes"] == 2 * (p["A"] + p["B"] + p["C"] + p["D"])
+    # Examples actually trained: n_2 = 12, n_5 = 7 (twice), n_0 = 30, each times 3 epochs.
+    round_example_macs = [3 * (12 * m["A"] + 7 * m["B"]), 3 * (7 * m["C"] + 30 * m["D"])]
+    np.testing.assert_array_equal(run["round_example_macs"], round_example_macs)
+    assert run["total_example_macs"] == sum(round_example_macs)
+    assert run["total_training_macs"] == 3 * sum(round_example_macs)  # forward + backward
+
+
+def test_baseline_and_ratio_by_hand():
+    baseline_archs = [B, D]
+    m = {name: cost.macs(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
+    p = {name: cost.params(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
+    baseline = rc.independent_fedavg_cost(SPACE, baseline_archs, 2, 2, clients=HAND_SEQUENCE["clients"],
+                                          examples_per_client=EXAMPLES, epochs=EPOCHS)
+    assert baseline["total_macs"] == 2 * 2 * (m["B"] + m["D"])
+    assert baseline["total_bytes"] == 4 * 2 * 2 * (p["B"] + p["D"])
+    # Each FedAvg run trains the same sampled clients: 3 epochs * (12 + 7 + 7 + 30) examples.
+    assert baseline["total_example_macs"] == 3 * 56 * (m["B"] + m["D"])
+    run = rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS)
+    ratios = rc.compare(run, baseline)
+    superfed_macs = m["A"] + m["B"] + m["C"] + m["D"]
+    assert ratios["compute_ratio"] == pytest.approx(4 * (m["B"] + m["D"]) / superfed_macs, rel=1e-12)
+    assert ratios["comm_ratio"] == pytest.approx(
+        4 * (p["B"] + p["D"]) / (p["A"] + p["B"] + p["C"] + p["D"]), rel=1e-12)
+    example_superfed = 3 * (12 * m["A"] + 7 * m["B"] + 7 * m["C"] + 30 * m["D"])
+    assert ratios["example_compute_ratio"] == pytest.approx(
+        3 * 56 * (m["B"] + m["D"]) / example_superfed, rel=1e-12)
+
+
+def test_bn_affine_params_convention():
+    run = rc.run_cost(SPACE, HAND_SEQUENCE, bn_affine=True)
+    archs = (A, B, C, D)
+    assert run["total_bytes"] == 4 * sum(cost.params(SPACE, a, bn_affine=True) for a in archs)
+    assert run["total_bytes"] > 4 * sum(cost.params(SPACE, a) for a in archs)
+
+
+def test_cost_report_is_json_and_consistent():
+    report = rc.cost_report(SPACE, HAND_SEQUENCE, [B, D], examples_per_client=EXAMPLES, epochs=EPOCHS)
+    again = json.loads(json.dumps(report))  # plain Python values only
+    assert again == report
+    run = rc.run_cost(SPACE, HAND_SEQUENCE)
+    assert report["superfed"]["total_macs"] == run["total_macs"]
+    assert report["per_round"]["macs"] == run["round_macs"].tolist()
+    assert [row["macs"] for row in report["baseline"]["archs"]] == [cost.macs(SPACE, B),
+                                                                    cost.macs(SPACE, D)]
+    assert report["ratios"]["compute_ratio"] == pytest.approx(
+        report["baseline"]["total_macs"] / report["superfed"]["total_macs"])
+    assert set(report["conventions"]) >= {"macs", "params", "bytes", "example_macs"}
+
+
+def test_examples_need_epochs_and_clients():
+    with pytest.raises(ValueError, match="epochs"):
+        rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES)
+    with pytest.raises(ValueError, match="clients"):
+        rc.independent_fedavg_cost(SPACE, [B], 2, 2, examples_per_client=EXAMPLES, epochs=1)
+
+
+def test_default_baseline_archs():
+    paper = rc.default_baseline_archs(space_lib.SearchSpace())
+    assert len(paper) == 9
+    # algorithm.md 8: the 9 archs sum to 15.776 GMACs.
+    assert sum(cost.macs(space_lib.SearchSpace(), a) for a in paper) / 1e9 == pytest.approx(15.776,
+                                                                                            abs=1e-3)
+    assert len(rc.default_baseline_archs(space_lib.SearchSpace(num_classes=100))) == 9
+    tiny = rc.default_baseline_archs(SPACE)
+    assert [space_lib.arch_to_dict(SPACE, a) for a in tiny] == [
+        space_lib.arch_to_dict(SPACE, a) for a in space_lib.default_tracked(SPACE).values()]
+
+
+# ------------------------------------------------------------------------------- dry run == real rounds
+
+
+@pytest.fixture(scope="module")
+def real_rounds():
+    """Three real compiled rounds (tracking sandwich, P = 4 of 8, seed 7) on one device."""
+    settings = tiny_settings()
+    client_update = client.make_client_update(
+        train.make_loss_fn(T.MODEL, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
+        epochs=1, batch_size=8, max_size=int(T.index_table()[0].shape[1]))
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    round_fn = jax.jit(fr.make_round_fn(SPACE, settings, client_update, mesh))
+    images, labels = T.make_data()
+    data = fr.ClientData(images, labels, *T.index_table())
+    state = fr.init_state(T.as_jnp(T.init_params()), 7, K)
+    metrics = []
+    for _ in range(3):
+        state, m = round_fn(state, data)
+        metrics.append(jax.device_get(m))
+    return settings, metrics, jax.device_get(state.tracking)
+
+
+def test_dry_run_equals_real_rounds(real_rounds):
+    settings, metrics, _ = real_rounds
+    sequence = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=3)
+    for t, m in enumerate(metrics):
+        np.testing.assert_array_equal(sequence["clients"][t], m["clients"], err_msg=f"round {t}")
+        np.testing.assert_array_equal(sequence["depth"][t], m["arch_depth"], err_msg=f"round {t}")
+        np.testing.assert_array_equal(sequence["expand"][t], m["arch_expand"], err_msg=f"round {t}")
+        # The MaxNet flag marks exactly one client, which trains the largest arch.
+        maxnet = np.flatnonzero(sequence["is_maxnet"][t])
+        assert maxnet.shape == (1,) and T.np_is_largest(m["arch_depth"][maxnet[0]],
+                                                        m["arch_expand"][maxnet[0]])
+    np.testing.assert_array_equal(sequence["round"], [0, 1, 2])
+    # Guard: another seed gives another sequence, so the comparison above is not vacuous.
+    other = dry_run.assignment_sequence(SPACE, settings, seed=8, rounds=3)
+    assert not np.array_equal(other["clients"], sequence["clients"])
+
+
+def test_dry_run_resume_uses_tracking(real_rounds):
+    """From a checkpoint's counters at round 3 == replaying from round 0; zero counters would differ."""
+    settings, _, tracking = real_rounds
+    full = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=30)
+    resumed = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3,
+                                          tracking=tracking)
+    replayed = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3)
+    for name in ("clients", "depth", "expand", "is_maxnet", "round"):
+        np.testing.assert_array_equal(resumed[name], full[name][3:], err_msg=name)
+        np.testing.assert_array_equal(replayed[name], full[name][3:], err_msg=name)
+    fresh = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3,
+                                        tracking=heuristics.init_tracking(K))
+    assert not np.array_equal(fresh["is_maxnet"], full["is_maxnet"][3:])
+
+
+def test_dry_run_static_pool_is_fedavg():
+    pool = space_lib.stack([T.MEDIUM, A])
+    sequence = dry_run.assignment_sequence(SPACE, tiny_settings(heuristic="static", pool=pool),
+                                           seed=0, rounds=5)
+    index = sequence["clients"] % 2
+    np.testing.assert_array_equal(sequence["depth"], pool.depth[index])
+    np.testing.assert_array_equal(sequence["expand"], pool.expand[index])
+
+
+# ------------------------------------------------------------------------------------ the paper claim
+
+
+def paper_figures(seed: int) -> dict:
+    config = load_config("cifar10")
+    space = config_lib.search_space(config)
+    settings = train.round_settings(config, space)
+    sequence = dry_run.assignment_sequence(space, settings, seed, config.fl.rounds)
+    report = rc.cost_report(space, sequence)
+    return {"seed": seed, "compute_ratio": report["ratios"]["compute_ratio"],
+            "comm_ratio": report["ratios"]["comm_ratio"],
+            "mean_client_gmacs": report["superfed"]["mean_client_gmacs"],
+            "rounds": report["rounds"], "clients_per_round": report["clients_per_round"],
+            "baseline_sum_gmacs": report["baseline"]["sum_gmacs"]}
+
+
+@pytest.mark.parametrize("seed", [0, 50, 100])
+def test_paper_cost_claim(seed):
+    figures = paper_figures(seed)
+    print(f"\nCIFAR-10 paper config, seed {seed}: compute ratio {figures['compute_ratio']:.4f}, "
+          f"comm ratio {figures['comm_ratio']:.4f}, mean sampled client "
+          f"{figures['mean_client_gmacs']:.4f} GMACs")
+    assert (figures["rounds"], figures["clients_per_round"]) == (1500, 8)
+    assert figures["baseline_sum_gmacs"] == pytest.approx(15.776, abs=1e-3)
+    assert 9.30 <= figures["compute_ratio"] <= 9.45
+    assert 1.65 <= figures["mean_client_gmacs"] <= 1.73
+    assert 10.2 <= figures["comm_ratio"] <= 10.7
+
+
+def test_dry_run_of_1500_rounds_is_one_compiled_scan():
+    config = load_config("cifar10")
+    space = config_lib.search_space(config)
+    settings = train.round_settings(config, space)
+    dry_run.assignment_sequence(space, settings, 0, 1500)
+    before = dry_run._scan_rounds._cache_size()
+    sequence = dry_run.assignment_sequence(space, settings, 123, 1500)  # another seed: no recompile
+    assert dry_run._scan_rounds._cache_size() == before
+    assert sequence["depth"].shape == (1500, 8, 4) and sequence["expand"].shape == (1500, 8, 12)
+    assert np.all(sequence["is_maxnet"].sum(axis=1) == 1)
+    # Tracking sandwich: every round trains the largest and the smallest subnet.
+    macs = cost.macs_batch(space, sequence["depth"], sequence["expand"])
+    largest, smallest = (cost.macs(space, space_lib.largest(space)),
+                         cost.macs(space, space_lib.smallest(space)))
+    assert np.all(macs.max(axis=1) == largest) and np.all(macs.min(axis=1) == smallest)
