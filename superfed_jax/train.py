@@ -152,8 +152,8 @@ def summary_table(space, tracked, best) -> str:
     lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val acc':>9}{'test acc':>9}"]
     for name, arch in tracked.items():
         lines.append(f"{name:<12}{cost.macs(space, arch) / 1e6:>10.2f}{cost.params(space, arch):>12,}"
-                     f"{best['round']:>12}{best[f'{name}/val_accuracy']:>9.4f}"
-                     f"{best[f'{name}/test_accuracy']:>9.4f}")
+                     f"{best['round']:>12}{best.get(f'{name}/val_accuracy', float('nan')):>9.4f}"
+                     f"{best.get(f'{name}/test_accuracy', float('nan')):>9.4f}")
     return "\n".join(lines)
 
 
@@ -217,14 +217,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = build(config)  # fails on bad config or data before anything is written
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    space, tracked, state, round_fn, evaluate, data = (
-        run.space, run.tracked, run.state, run.round_fn, run.evaluate, run.data)
-    eval_sets = run.eval_sets
-    tracked_batch = space_lib.stack(list(tracked.values()))
+    space, tracked, state, round_fn, evaluate, data, eval_sets = (
+        run.space, run.tracked, run.state, run.round_fn, run.evaluate, run.data, run.eval_sets)
 
     records, pending, assignments = [], [], []
     bar = progress.Progress(config.fl.rounds)
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as metrics_file:
         for t in range(config.fl.rounds):
             state, metrics = round_fn(state, data)
             pending.append(metrics)
@@ -232,12 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if (t + 1) % config.log_every_rounds == 0 or last:
                 bar.update(t + 1, float(metrics["train_loss"]))  # a logging boundary: one scalar read
             if (t + 1) % config.eval.every_rounds == 0 or last:
-                record = {"round": t + 1, **round_summary(pending, assignments)}
-                for split, eval_set in eval_sets.items():
-                    accuracy, loss = jax.device_get(evaluate(state.params, tracked_batch, eval_set))
-                    for i, name in enumerate(tracked):
-                        record[f"{name}/{split}_accuracy"] = float(accuracy[i])
-                        record[f"{name}/{split}_loss"] = float(loss[i])
+                record = {"round": t + 1, **round_summary(pending, assignments),
+                          **evaluate_tracked(evaluate, state.params, tracked, eval_sets)}
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 records.append(record)
@@ -251,6 +245,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report = write_cost_report(config, space, sequence, workdir, np.asarray(data.sizes))
     print(cost_summary(report), flush=True)
     return best
+
+
+def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
+    """`<arch>/<split>_accuracy` and `<arch>/<split>_loss` of every tracked arch on every split."""
+    archs = space_lib.stack(list(tracked.values()))
+    record = {}
+    for split, eval_set in eval_sets.items():
+        accuracy, loss = jax.device_get(evaluate(params, archs, eval_set))
+        for i, name in enumerate(tracked):
+            record[f"{name}/{split}_accuracy"] = float(accuracy[i])
+            record[f"{name}/{split}_loss"] = float(loss[i])
+    return record
 
 
 def round_summary(pending: list[dict], assignments: list[dict]) -> dict:
