@@ -80,6 +80,20 @@ def steps_per_epoch(max_size: int, batch_size: int) -> int:
     return -(-max_size // batch_size)
 
 
+def client_schedule(key: jax.Array, size: jax.Array, *, epochs: int, max_size: int, batch_size: int):
+    """Batch positions [epochs * steps, batch_size] and augmentation keys [epochs * steps] of one client.
+
+    Keys per (epoch, batch) by fold_in, so real steps see the same randomness whatever the padding.
+    """
+    num_batches = steps_per_epoch(max_size, batch_size)
+    epoch_keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(epochs))
+    orders = jax.vmap(lambda k: epoch_order(jax.random.fold_in(k, 0), size, max_size, num_batches,
+                                            batch_size))(epoch_keys)
+    keys = jax.vmap(lambda k: jax.vmap(lambda b: jax.random.fold_in(jax.random.fold_in(k, 1), b))(
+        jnp.arange(num_batches)))(epoch_keys)
+    return orders.reshape(epochs * num_batches, batch_size), keys.reshape(epochs * num_batches)
+
+
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                        batch_size: int, max_size: int, unroll: int = 1) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
@@ -96,18 +110,10 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
     `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real.
     """
-    num_batches = steps_per_epoch(max_size, batch_size)
     train_step = make_train_step(loss_fn, optimizer)
 
     def client_update(params, arch, indices, size, key, images, labels):
-        # Keys per (epoch, batch) by fold_in, so real steps see the same randomness whatever the padding.
-        epoch_keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(epochs))
-        orders = jax.vmap(lambda k: epoch_order(jax.random.fold_in(k, 0), size, max_size, num_batches,
-                                                batch_size))(epoch_keys)
-        keys = jax.vmap(lambda k: jax.vmap(lambda b: jax.random.fold_in(jax.random.fold_in(k, 1), b))(
-            jnp.arange(num_batches)))(epoch_keys)
-        orders = orders.reshape(epochs * num_batches, batch_size)
-        keys = keys.reshape(epochs * num_batches)
+        orders, keys = client_schedule(key, size, epochs=epochs, max_size=max_size, batch_size=batch_size)
 
         def step(carry, inputs):
             params, opt_state, loss_sum, count = carry
@@ -125,3 +131,50 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
         return ClientResult(params=params, loss=loss_sum / jnp.maximum(count, 1.0))
 
     return client_update
+
+
+def vmap_clients(client_update: Callable) -> Callable:
+    """Trains a chunk of clients as one batch axis: `(params, archs[C], indices[C], sizes[C], keys[C],
+    images, labels) -> ClientResult[C]`. The layout for accelerators and multi-device meshes."""
+    return jax.vmap(client_update, in_axes=(None, 0, 0, 0, 0, None, None))
+
+
+def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
+                             batch_size: int, max_size: int, unroll: int = 1) -> Callable:
+    """Like `vmap_clients(make_client_update(...))`, but a chunk's clients are independent subgraphs.
+
+    One `lax.scan` over local steps whose body trains every client of the chunk (a Python loop at trace
+    time) instead of a batch axis. On XLA:CPU this avoids batched/grouped convolutions and lets the executor
+    run the clients on different cores at once (benchmarks/RESULTS.md); it needs the chunk on one device.
+    Results are the same as the vmapped layout's.
+    """
+    train_step = make_train_step(loss_fn, optimizer)
+
+    def clients_update(params, archs, indices, sizes, keys, images, labels):
+        num = sizes.shape[0]
+        schedule = lambda k, n: client_schedule(k, n, epochs=epochs, max_size=max_size,  # noqa: E731
+                                                batch_size=batch_size)
+        orders, step_keys = jax.vmap(schedule)(keys, sizes)  # [C, steps, B], [C, steps]
+
+        def step(carry, inputs):
+            positions_all, keys_all = inputs
+            new_carry = []
+            for c in range(num):
+                client_params, opt_state, loss_sum, count = carry[c]
+                weights = (positions_all[c] < sizes[c]).astype(jnp.float32)
+                rows = indices[c][jnp.minimum(positions_all[c], max_size - 1)]
+                arch = jax.tree.map(lambda a: a[c], archs)
+                client_params, opt_state, loss = train_step(client_params, opt_state, arch, images[rows],
+                                                            labels[rows], weights, keys_all[c])
+                real = jnp.sum(weights)
+                new_carry.append((client_params, opt_state, loss_sum + loss * real, count + real))
+            return tuple(new_carry), None
+
+        init = tuple((params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))
+                     for _ in range(num))
+        final, _ = jax.lax.scan(step, init, (jnp.swapaxes(orders, 0, 1), jnp.swapaxes(step_keys, 0, 1)),
+                                unroll=unroll if unroll > 0 else True)
+        results = [ClientResult(params=p, loss=total / jnp.maximum(n, 1.0)) for p, _, total, n in final]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+
+    return clients_update

@@ -62,7 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
         beta0=0.9,  # weight of the client training the largest subnet at round 0
         beta_final=-1.0,  # weight after the decay; -1 means 1/clients_per_round (plain averaging)
         decay_fraction=0.8,  # the decay lasts this share of the rounds
-        chunk_size=0,  # clients trained together in one vmap; 0 = all of a round. Must divide P
+        chunk_size=0,  # clients trained together (one step of a scan over chunks); 0 = all. Must divide P
+        client_layout="auto",  # a chunk as a 'vmap' batch axis, or 'side_by_side' subgraphs (fast on a
+        # single CPU device, see benchmarks/RESULTS.md); 'auto' = side_by_side on one CPU device, else vmap
     ))
 
     config.client = ml_collections.ConfigDict(dict(

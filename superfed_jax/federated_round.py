@@ -118,18 +118,19 @@ def _zero_sums(space, params):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, client_update: Callable,
+def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_clients: Callable,
                   mesh) -> Callable:
     """Builds the pure round function; wrap it in `jax.jit(..., donate_argnums=0)`.
 
     Args:
       space: the search space.
       settings: static round settings.
-      client_update: from `client.make_client_update`, trains one client.
+      train_clients: trains one chunk of clients, `(params, archs[C], indices[C], sizes[C], keys[C],
+        images, labels) -> ClientResult[C]`: `client.vmap_clients(client.make_client_update(...))` or
+        `client.make_side_by_side_update(...)`.
       mesh: the device mesh (clients are split over its `clients` axis).
     """
     num_chunks = settings.clients_per_round // settings.chunk_size
-    train_clients = jax.vmap(client_update, in_axes=(None, 0, 0, 0, 0, None, None))
 
     def train_and_sum(params, data: ClientData, chunk):
         archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)

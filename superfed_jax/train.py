@@ -162,6 +162,21 @@ def select_best(records: list[dict], names) -> dict:
     return max(records, key=lambda r: np.mean([r[f"{n}/val_accuracy"] for n in names]))
 
 
+def client_layout(config, mesh) -> str:
+    """`fl.client_layout`, with 'auto' resolved: side by side on one CPU device, vmap otherwise.
+
+    Side by side keeps a chunk's clients on one device, so a multi-device mesh always uses vmap.
+    """
+    layout = config.fl.client_layout
+    if layout == "auto":
+        single_cpu = mesh.devices.size == 1 and jax.default_backend() == "cpu"
+        layout = "side_by_side" if single_cpu else "vmap"
+    if layout == "side_by_side" and mesh.devices.size > 1:
+        raise ValueError(f"fl.client_layout='side_by_side' needs one device, the mesh has "
+                         f"{mesh.devices.size}; use 'vmap' or 'auto'")
+    return layout
+
+
 class Run(NamedTuple):
     """Everything built from a config before the first round."""
 
@@ -195,12 +210,16 @@ def build(config: ml_collections.ConfigDict) -> Run:
                                    out_sharding=sharding.replicated(mesh))
     state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
                            sharding.replicated(mesh))
-    client_update = client_lib.make_client_update(
-        make_loss_fn(model, dataset.mean, dataset.std, config.data),
-        client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm),
-        epochs=config.client.epochs, batch_size=config.client.batch_size,
-        max_size=int(data.index_table.shape[1]), unroll=config.client.scan_unroll)
-    round_fn = jax.jit(federated_round.make_round_fn(space, settings, client_update, mesh),
+    loss_fn = make_loss_fn(model, dataset.mean, dataset.std, config.data)
+    optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
+    schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
+                    max_size=int(data.index_table.shape[1]), unroll=config.client.scan_unroll)
+    client_update = client_lib.make_client_update(loss_fn, optimizer, **schedule)
+    if client_layout(config, mesh) == "side_by_side":
+        train_clients = client_lib.make_side_by_side_update(loss_fn, optimizer, **schedule)
+    else:
+        train_clients = client_lib.vmap_clients(client_update)
+    round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(make_logits_fn(model, dataset.mean, dataset.std)))
     eval_sets = {split: evaluation.make_eval_set(x, y, config.eval.batch_size)

@@ -337,12 +337,16 @@ def _check_beta(report: _Report, rounds: Optional[int]) -> None:
     _check_decay(report, schedule, rounds)
 
 
+CLIENT_LAYOUTS = ("auto", "vmap", "side_by_side")
+
+
 def _check_fl(report: _Report) -> None:
     """The fl section."""
     _check_clients(report)
     rounds = report.integer("fl.rounds", _AT_LEAST_1)
     _check_heuristic(report)
     _check_beta(report, rounds)
+    report.choice("fl.client_layout", CLIENT_LAYOUTS)
 
 
 def _check_client(report: _Report) -> None:

@@ -32,6 +32,9 @@ CLIENT_UPDATE = client.make_client_update(
     train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
     epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 single_client = jax.jit(CLIENT_UPDATE)
+SIDE_BY_SIDE = client.make_side_by_side_update(
+    train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
+    epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 
 
 def settings(clients_per_round, chunk_size, heuristic="tracking_sandwich", pool=None,
@@ -45,9 +48,10 @@ def settings(clients_per_round, chunk_size, heuristic="tracking_sandwich", pool=
 class Runner:
     """A jitted, donating round function over `mesh`, with a count of how often it was traced."""
 
-    def __init__(self, round_settings, mesh):
+    def __init__(self, round_settings, mesh, train_clients=None):
         self.settings, self.mesh, self.traces = round_settings, mesh, 0
-        pure = fr.make_round_fn(T.SPACE, round_settings, CLIENT_UPDATE, mesh)
+        train_clients = train_clients or client.vmap_clients(CLIENT_UPDATE)
+        pure = fr.make_round_fn(T.SPACE, round_settings, train_clients, mesh)
 
         def counted(state, data):
             self.traces += 1
@@ -273,6 +277,18 @@ def test_chunking_does_not_change_the_round(main):
         T.assert_trees_close(s_chunked.params, s_whole.params, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(s_chunked.tracking.n_max, s_whole.tracking.n_max)
         np.testing.assert_array_equal(s_chunked.tracking.n_min, s_whole.tracking.n_min)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4])
+def test_side_by_side_layout_equals_vmap_layout(main, chunk_size):
+    """Clients as independent subgraphs of one scan (the CPU layout) train exactly as the vmapped batch."""
+    _, vmapped, _ = main
+    runner = Runner(settings(4, chunk_size), sharding.make_mesh(jax.devices()[:1]), SIDE_BY_SIDE)
+    side_by_side = runner.run(runner.initial_state(seed=0), 2)
+    for (_, m_vmap, after_vmap), (_, m_side, after_side) in zip(vmapped, side_by_side):
+        np.testing.assert_array_equal(m_vmap["clients"], m_side["clients"])
+        np.testing.assert_allclose(m_vmap["train_loss"], m_side["train_loss"], rtol=1e-5)
+        T.assert_trees_close(after_side.params, after_vmap.params)
 
 
 def test_sharded_equals_unsharded(wide_sharded, wide_one_device):

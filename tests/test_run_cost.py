@@ -154,7 +154,7 @@ def real_rounds():
         train.make_loss_fn(T.MODEL, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
         epochs=1, batch_size=8, max_size=int(T.index_table()[0].shape[1]))
     mesh = sharding.make_mesh(jax.devices()[:1])
-    round_fn = jax.jit(fr.make_round_fn(SPACE, settings, client_update, mesh))
+    round_fn = jax.jit(fr.make_round_fn(SPACE, settings, client.vmap_clients(client_update), mesh))
     images, labels = T.make_data()
     data = fr.ClientData(images, labels, *T.index_table())
     state = fr.init_state(T.as_jnp(T.init_params()), 7, K)
