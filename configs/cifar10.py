@@ -14,4 +14,5 @@ def get_config(arg: str = ""):
     config = config_lib.base_config()  # the base config *is* the paper's CIFAR-10 setting
     config.data.name = "cifar10"
     config.log_every_rounds = 10
+    config.model.conv_impl = "xla"  # cuDNN / TPU convolutions; 'im2col' is the CPU choice (benchmarks/RESULTS.md)
     return config_lib.apply_variant(config, arg)
