@@ -94,6 +94,38 @@ def client_schedule(key: jax.Array, size: jax.Array, *, epochs: int, max_size: i
     return orders.reshape(epochs * num_batches, batch_size), keys.reshape(epochs * num_batches)
 
 
+class _Carry(NamedTuple):
+    """One client's state across its local steps."""
+
+    params: dict
+    opt_state: optax.OptState
+    loss_sum: jax.Array  # sum over steps of (step loss * real examples in the step)
+    count: jax.Array  # real examples seen
+
+
+def _initial_carry(params, optimizer) -> _Carry:
+    return _Carry(params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))
+
+
+def _local_step(train_step, carry: _Carry, positions, key, arch, indices, size, images, labels,
+                max_size: int) -> _Carry:
+    """One step of one client on the batch at `positions` of its index row (>= size: padding)."""
+    weights = (positions < size).astype(jnp.float32)
+    rows = indices[jnp.minimum(positions, max_size - 1)]
+    params, opt_state, loss = train_step(carry.params, carry.opt_state, arch, images[rows], labels[rows],
+                                         weights, key)
+    real = jnp.sum(weights)
+    return _Carry(params, opt_state, carry.loss_sum + loss * real, carry.count + real)
+
+
+def _result(carry: _Carry) -> ClientResult:
+    return ClientResult(params=carry.params, loss=carry.loss_sum / jnp.maximum(carry.count, 1.0))
+
+
+def _scan_unroll(unroll: int):
+    return unroll if unroll > 0 else True
+
+
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                        batch_size: int, max_size: int, unroll: int = 1) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
@@ -116,19 +148,13 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
         orders, keys = client_schedule(key, size, epochs=epochs, max_size=max_size, batch_size=batch_size)
 
         def step(carry, inputs):
-            params, opt_state, loss_sum, count = carry
             positions, step_key = inputs
-            weights = (positions < size).astype(jnp.float32)
-            rows = indices[jnp.minimum(positions, max_size - 1)]
-            params, opt_state, loss = train_step(params, opt_state, arch, images[rows], labels[rows],
-                                                 weights, step_key)
-            real = jnp.sum(weights)
-            return (params, opt_state, loss_sum + loss * real, count + real), None
+            return _local_step(train_step, carry, positions, step_key, arch, indices, size, images,
+                               labels, max_size), None
 
-        init = (params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))
-        (params, _, loss_sum, count), _ = jax.lax.scan(step, init, (orders, keys),
-                                                   unroll=unroll if unroll > 0 else True)
-        return ClientResult(params=params, loss=loss_sum / jnp.maximum(count, 1.0))
+        final, _ = jax.lax.scan(step, _initial_carry(params, optimizer), (orders, keys),
+                                unroll=_scan_unroll(unroll))
+        return _result(final)
 
     return client_update
 
@@ -158,23 +184,13 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
 
         def step(carry, inputs):
             positions_all, keys_all = inputs
-            new_carry = []
-            for c in range(num):
-                client_params, opt_state, loss_sum, count = carry[c]
-                weights = (positions_all[c] < sizes[c]).astype(jnp.float32)
-                rows = indices[c][jnp.minimum(positions_all[c], max_size - 1)]
-                arch = jax.tree.map(lambda a: a[c], archs)
-                client_params, opt_state, loss = train_step(client_params, opt_state, arch, images[rows],
-                                                            labels[rows], weights, keys_all[c])
-                real = jnp.sum(weights)
-                new_carry.append((client_params, opt_state, loss_sum + loss * real, count + real))
-            return tuple(new_carry), None
+            return tuple(_local_step(train_step, carry[c], positions_all[c], keys_all[c],
+                                     jax.tree.map(lambda a: a[c], archs), indices[c], sizes[c], images,
+                                     labels, max_size) for c in range(num)), None
 
-        init = tuple((params, optimizer.init(params), jnp.float32(0.0), jnp.float32(0.0))
-                     for _ in range(num))
+        init = tuple(_initial_carry(params, optimizer) for _ in range(num))
         final, _ = jax.lax.scan(step, init, (jnp.swapaxes(orders, 0, 1), jnp.swapaxes(step_keys, 0, 1)),
-                                unroll=unroll if unroll > 0 else True)
-        results = [ClientResult(params=p, loss=total / jnp.maximum(n, 1.0)) for p, _, total, n in final]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+                                unroll=_scan_unroll(unroll))
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[_result(c) for c in final])
 
     return clients_update

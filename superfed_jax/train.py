@@ -188,7 +188,6 @@ class Run(NamedTuple):
     data: federated_round.ClientData
     model: model_lib.Supernet
     state: federated_round.ServerState
-    client_update: Callable
     round_fn: Callable  # jitted, donates the state
     evaluate: Callable  # jitted
     eval_sets: dict
@@ -214,11 +213,11 @@ def build(config: ml_collections.ConfigDict) -> Run:
     optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=int(data.index_table.shape[1]), unroll=config.client.scan_unroll)
-    client_update = client_lib.make_client_update(loss_fn, optimizer, **schedule)
     if client_layout(config, mesh) == "side_by_side":
         train_clients = client_lib.make_side_by_side_update(loss_fn, optimizer, **schedule)
     else:
-        train_clients = client_lib.vmap_clients(client_update)
+        single = client_lib.make_client_update(loss_fn, optimizer, **schedule)
+        train_clients = client_lib.vmap_clients(single)
     round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(make_logits_fn(model, dataset.mean, dataset.std)))
@@ -226,7 +225,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
                  for split, x, y in (("val", dataset.x_val, dataset.y_val),
                                      ("test", dataset.x_test, dataset.y_test)) if len(y)}
     return Run(space, dataset, settings, tracked_archs(space, config.eval.tracked), mesh, data, model,
-               state, client_update, round_fn, evaluate, eval_sets)
+               state, round_fn, evaluate, eval_sets)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
