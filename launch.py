@@ -8,6 +8,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,7 +19,10 @@ flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config 
 
 def main(argv):
     del argv
-    from superfed_jax import train  # imported late so absl parses flags before JAX initialises
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
+    # Imported late so absl parses flags before JAX initialises.
+    from superfed_jax import preemption
+    from superfed_jax import train
 
     config = flags.FLAGS.config
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
@@ -26,6 +30,9 @@ def main(argv):
     print(f"workdir: {workdir}", flush=True)
     try:
         train.train_and_evaluate(config, workdir)
+    except preemption.Interrupted as interrupted:  # checkpointed: the same command resumes
+        print(f"{interrupted}", file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED)
     except (ValueError, FileNotFoundError) as error:  # bad config or data: a message, not a traceback
         if os.environ.get("SUPERFED_DEBUG"):
             raise

@@ -20,5 +20,6 @@ def get_config(arg: str = ""):
     # lr 0.5: the no-norm net with PyTorch init leaves its initial plateau far sooner than at the paper's 0.1.
     config.client.update(epochs=2, batch_size=32, learning_rate=0.5)
     config.eval.update(every_rounds=25)
+    config.checkpoint.every_rounds = 25
     config.log_every_rounds = 5
     return config_lib.apply_variant(config, arg)

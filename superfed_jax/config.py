@@ -85,6 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
         # '' = the 9 archs of the paper's table (paper space) or the tracked archs (other spaces)
         bytes_per_param=4,  # communicated bytes per parameter and direction (4 = float32)
     ))
+    config.checkpoint = ml_collections.ConfigDict(dict(
+        every_rounds=50,  # save the server state every this many rounds, after the last, and on SIGTERM
+        keep=3,  # newest checkpoints kept; older ones are deleted (>1 leaves a fallback if one is damaged)
+    ))
     config.log_every_rounds = 1  # progress line cadence
     return config
 

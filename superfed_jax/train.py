@@ -6,6 +6,7 @@ All logic lives in the library modules; this file only wires them together.
 """
 import json
 import os
+import sys
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from superfed_jax import checkpoint
 from superfed_jax import client as client_lib
 from superfed_jax import config as config_lib
 from superfed_jax import cost
@@ -21,7 +23,9 @@ from superfed_jax import dry_run as dry_run_lib
 from superfed_jax import evaluation
 from superfed_jax import federated_round
 from superfed_jax import model as model_lib
+from superfed_jax import preemption
 from superfed_jax import progress
+from superfed_jax import resume
 from superfed_jax import run_cost
 from superfed_jax import sharding
 from superfed_jax import space as space_lib
@@ -158,8 +162,12 @@ def summary_table(space, tracked, best) -> str:
 
 
 def select_best(records: list[dict], names) -> dict:
-    """The evaluation record maximising the mean validation accuracy over the tracked archs."""
-    return max(records, key=lambda r: np.mean([r[f"{n}/val_accuracy"] for n in names]))
+    """The evaluation record maximising the mean validation accuracy over the tracked archs.
+
+    Records without every tracked arch (written before a resume changed `eval.tracked`) are not eligible.
+    """
+    complete = [r for r in records if all(f"{n}/val_accuracy" in r for n in names)] or records[-1:]
+    return max(complete, key=lambda r: np.mean([r.get(f"{n}/val_accuracy", np.nan) for n in names]))
 
 
 def client_layout(config, mesh) -> str:
@@ -228,41 +236,111 @@ def build(config: ml_collections.ConfigDict) -> Run:
                state, round_fn, evaluate, eval_sets)
 
 
+class Start(NamedTuple):
+    """Where the round loop begins: a fresh state at round 0, or the newest intact checkpoint."""
+
+    state: federated_round.ServerState
+    round: int  # rounds already completed
+    pending: list  # per-round host metrics of completed rounds not yet in metrics.jsonl
+    records: list  # the evaluation records already in metrics.jsonl
+
+
+def start_or_resume(config, workdir: str, run: Run, manager) -> Start:
+    """Restores the newest intact checkpoint of `workdir` (checking the config may resume it) or starts.
+
+    metrics.jsonl is rewound to the checkpoint, so no round is written twice or lost. A damaged newest
+    checkpoint is skipped with a warning; if checkpoints exist but none is intact, this raises.
+    """
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    restored = checkpoint.restore_newest_intact(manager, run.state)
+    if restored is None:
+        return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0))
+    for skipped in restored.skipped:
+        print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
+    resume.check_resumable(restored.host["config"], config.to_dict(), workdir)
+    done = restored.host["round"]
+    if done > config.fl.rounds:
+        raise ValueError(f"fl.rounds={config.fl.rounds}: {workdir} already holds a checkpoint after round "
+                         f"{done}; set fl.rounds >= {done} or use another --workdir")
+    print(f"resuming {workdir} after round {done}", file=sys.stderr, flush=True)
+    return Start(restored.state, done, restored.host["pending"],
+                 resume.rewind_metrics(metrics_path, done))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs a whole SuperFed training run; returns the best evaluation record."""
+    """Runs (or resumes) a whole SuperFed training run in `workdir`; returns the best evaluation record.
+
+    Checkpoints every `checkpoint.every_rounds` rounds and at the end; on SIGTERM/SIGINT it finishes the
+    round, checkpoints and raises `preemption.Interrupted`. Rerunning with the same workdir resumes.
+    """
     if config.dry_run:
         return run_dry(config, workdir)
     run = build(config)  # fails on bad config or data before anything is written
     os.makedirs(workdir, exist_ok=True)
+    manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
+    start = start_or_resume(config, workdir, run, manager)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    space, tracked, state, round_fn, evaluate, data, eval_sets = (
-        run.space, run.tracked, run.state, run.round_fn, run.evaluate, run.data, run.eval_sets)
+    state, pending, records = start.state, list(start.pending), list(start.records)
+    rounds, in_flight = config.fl.rounds, []  # in_flight: device metrics not yet read by the host
 
-    records, pending, assignments = [], [], []
-    bar = progress.Progress(config.fl.rounds)
-    with open(os.path.join(workdir, "metrics.jsonl"), "w") as metrics_file:
-        for t in range(config.fl.rounds):
-            state, metrics = round_fn(state, data)
-            pending.append(metrics)
-            last = t + 1 == config.fl.rounds
-            if (t + 1) % config.log_every_rounds == 0 or last:
-                bar.update(t + 1, float(metrics["train_loss"]))  # a logging boundary: one scalar read
-            if (t + 1) % config.eval.every_rounds == 0 or last:
-                record = {"round": t + 1, **round_summary(pending, assignments),
-                          **evaluate_tracked(evaluate, state.params, tracked, eval_sets)}
+    bar = progress.Progress(rounds, start=start.round)
+    with preemption.catch_termination() as signal_flag, \
+            open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+        for t in range(start.round, rounds):
+            state, metrics = run.round_fn(state, run.data)
+            in_flight.append(metrics)
+            done, last = t + 1, t + 1 == rounds
+            if done % config.log_every_rounds == 0 or last:
+                bar.update(done, float(metrics["train_loss"]))  # a logging boundary: one scalar read
+            if done % config.eval.every_rounds == 0 or last:
+                pending, in_flight = pending + host_round_metrics(in_flight), []
+                record = {"round": done, **round_summary(pending),
+                          **evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets)}
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 records.append(record)
                 pending = []
                 bar.note(" ".join(f"{n}={record.get(f'{n}/val_accuracy', float('nan')):.3f}"
-                                  for n in tracked))
+                                  for n in run.tracked))
+            if done % config.checkpoint.every_rounds == 0 or last or signal_flag.name:
+                pending, in_flight = pending + host_round_metrics(in_flight), []
+                checkpoint.save(manager, done, state, {"pending": pending, "config": config.to_dict()})
+            if signal_flag.name:
+                bar.close()
+                raise preemption.Interrupted(signal_flag.name, done, workdir)
     bar.close()
-    best = select_best(records, tracked) if eval_sets.get("val") else records[-1]
-    print(summary_table(space, tracked, best), flush=True)
-    sequence = {k: np.stack([a[k] for a in assignments]) for k in ("clients", "depth", "expand")}
-    report = write_cost_report(config, space, sequence, workdir, np.asarray(data.sizes))
+    return finish(config, run, records, workdir)
+
+
+def finish(config, run: Run, records: list[dict], workdir: str) -> dict:
+    """The summary table and the cost report of a completed run; returns the best evaluation record."""
+    best = select_best(records, run.tracked) if run.eval_sets.get("val") else records[-1]
+    print(summary_table(run.space, run.tracked, best), flush=True)
+    # Assignment depends only on (seed, round, tracking), so the dry-run replay is the run's own sequence
+    # (tests/test_run_cost.py checks this), also across resumes.
+    sequence = dry_run_lib.assignment_sequence(run.space, run.settings, config.seed, config.fl.rounds)
+    report = write_cost_report(config, run.space, sequence, workdir, np.asarray(run.data.sizes))
     print(cost_summary(report), flush=True)
     return best
+
+
+def load_trained(workdir: str) -> tuple[Run, federated_round.ServerState]:
+    """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
+
+    Raises:
+      FileNotFoundError: `workdir` has no config.json or no checkpoint.
+    """
+    saved = resume.read_saved_config(workdir)
+    if saved is None:
+        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
+    run = build(ml_collections.ConfigDict(saved))
+    restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
+    if restored is None:
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
+                                "empty or missing); train the run first")
+    for skipped in restored.skipped:
+        print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
+    return run, restored.state
 
 
 def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
@@ -277,14 +355,15 @@ def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
     return record
 
 
-def round_summary(pending: list[dict], assignments: list[dict]) -> dict:
-    """Host-side summary of the rounds since the last evaluation (read once, at the boundary).
+def host_round_metrics(in_flight: list[dict]) -> list[dict]:
+    """Reads per-round device metrics to the host (at a logging or checkpoint boundary only)."""
+    values = jax.device_get(in_flight)
+    return [{"beta": float(v["beta"]), "train_loss": float(v["train_loss"]),
+             "clients_nonfinite": int(v["clients_nonfinite"])} for v in values]
 
-    Also appends each round's clients and archs to `assignments`, for the cost report.
-    """
-    values = jax.device_get(pending)
-    assignments.extend({"clients": v["clients"], "depth": v["arch_depth"], "expand": v["arch_expand"]}
-                       for v in values)
-    return {"beta": float(values[-1]["beta"]),
-            "train_loss": float(np.mean([v["train_loss"] for v in values])),
-            "clients_nonfinite": int(sum(v["clients_nonfinite"] for v in values))}
+
+def round_summary(pending: list[dict]) -> dict:
+    """The rounds since the last evaluation: last beta, mean train loss, total non-finite clients."""
+    return {"beta": pending[-1]["beta"],
+            "train_loss": float(np.mean([p["train_loss"] for p in pending])),
+            "clients_nonfinite": sum(p["clients_nonfinite"] for p in pending)}

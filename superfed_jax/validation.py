@@ -364,6 +364,12 @@ def _check_eval(report: _Report) -> None:
     report.integer("eval.batch_size", _AT_LEAST_1)
 
 
+def _check_checkpoint(report: _Report) -> None:
+    """How often to checkpoint and how many checkpoints to keep."""
+    report.integer("checkpoint.every_rounds", _AT_LEAST_1)
+    report.integer("checkpoint.keep", _AT_LEAST_1)
+
+
 # ------------------------------------------------------------------------------- space and archs
 
 
@@ -403,7 +409,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
-    client and eval numbers; the search space; fl.pool and eval.tracked against the space. Integer
+    client, eval and checkpoint numbers; the search space; fl.pool and eval.tracked against it. Integer
     fields must hold integers (not floats or bools) and real-number fields finite numbers.
 
     Args:
@@ -419,7 +425,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
     for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl,
-                  _check_client, _check_eval):
+                  _check_client, _check_eval, _check_checkpoint):
         check(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()

@@ -142,6 +142,9 @@ BAD_CASES = {
     "clip<0": ({"client.clip_norm": -1.0}, ["client.clip_norm=-1.0", "> 0"]),
     "eval_every=0": ({"eval.every_rounds": 0}, ["eval.every_rounds=0", ">= 1"]),
     "eval_batch=0": ({"eval.batch_size": 0}, ["eval.batch_size=0", ">= 1"]),
+    "checkpoint_every=0": ({"checkpoint.every_rounds": 0}, ["checkpoint.every_rounds=0", ">= 1"]),
+    "checkpoint_keep=0": ({"checkpoint.keep": 0}, ["checkpoint.keep=0", ">= 1"]),
+    "checkpoint_keep=1.5": ({"checkpoint.keep": 1.5}, ["checkpoint.keep=1.5"]),
     "log_every=0": ({"log_every_rounds": 0}, ["log_every_rounds=0", ">= 1"]),
     # beta schedule
     "beta0>1": ({"fl.beta0": 1.5}, ["fl.beta0=1.5", "[0, 1]"]),

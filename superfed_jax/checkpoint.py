@@ -1,0 +1,124 @@
+"""Checkpoints of a run with orbax: the whole server state plus a small JSON of host-side progress.
+
+A checkpoint is WORKDIR/checkpoints/<round>/ holding
+  state/  the `ServerState` (supernet params, round, root RNG key data, tracking counters): everything a
+          round reads, so a restored run replays the remaining rounds exactly;
+  host/   JSON: the round, a SHA-256 of the state's bytes, and the per-round metrics not yet written to
+          metrics.jsonl (so a resumed run writes the same records as an uninterrupted one).
+
+Atomicity comes from orbax: a checkpoint is written under a temporary name and renamed when complete, so
+a crash mid-save never leaves a directory that is taken for a finished checkpoint. Corruption after the
+fact (a truncated or overwritten file) is caught on restore, either by orbax failing to read or by the
+checksum not matching; `restore_newest_intact` then falls back to the next older checkpoint and says so.
+Saves are synchronous: the caller donates the state to the next round right after saving.
+"""
+import hashlib
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here, not deleted: kept for inspection
+
+
+class Restored(NamedTuple):
+    """The newest intact checkpoint: its state, host JSON and the newer steps that were skipped."""
+
+    state: Any
+    host: dict
+    skipped: list  # "step N: reason (moved to DIR)" for every newer checkpoint that could not be used
+
+
+class NoIntactCheckpoint(ValueError):
+    """Checkpoints exist but none of them can be restored."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    """WORKDIR/checkpoints."""
+    return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    """A synchronous orbax manager for WORKDIR/checkpoints that keeps the newest `keep` checkpoints."""
+    # cleanup_tmp_directories: a save killed midway leaves a temporary directory; remove it on start.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def state_digest(state) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes (host copies), in tree order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(state)):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, host: dict) -> None:
+    """Writes checkpoint `step` (the number of completed rounds); returns when it is on disk."""
+    host = dict(host, round=int(step), digest=state_digest(state))
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               host=ocp.args.JsonSave(host)), force=True)
+    manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, step: int, target_state) -> tuple[Any, dict]:
+    """Checkpoint `step`, placed like `target_state`; raises if it is unreadable or fails its checksum."""
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target_state), host=ocp.args.JsonRestore()))
+    state, host = restored["state"], dict(restored["host"])
+    if host.get("round") != step:
+        raise ValueError(f"host JSON says round {host.get('round')}")
+    if host.get("digest") != state_digest(state):
+        raise ValueError("checksum mismatch: the saved arrays were modified or truncated")
+    return state, host
+
+
+def restore_newest_intact(manager: ocp.CheckpointManager, target_state) -> Restored | None:
+    """The newest checkpoint that restores and verifies; None when there are no checkpoints at all.
+
+    Damaged newer checkpoints are moved to WORKDIR/checkpoints_damaged/ so that the resumed run can save
+    those steps again.
+
+    Raises:
+      NoIntactCheckpoint: checkpoints exist but every one is damaged (never silently start over).
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    skipped = []
+    for step in steps:
+        try:
+            state, host = restore(manager, step, target_state)
+        except Exception as error:  # orbax/tensorstore raise many types for damaged files
+            skipped.append(f"step {step}: {type(error).__name__}: {_first_line(error)}")
+            continue
+        for i, step_skipped in enumerate(steps[:len(skipped)]):
+            skipped[i] += f" (moved to {_move_aside(manager, step_skipped)})"
+        manager.reload()
+        return Restored(state, host, skipped)
+    if not steps:
+        return None
+    raise NoIntactCheckpoint(
+        f"no intact checkpoint in {manager.directory}; every one is damaged:\n  " + "\n  ".join(skipped)
+        + "\nto start the run over, delete that directory or use another --workdir")
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
+    """Moves checkpoint `step` to the damaged folder beside the checkpoints; returns its new path."""
+    source = os.path.join(str(manager.directory), str(step))
+    target_root = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED_DIR)
+    os.makedirs(target_root, exist_ok=True)
+    target, n = os.path.join(target_root, str(step)), 1
+    while os.path.exists(target):
+        target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
+    os.replace(source, target)
+    return target
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""

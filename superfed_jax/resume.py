@@ -1,0 +1,89 @@
+"""Resuming a run in its workdir: which config changes are allowed, and rewinding metrics.jsonl.
+
+A resumed run must mean the same thing as the run that wrote the checkpoint. Fields that shape the state
+or the sequence of rounds (space, model, data, clients, heuristic, schedule, client training, seed) must be
+unchanged; fields that only say how long to run, how often to evaluate, log or checkpoint, how to report
+cost, or how to lay the same computation out on the hardware may change.
+"""
+import json
+import os
+
+# Dotted config prefixes that may differ between the run that saved a checkpoint and the one resuming it.
+RESUMABLE_FIELDS = (
+    "fl.rounds",  # run longer (or stop earlier); note: the beta decay horizon is a fraction of it
+    "fl.chunk_size",  # execution layout only: results do not depend on chunking
+    "fl.client_layout",
+    "client.scan_unroll",
+    "eval.",  # evaluation cadence, batch size, tracked archs
+    "log_every_rounds",
+    "checkpoint.",
+    "cost.",
+    "dry_run",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _resumable(field: str) -> bool:
+    return any(field == p or (p.endswith(".") and field.startswith(p)) for p in RESUMABLE_FIELDS)
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """'field: saved -> current' for every field that differs and may not change on resume."""
+    old, new = _flatten(saved), _flatten(current)
+    return [f"{field}: {old.get(field, '<absent>')!r} -> {new.get(field, '<absent>')!r}"
+            for field in sorted(set(old) | set(new))
+            if old.get(field) != new.get(field) and not _resumable(field)]
+
+
+def check_resumable(saved: dict, current: dict, workdir: str) -> None:
+    """Raises ValueError naming every field that differs from the checkpointed run's config."""
+    differences = config_differences(saved, current)
+    if differences:
+        raise ValueError(
+            f"{workdir} holds a run with a different config; these fields may not change on resume:\n  "
+            + "\n  ".join(differences)
+            + "\n(allowed to change: " + ", ".join(p.rstrip(".") for p in RESUMABLE_FIELDS)
+            + "); use another --workdir for a new run")
+
+
+def read_saved_config(workdir: str) -> dict | None:
+    """The config.json a previous run wrote in `workdir`, or None."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def rewind_metrics(path: str, last_round: int) -> list[dict]:
+    """Keeps the records of rounds <= `last_round` in the JSON-lines file at `path`; returns them.
+
+    Records written after the checkpoint being resumed are dropped (they will be written again), so the
+    file never holds a round twice. A torn last line (crash mid-write) is dropped too. The file is
+    replaced atomically.
+    """
+    records = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a torn write can only be the last line
+                if record["round"] <= last_round:
+                    records.append(record)
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(temporary, path)
+    return records
