@@ -21,14 +21,19 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
     # Imported late so absl parses flags before JAX initialises.
+    from superfed_jax import distributed
     from superfed_jax import preemption
     from superfed_jax import train
+    from superfed_jax import validation
 
     config = flags.FLAGS.config
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
-    print(f"workdir: {workdir}", flush=True)
     try:
+        validation.check_config(config)
+        distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
+        if distributed.is_writer():
+            print(f"workdir: {workdir}", flush=True)
         train.train_and_evaluate(config, workdir)
     except preemption.Interrupted as interrupted:  # checkpointed: the same command resumes
         print(f"{interrupted}", file=sys.stderr)

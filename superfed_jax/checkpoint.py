@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from superfed_jax import sharding
+
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here, not deleted: kept for inspection
 
@@ -52,7 +54,7 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 def state_digest(state) -> str:
     """SHA-256 over every leaf's dtype, shape and bytes (host copies), in tree order."""
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(state)):
+    for leaf in jax.tree.leaves(sharding.to_host(state)):
         array = np.ascontiguousarray(leaf)
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(array.tobytes())

@@ -89,6 +89,12 @@ def base_config() -> ml_collections.ConfigDict:
         every_rounds=50,  # save the server state every this many rounds, after the last, and on SIGTERM
         keep=3,  # newest checkpoints kept; older ones are deleted (>1 leaves a fallback if one is damaged)
     ))
+    config.distributed = ml_collections.ConfigDict(dict(
+        initialize=False,  # multi-host: connect the processes with jax.distributed (superfed_jax/distributed.py)
+        coordinator_address="",  # 'host:port' of process 0; '' = JAX_COORDINATOR_ADDRESS or auto-detected
+        num_processes=0,  # 0 = JAX_NUM_PROCESSES or auto-detected (Cloud TPU, SLURM, Open MPI, ...)
+        process_id=-1,  # -1 = JAX_PROCESS_ID or auto-detected
+    ))
     config.log_every_rounds = 1  # progress line cadence
     return config
 

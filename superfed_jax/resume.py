@@ -17,6 +17,7 @@ RESUMABLE_FIELDS = (
     "eval.",  # evaluation cadence, batch size, tracked archs
     "log_every_rounds",
     "checkpoint.",
+    "distributed.",  # the same run may resume on another number of hosts
     "cost.",
     "dry_run",
 )
@@ -65,12 +66,12 @@ def read_saved_config(workdir: str) -> dict | None:
         return json.load(f)
 
 
-def rewind_metrics(path: str, last_round: int) -> list[dict]:
+def rewind_metrics(path: str, last_round: int, write: bool = True) -> list[dict]:
     """Keeps the records of rounds <= `last_round` in the JSON-lines file at `path`; returns them.
 
     Records written after the checkpoint being resumed are dropped (they will be written again), so the
     file never holds a round twice. A torn last line (crash mid-write) is dropped too. The file is
-    replaced atomically.
+    replaced atomically, and only if `write` (process 0 of a multi-host run).
     """
     records = []
     if os.path.exists(path):
@@ -82,6 +83,8 @@ def rewind_metrics(path: str, last_round: int) -> list[dict]:
                     break  # a torn write can only be the last line
                 if record["round"] <= last_round:
                     records.append(record)
+    if not write:
+        return records
     temporary = path + ".tmp"
     with open(temporary, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)

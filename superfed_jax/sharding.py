@@ -30,3 +30,35 @@ def client_sharded(mesh: Mesh) -> NamedSharding:
 def constrain_clients(tree, mesh: Mesh):
     """Inside jit: asks XLA to split the leading axis of every leaf over the devices."""
     return jax.lax.with_sharding_constraint(tree, client_sharded(mesh))
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Training rows split over the devices: each device (and process) holds only its share.
+
+    The round gathers its clients' rows from the shards inside the compiled program.
+    """
+    return NamedSharding(mesh, PartitionSpec(CLIENTS))
+
+
+def put_global(value, sharding: NamedSharding):
+    """Places a host array (the same in every process) with a possibly multi-process `sharding`.
+
+    Each process materialises only the slices its own devices hold.
+    """
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def to_host(tree):
+    """Host (NumPy) copies of the leaves of `tree`, also of arrays replicated over several processes.
+
+    `jax.device_get` refuses arrays with devices in other processes; a replicated one has a full copy on
+    each local device, which is read instead.
+    """
+    def leaf_to_host(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                raise ValueError("to_host needs replicated arrays in a multi-process run")
+            return np.asarray(x.addressable_data(0))
+        return jax.device_get(x)
+    return jax.tree.map(leaf_to_host, tree)

@@ -4,6 +4,7 @@ Load data -> partition over clients -> put it on device -> build the compiled ro
 run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds -> write metrics and a summary.
 All logic lives in the library modules; this file only wires them together.
 """
+import io
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from superfed_jax import client as client_lib
 from superfed_jax import config as config_lib
 from superfed_jax import cost
 from superfed_jax import data as data_lib
+from superfed_jax import distributed
 from superfed_jax import dry_run as dry_run_lib
 from superfed_jax import evaluation
 from superfed_jax import federated_round
@@ -103,15 +105,25 @@ def make_loss_fn(model: model_lib.Supernet, mean, std, data_config):
 
 
 def build_client_data(dataset, config, mesh) -> federated_round.ClientData:
-    """Partitions the training set over clients and places it, replicated, on every device."""
+    """Partitions the training set over clients and places it on the devices.
+
+    The image and label rows are split over the devices (padded to a multiple of their number; padding
+    rows are never indexed), so each device and process holds only its share; the small per-client
+    index table is replicated.
+    """
     parts = partition_lib.make_partition(
         dataset.y_train, config.fl.num_clients, config.data.partition, config.seed,
         alpha=config.data.alpha, shards_per_client=config.data.shards_per_client,
         min_size=config.data.min_client_size)
     table, sizes = partition_lib.client_index_table(parts)
-    arrays = federated_round.ClientData(images=dataset.x_train, labels=dataset.y_train.astype(np.int32),
-                                        index_table=table, sizes=sizes)
-    return jax.device_put(arrays, sharding.replicated(mesh))
+    pad = -len(dataset.y_train) % mesh.devices.size
+    images = np.concatenate([dataset.x_train, np.zeros((pad,) + dataset.x_train.shape[1:],
+                                                       dataset.x_train.dtype)])
+    labels = np.concatenate([dataset.y_train, np.zeros(pad, dataset.y_train.dtype)]).astype(np.int32)
+    rows, small = sharding.data_sharded(mesh), sharding.replicated(mesh)
+    return federated_round.ClientData(
+        images=sharding.put_global(images, rows), labels=sharding.put_global(labels, rows),
+        index_table=sharding.put_global(table, small), sizes=sharding.put_global(sizes, small))
 
 
 def write_json(path: str, value: Any) -> None:
@@ -229,7 +241,8 @@ def build(config: ml_collections.ConfigDict) -> Run:
     round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(make_logits_fn(model, dataset.mean, dataset.std)))
-    eval_sets = {split: evaluation.make_eval_set(x, y, config.eval.batch_size)
+    eval_sets = {split: jax.tree.map(lambda x: sharding.put_global(x, sharding.replicated(mesh)),
+                                     evaluation.make_eval_set(x, y, config.eval.batch_size))
                  for split, x, y in (("val", dataset.x_val, dataset.y_val),
                                      ("test", dataset.x_test, dataset.y_test)) if len(y)}
     return Run(space, dataset, settings, tracked_archs(space, config.eval.tracked), mesh, data, model,
@@ -253,8 +266,9 @@ def start_or_resume(config, workdir: str, run: Run, manager) -> Start:
     """
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     restored = checkpoint.restore_newest_intact(manager, run.state)
+    writer = distributed.is_writer()
     if restored is None:
-        return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0))
+        return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0, write=writer))
     for skipped in restored.skipped:
         print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
     resume.check_resumable(restored.host["config"], config.to_dict(), workdir)
@@ -264,7 +278,7 @@ def start_or_resume(config, workdir: str, run: Run, manager) -> Start:
                          f"{done}; set fl.rounds >= {done} or use another --workdir")
     print(f"resuming {workdir} after round {done}", file=sys.stderr, flush=True)
     return Start(restored.state, done, restored.host["pending"],
-                 resume.rewind_metrics(metrics_path, done))
+                 resume.rewind_metrics(metrics_path, done, write=writer))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -276,22 +290,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.dry_run:
         return run_dry(config, workdir)
     run = build(config)  # fails on bad config or data before anything is written
+    writer = distributed.is_writer()  # process 0 writes the workdir's files; all write checkpoints
     os.makedirs(workdir, exist_ok=True)
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start = start_or_resume(config, workdir, run, manager)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    if writer:
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
     state, pending, records = start.state, list(start.pending), list(start.records)
     rounds, in_flight = config.fl.rounds, []  # in_flight: device metrics not yet read by the host
 
-    bar = progress.Progress(rounds, start=start.round)
-    with preemption.catch_termination() as signal_flag, \
-            open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+    bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
+    metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
+    with preemption.catch_termination() as signal_flag, open(metrics_path, "a") as metrics_file:
         for t in range(start.round, rounds):
             state, metrics = run.round_fn(state, run.data)
             in_flight.append(metrics)
             done, last = t + 1, t + 1 == rounds
             if done % config.log_every_rounds == 0 or last:
-                bar.update(done, float(metrics["train_loss"]))  # a logging boundary: one scalar read
+                bar.update(done, float(sharding.to_host(metrics["train_loss"])))  # the one scalar read
             if done % config.eval.every_rounds == 0 or last:
                 pending, in_flight = pending + host_round_metrics(in_flight), []
                 record = {"round": done, **round_summary(pending),
@@ -315,11 +331,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def finish(config, run: Run, records: list[dict], workdir: str) -> dict:
     """The summary table and the cost report of a completed run; returns the best evaluation record."""
     best = select_best(records, run.tracked) if run.eval_sets.get("val") else records[-1]
+    if not distributed.is_writer():
+        return best
     print(summary_table(run.space, run.tracked, best), flush=True)
     # Assignment depends only on (seed, round, tracking), so the dry-run replay is the run's own sequence
     # (tests/test_run_cost.py checks this), also across resumes.
     sequence = dry_run_lib.assignment_sequence(run.space, run.settings, config.seed, config.fl.rounds)
-    report = write_cost_report(config, run.space, sequence, workdir, np.asarray(run.data.sizes))
+    sizes = sharding.to_host(run.data.sizes)
+    report = write_cost_report(config, run.space, sequence, workdir, sizes)
     print(cost_summary(report), flush=True)
     return best
 
@@ -348,7 +367,7 @@ def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
     archs = space_lib.stack(list(tracked.values()))
     record = {}
     for split, eval_set in eval_sets.items():
-        accuracy, loss = jax.device_get(evaluate(params, archs, eval_set))
+        accuracy, loss = sharding.to_host(evaluate(params, archs, eval_set))
         for i, name in enumerate(tracked):
             record[f"{name}/{split}_accuracy"] = float(accuracy[i])
             record[f"{name}/{split}_loss"] = float(loss[i])
@@ -357,7 +376,7 @@ def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
 
 def host_round_metrics(in_flight: list[dict]) -> list[dict]:
     """Reads per-round device metrics to the host (at a logging or checkpoint boundary only)."""
-    values = jax.device_get(in_flight)
+    values = sharding.to_host(in_flight)
     return [{"beta": float(v["beta"]), "train_loss": float(v["train_loss"]),
              "clients_nonfinite": int(v["clients_nonfinite"])} for v in values]
 

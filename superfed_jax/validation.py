@@ -370,6 +370,20 @@ def _check_checkpoint(report: _Report) -> None:
     report.integer("checkpoint.keep", _AT_LEAST_1)
 
 
+def _check_distributed(report: _Report) -> None:
+    """Multi-host settings (only used when distributed.initialize is True)."""
+    report.flag("distributed.initialize")
+    address = report.get("distributed.coordinator_address")
+    if not isinstance(address, str) or (address and ":" not in address):
+        report.add(f"distributed.coordinator_address={address!r}: allowed '' or 'host:port'")
+    report.integer("distributed.num_processes", _AT_LEAST_0, " (0 = from the environment)")
+    process_id = report.integer("distributed.process_id", _Range(-1), " (-1 = from the environment)")
+    processes = report.get("distributed.num_processes")
+    if (isinstance(process_id, int) and isinstance(processes, int) and processes > 0
+            and process_id >= processes):
+        report.add(f"distributed.process_id={process_id}: must be < distributed.num_processes={processes}")
+
+
 # ------------------------------------------------------------------------------- space and archs
 
 
@@ -425,7 +439,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
     for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl,
-                  _check_client, _check_eval, _check_checkpoint):
+                  _check_client, _check_eval, _check_checkpoint, _check_distributed):
         check(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()

@@ -1,0 +1,113 @@
+"""Multi-host: two processes on 127.0.0.1 (gloo collectives, 4 CPU devices each) against one process with
+8 devices, the same config. Same rounds, same metrics and the same final supernet (up to the summation
+order of cross-process reductions), with files written once, by process 0.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from superfed_jax import sharding
+from superfed_jax import train
+from test_launch import ROOT, TINY_SPACE
+
+ROUNDS = 3
+FLAGS = [*TINY_SPACE, f"--config.fl.rounds={ROUNDS}", "--config.eval.every_rounds=1",
+         "--config.client.epochs=1", "--config.fl.num_clients=8", "--config.fl.clients_per_round=8"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(workdir, devices, *extra):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, "launch.py", *FLAGS, *extra, f"--workdir={workdir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def final_params(workdir):
+    """The params of the last checkpoint, restored onto this process's first device."""
+    path = os.path.join(workdir, "checkpoints", str(ROUNDS), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    return checkpointer.restore(path, target)["params"]
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    single, multi = (str(tmp_path_factory.mktemp(name)) for name in ("one_process", "two_processes"))
+    address = f"127.0.0.1:{free_port()}"
+    processes = [start(single, 8)] + [
+        start(multi, 4, "--config.distributed.initialize=True",
+              f"--config.distributed.coordinator_address={address}",
+              "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}")
+        for i in range(2)]
+    outputs = [finish(p) for p in processes]
+    return single, multi, outputs
+
+
+def test_two_processes_match_one_process(runs):
+    single, multi, _ = runs
+    one, two = read_metrics(single), read_metrics(multi)
+    assert [r["round"] for r in two] == [r["round"] for r in one] == list(range(1, ROUNDS + 1))
+    for a, b in zip(one, two):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+    p1, p2 = final_params(single), final_params(multi)
+    assert jax.tree.structure(p1) == jax.tree.structure(p2)
+    for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+    moved = max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(p1))
+    assert moved > 0
+
+
+def test_only_process_zero_writes_and_prints(runs):
+    _, multi, outputs = runs
+    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "cost.json", "metrics.jsonl"]
+    summary_lines = [[l for l in out.splitlines() if l.startswith(("largest", "cost:"))] for out in outputs]
+    assert len(summary_lines[1]) == 2 and summary_lines[2] == []  # the summary from process 0 only
+    assert json.load(open(os.path.join(multi, "config.json")))["distributed"]["process_id"] == 0
+
+
+def test_training_rows_are_split_over_devices():
+    """Each device holds 1/8 of the rows (padded), the index table is replicated (8 fake devices)."""
+    config = ml_collections.ConfigDict(dict(
+        seed=0, fl=dict(num_clients=4), data=dict(partition="iid", alpha=1.0, shards_per_client=2,
+                                                  min_client_size=1)))
+    x = np.arange(21 * 2 * 2 * 1, dtype=np.uint8).reshape(21, 2, 2, 1)
+    y = np.arange(21) % 3
+    dataset = type("D", (), dict(x_train=x, y_train=y))()
+    mesh = sharding.make_mesh()
+    data = train.build_client_data(dataset, config, mesh)
+    assert data.images.shape == (24, 2, 2, 1)  # padded to a multiple of 8 devices
+    assert {s.data.shape for s in data.images.addressable_shards} == {(3, 2, 2, 1)}
+    assert all(s.data.shape == data.index_table.shape for s in data.index_table.addressable_shards)
+    np.testing.assert_array_equal(np.asarray(data.images)[:21], x)
+    table, sizes = np.asarray(data.index_table), np.asarray(data.sizes)
+    rows = np.concatenate([table[k, :sizes[k]] for k in range(4)])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(21))  # padding rows are never indexed
