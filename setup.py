@@ -16,10 +16,13 @@ setuptools.setup(
         "ml_collections",
         "numpy",
         "scikit-learn",
+        "matplotlib",  # report.py: accuracy-vs-MACs plots (Agg, headless)
+        "tensorboardX",  # tb_writer.py: TensorBoard scalars without TensorFlow
     ],
     extras_require={
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest", "hypothesis", "pillow"],  # pillow: writing a real TFDS folder in a test
+        # pillow: writing a real TFDS folder in a test; tensorboard: reading event files back.
+        "test": ["pytest", "hypothesis", "pillow", "tensorboard"],
     },
 )

@@ -110,6 +110,7 @@ def fedavg_baseline(config: ml_collections.ConfigDict, arch: str) -> ml_collecti
     config.fl.pool = f"[{spec}]"
     config.fl.beta_schedule = "uniform"
     config.eval.tracked = json.dumps({name: json.loads(spec)})
+    config.cost.baseline = f"[{spec}]"  # its cost report compares it with itself (ratio 1)
     return config
 
 

@@ -4,6 +4,7 @@ Load data -> partition over clients -> put it on device -> build the compiled ro
 run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds -> write metrics and a summary.
 All logic lives in the library modules; this file only wires them together.
 """
+import dataclasses
 import io
 import json
 import os
@@ -27,10 +28,12 @@ from superfed_jax import federated_round
 from superfed_jax import model as model_lib
 from superfed_jax import preemption
 from superfed_jax import progress
+from superfed_jax import report as report_lib
 from superfed_jax import resume
 from superfed_jax import run_cost
 from superfed_jax import sharding
 from superfed_jax import space as space_lib
+from superfed_jax import tb_writer
 from superfed_jax import validation
 from superfed_jax.data import augment
 from superfed_jax.data import partition as partition_lib
@@ -173,15 +176,6 @@ def summary_table(space, tracked, best) -> str:
     return "\n".join(lines)
 
 
-def select_best(records: list[dict], names) -> dict:
-    """The evaluation record maximising the mean validation accuracy over the tracked archs.
-
-    Records without every tracked arch (written before a resume changed `eval.tracked`) are not eligible.
-    """
-    complete = [r for r in records if all(f"{n}/val_accuracy" in r for n in names)] or records[-1:]
-    return max(complete, key=lambda r: np.mean([r.get(f"{n}/val_accuracy", np.nan) for n in names]))
-
-
 def client_layout(config, mesh) -> str:
     """`fl.client_layout`, with 'auto' resolved: side by side on one CPU device, vmap otherwise.
 
@@ -296,11 +290,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = start_or_resume(config, workdir, run, manager)
     if writer:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        write_json(os.path.join(workdir, "space.json"), dataclasses.asdict(run.space))  # the data's shapes
     state, pending, records = start.state, list(start.pending), list(start.records)
     rounds, in_flight = config.fl.rounds, []  # in_flight: device metrics not yet read by the host
 
     bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
     metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
+    # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
+    scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
     with preemption.catch_termination() as signal_flag, open(metrics_path, "a") as metrics_file:
         for t in range(start.round, rounds):
             state, metrics = run.round_fn(state, run.data)
@@ -314,6 +311,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           **evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets)}
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
+                if scalars:
+                    tb_writer.write_record(scalars, record)
                 records.append(record)
                 pending = []
                 bar.note(" ".join(f"{n}={record.get(f'{n}/val_accuracy', float('nan')):.3f}"
@@ -325,12 +324,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 bar.close()
                 raise preemption.Interrupted(signal_flag.name, done, workdir)
     bar.close()
+    if scalars:
+        tb_writer.close_writer(scalars)
     return finish(config, run, records, workdir)
 
 
 def finish(config, run: Run, records: list[dict], workdir: str) -> dict:
     """The summary table and the cost report of a completed run; returns the best evaluation record."""
-    best = select_best(records, run.tracked) if run.eval_sets.get("val") else records[-1]
+    best = report_lib.select_best(records, run.tracked)
     if not distributed.is_writer():
         return best
     print(summary_table(run.space, run.tracked, best), flush=True)
@@ -338,8 +339,10 @@ def finish(config, run: Run, records: list[dict], workdir: str) -> dict:
     # (tests/test_run_cost.py checks this), also across resumes.
     sequence = dry_run_lib.assignment_sequence(run.space, run.settings, config.seed, config.fl.rounds)
     sizes = sharding.to_host(run.data.sizes)
-    report = write_cost_report(config, run.space, sequence, workdir, sizes)
-    print(cost_summary(report), flush=True)
+    cost_report = write_cost_report(config, run.space, sequence, workdir, sizes)
+    print(cost_summary(cost_report), flush=True)
+    written = report_lib.write_run_report(workdir)
+    print(f"report: {written['report']}, plot: {written['plot']}", flush=True)
     return best
 
 

@@ -88,7 +88,8 @@ def test_two_processes_match_one_process(runs):
 
 def test_only_process_zero_writes_and_prints(runs):
     _, multi, outputs = runs
-    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "cost.json", "metrics.jsonl"]
+    assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "cost.json", "metrics.jsonl",
+                                         "pareto.png", "report.md", "space.json", "tb"]
     summary_lines = [[l for l in out.splitlines() if l.startswith(("largest", "cost:"))] for out in outputs]
     assert len(summary_lines[1]) == 2 and summary_lines[2] == []  # the summary from process 0 only
     assert json.load(open(os.path.join(multi, "config.json")))["distributed"]["process_id"] == 0
@@ -111,3 +112,20 @@ def test_training_rows_are_split_over_devices():
     table, sizes = np.asarray(data.index_table), np.asarray(data.sizes)
     rows = np.concatenate([table[k, :sizes[k]] for k in range(4)])
     np.testing.assert_array_equal(np.sort(rows), np.arange(21))  # padding rows are never indexed
+
+
+def test_distributed_settings_come_from_the_config_then_the_environment(monkeypatch):
+    from superfed_jax import distributed
+    fields = ml_collections.ConfigDict(dict(initialize=True, coordinator_address="", num_processes=0,
+                                            process_id=-1))
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.settings_from(fields) == {}  # left to JAX's cluster auto-detection
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    assert distributed.settings_from(fields) == dict(coordinator_address="10.0.0.1:1234", num_processes=4,
+                                                     process_id=0)
+    fields.update(coordinator_address="h:1", num_processes=2, process_id=1)
+    assert distributed.settings_from(fields) == dict(coordinator_address="h:1", num_processes=2,
+                                                     process_id=1)

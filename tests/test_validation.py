@@ -145,6 +145,12 @@ BAD_CASES = {
     "checkpoint_every=0": ({"checkpoint.every_rounds": 0}, ["checkpoint.every_rounds=0", ">= 1"]),
     "checkpoint_keep=0": ({"checkpoint.keep": 0}, ["checkpoint.keep=0", ">= 1"]),
     "checkpoint_keep=1.5": ({"checkpoint.keep": 1.5}, ["checkpoint.keep=1.5"]),
+    "distributed_address": ({"distributed.coordinator_address": "localhost"},
+                            ["distributed.coordinator_address='localhost'", "host:port"]),
+    "distributed_processes<0": ({"distributed.num_processes": -2}, ["distributed.num_processes=-2", ">= 0"]),
+    "distributed_id>=n": ({"distributed.num_processes": 2, "distributed.process_id": 2},
+                          ["distributed.process_id=2", "< distributed.num_processes=2"]),
+    "distributed_initialize": ({"distributed.initialize": "yes"}, ["distributed.initialize"]),
     "log_every=0": ({"log_every_rounds": 0}, ["log_every_rounds=0", ">= 1"]),
     # beta schedule
     "beta0>1": ({"fl.beta0": 1.5}, ["fl.beta0=1.5", "[0, 1]"]),
