@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from superfed_jax import report  # noqa: E402
+from superfed_jax import report_compare  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "digits.py")
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     for name, workdir in workdirs.items():
         variant = "" if name == "superfed" else f":fedavg={name[len('fedavg_'):]}"
         seconds[name] = round(train(variant, workdir, overrides), 1)
-    result = report.write_combined_report(list(workdirs.values()), args.out)
+    result = report_compare.write_combined_report(list(workdirs.values()), args.out)
     with open(os.path.join(args.out, "claim.json"), "w") as f:
         json.dump(summary(result, seconds), f, indent=2)
     with open(result["report"]) as f:

@@ -20,6 +20,7 @@ import pytest
 
 from superfed_jax import config as config_lib
 from superfed_jax import report
+from superfed_jax import report_compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = dict(stem_width=2, stage_widths=(4,), stage_strides=(1,), blocks_per_stage=1,
@@ -194,7 +195,7 @@ def combined_workdirs(tmp_path, fedavg_rounds=30):
 def test_combined_report_matches_hand_computation(tmp_path):
     workdirs = combined_workdirs(tmp_path)
     out = tmp_path / "out"
-    result = report.write_combined_report(workdirs, str(out))
+    result = report_compare.write_combined_report(workdirs, str(out))
     text = open(out / "report.md").read()
     # tiny: 0.62 (shared, round 10) vs 0.57 (its FedAvg run's best validation round 20): +5 points.
     assert table_row(text, "tiny") == ["tiny", '`{"d":[0],"e":0.5}`', "0.000548", "149", "62.00", "57.00",
@@ -220,9 +221,9 @@ def test_combined_report_matches_hand_computation(tmp_path):
 
 def test_combined_plot_has_both_series(tmp_path, monkeypatch):
     calls = []
-    original = report.plot_pareto
-    monkeypatch.setattr(report, "plot_pareto", lambda *args: calls.append(original(*args)))
-    report.write_combined_report(combined_workdirs(tmp_path), str(tmp_path / "out"))
+    original = report_compare.plot_pareto
+    monkeypatch.setattr(report_compare, "plot_pareto", lambda *args: calls.append(original(*args)))
+    report_compare.write_combined_report(combined_workdirs(tmp_path), str(tmp_path / "out"))
     [axes] = calls[0].axes
     shared, fedavg = axes.get_lines()
     assert list(shared.get_xdata()) == [0.000548, 0.00098] and list(shared.get_ydata()) == [62.0, 81.0]
@@ -233,7 +234,7 @@ def test_combined_plot_has_both_series(tmp_path, monkeypatch):
 
 def test_combined_report_warns_about_different_settings(tmp_path):
     workdirs = combined_workdirs(tmp_path, fedavg_rounds=40)
-    result = report.write_combined_report(workdirs, str(tmp_path / "out"))
+    result = report_compare.write_combined_report(workdirs, str(tmp_path / "out"))
     assert result["warnings"] == [f"{workdirs[2]}: fl.rounds = 40, the weight-shared run has 30"]
     assert "fl.rounds = 40" in open(tmp_path / "out" / "report.md").read()
 
