@@ -355,8 +355,14 @@ def load_trained(workdir: str) -> tuple[Run, federated_round.ServerState]:
     saved = resume.read_saved_config(workdir)
     if saved is None:
         raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
-    run = build(ml_collections.ConfigDict(saved))
-    restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
+    manager = checkpoint.make_manager(workdir, keep=None)
+    if not manager.all_steps():  # before loading data and compiling
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
+                                "empty or missing); train the run first")
+    config = config_lib.base_config()  # fields added since the run was trained keep their defaults
+    config.update(saved)
+    run = build(config)
+    restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
                                 "empty or missing); train the run first")
