@@ -1,0 +1,72 @@
+"""A trained run directory, loaded for work after training: search, export, evaluation of subnets.
+
+`load_trained_run` restores the newest intact checkpoint (`train.load_trained`) and puts the supernet and
+the validation and test splits on one device; `check_run_dir` fails fast, before any data is read.
+"""
+import os
+from typing import Any, NamedTuple
+
+import jax
+
+from superfed_jax import checkpoint
+from superfed_jax import evaluation
+from superfed_jax import resume
+from superfed_jax import space as space_lib
+from superfed_jax import train
+
+
+class TrainedRun(NamedTuple):
+    """A trained run, ready to evaluate subnets on one device."""
+
+    workdir: str  # absolute
+    config: dict  # the run's config.json
+    run: train.Run  # as `train.build` made it (space, dataset, tracked archs, jitted evaluate, ...)
+    params: Any  # the restored supernet params, on one device
+    round: int  # rounds trained by the restored checkpoint
+    val_set: evaluation.EvalSet | None  # on the same device; None when the run holds out no validation
+    test_set: evaluation.EvalSet | None
+
+    @property
+    def space(self) -> space_lib.SearchSpace:
+        """The run's search space (input shape and classes from its data)."""
+        return self.run.space
+
+
+def check_run_dir(workdir: str) -> None:
+    """Fails fast (before any data is loaded) when `workdir` has no config.json or no checkpoint.
+
+    Raises:
+      FileNotFoundError: naming what is missing.
+    """
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
+    checkpoints = checkpoint.checkpoint_dir(workdir)
+    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoints} is empty or missing); train "
+                                "the run first")
+
+
+def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
+    """Restores the newest checkpoint of `workdir` and places params and splits on the first device.
+
+    One device, not the run's mesh: evaluation replicated over a mesh would repeat the same work on every
+    device. Splits are batched by `eval_batch_size` (0: the run's eval.batch_size), never by more than a
+    split holds, so a small split is not padded.
+
+    Raises:
+      FileNotFoundError: no config.json or no checkpoint.
+    """
+    check_run_dir(workdir)
+    run, state = train.load_trained(workdir)
+    config = resume.read_saved_config(workdir)
+    device = jax.devices()[0]
+    batch = eval_batch_size or config["eval"]["batch_size"]
+
+    def place(images, labels):
+        if not len(labels):
+            return None
+        return jax.device_put(evaluation.make_eval_set(images, labels, min(batch, len(labels))), device)
+
+    return TrainedRun(os.path.abspath(workdir), config, run, jax.device_put(state.params, device),
+                      int(state.round), place(run.dataset.x_val, run.dataset.y_val),
+                      place(run.dataset.x_test, run.dataset.y_test))

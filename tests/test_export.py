@@ -1,0 +1,161 @@
+"""Export of a subnet as a standalone dense model, and its evaluation without the supernet.
+
+The reference is the masked supernet of the tiny trained run (trained_run.py): the exported dense subnet
+must give the same logits, and the exported directory alone must reproduce the subnet's accuracy.
+"""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import trained_run
+from superfed_jax import cost
+from superfed_jax import evaluate as evaluate_lib
+from superfed_jax import export
+from superfed_jax import model as model_lib
+from superfed_jax import space as space_lib
+from superfed_jax import train
+
+ARCH = '{"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}'  # a middle-sized subnet of the tiny run's space
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(export directory, arch) of ARCH, exported once for the module."""
+    loaded = trained_run.loaded()
+    out = str(tmp_path_factory.mktemp("export") / "subnet")
+    export.export_loaded(loaded, ARCH, out)
+    return out, space_lib.parse_arch(loaded.space, ARCH)
+
+
+@pytest.mark.parametrize("arch_text", [ARCH, "largest", "smallest"])
+def test_exported_subnet_predicts_like_the_masked_supernet(tmp_path, arch_text):
+    loaded = trained_run.loaded()
+    export.export_loaded(loaded, arch_text, str(tmp_path))
+    model = export.load_exported(str(tmp_path))
+    images = loaded.run.dataset.x_val
+    dense = np.asarray(jax.jit(export.make_logits_fn(model))(model.params, images))
+    masked = trained_run.supernet_logits(model.arch, images)
+    np.testing.assert_allclose(dense, masked, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(dense.argmax(-1), masked.argmax(-1))
+
+
+def test_model_json_describes_the_subnet(exported):
+    out, arch = exported
+    loaded = trained_run.loaded()
+    description = json.load(open(os.path.join(out, export.MODEL_JSON)))
+    assert description["format"] == export.FORMAT
+    assert space_lib.SearchSpace(**description["space"]) == loaded.space
+    assert description["arch"] == space_lib.arch_to_dict(loaded.space, arch)
+    assert description["macs"] == cost.macs(loaded.space, arch)
+    assert description["params"] == cost.params(loaded.space, arch)
+    np.testing.assert_array_equal(description["normalization"]["mean"], loaded.run.dataset.mean)
+    np.testing.assert_array_equal(description["normalization"]["std"], loaded.run.dataset.std)
+    assert description["source"]["checkpoint_round"] == loaded.round
+    # The saved params are exactly the dense slice: no supernet-sized tensor is shipped.
+    model = export.load_exported(out)
+    assert sum(x.size for x in jax.tree.leaves(model.params)) == cost.params(loaded.space, arch)
+
+
+def test_exported_model_evaluates_without_the_supernet(exported, tmp_path, monkeypatch):
+    out, arch = exported
+    loaded = trained_run.loaded()
+    expected = trained_run.val_accuracy(arch)
+    moved = str(tmp_path / "elsewhere")
+    shutil.copytree(out, moved)
+
+    def unavailable(*args, **kwargs):
+        raise AssertionError("the supernet or the run was used")
+
+    monkeypatch.setattr(train, "load_trained", unavailable)
+    monkeypatch.setattr(model_lib, "Supernet", unavailable)
+    report = evaluate_lib.evaluate_export(moved, split="val")
+    assert report["examples"] == len(loaded.run.dataset.y_val) and report["data"] == "digits"
+    assert report["accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_evaluate_command_line_reports_accuracy_on_a_split(exported):
+    out, arch = exported
+    result = trained_run.run_module("-m", "superfed_jax.evaluate", f"--model={out}", "--data=digits",
+                                    "--split=val", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["split"] == "val"
+    assert report["accuracy"] == pytest.approx(trained_run.val_accuracy(arch), abs=1e-6)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"d": [2, 0], "e": 0.25}', "depth 2 out of range"),
+    ('{"d": [1, 0], "e": 0.3}', "expand ratio 0.3 is not in the space"),
+    ('{"d": [1, 0, 1], "e": 0.25}', "'d' is a list of 2 integers"),
+    ("biggest", "give a tracked name \\(smallest, small, medium, largest\\)"),
+    ("search:macs=1", "does not exist; run superfed_jax.search first"),
+])
+def test_arch_outside_the_space_is_refused(tmp_path, text, message):
+    loaded = trained_run.loaded()
+    with pytest.raises(ValueError, match=message):
+        export.resolve_arch(loaded.space, loaded.run.tracked, text, str(tmp_path))
+
+
+def test_arch_from_search_json(tmp_path):
+    loaded = trained_run.loaded()
+    best = {"arch": json.loads(ARCH)}
+    (tmp_path / "search.json").write_text(json.dumps({"results": [{"budget": "macs=5e5", "best": best}]}))
+    arch = export.resolve_arch(loaded.space, loaded.run.tracked, "search:macs=5e5", str(tmp_path))
+    assert search_genes(arch) == search_genes(space_lib.parse_arch(loaded.space, ARCH))
+    with pytest.raises(ValueError, match="has no budget 'params=1'; it has \\['macs=5e5'\\]"):
+        export.resolve_arch(loaded.space, loaded.run.tracked, "search:params=1", str(tmp_path))
+
+
+def search_genes(arch):
+    return np.asarray(arch.depth).tolist(), np.asarray(arch.expand).tolist()
+
+
+def test_export_refuses_to_overwrite_unless_asked(exported):
+    out, _ = exported
+    with pytest.raises(ValueError, match="already holds an export .* pass --overwrite"):
+        export.export_loaded(trained_run.loaded(), "largest", out)
+    export.export_loaded(trained_run.loaded(), ARCH, out, overwrite=True)
+    assert export.load_exported(out).description["arch"] == json.loads(ARCH)
+
+
+def test_evaluate_refuses_bad_inputs(exported, tmp_path):
+    out, _ = exported
+    with pytest.raises(FileNotFoundError, match="is not an exported model: it has no model.json"):
+        evaluate_lib.evaluate_export(str(tmp_path))
+    with pytest.raises(ValueError, match="--split='dev': allowed train, val, test"):
+        evaluate_lib.evaluate_export(out, split="dev")
+    with pytest.raises(ValueError, match="--data='imagenet': expected a dataset name"):
+        evaluate_lib.evaluate_export(out, data="imagenet")
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "rgb.npz")
+    np.savez(path, x_train=rng.integers(0, 256, (20, 6, 6, 3), dtype=np.uint8), y_train=np.arange(20) % 3,
+             x_test=rng.integers(0, 256, (10, 6, 6, 3), dtype=np.uint8), y_test=np.arange(10) % 3)
+    with pytest.raises(ValueError, match=r"the model takes \(8, 8, 1\) images \(H, W, C\), the data has "
+                                         r"\(6, 6, 3\)"):
+        evaluate_lib.evaluate_export(out, data=path)
+
+
+def test_export_checks_the_arch_before_loading_the_run(tmp_path, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise AssertionError("the run was loaded before the arch was checked")
+
+    monkeypatch.setattr(export.run_dir, "load_trained_run", unavailable)
+    with pytest.raises(ValueError, match="arch expand ratio 0.3 is not in the space"):
+        export.export_run(trained_run.workdir(), '{"d": [1, 0], "e": 0.3}', str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_command_line_without_checkpoint_exits_2(tmp_path):
+    no_checkpoint = tmp_path / "run"
+    no_checkpoint.mkdir()
+    shutil.copy(os.path.join(trained_run.workdir(), "config.json"), no_checkpoint / "config.json")
+    result = trained_run.run_module("-m", "superfed_jax.export", f"--workdir={no_checkpoint}",
+                                    "--arch=largest", f"--out={tmp_path / 'y'}", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {no_checkpoint} has no checkpoint ({no_checkpoint}/checkpoints is empty or missing); "
+        "train the run first")
