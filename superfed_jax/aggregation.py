@@ -28,6 +28,7 @@ Everything is pure, model-agnostic (any pytree) and jittable. Example::
     previous = {"w": jnp.zeros((3, 8)), "b": jnp.zeros((8,))}
     new = jax.jit(masked_mean)(params, masks, weights, previous)
 """
+import functools
 from typing import Any, Tuple
 
 import jax
@@ -107,7 +108,9 @@ def masked_sums(client_params: PyTree, client_masks: PyTree,
         wm = m.astype(acc) * client_weights.astype(acc).reshape((n,) + (1,) * (m.ndim - 1))
         dens.append(jnp.sum(wm, axis=0))
         wm_full = wm.reshape((n,) + (1,) * (p.ndim - m.ndim) + m.shape[1:])
-        nums.append(jnp.sum(wm_full * p.astype(acc), axis=0))
+        # Slice by slice, not jnp.sum(axis=0): XLA:CPU reduces a leading axis of large leaves ~40x
+        # slower than it adds C slices (4.4 s vs 0.07 s for 2 clients of the paper's supernet).
+        nums.append(functools.reduce(jnp.add, [wm_full[i] * p[i].astype(acc) for i in range(n)]))
     treedef = jax.tree.structure(client_params)
     return jax.tree.unflatten(treedef, nums), jax.tree.unflatten(treedef, dens)
 

@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
         num_processes=0,  # 0 = JAX_NUM_PROCESSES or auto-detected (Cloud TPU, SLURM, Open MPI, ...)
         process_id=-1,  # -1 = JAX_PROCESS_ID or auto-detected
     ))
+    config.memory = ml_collections.ConfigDict(dict(
+        check=True,  # estimate a round's device memory before compiling; stop with a chunk-size advice
+        available_gib=0.0,  # memory of one device; 0 = ask it (bytes_limit on GPU/TPU, host RAM on CPU)
+    ))
     config.log_every_rounds = 1  # progress line cadence
     return config
 

@@ -18,6 +18,7 @@ RESUMABLE_FIELDS = (
     "log_every_rounds",
     "checkpoint.",
     "distributed.",  # the same run may resume on another number of hosts
+    "memory.",
     "cost.",
     "dry_run",
 )

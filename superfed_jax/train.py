@@ -25,6 +25,7 @@ from superfed_jax import distributed
 from superfed_jax import dry_run as dry_run_lib
 from superfed_jax import evaluation
 from superfed_jax import federated_round
+from superfed_jax import memory
 from superfed_jax import model as model_lib
 from superfed_jax import preemption
 from superfed_jax import progress
@@ -191,6 +192,18 @@ def client_layout(config, mesh) -> str:
     return layout
 
 
+def check_memory(config, space, settings, mesh, data) -> None:
+    """Stops before compiling, suggesting a chunk size, when a round would not fit a device (memory.py)."""
+    if not config.memory.check:
+        return
+    available = (config.memory.available_gib * 2 ** 30 if config.memory.available_gib
+                 else memory.device_memory_bytes())
+    memory.check_round_memory(
+        space, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
+        clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
+        dtype=config.model.dtype, conv_impl=config.model.conv_impl, data_bytes=memory.data_bytes(data))
+
+
 class Run(NamedTuple):
     """Everything built from a config before the first round."""
 
@@ -218,6 +231,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
     settings = round_settings(config, space)
     mesh = sharding.make_mesh()
     data = build_client_data(dataset, config, mesh)
+    check_memory(config, space, settings, mesh, data)
     model = model_lib.Supernet(space, config.model.conv_impl, jnp.dtype(config.model.dtype))
     params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl,
                                    out_sharding=sharding.replicated(mesh))

@@ -370,6 +370,12 @@ def _check_checkpoint(report: _Report) -> None:
     report.integer("checkpoint.keep", _AT_LEAST_1)
 
 
+def _check_memory(report: _Report) -> None:
+    """The up-front memory check."""
+    report.flag("memory.check")
+    report.number("memory.available_gib", _AT_LEAST_0, " (0 = ask the device)")
+
+
 def _check_distributed(report: _Report) -> None:
     """Multi-host settings (only used when distributed.initialize is True)."""
     report.flag("distributed.initialize")
@@ -439,7 +445,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
     for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl,
-                  _check_client, _check_eval, _check_checkpoint, _check_distributed):
+                  _check_client, _check_eval, _check_checkpoint, _check_memory,
+                  _check_distributed):
         check(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()

@@ -118,3 +118,14 @@ def test_npz_dataset_infers_shape_and_classes(tmp_path):
     config_space = json.load(open(workdir / "config.json"))["space"]
     assert config_space["input_size"] == 8  # the config file's value; the run used the data's 6x6x1
     assert len(read_metrics(workdir)) == 2
+
+
+def test_round_that_does_not_fit_stops_before_compiling_with_a_chunk_size(tmp_path):
+    """fl.chunk_size=8 (about 70 MiB by the estimate) does not fit in 40 MiB; smaller chunks do."""
+    result = launch(*TINY_SPACE, "--config.fl.clients_per_round=8", "--config.fl.chunk_size=8",
+                    "--config.memory.available_gib=0.04", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert "one round needs an estimated" in result.stderr
+    advice = result.stderr.split("use --config.fl.chunk_size=")[1].split()[0]
+    assert int(advice) in (1, 2, 4)
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -145,6 +145,8 @@ BAD_CASES = {
     "checkpoint_every=0": ({"checkpoint.every_rounds": 0}, ["checkpoint.every_rounds=0", ">= 1"]),
     "checkpoint_keep=0": ({"checkpoint.keep": 0}, ["checkpoint.keep=0", ">= 1"]),
     "checkpoint_keep=1.5": ({"checkpoint.keep": 1.5}, ["checkpoint.keep=1.5"]),
+    "memory_gib<0": ({"memory.available_gib": -1.0}, ["memory.available_gib=-1.0", ">= 0"]),
+    "memory_check": ({"memory.check": 1}, ["memory.check"]),
     "distributed_address": ({"distributed.coordinator_address": "localhost"},
                             ["distributed.coordinator_address='localhost'", "host:port"]),
     "distributed_processes<0": ({"distributed.num_processes": -2}, ["distributed.num_processes=-2", ">= 0"]),

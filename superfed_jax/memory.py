@@ -1,0 +1,356 @@
+"""Device memory of one federated round, estimated from known sizes before anything compiles.
+
+A round trains `fl.clients_per_round` (P) clients, `fl.chunk_size` (C) of them at once: the round is a
+`lax.scan` over P / C chunks, and the clients of a chunk are trained together (a `vmap` batch axis split
+over the devices of the `clients` mesh axis, or side-by-side subgraphs on one device). Memory therefore
+grows with C, not with P: a large P costs time, not memory.
+
+Memory per device (`estimate_round_memory`):
+
+* fixed: the supernet params of the server state, the aggregation sums carried across chunks (a
+  float32 numerator per parameter) and the new params (`params_bytes` each), plus the device's share of
+  the training rows and the replicated index table (`data_bytes`, passed in).
+* per client in flight, ceil(C / devices) of them per device:
+    - its params (a full-size copy of the supernet: masked clients still hold every weight),
+    - their gradient, and the updated params before the old ones are released (one copy each),
+    - the optimizer state (`optimizer_slots` copies; plain SGD with clipping, the paper's optimizer, has
+      none; momentum would add one),
+    - a copy of the params in the compute dtype when it differs from the params dtype (bfloat16),
+    - the activations of one batch: every feature map of the *supernet* forward pass (the masked
+      supernet computes max-width tensors whatever the arch, so this is the largest arch) at
+      `batch_size` in the compute dtype, plus the backward pass's working set (the gradient of the
+      largest feature map and of its input) and, for "im2col" convolutions, the k*k channel expansion
+      of every convolution (kept from the forward for the weight gradient; the largest one for
+      "xla_mmgrad").
+  The per-client term is dominated by the params-sized copies (3 x params bytes in float32) for wide
+  nets at small batches, and by activations for large batches or images.
+
+Choosing the chunk size: the largest divisor C of P whose estimate fits the device (`suggest_chunk_size`;
+`check_round_memory` raises with it). Larger C means fewer sequential scan steps (faster, more parallel
+work per step) and more memory; on a mesh of D devices a C that is a multiple of D keeps every device
+busy. Example, the paper's CIFAR-10 space (71.7M params, 287 MB in float32) at batch 64, float32, "xla"
+convolutions: 0.8 GiB of params-sized copies and 2.1 GiB of activations, 2.9 GiB per client, so P = 8
+in one chunk needs about 24 GiB and an 80 GB accelerator holds about 25 clients in flight (bfloat16:
+2.0 GiB per client). Print the estimate of a config:
+
+    python -m superfed_jax.memory --config=configs/cifar10.py [--devices=8] [--available_gib=16]
+
+The estimate is meant to be within a small factor of what XLA allocates, not exact: XLA fuses, re-uses
+and rematerializes buffers. Measured against XLA:CPU's analysis of compiled rounds (32x32x3 inputs,
+batch 64): 1.07x for "im2col" in float32, 0.91x in bfloat16, 1.7x (conservative) for "xla"
+convolutions; 1.35-1.7x for the paper space at batch 16-8 (benchmarks/RESULTS.md). `compiled_peak_bytes` reads XLA's own analysis of a compiled round (tests/test_memory.py
+compares the two on a tiny round). Device capacity comes from `device_memory_bytes`:
+the allocator's `bytes_limit` on GPU/TPU, and on CPU a configurable value (default: the host's
+available RAM shared by the local CPU devices).
+"""
+import json
+import math
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from superfed_jax import config as config_lib
+from superfed_jax import cost
+from superfed_jax import space as space_lib
+
+
+def params_bytes(space: space_lib.SearchSpace, param_dtype: Any = "float32") -> int:
+    """Bytes of the supernet params (every weight, the largest arch) in `param_dtype`."""
+    count = cost.params(space, space_lib.largest(space))
+    return count * np.dtype(param_dtype).itemsize
+
+
+def _out_size(size: int, stride: int) -> int:
+    """Output size of a 3x3 convolution with padding 1 (conv.py) or of the matching average pool."""
+    return (size - 1) // stride + 1
+
+
+def _feature_maps(space: space_lib.SearchSpace):
+    """Yields the elements per example of every feature map the supernet's forward pass makes.
+
+    Each convolution output and each non-linearity / add / select output is counted once: those are the
+    values autodiff keeps for the backward pass (a ReLU's gradient needs its input or output).
+    """
+    size = space.input_size
+    yield size * size * space.input_channels  # the augmented input
+    yield from [size * size * space.stem_width] * 2  # stem conv output, its ReLU
+    cin = space.stem_width
+    for s, (width, stage_stride) in enumerate(zip(space.stage_widths, space.stage_strides)):
+        mid = space.max_mids[s]
+        for b in range(space.blocks_per_stage):
+            stride = stage_stride if b == 0 else 1
+            out = _out_size(size, stride)
+            maps = [mid, mid, width, width]  # conv1, ReLU + channel mask, conv2, ReLU
+            if b == 0:
+                maps += ([cin] if stride > 1 else []) + [width]  # average pool, 1x1 projection
+            maps += [width, width]  # residual add, ReLU
+            if b > 0:
+                maps.append(width)  # identity select of a skippable block
+            yield from (out * out * channels for channels in maps)
+            size, cin = out, width
+
+
+def _convs(space: space_lib.SearchSpace):
+    """Yields (cin, cout, input size, stride) of every 3x3 convolution of the supernet."""
+    size, cin = space.input_size, space.input_channels
+    yield cin, space.stem_width, size, 1
+    cin = space.stem_width
+    for s, (width, stage_stride) in enumerate(zip(space.stage_widths, space.stage_strides)):
+        for b in range(space.blocks_per_stage):
+            stride = stage_stride if b == 0 else 1
+            out = _out_size(size, stride)
+            yield cin, space.max_mids[s], size, stride
+            yield space.max_mids[s], width, out, 1
+            size, cin = out, width
+
+
+def _expansions(space: space_lib.SearchSpace) -> list[int]:
+    """Elements per example of the k*k expansion of every matrix-product 3x3 convolution.
+
+    conv.py expands the narrow side: the input's 9*cin channels at output resolution when cin <= cout,
+    else the output's 9*cout channels at input resolution.
+    """
+    sizes = []
+    for cin, cout, size, stride in _convs(space):
+        out = _out_size(size, stride)
+        sizes.append(9 * cin * out * out if cin <= cout else 9 * cout * size * size)
+    return sizes
+
+
+def activation_elements(space: space_lib.SearchSpace, conv_impl: str = "im2col") -> int:
+    """Activation elements per example of one training step (forward values kept + backward working set).
+
+    With "im2col" the forward's k*k expansion of every convolution stays alive until the backward pass
+    (XLA shares it with the weight gradient's identical expansion); "xla_mmgrad" builds them only in the
+    backward pass, one at a time; "xla" has none (a GPU convolution's workspace is not counted).
+    """
+    maps = list(_feature_maps(space))
+    head = space.stage_widths[-1] + 2 * space.num_classes  # pooled features, logits, softmax
+    working = 2 * max(maps)  # gradient of the largest map and of its input, alive together
+    expansions = _expansions(space)
+    if conv_impl == "im2col":
+        working += sum(expansions)
+    elif conv_impl == "xla_mmgrad":
+        working += max(expansions)
+    return sum(maps) + head + working
+
+
+def clients_in_flight(chunk_size: int, num_devices: int) -> int:
+    """Clients one device trains at once: a chunk's clients are split over the `clients` mesh axis."""
+    return -(-chunk_size // num_devices)
+
+
+def estimate_round_memory(space: space_lib.SearchSpace, *, batch_size: int, chunk_size: int,
+                          clients_per_round: Optional[int] = None, num_devices: int = 1,
+                          dtype: Any = "float32", param_dtype: Any = "float32",
+                          optimizer_slots: int = 0, conv_impl: str = "im2col",
+                          data_bytes: int = 0) -> dict:
+    """Estimated peak device memory of one round, per device, with its parts (module docstring).
+
+    Args:
+      space: the search space (the supernet's shapes).
+      batch_size: local batch size (`client.batch_size`).
+      chunk_size: clients trained at once (`fl.chunk_size`; 0 means all `clients_per_round`).
+      clients_per_round: P; needed only when `chunk_size` is 0.
+      num_devices: devices of the `clients` mesh axis (a chunk's clients are split over them).
+      dtype: compute dtype of convolutions and matmuls (`model.dtype`).
+      param_dtype: dtype of the params, gradients and optimizer state (float32 in this codebase).
+      optimizer_slots: params-sized optimizer state buffers (0 for plain SGD, 1 for momentum).
+      conv_impl: `model.conv_impl`; the matrix-product forms add their channel expansion.
+      data_bytes: bytes of the training set one device holds (`data_bytes(client_data)`).
+
+    Returns:
+      A dict of integer byte counts: `total_bytes` (per device), `fixed_bytes`, `per_client_bytes`,
+      `clients_in_flight`, and the parts (`params_bytes`, `per_client` breakdown, `data_bytes`,
+      `activation_elements_per_example`).
+    """
+    if chunk_size == 0:
+        if not clients_per_round:
+            raise ValueError("chunk_size=0 means all clients of a round: pass clients_per_round")
+        chunk_size = clients_per_round
+    p_bytes = params_bytes(space, param_dtype)
+    compute_size, param_size = np.dtype(dtype).itemsize, np.dtype(param_dtype).itemsize
+    elements = activation_elements(space, conv_impl)
+    per_client = {
+        "params": p_bytes,
+        "gradients": p_bytes,
+        "updated_params": p_bytes,
+        "optimizer_state": optimizer_slots * p_bytes,
+        "compute_dtype_params": 0 if compute_size == param_size else p_bytes // param_size * compute_size,
+        "activations": elements * batch_size * compute_size,
+    }
+    in_flight = clients_in_flight(chunk_size, num_devices)
+    fixed = {"state_params": p_bytes, "aggregation_sums": p_bytes // param_size * 4,
+             "new_params": p_bytes, "data": int(data_bytes)}
+    per_client_bytes = sum(per_client.values())
+    fixed_bytes = sum(fixed.values())
+    return {
+        "total_bytes": fixed_bytes + in_flight * per_client_bytes,
+        "fixed_bytes": fixed_bytes,
+        "per_client_bytes": per_client_bytes,
+        "clients_in_flight": in_flight,
+        "chunk_size": chunk_size,
+        "params_bytes": p_bytes,
+        "data_bytes": int(data_bytes),
+        "activation_elements_per_example": elements,
+        "fixed": fixed,
+        "per_client": per_client,
+    }
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def suggest_chunk_size(space: space_lib.SearchSpace, available_bytes: float, *, clients_per_round: int,
+                       **kwargs) -> Optional[int]:
+    """The largest divisor of `clients_per_round` whose estimate fits `available_bytes`; None if none does.
+
+    `kwargs` are those of `estimate_round_memory` except `chunk_size`.
+    """
+    for chunk in reversed(_divisors(clients_per_round)):
+        estimate = estimate_round_memory(space, chunk_size=chunk, clients_per_round=clients_per_round,
+                                         **kwargs)
+        if estimate["total_bytes"] <= available_bytes:
+            return chunk
+    return None
+
+
+def _gib(n: float) -> str:
+    """Bytes for a message: GiB, or MiB below 1 GiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_round_memory(space: space_lib.SearchSpace, available_bytes: float, *, batch_size: int,
+                       chunk_size: int, clients_per_round: int, **kwargs) -> dict:
+    """Raises ValueError when the round's estimate exceeds `available_bytes`; returns the estimate otherwise.
+
+    The message gives the estimate and its main parts, the available memory and the largest
+    `fl.chunk_size` that fits (or, when even one client per chunk does not fit, what else to reduce).
+    `kwargs` are the other arguments of `estimate_round_memory`.
+    """
+    estimate = estimate_round_memory(space, batch_size=batch_size, chunk_size=chunk_size,
+                                     clients_per_round=clients_per_round, **kwargs)
+    if estimate["total_bytes"] <= available_bytes:
+        return estimate
+    fits = suggest_chunk_size(space, available_bytes, clients_per_round=clients_per_round,
+                              batch_size=batch_size, **kwargs)
+    advice = (f"use --config.fl.chunk_size={fits} (the largest divisor of fl.clients_per_round="
+              f"{clients_per_round} that fits)" if fits else
+              "even fl.chunk_size=1 does not fit: reduce client.batch_size, use model.dtype='bfloat16', "
+              "a smaller space, or more devices")
+    raise ValueError(
+        f"one round needs an estimated {_gib(estimate['total_bytes'])} per device but "
+        f"{_gib(available_bytes)} is available: fl.chunk_size={estimate['chunk_size']} puts "
+        f"{estimate['clients_in_flight']} clients in flight per device at "
+        f"{_gib(estimate['per_client_bytes'])} each (params, gradients and updates "
+        f"{_gib(3 * estimate['params_bytes'])}, activations of a batch of {batch_size} "
+        f"{_gib(estimate['per_client']['activations'])}), plus {_gib(estimate['fixed_bytes'])} fixed "
+        f"(server params, aggregation sums, training data); {advice}")
+
+
+def _host_available_bytes() -> int:
+    """Available host RAM (`MemAvailable` of /proc/meminfo), else the physical RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_memory_bytes(device=None, cpu_bytes: Optional[float] = None) -> int:
+    """Memory one device can use for a round.
+
+    Args:
+      device: a JAX device (default: the first local device).
+      cpu_bytes: for CPU devices, the host memory to share among the local CPU devices (default: the
+        host's available RAM, or the `SUPERFED_CPU_MEMORY_BYTES` environment variable when set). Fake CPU
+        devices (`--xla_force_host_platform_device_count`) share one host, so each gets a share.
+
+    Returns:
+      The allocator's `bytes_limit` where the backend reports one (GPU, TPU), else the CPU share.
+    """
+    device = jax.local_devices()[0] if device is None else device
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if cpu_bytes is None:
+        cpu_bytes = float(os.environ.get("SUPERFED_CPU_MEMORY_BYTES", 0)) or _host_available_bytes()
+    sharing = max(1, sum(d.platform == device.platform for d in jax.local_devices()))
+    return int(cpu_bytes // sharing)
+
+
+def compiled_peak_bytes(compiled) -> Optional[int]:
+    """Peak bytes XLA's memory analysis gives a compiled program: arguments + outputs - aliased + temps.
+
+    `compiled` is `jax.jit(f).lower(...).compile()`. None where the backend has no analysis.
+    """
+    analysis = compiled.memory_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one analysis per program
+        analysis = analysis[0] if analysis else None
+    if analysis is None:
+        return None
+    return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+               - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+
+
+def data_bytes(client_data) -> int:
+    """Bytes of a `federated_round.ClientData` (or any pytree of arrays) on one device.
+
+    A sharded `jax.Array` counts one device's shard (the training rows are split over the devices).
+    """
+    def one_device(x):
+        shape = x.sharding.shard_shape(x.shape) if isinstance(x, jax.Array) else x.shape
+        return math.prod(shape) * np.dtype(x.dtype).itemsize
+    return int(sum(one_device(x) for x in jax.tree.leaves(client_data)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line.
+
+
+def config_estimate(config, space: space_lib.SearchSpace, *, num_devices: int, data_bytes: int = 0) -> dict:
+    """`estimate_round_memory` with the arguments a run's config gives (`fl`, `client`, `model`)."""
+    return estimate_round_memory(
+        space, batch_size=config.client.batch_size, chunk_size=config.fl.chunk_size,
+        clients_per_round=config.fl.clients_per_round, num_devices=num_devices, dtype=config.model.dtype,
+        conv_impl=config.model.conv_impl, data_bytes=data_bytes)
+
+
+def main(argv) -> None:
+    """Prints the estimate of a config's round as JSON, with the largest chunk size that fits."""
+    del argv
+    config, args = flags.FLAGS.config, flags.FLAGS
+    space = config_lib.search_space(config)
+    image_bytes = space.input_size ** 2 * space.input_channels  # uint8 images
+    estimate = config_estimate(config, space, num_devices=args.devices,
+                               data_bytes=args.train_examples * (image_bytes + 4))
+    # Without --available_gib: the default device of this machine (the allocator's limit on GPU/TPU).
+    available = args.available_gib * 2**30 if args.available_gib else device_memory_bytes()
+    estimate["available_bytes"] = int(available)
+    estimate["suggested_chunk_size"] = suggest_chunk_size(
+        space, available, clients_per_round=config.fl.clients_per_round,
+        batch_size=config.client.batch_size, num_devices=args.devices, dtype=config.model.dtype,
+        conv_impl=config.model.conv_impl, data_bytes=estimate["data_bytes"])
+    print(json.dumps(estimate, indent=2))
+
+
+def _define_flags() -> None:
+    # Only when run as a program, so importing this module defines no flags (as in cost.py).
+    config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
+    flags.DEFINE_integer("devices", 1, "Devices of the clients mesh axis.")
+    flags.DEFINE_float("available_gib", 0.0, "Device memory in GiB; 0 = query this machine's device.")
+    flags.DEFINE_integer("train_examples", 0, "Training examples kept on device (uint8 images).")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
