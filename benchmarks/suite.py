@@ -1,0 +1,419 @@
+"""The benchmark suite: speed, efficiency, memory and scaling of the compiled round, in one command.
+
+    python benchmarks/suite.py [--quick] [--out benchmarks/suite_<platform>.json]
+        [--conv_impl=auto|xla|im2col] [--dtype=float32|bfloat16] [--only=digits,cifar] [--skip=loop,scaling]
+        [--client_layout=auto|vmap|side_by_side] [--cifar='{"chunk_size": 2}'] [--rounds=N]
+
+On a GPU: `python benchmarks/suite.py --conv_impl=xla --dtype=bfloat16 --out=benchmarks/suite_gpu_bf16.json`.
+
+Two workloads: `configs/digits.py` as it is, and a CIFAR-shaped one: the paper space of
+`configs/cifar10.py` (32x32x3 inputs, 10 classes) on synthetic data of those shapes, with fewer clients,
+examples and local steps on CPU so that it finishes (the exact settings are in the JSON). Per workload,
+after compiling and one warm-up round:
+
+* seconds per round (mean, and every round's time: a shared machine is noisy), real client-steps/s,
+  real images/s;
+* useful MACs/s: the forward MACs of the archs actually trained x real images x 3 (forward + backward),
+  and that as a fraction of the machine's peak matmul rate, measured here with a big jitted matmul at the
+  start and at the end (the better of the two; MACs/s * 2 / peak FLOP/s);
+* compile time (trace + lower + compile of the round);
+* peak device memory: the allocator's `peak_bytes_in_use` where the backend reports it (GPU/TPU), else
+  XLA's memory analysis of the compiled round (CPU); the process's max RSS too; and the estimate of
+  `superfed_jax.memory` for comparison;
+* padding waste: the fraction of computed client-steps (and batch rows) that were padding, in the timed
+  rounds and, without running anything, expected under Dirichlet alpha 100, 1 and 0.1 at the paper's
+  K 20 (the digits and the CIFAR-10 training-set sizes);
+* masked waste: the supernet MACs computed on real images minus the useful MACs, as a fraction (the
+  masked supernet always computes its full width);
+* the compiled round against a Python loop of a jitted step on the same clients and archs
+  (`benchmarks/round_speed.py`);
+* scaling of the digits round (vmap layout) over 1, 2, 4 and 8 fake CPU devices, each in a subprocess
+  (`--xla_force_host_platform_device_count` must be set before JAX starts).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import numpy as np  # noqa: E402
+
+import round_speed  # noqa: E402
+from superfed_jax import client as client_lib  # noqa: E402
+from superfed_jax import cost  # noqa: E402
+from superfed_jax import data as data_lib  # noqa: E402
+from superfed_jax import memory  # noqa: E402
+from superfed_jax import space as space_lib  # noqa: E402
+from superfed_jax import train  # noqa: E402
+from superfed_jax.data import partition  # noqa: E402
+
+SCALING_DEVICES = (1, 2, 4, 8)
+ALPHAS = (100.0, 1.0, 0.1)
+# Reduced CIFAR-shaped settings: the paper space costs 3.4 GMACs per image forward, ~20 GFLOP per trained
+# image, so a CPU round can hold only a few dozen images; accelerators get P = 8 at batch 64. On CPU one
+# client per chunk, as in the recorded results (RESULTS.md); since masked_sums adds client slices instead
+# of reducing the client axis, chunks of 2 cost the same (2.11 vs 2.20 s per quick round).
+CIFAR_SETTINGS = {  # (platform kind, quick) -> settings
+    ("cpu", True): dict(num_clients=4, clients_per_round=2, chunk_size=1, epochs=1, batch_size=8,
+                        examples_per_client=8, rounds=2),
+    ("cpu", False): dict(num_clients=8, clients_per_round=4, chunk_size=1, epochs=1, batch_size=16,
+                         examples_per_client=32, rounds=3),
+    ("accelerator", True): dict(num_clients=20, clients_per_round=8, chunk_size=8, epochs=1,
+                                batch_size=64, examples_per_client=64, rounds=3),
+    ("accelerator", False): dict(num_clients=20, clients_per_round=8, chunk_size=8, epochs=1,
+                                 batch_size=64, examples_per_client=256, rounds=5),
+}
+
+
+def load_config(name: str):
+    """`get_config()` of configs/<name>.py (unlocked)."""
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(ROOT, "configs",
+                                                                                   f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def resolve_conv_impl(flag: str) -> str:
+    """'auto': im2col on CPU (fast inside loops, performance-notes.md), XLA's convolution elsewhere."""
+    if flag != "auto":
+        return flag
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+
+
+def write_synthetic_cifar(path: str, num_train: int, seed: int = 0) -> None:
+    """A CIFAR-10-shaped .npz: uint8 [N, 32, 32, 3] noise images and balanced labels of 10 classes."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, x_train=rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
+             y_train=rng.permutation(np.arange(num_train) % 10).astype(np.int32),
+             x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             y_test=(np.arange(20) % 10).astype(np.int32))
+
+
+def cifar_config(settings: dict, npz_path: str):
+    """configs/cifar10.py on the synthetic data, with the reduced clients / examples / steps of `settings`."""
+    config = load_config("cifar10")
+    # IID: equal client sizes, so the timed rounds hold exactly the intended steps (Dirichlet padding is
+    # reported separately, from the partition alone).
+    config.data.update(name="npz", path=npz_path, val_fraction=0.0, partition="iid")
+    config.fl.update(num_clients=settings["num_clients"], clients_per_round=settings["clients_per_round"],
+                     chunk_size=settings["chunk_size"], rounds=settings["rounds"] + 1)
+    config.client.update(epochs=settings["epochs"], batch_size=settings["batch_size"])
+    return config
+
+
+# ---------------------------------------------------------------------------------------- measurements
+
+
+def peak_matmul_flops(dtype: str, repeats: int = 5) -> dict:
+    """The best FLOP/s of a big jitted square matmul in `dtype` (2048 on CPU, 8192 on accelerators)."""
+    n = 2048 if jax.default_backend() == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return {"n": n, "dtype": dtype, "best_s": min(times), "flops_per_s": 2 * n ** 3 / min(times)}
+
+
+def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epochs: int,
+               batch_size: int) -> dict:
+    """Real and computed work of rounds, from their clients and archs (host arithmetic, exact)."""
+    supernet_macs = cost.macs(space, space_lib.largest(space))
+    computed_steps_per_client = epochs * client_lib.steps_per_epoch(max_size, batch_size)
+    totals = dict(real_steps=0, computed_steps=0, real_images=0, computed_rows=0, useful_macs=0,
+                  supernet_macs_on_real_images=0, computed_macs=0)
+    for m in assignments:
+        clients = np.asarray(m["clients"])
+        n = sizes[clients].astype(np.int64)
+        arch_macs = cost.macs_batch(space, np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"]))
+        computed_steps = len(clients) * computed_steps_per_client
+        totals["real_steps"] += int(epochs * np.sum(-(-n // batch_size)))
+        totals["computed_steps"] += computed_steps
+        totals["real_images"] += int(epochs * n.sum())
+        totals["computed_rows"] += computed_steps * batch_size
+        totals["useful_macs"] += int(3 * epochs * np.sum(arch_macs * n))
+        totals["supernet_macs_on_real_images"] += int(3 * epochs * n.sum() * supernet_macs)
+        totals["computed_macs"] += int(3 * computed_steps * batch_size * supernet_macs)
+    return totals
+
+
+def peak_memory(compiled) -> dict:
+    """Peak device memory with its source; the process's max RSS in any case."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        peak, source = stats["peak_bytes_in_use"], "memory_stats peak_bytes_in_use (process-wide)"
+    else:
+        peak = memory.compiled_peak_bytes(compiled)
+        source = "XLA memory_analysis of the compiled round (arguments + outputs - aliases + temps)"
+    return {"peak_bytes": peak, "source": source,
+            "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def time_rounds(run, rounds: int):
+    """Compiles the round explicitly (timed), runs one warm-up round, then times `rounds` rounds."""
+    start = time.perf_counter()
+    compiled = run.round_fn.lower(run.state, run.data).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = compiled(run.state, run.data)
+    jax.block_until_ready(state)
+    records, times = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        state, metrics = compiled(state, run.data)
+        jax.block_until_ready(state)  # per round, to see the spread (a shared machine is noisy)
+        times.append(time.perf_counter() - start)
+        records.append(metrics)
+    return compiled, compile_s, times, jax.device_get(records), state
+
+
+def measure(name: str, config, rounds: int, loop_impls) -> dict:
+    """Every per-workload number of the module docstring for one config."""
+    run = train.build(config)
+    estimate = memory.config_estimate(config, run.space, num_devices=run.mesh.devices.size,
+                                      data_bytes=memory.data_bytes(run.data))
+    compiled, compile_s, times, assignments, state = time_rounds(run, rounds)
+    elapsed = sum(times)
+    sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
+    work = round_work(run.space, sizes, max_size, assignments, config.client.epochs,
+                      config.client.batch_size)
+    mem = peak_memory(compiled)
+    result = {
+        "workload": name, "rounds_timed": rounds, "devices": int(run.mesh.devices.size),
+        "conv_impl": config.model.conv_impl, "dtype": config.model.dtype,
+        "client_layout": train.client_layout(config, run.mesh),
+        "settings": {"num_clients": config.fl.num_clients, "clients_per_round": config.fl.clients_per_round,
+                     "chunk_size": config.fl.chunk_size, "epochs": config.client.epochs,
+                     "batch_size": config.client.batch_size, "train_examples": int(sizes.sum()),
+                     "max_client_size": max_size},
+        "compile_s": compile_s, "s_per_round": elapsed / rounds, "round_times_s": times,
+        "real_client_steps_per_s": work["real_steps"] / elapsed,
+        "computed_client_steps_per_s": work["computed_steps"] / elapsed,
+        "images_per_s": work["real_images"] / elapsed,
+        "useful_macs_per_s": work["useful_macs"] / elapsed,
+        "computed_macs_per_s": work["computed_macs"] / elapsed,
+        "padding_waste_steps": 1 - work["real_steps"] / work["computed_steps"],
+        "padding_waste_rows": 1 - work["real_images"] / work["computed_rows"],
+        "masked_waste": 1 - work["useful_macs"] / work["supernet_macs_on_real_images"],
+        "useful_fraction_of_computed_macs": work["useful_macs"] / work["computed_macs"],
+        "work": work, "memory": {**mem, "estimate_bytes": estimate["total_bytes"],
+                                 "estimate_over_peak": estimate["total_bytes"] / mem["peak_bytes"]},
+    }
+    if loop_impls:
+        loop_s = {impl: round_speed.time_loop(run, config, assignments, state.params, impl)
+                  for impl in loop_impls}
+        result["loop_s_per_round"] = {impl: t / rounds for impl, t in loop_s.items()}
+        result["loop_over_compiled"] = {impl: t / elapsed for impl, t in loop_s.items()}
+    return result
+
+
+def expected_padding(labels: np.ndarray, num_clients: int, batch_size: int, seeds=(0, 1, 2)) -> dict:
+    """Expected padding waste of a round under Dirichlet partitions (clients are sampled uniformly).
+
+    Every client runs ceil(max size / batch) steps per epoch; a client of n examples needs ceil(n / batch).
+    """
+    out = {}
+    for alpha in ALPHAS:
+        steps, rows = [], []
+        for seed in seeds:
+            parts = partition.make_partition(labels, num_clients, "dirichlet", seed, alpha=alpha)
+            n = np.array([len(p) for p in parts])
+            computed = -(-n.max() // batch_size)
+            steps.append(1 - np.mean(-(-n // batch_size)) / computed)
+            rows.append(1 - np.mean(n) / (computed * batch_size))
+        out[str(alpha)] = {"padding_waste_steps": float(np.mean(steps)),
+                           "padding_waste_rows": float(np.mean(rows)), "seeds": list(seeds)}
+    return out
+
+
+def padding_tables() -> dict:
+    """Expected Dirichlet padding waste at K 20: digits (batch 32) and CIFAR-10 (45,000 images, batch 64)."""
+    digits = load_config("digits")
+    labels = data_lib.load_dataset(digits.data, digits.seed).y_train
+    cifar_labels = np.arange(45_000) % 10  # CIFAR-10's 50,000 less the 10% validation hold-out
+    return {f"digits (N={len(labels)}, K=20, B=32)": expected_padding(labels, 20, 32),
+            "cifar10 (N=45000, K=20, B=64)": expected_padding(cifar_labels, 20, 64)}
+
+
+# -------------------------------------------------------------------------------------------- scaling
+
+
+def scaling_worker(rounds: int) -> dict:
+    """In a subprocess with N fake CPU devices: the digits round with its clients split over them."""
+    config = load_config("digits")
+    # vmap: a chunk's clients are split over the devices. im2col: XLA:CPU miscompiles client-sharded
+    # "xla" convolutions (tests/test_round.py::test_client_sharded_forward_matches_unsharded).
+    config.fl.update(client_layout="vmap", chunk_size=config.fl.clients_per_round)
+    config.model.conv_impl = "im2col"
+    run = train.build(config)
+    _, compile_s, times, _, _ = time_rounds(run, rounds)
+    return {"devices": jax.device_count(), "compile_s": compile_s, "s_per_round": sum(times) / rounds,
+            "round_times_s": times}
+
+
+def run_scaling(rounds: int) -> list:
+    """`scaling_worker` for each device count, each in its own process."""
+    results = []
+    for devices in SCALING_DEVICES:
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                             f"--xla_force_host_platform_device_count={devices}".strip())
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--scaling_worker",
+                               f"--rounds={rounds}"], env=env, cwd=ROOT, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            raise RuntimeError(f"scaling worker with {devices} devices failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(lines[-1]))
+    for r in results:
+        r["speedup_over_1_device"] = results[0]["s_per_round"] / r["s_per_round"]
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def add_peak_fractions(results: dict) -> None:
+    """MACs/s as fractions of the best peak matmul FLOP/s measured (2 FLOPs per MAC)."""
+    peak = max(results["peak_matmul"]["flops_per_s"], results["peak_matmul_at_end"]["flops_per_s"])
+    results["peak_flops_per_s"] = peak
+    for r in results["workloads"].values():
+        r["useful_fraction_of_peak"] = 2 * r["useful_macs_per_s"] / peak
+        r["computed_fraction_of_peak"] = 2 * r["computed_macs_per_s"] / peak
+
+
+def machine_info() -> dict:
+    """Versions, devices and the CPU load when the suite started."""
+    device = jax.local_devices()[0]
+    return {"backend": jax.default_backend(), "device_kind": device.device_kind,
+            "local_devices": jax.local_device_count(), "cpu_count": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "load_average_at_start": os.getloadavg()}
+
+
+def _cpu_model() -> str:
+    """The host CPU's model name (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def format_table(results: dict) -> str:
+    """A plain-text summary of the JSON results."""
+    peak, end = results["peak_matmul"], results.get("peak_matmul_at_end", {})
+    lines = [f"peak matmul: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s at the start, "
+             f"{end.get('flops_per_s', float('nan')) / 1e9:.1f} at the end ({peak['dtype']}, n={peak['n']}); "
+             f"load average {results['machine']['load_average_at_start'][0]:.1f} -> "
+             f"{results['machine'].get('load_average_at_end', [float('nan')])[0]:.1f}", ""]
+    header = (f"{'workload':<18}{'s/round':>9}{'min s':>8}{'steps/s':>9}{'img/s':>9}{'GMAC/s':>9}{'%peak':>7}"
+              f"{'compile':>9}{'peak MB':>9}{'est/peak':>9}{'pad':>6}{'mask':>6}{'loop/cmp':>9}")
+    lines.append(header)
+    for name, r in results["workloads"].items():
+        loop = r.get("loop_over_compiled", {})
+        best_loop = min(loop.values()) if loop else float("nan")
+        lines.append(f"{name:<18}{r['s_per_round']:>9.3f}{min(r['round_times_s']):>8.3f}"
+                     f"{r['real_client_steps_per_s']:>9.1f}"
+                     f"{r['images_per_s']:>9.1f}{r['useful_macs_per_s'] / 1e9:>9.2f}"
+                     f"{100 * r['useful_fraction_of_peak']:>7.1f}{r['compile_s']:>9.1f}"
+                     f"{r['memory']['peak_bytes'] / 1e6:>9.0f}{r['memory']['estimate_over_peak']:>9.2f}"
+                     f"{r['padding_waste_steps']:>6.2f}{r['masked_waste']:>6.2f}{best_loop:>9.2f}")
+    for name, by_alpha in results.get("padding_by_alpha", {}).items():
+        lines.append(f"\nexpected padding waste, {name} (steps / rows): " + ", ".join(
+            f"alpha {a}: {v['padding_waste_steps']:.2f} / {v['padding_waste_rows']:.2f}"
+            for a, v in by_alpha.items()))
+    if results.get("scaling"):
+        lines.append("\nfake CPU devices: " + ", ".join(
+            f"{r['devices']}: {r['s_per_round']:.3f} s ({r['speedup_over_1_device']:.2f}x)"
+            for r in results["scaling"]))
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    """The command line of the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller CIFAR workload")
+    parser.add_argument("--out", default="", help="JSON path (default benchmarks/suite_<platform>.json)")
+    parser.add_argument("--conv_impl", default="auto", choices=["auto", "xla", "im2col"],
+                        help="model.conv_impl of both workloads; auto: im2col on CPU, xla elsewhere")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="model.dtype of both workloads and of the peak matmul")
+    parser.add_argument("--only", default="digits,cifar", help="comma list of workloads: digits, cifar")
+    parser.add_argument("--skip", default="", help="comma list of: loop, scaling, padding")
+    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default by mode)")
+    parser.add_argument("--client_layout", default="auto", choices=["auto", "vmap", "side_by_side"],
+                        help="fl.client_layout of both workloads")
+    parser.add_argument("--cifar", default="{}", help='JSON overrides of the CIFAR settings, e.g. '
+                        '\'{"chunk_size": 1, "examples_per_client": 16}\'')
+    parser.add_argument("--scaling_worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    """Runs the suite, prints the table and writes the JSON; returns the results."""
+    args = parse_args(argv)
+    if args.scaling_worker:
+        print(json.dumps(scaling_worker(args.rounds or 3)))
+        return {}
+    kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    skip, only = set(filter(None, args.skip.split(","))), set(args.only.split(","))
+    conv_impl = resolve_conv_impl(args.conv_impl)
+    results = {"machine": machine_info(), "quick": args.quick, "workloads": {}}
+    # Measured at the start and at the end, the best is the peak: other processes may share the machine.
+    results["peak_matmul"] = peak_matmul_flops(args.dtype)
+    if "digits" in only:
+        config = load_config("digits")
+        config.model.update(conv_impl=conv_impl, dtype=args.dtype)
+        config.fl.client_layout = args.client_layout
+        loop = [] if "loop" in skip else ["im2col", "xla_mmgrad", "xla"]
+        rounds = args.rounds or (2 if args.quick else 5)
+        results["workloads"]["digits"] = measure("digits", config, rounds, loop)
+    if "cifar" in only:
+        settings = {**CIFAR_SETTINGS[(kind, args.quick)], **json.loads(args.cifar)}
+        settings["rounds"] = args.rounds or settings["rounds"]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cifar_synthetic.npz")
+            write_synthetic_cifar(path, settings["num_clients"] * settings["examples_per_client"])
+            config = cifar_config(settings, path)
+            config.model.update(conv_impl=conv_impl, dtype=args.dtype)
+            config.fl.client_layout = args.client_layout
+            loop = [] if "loop" in skip else [conv_impl]
+            results["workloads"]["cifar10_synthetic"] = measure(
+                "cifar10_synthetic", config, settings["rounds"], loop)
+    if "padding" not in skip:
+        results["padding_by_alpha"] = padding_tables()
+    if "scaling" not in skip:
+        results["scaling"] = run_scaling(args.rounds or (2 if args.quick else 5))
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["peak_matmul_at_end"] = peak_matmul_flops(args.dtype)
+    add_peak_fractions(results)
+    out = args.out or os.path.join(ROOT, "benchmarks", f"suite_{jax.default_backend()}.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(format_table(results))
+    print(f"\nwrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
