@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from absl import app
 from absl import flags
+from absl import logging
 
 from superfed_jax import cost
 from superfed_jax import evolution as evolution_lib
@@ -324,6 +325,7 @@ def main(argv) -> None:
     """Runs the search of the flags' run, writes search.json and prints the table."""
     del argv
     values = flags.FLAGS
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
     try:
         report = search_run(values.workdir, values.budget, options_from_flags(values))
     except (ValueError, FileNotFoundError) as error:
