@@ -1,18 +1,47 @@
 """A trained run directory, loaded for work after training: search, export, evaluation of subnets.
 
-`load_trained_run` restores the newest intact checkpoint (`train.load_trained`) and puts the supernet and
-the validation and test splits on one device; `check_run_dir` fails fast, before any data is read.
+`load_trained` rebuilds the run from its config.json and restores the newest intact checkpoint;
+`load_trained_run` also puts the supernet and the validation and test splits on one device;
+`check_run_dir` fails fast, before any data is read.
 """
 import os
+import sys
 from typing import Any, NamedTuple
 
 import jax
 
 from superfed_jax import checkpoint
+from superfed_jax import config as config_lib
 from superfed_jax import evaluation
+from superfed_jax import federated_round
 from superfed_jax import resume
 from superfed_jax import space as space_lib
 from superfed_jax import train
+
+
+def load_trained(workdir: str) -> tuple[train.Run, federated_round.ServerState]:
+    """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
+
+    Raises:
+      FileNotFoundError: `workdir` has no config.json or no checkpoint.
+    """
+    saved = resume.read_saved_config(workdir)
+    if saved is None:
+        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
+    manager = checkpoint.make_manager(workdir, keep=None)
+    if not manager.all_steps():  # before loading data and compiling
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
+                                "empty or missing); train the run first")
+    config = config_lib.base_config()  # fields added since the run was trained keep their defaults
+    config.update(saved)
+    run = train.build(config)
+    restored = checkpoint.restore_newest_intact(manager, run.state)
+    if restored is None:
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
+                                "empty or missing); train the run first")
+    for skipped in restored.skipped:
+        print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
+    return run, restored.state
 
 
 class TrainedRun(NamedTuple):
@@ -57,7 +86,7 @@ def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
       FileNotFoundError: no config.json or no checkpoint.
     """
     check_run_dir(workdir)
-    run, state = train.load_trained(workdir)
+    run, state = load_trained(workdir)
     config = resume.read_saved_config(workdir)
     device = jax.devices()[0]
     batch = eval_batch_size or config["eval"]["batch_size"]

@@ -360,31 +360,6 @@ def finish(config, run: Run, records: list[dict], workdir: str) -> dict:
     return best
 
 
-def load_trained(workdir: str) -> tuple[Run, federated_round.ServerState]:
-    """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
-
-    Raises:
-      FileNotFoundError: `workdir` has no config.json or no checkpoint.
-    """
-    saved = resume.read_saved_config(workdir)
-    if saved is None:
-        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
-    manager = checkpoint.make_manager(workdir, keep=None)
-    if not manager.all_steps():  # before loading data and compiling
-        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
-                                "empty or missing); train the run first")
-    config = config_lib.base_config()  # fields added since the run was trained keep their defaults
-    config.update(saved)
-    run = build(config)
-    restored = checkpoint.restore_newest_intact(manager, run.state)
-    if restored is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
-                                "empty or missing); train the run first")
-    for skipped in restored.skipped:
-        print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
-    return run, restored.state
-
-
 def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
     """`<arch>/<split>_accuracy` and `<arch>/<split>_loss` of every tracked arch on every split."""
     archs = space_lib.stack(list(tracked.values()))

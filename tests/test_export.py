@@ -16,8 +16,8 @@ from superfed_jax import cost
 from superfed_jax import evaluate as evaluate_lib
 from superfed_jax import export
 from superfed_jax import model as model_lib
+from superfed_jax import run_dir
 from superfed_jax import space as space_lib
-from superfed_jax import train
 
 ARCH = '{"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}'  # a middle-sized subnet of the tiny run's space
 
@@ -70,7 +70,7 @@ def test_exported_model_evaluates_without_the_supernet(exported, tmp_path, monke
     def unavailable(*args, **kwargs):
         raise AssertionError("the supernet or the run was used")
 
-    monkeypatch.setattr(train, "load_trained", unavailable)
+    monkeypatch.setattr(run_dir, "load_trained", unavailable)
     monkeypatch.setattr(model_lib, "Supernet", unavailable)
     report = evaluate_lib.evaluate_export(moved, split="val")
     assert report["examples"] == len(loaded.run.dataset.y_val) and report["data"] == "digits"
