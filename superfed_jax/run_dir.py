@@ -19,26 +19,33 @@ from superfed_jax import space as space_lib
 from superfed_jax import train
 
 
+def check_run_dir(workdir: str) -> None:
+    """Fails fast (before any data is loaded) when `workdir` has no config.json or no checkpoint.
+
+    Raises:
+      FileNotFoundError: naming what is missing.
+    """
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
+    checkpoints = checkpoint.checkpoint_dir(workdir)
+    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoints} is empty or missing); train "
+                                "the run first")
+
+
 def load_trained(workdir: str) -> tuple[train.Run, federated_round.ServerState]:
     """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
 
     Raises:
       FileNotFoundError: `workdir` has no config.json or no checkpoint.
     """
-    saved = resume.read_saved_config(workdir)
-    if saved is None:
-        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
-    manager = checkpoint.make_manager(workdir, keep=None)
-    if not manager.all_steps():  # before loading data and compiling
-        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
-                                "empty or missing); train the run first")
+    check_run_dir(workdir)  # before loading data and compiling
     config = config_lib.base_config()  # fields added since the run was trained keep their defaults
-    config.update(saved)
+    config.update(resume.read_saved_config(workdir))
     run = train.build(config)
-    restored = checkpoint.restore_newest_intact(manager, run.state)
-    if restored is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoint.checkpoint_dir(workdir)} is "
-                                "empty or missing); train the run first")
+    restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
+    if restored is None:  # the folder held only an unfinished save
+        raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
     for skipped in restored.skipped:
         print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
     return run, restored.state
@@ -61,20 +68,6 @@ class TrainedRun(NamedTuple):
         return self.run.space
 
 
-def check_run_dir(workdir: str) -> None:
-    """Fails fast (before any data is loaded) when `workdir` has no config.json or no checkpoint.
-
-    Raises:
-      FileNotFoundError: naming what is missing.
-    """
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
-    checkpoints = checkpoint.checkpoint_dir(workdir)
-    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
-        raise FileNotFoundError(f"{workdir} has no checkpoint ({checkpoints} is empty or missing); train "
-                                "the run first")
-
-
 def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
     """Restores the newest checkpoint of `workdir` and places params and splits on the first device.
 
@@ -85,7 +78,6 @@ def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
     Raises:
       FileNotFoundError: no config.json or no checkpoint.
     """
-    check_run_dir(workdir)
     run, state = load_trained(workdir)
     config = resume.read_saved_config(workdir)
     device = jax.devices()[0]
