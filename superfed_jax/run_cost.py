@@ -230,30 +230,26 @@ def _ints(values) -> list:
     return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
+def _totals(cost: dict) -> dict:
+    """The totals shared by both sides of the report (the per-example ones when examples were given)."""
+    totals = {"total_macs": cost["total_macs"], "total_gmacs": cost["total_macs"] / 1e9,
+              "total_bytes_per_direction": cost["total_bytes"],
+              "total_gbytes_per_direction": cost["total_bytes"] / 1e9}
+    totals.update({name: cost[name] for name in ("total_example_macs", "total_training_macs")
+                   if name in cost})
+    return totals
+
+
 def _superfed_summary(run: dict) -> dict:
-    summary = {"total_macs": run["total_macs"], "total_gmacs": run["total_macs"] / 1e9,
-               "mean_client_gmacs": run["mean_client_macs"] / 1e9,
-               "total_bytes_per_direction": run["total_bytes"],
-               "total_gbytes_per_direction": run["total_bytes"] / 1e9}
-    for name in ("total_example_macs", "total_training_macs"):
-        if name in run:
-            summary[name] = run[name]
-    return summary
+    return {**_totals(run), "mean_client_gmacs": run["mean_client_macs"] / 1e9}
 
 
 def _baseline_summary(space, archs, baseline: dict) -> dict:
     table = [{"arch": space_lib.arch_to_dict(space, a), "macs": int(m), "gmacs": int(m) / 1e9,
               "params": int(p)}
              for a, m, p in zip(archs, baseline["arch_macs"], baseline["arch_params"])]
-    summary = {"method": "independent FedAvg", "archs": table,
-               "sum_gmacs": _total(baseline["arch_macs"]) / 1e9,
-               "total_macs": baseline["total_macs"], "total_gmacs": baseline["total_macs"] / 1e9,
-               "total_bytes_per_direction": baseline["total_bytes"],
-               "total_gbytes_per_direction": baseline["total_bytes"] / 1e9}
-    for name in ("total_example_macs", "total_training_macs"):
-        if name in baseline:
-            summary[name] = baseline[name]
-    return summary
+    return {"method": "independent FedAvg", "archs": table,
+            "sum_gmacs": _total(baseline["arch_macs"]) / 1e9, **_totals(baseline)}
 
 
 def cost_report(space: space_lib.SearchSpace, sequence: dict, baseline_archs=None, *,
