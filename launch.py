@@ -1,7 +1,7 @@
 """Entry point: `python launch.py [--config=configs/cifar10.py] [--workdir=DIR] [--config.a.b=value ...]`.
 
 Without --config it runs the embedded default, configs/digits.py (scikit-learn's bundled digits, no
-download). The logic lives in `superfed_jax.train`; this file only parses flags.
+download). The logic lives in `superfed_jax.run.train`; this file only parses flags.
 """
 import os
 import sys
@@ -21,10 +21,10 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
     # Imported late so absl parses flags before JAX initialises.
-    from superfed_jax import distributed
-    from superfed_jax import preemption
-    from superfed_jax import train
     from superfed_jax import validation
+    from superfed_jax.run import distributed
+    from superfed_jax.run import preemption
+    from superfed_jax.run import train
 
     config = flags.FLAGS.config
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]

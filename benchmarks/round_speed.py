@@ -21,12 +21,12 @@ import numpy as np
 from ml_collections import config_flags
 
 from superfed_jax import aggregation
-from superfed_jax import client as client_lib
-from superfed_jax import conv
-from superfed_jax import masks as masks_lib
-from superfed_jax import model as model_lib
-from superfed_jax import space as space_lib
-from superfed_jax import train
+from superfed_jax.federated import client as client_lib
+from superfed_jax.run import train
+from superfed_jax.supernet import conv
+from superfed_jax.supernet import masks as masks_lib
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
 
 config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
 flags.DEFINE_integer("rounds", 5, "Timed rounds per execution model (after one warm-up round).")

@@ -19,7 +19,7 @@ after compiling and one warm-up round:
 * compile time (trace + lower + compile of the round);
 * peak device memory: the allocator's `peak_bytes_in_use` where the backend reports it (GPU/TPU), else
   XLA's memory analysis of the compiled round (CPU); the process's max RSS too; and the estimate of
-  `superfed_jax.memory` for comparison;
+  `superfed_jax.run.memory` for comparison;
 * padding waste: the fraction of computed client-steps (and batch rows) that were padding, in the timed
   rounds and, without running anything, expected under Dirichlet alpha 100, 1 and 0.1 at the paper's
   K 20 (the digits and the CIFAR-10 training-set sizes);
@@ -50,12 +50,12 @@ import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 import round_speed  # noqa: E402
-from superfed_jax import client as client_lib  # noqa: E402
-from superfed_jax import cost  # noqa: E402
+from superfed_jax.federated import client as client_lib  # noqa: E402
+from superfed_jax.supernet import cost  # noqa: E402
 from superfed_jax import data as data_lib  # noqa: E402
-from superfed_jax import memory  # noqa: E402
-from superfed_jax import space as space_lib  # noqa: E402
-from superfed_jax import train  # noqa: E402
+from superfed_jax.run import memory  # noqa: E402
+from superfed_jax.supernet import space as space_lib  # noqa: E402
+from superfed_jax.run import train  # noqa: E402
 from superfed_jax.data import partition  # noqa: E402
 
 SCALING_DEVICES = (1, 2, 4, 8)

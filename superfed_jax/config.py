@@ -8,7 +8,7 @@ import json
 
 import ml_collections
 
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import space as space_lib
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -90,7 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
         keep=3,  # newest checkpoints kept; older ones are deleted (>1 leaves a fallback if one is damaged)
     ))
     config.distributed = ml_collections.ConfigDict(dict(
-        initialize=False,  # multi-host: connect the processes with jax.distributed (superfed_jax/distributed.py)
+        initialize=False,  # multi-host: connect the processes with jax.distributed (superfed_jax/run/distributed.py)
         coordinator_address="",  # 'host:port' of process 0; '' = JAX_COORDINATOR_ADDRESS or auto-detected
         num_processes=0,  # 0 = JAX_NUM_PROCESSES or auto-detected (Cloud TPU, SLURM, Open MPI, ...)
         process_id=-1,  # -1 = JAX_PROCESS_ID or auto-detected

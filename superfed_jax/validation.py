@@ -26,12 +26,12 @@ import ml_collections
 import numpy as np
 
 from superfed_jax import config as config_lib
-from superfed_jax import train as train_lib
-from superfed_jax.conv import CONV_IMPLS
 from superfed_jax.data.load import DATASET_NAMES
 from superfed_jax.data.partition import PARTITION_METHODS
-from superfed_jax.heuristics import HEURISTICS
-from superfed_jax.schedules import SCHEDULES
+from superfed_jax.federated.heuristics import HEURISTICS
+from superfed_jax.federated.schedules import SCHEDULES
+from superfed_jax.run import train as train_lib
+from superfed_jax.supernet.conv import CONV_IMPLS
 
 __all__ = ["DTYPES", "DECAYING_SCHEDULES", "POOL_HEURISTICS", "check_config", "check_against_data"]
 

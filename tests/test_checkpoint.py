@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.checkpoint, superfed_jax.resume and superfed_jax.preemption (in-process parts).
+"""Tests for superfed_jax.run.checkpoint, superfed_jax.run.resume and superfed_jax.run.preemption (in-process parts).
 
 The end-to-end behaviour (kill and resume, SIGTERM) is in test_resume.py; here: a checkpoint restores
 exactly, only the newest k are kept, damaged checkpoints are detected and skipped, a half-written save is
@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import pytest
 
 import tiny_setup as T
-from superfed_jax import checkpoint
-from superfed_jax import federated_round as fr
-from superfed_jax import preemption
-from superfed_jax import resume
+from superfed_jax.federated import round as fr
+from superfed_jax.run import checkpoint
+from superfed_jax.run import preemption
+from superfed_jax.run import resume
 
 
 def make_state(round_num=0, seed=0):

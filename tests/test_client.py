@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.client: one client's local training (algorithm.md section 5).
+"""Tests for superfed_jax.federated.client: one client's local training (algorithm.md section 5).
 
 The reference here is a slow Python loop over batches with hand-written normalisation, cross-entropy,
 global-norm clipping and SGD, so the scan/padding/masking machinery of `client.py` is checked against
@@ -15,9 +15,9 @@ import optax
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
-from superfed_jax import space as space_lib
-from superfed_jax import train
+from superfed_jax.federated import client
+from superfed_jax.run import train
+from superfed_jax.supernet import space as space_lib
 
 BATCH = 8
 EPOCHS = 2

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.conv: the 'xla' and 'im2col' convolutions against each other and a NumPy loop.
+"""Tests for superfed_jax.supernet.conv: the 'xla' and 'im2col' convolutions against each other and a NumPy loop.
 
 Padding must be symmetric (k - 1) // 2 as in PyTorch's ``padding=1`` (algorithm.md section 2), not XLA's
 "SAME", which pads a stride-2 convolution of an even input asymmetrically.
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superfed_jax import conv
+from superfed_jax.supernet import conv
 
 
 def loop_conv(x, kernel, stride):

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.cost: closed-form MACs and parameter counts of subnets (algorithm.md 2.3, 8)."""
+"""Tests for superfed_jax.supernet.cost: closed-form MACs and parameter counts of subnets (algorithm.md 2.3, 8)."""
 import json
 import pathlib
 import subprocess
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from superfed_jax import cost
-from superfed_jax import model
-from superfed_jax import space as space_lib
-from superfed_jax import subnet
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import model
+from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet import subnet
 
 PAPER = space_lib.SearchSpace()
 SMALL = space_lib.SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divisor=1, input_size=8,
@@ -187,7 +187,7 @@ def test_xla_flops_track_macs_on_paper_space():
 
 # ----------------------------------------------------------------------------- command line
 def run_command(*args):
-    return subprocess.run([sys.executable, "-m", "superfed_jax.cost", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "superfed_jax.supernet.cost", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import trained_run
-from superfed_jax import cost
-from superfed_jax import evaluate as evaluate_lib
-from superfed_jax import export
-from superfed_jax import model as model_lib
-from superfed_jax import run_dir
-from superfed_jax import space as space_lib
+from superfed_jax.posttrain import evaluate_export as evaluate_lib
+from superfed_jax.posttrain import export
+from superfed_jax.posttrain import run_dir
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
 
 ARCH = '{"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}'  # a middle-sized subnet of the tiny run's space
 
@@ -79,7 +79,7 @@ def test_exported_model_evaluates_without_the_supernet(exported, tmp_path, monke
 
 def test_evaluate_command_line_reports_accuracy_on_a_split(exported):
     out, arch = exported
-    result = trained_run.run_module("-m", "superfed_jax.evaluate", f"--model={out}", "--data=digits",
+    result = trained_run.run_module("-m", "superfed_jax.posttrain.evaluate_export", f"--model={out}", "--data=digits",
                                     "--split=val", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -92,7 +92,7 @@ def test_evaluate_command_line_reports_accuracy_on_a_split(exported):
     ('{"d": [1, 0], "e": 0.3}', "expand ratio 0.3 is not in the space"),
     ('{"d": [1, 0, 1], "e": 0.25}', "'d' is a list of 2 integers"),
     ("biggest", "give a tracked name \\(smallest, small, medium, largest\\)"),
-    ("search:macs=1", "does not exist; run superfed_jax.search first"),
+    ("search:macs=1", "does not exist; run superfed_jax.posttrain.search first"),
 ])
 def test_arch_outside_the_space_is_refused(tmp_path, text, message):
     loaded = trained_run.loaded()
@@ -153,7 +153,7 @@ def test_export_command_line_without_checkpoint_exits_2(tmp_path):
     no_checkpoint = tmp_path / "run"
     no_checkpoint.mkdir()
     shutil.copy(os.path.join(trained_run.workdir(), "config.json"), no_checkpoint / "config.json")
-    result = trained_run.run_module("-m", "superfed_jax.export", f"--workdir={no_checkpoint}",
+    result = trained_run.run_module("-m", "superfed_jax.posttrain.export", f"--workdir={no_checkpoint}",
                                     "--arch=largest", f"--out={tmp_path / 'y'}", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (

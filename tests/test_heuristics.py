@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.heuristics (which client trains which subnet, algorithm.md section 3)."""
+"""Tests for superfed_jax.federated.heuristics (which client trains which subnet, algorithm.md section 3)."""
 import collections
 import functools
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superfed_jax import heuristics as h
-from superfed_jax import space as space_lib
-from superfed_jax.sampling import sample_clients
+from superfed_jax.federated import heuristics as h
+from superfed_jax.federated.sampling import sample_clients
+from superfed_jax.supernet import space as space_lib
 
 SPACE = space_lib.SearchSpace()
 # One stage of two blocks, two expand choices: 6 distinct subnets, so random draws are often the

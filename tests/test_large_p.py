@@ -1,6 +1,6 @@
 """Many clients per round: P = 128 of K = 160 clients on the 8 fake CPU devices of conftest.py.
 
-Memory grows with the chunk size, not with P (superfed_jax/memory.py), so a large P runs as a scan over
+Memory grows with the chunk size, not with P (superfed_jax/run/memory.py), so a large P runs as a scan over
 small chunks, each split over the devices. The round must run, stay finite and give the same result
 whatever the chunking: results depend only on (seed, round, client id).
 """
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
-from superfed_jax import federated_round as fr
-from superfed_jax import sharding
-from superfed_jax import train
+from superfed_jax.federated import client
+from superfed_jax.federated import round as fr
+from superfed_jax.federated import sharding
+from superfed_jax.run import train
 
 NUM_CLIENTS, PER_ROUND = 160, 128
 BATCH, EPOCHS, MAX_SIZE = 4, 1, 10

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.memory: the round's device-memory estimate, the check and the device query.
+"""Tests for superfed_jax.run.memory: the round's device-memory estimate, the check and the device query.
 
 The estimate is checked against sizes counted by hand for the tiny space of tiny_setup.py, the check
 against its own suggestion, and the whole estimate against XLA's memory analysis of a compiled round.
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
-from superfed_jax import federated_round as fr
-from superfed_jax import memory
-from superfed_jax import sharding
-from superfed_jax import train
+from superfed_jax.federated import client
+from superfed_jax.federated import round as fr
+from superfed_jax.federated import sharding
+from superfed_jax.run import memory
+from superfed_jax.run import train
 
 # Tiny space: stem 4, stages of widths (8, 16) with 2 blocks each, max mids (8, 16), 4x4x1 inputs, 3 classes.
 # Params: stem 9*1*4 = 36; stage 0: 9*4*8 + 9*8*8 + 4*8 (shortcut) + 2 * 9*8*8 = 2048;

@@ -14,8 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from superfed_jax import sharding
-from superfed_jax import train
+from superfed_jax.federated import sharding
+from superfed_jax.run import train
 from test_launch import ROOT, TINY_SPACE
 
 ROUNDS = 3
@@ -115,7 +115,7 @@ def test_training_rows_are_split_over_devices():
 
 
 def test_distributed_settings_come_from_the_config_then_the_environment(monkeypatch):
-    from superfed_jax import distributed
+    from superfed_jax.run import distributed
     fields = ml_collections.ConfigDict(dict(initialize=True, coordinator_address="", num_processes=0,
                                             process_id=-1))
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):

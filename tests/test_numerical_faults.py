@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
-from superfed_jax import federated_round as fr
-from superfed_jax import sharding
-from superfed_jax import train
+from superfed_jax.federated import client
+from superfed_jax.federated import round as fr
+from superfed_jax.federated import sharding
+from superfed_jax.run import train
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 1, 8, 0.1, 1.0

@@ -1,4 +1,4 @@
-"""superfed_jax.report: reports of hand-made work directories checked against hand computation.
+"""superfed_jax.reports.run_report: reports of hand-made work directories checked against hand computation.
 
 The hand-made runs use a one-block space whose sizes are small enough to count by hand (algorithm.md 2.3
 conventions: conv = Cin*k*k*Cout*Hout*Wout with padding taps, dense = in*out):
@@ -19,8 +19,8 @@ import matplotlib.image
 import pytest
 
 from superfed_jax import config as config_lib
-from superfed_jax import report
-from superfed_jax import report_compare
+from superfed_jax.reports import compare as report_compare
+from superfed_jax.reports import run_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = dict(stem_width=2, stage_widths=(4,), stage_strides=(1,), blocks_per_stage=1,
@@ -326,7 +326,7 @@ def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
                              *tiny], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     shared_dir, fedavg_dir = out / "superfed", out / "fedavg_largest"
-    cli = subprocess.run([sys.executable, "-m", "superfed_jax.report", str(shared_dir), str(fedavg_dir),
+    cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.run_report", str(shared_dir), str(fedavg_dir),
                           f"--out={tmp_path / 'cli'}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert cli.returncode == 0, cli.stderr[-3000:]

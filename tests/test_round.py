@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.federated_round: one SuperFed round as one compiled program.
+"""Tests for superfed_jax.federated.round: one SuperFed round as one compiled program.
 
 Each round configuration is compiled once per module (fixtures below) and its rounds are recorded on the
 host; the tests then check the records against independent references: per-client training with the
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
-from superfed_jax import federated_round as fr
-from superfed_jax import model as model_lib
-from superfed_jax import schedules
-from superfed_jax import sharding
-from superfed_jax import space as space_lib
-from superfed_jax import train
+from superfed_jax.federated import client
+from superfed_jax.federated import round as fr
+from superfed_jax.federated import schedules
+from superfed_jax.federated import sharding
+from superfed_jax.run import train
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.dry_run and superfed_jax.run_cost: the cost of a run (algorithm.md section 8).
+"""Tests for superfed_jax.federated.assignment and superfed_jax.reports.run_cost: the cost of a run (algorithm.md section 8).
 
 Three kinds of check: a hand computation of every cost figure on a tiny space and a hand-written
 assignment sequence; the dry-run sequence against the clients and archs real compiled rounds train; and
@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 import tiny_setup as T
-from superfed_jax import client
 from superfed_jax import config as config_lib
-from superfed_jax import cost
-from superfed_jax import dry_run
-from superfed_jax import federated_round as fr
-from superfed_jax import heuristics
-from superfed_jax import run_cost as rc
-from superfed_jax import sharding
-from superfed_jax import space as space_lib
-from superfed_jax import train
+from superfed_jax.federated import assignment as dry_run
+from superfed_jax.federated import client
+from superfed_jax.federated import heuristics
+from superfed_jax.federated import round as fr
+from superfed_jax.federated import sharding
+from superfed_jax.reports import run_cost as rc
+from superfed_jax.run import train
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import space as space_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPACE = T.SPACE

@@ -1,10 +1,10 @@
-"""Tests for superfed_jax.sampling (clients of a round, uniformly without replacement)."""
+"""Tests for superfed_jax.federated.sampling (clients of a round, uniformly without replacement)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superfed_jax.sampling import sample_clients
+from superfed_jax.federated.sampling import sample_clients
 
 
 def test_distinct_ids_in_range():

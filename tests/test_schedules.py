@@ -1,11 +1,11 @@
-"""Tests for superfed_jax.schedules (the MaxNet beta schedule, algorithm.md 4.1)."""
+"""Tests for superfed_jax.federated.schedules (the MaxNet beta schedule, algorithm.md 4.1)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from superfed_jax.schedules import SCHEDULES, beta, client_weights
+from superfed_jax.federated.schedules import SCHEDULES, beta, client_weights
 
 HP = dict(beta0=0.9, beta_final=0.125, decay_rounds=1200)  # beta_final = 1/P with P = 8
 

@@ -12,11 +12,11 @@ import pytest
 
 import tiny_setup as T
 import trained_run
-from superfed_jax import cost
-from superfed_jax import evolution as evolution_lib
-from superfed_jax import latency
-from superfed_jax import search
-from superfed_jax import space as space_lib
+from superfed_jax.posttrain import evolution as evolution_lib
+from superfed_jax.posttrain import latency
+from superfed_jax.posttrain import search
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import space as space_lib
 
 SMALL_EVOLUTION = evolution_lib.EvolutionSettings(population=12, generations=4)
 OPTIONS = search.SearchOptions(evolution=SMALL_EVOLUTION, arch_batch=trained_run.ARCH_BATCH)
@@ -260,7 +260,7 @@ def test_run_directory_without_checkpoint_is_refused(tmp_path):
 
 
 def test_command_line_error_exits_2_with_a_message(tmp_path):
-    result = trained_run.run_module("-m", "superfed_jax.search", f"--workdir={tmp_path}",
+    result = trained_run.run_module("-m", "superfed_jax.posttrain.search", f"--workdir={tmp_path}",
                                     "--budget", "flops=1e9", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (

@@ -1,11 +1,11 @@
-"""superfed_jax.tb_writer: scalars read back from the event files with TensorBoard's own reader."""
+"""superfed_jax.run.tb_writer: scalars read back from the event files with TensorBoard's own reader."""
 import math
 
 import pytest
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
-from superfed_jax import tb_writer  # noqa: E402
+from superfed_jax.run import tb_writer  # noqa: E402
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from superfed_jax import config as config_lib
-from superfed_jax import heuristics
 from superfed_jax import validation
+from superfed_jax.federated import heuristics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DELETE = object()  # an override value that removes the field

@@ -15,10 +15,10 @@ import tempfile
 import jax
 import numpy as np
 
-from superfed_jax import evolution
-from superfed_jax import run_dir
-from superfed_jax import search
-from superfed_jax import train
+from superfed_jax.posttrain import evolution
+from superfed_jax.posttrain import run_dir
+from superfed_jax.posttrain import search
+from superfed_jax.run import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 400 distinct subnets (two stages of two blocks, four expand ratios). Eight rounds of four clients

@@ -11,15 +11,15 @@ on measured runs: one weight-shared work directory plus FedAvg baselines (one ar
 * `write_combined_report(workdirs, out)`: that comparison as ``OUT/report.md`` and ``OUT/pareto.png``.
 
 Kept apart from `report` because the training driver imports `report` after every run and never needs
-this; the command line (`python -m superfed_jax.report` with several RUN_DIRs) imports it lazily.
+this; the command line (`python -m superfed_jax.reports.run_report` with several RUN_DIRs) imports it lazily.
 """
 import json
 import math
 import os
 from typing import Optional
 
-from superfed_jax import space as space_lib
-from superfed_jax.report import (Run, _arch_key, _arch_text, _percent, _required, _runs_title, _setting, _si,
+from superfed_jax.supernet import space as space_lib
+from superfed_jax.reports.run_report import (Run, _arch_key, _arch_text, _percent, _required, _runs_title, _setting, _si,
                                  _size_note, arch_rows, is_fedavg_baseline, plot_pareto, read_run,
                                  select_best)
 

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from superfed_jax import sharding
+from superfed_jax.federated import sharding
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here, not deleted: kept for inspection

@@ -1,7 +1,7 @@
 """Search of a trained run: the most accurate subnet of its supernet under each budget, into search.json.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 9):
-after training, a subnet is chosen by evolution over archs (`superfed_jax.evolution`) under a constraint
+after training, a subnet is chosen by evolution over archs (`superfed_jax.posttrain.evolution`) under a constraint
 (MACs, params or measured latency); fitness is the accuracy on held-out data of the subnet evaluated
 straight from the trained supernet, with no retraining. This module parses the budgets, turns them and the
 trained run into the evolution's `feasible_fn` and `fitness_fn`, runs one evolution per budget and writes
@@ -11,7 +11,7 @@ Fitness is the run's validation accuracy, computed by the run's vmapped evaluati
 a time (one compiled program) and cached per distinct subnet. Randomness is a NumPy generator seeded by
 (seed, budget text), so a budget's search does not depend on the other budgets of the same call.
 
-  python -m superfed_jax.search --workdir=RUN_DIR --budget=macs=0.8e9 --budget=params=2e6
+  python -m superfed_jax.posttrain.search --workdir=RUN_DIR --budget=macs=0.8e9 --budget=params=2e6
 """
 import json
 import math
@@ -27,11 +27,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from superfed_jax import cost
-from superfed_jax import evolution as evolution_lib
-from superfed_jax import latency
-from superfed_jax import run_dir
-from superfed_jax import space as space_lib
+from superfed_jax.posttrain import evolution as evolution_lib
+from superfed_jax.posttrain import latency
+from superfed_jax.posttrain import run_dir
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import space as space_lib
 
 BUDGET_KEYS = ("macs", "params", "latency_ms")
 SEARCH_FILE = "search.json"

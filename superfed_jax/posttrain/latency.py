@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax import space as space_lib
-from superfed_jax import subnet
+from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet import subnet
 
 CACHE_FILE = "latency_cache.json"
 

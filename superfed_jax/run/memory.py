@@ -33,7 +33,7 @@ convolutions: 0.8 GiB of params-sized copies and 2.1 GiB of activations, 2.9 GiB
 in one chunk needs about 24 GiB and an 80 GB accelerator holds about 25 clients in flight (bfloat16:
 2.0 GiB per client). Print the estimate of a config:
 
-    python -m superfed_jax.memory --config=configs/cifar10.py [--devices=8] [--available_gib=16]
+    python -m superfed_jax.run.memory --config=configs/cifar10.py [--devices=8] [--available_gib=16]
 
 The estimate is meant to be within a small factor of what XLA allocates, not exact: XLA fuses, re-uses
 and rematerializes buffers. Measured against XLA:CPU's analysis of compiled rounds (32x32x3 inputs,
@@ -55,8 +55,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from superfed_jax import config as config_lib
-from superfed_jax import cost
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import space as space_lib
 
 
 def params_bytes(space: space_lib.SearchSpace, param_dtype: Any = "float32") -> int:

@@ -16,28 +16,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from superfed_jax import checkpoint
-from superfed_jax import client as client_lib
 from superfed_jax import config as config_lib
-from superfed_jax import cost
 from superfed_jax import data as data_lib
-from superfed_jax import distributed
-from superfed_jax import dry_run as dry_run_lib
-from superfed_jax import evaluation
-from superfed_jax import federated_round
-from superfed_jax import memory
-from superfed_jax import model as model_lib
-from superfed_jax import preemption
-from superfed_jax import progress
-from superfed_jax import report as report_lib
-from superfed_jax import resume
-from superfed_jax import run_cost
-from superfed_jax import sharding
-from superfed_jax import space as space_lib
-from superfed_jax import tb_writer
 from superfed_jax import validation
 from superfed_jax.data import augment
 from superfed_jax.data import partition as partition_lib
+from superfed_jax.federated import assignment as dry_run_lib
+from superfed_jax.federated import client as client_lib
+from superfed_jax.federated import evaluation
+from superfed_jax.federated import round as federated_round
+from superfed_jax.federated import sharding
+from superfed_jax.reports import run_cost
+from superfed_jax.reports import run_report as report_lib
+from superfed_jax.run import checkpoint
+from superfed_jax.run import distributed
+from superfed_jax.run import memory
+from superfed_jax.run import preemption
+from superfed_jax.run import progress
+from superfed_jax.run import resume
+from superfed_jax.run import tb_writer
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
 
 
 def arch_from_spec(space: space_lib.SearchSpace, spec) -> space_lib.Arch:

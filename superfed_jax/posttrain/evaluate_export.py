@@ -1,14 +1,14 @@
-"""Accuracy of an exported subnet (`superfed_jax.export`) on a dataset split, without the supernet.
+"""Accuracy of an exported subnet (`superfed_jax.posttrain.export`) on a dataset split, without the supernet.
 
 The data is read by `superfed_jax.data.load_dataset` with the run's data config from model.json (so
 `--split=val` is the run's own validation split: same `val_fraction` and seed); `--data` replaces the
 dataset. Images are normalized with the *exported* mean/std (the training data's), never the evaluated
 data's own.
 
-  python -m superfed_jax.evaluate --model=DIR                      # the run's dataset, test split
-  python -m superfed_jax.evaluate --model=DIR --data=digits --split=val
-  python -m superfed_jax.evaluate --model=DIR --data=my_data.npz
-  python -m superfed_jax.evaluate --model=DIR --data=/data/cifar-10-binary.tar.gz
+  python -m superfed_jax.posttrain.evaluate_export --model=DIR                      # the run's dataset, test split
+  python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=digits --split=val
+  python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=my_data.npz
+  python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=/data/cifar-10-binary.tar.gz
 """
 import json
 import os
@@ -22,9 +22,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from superfed_jax import evaluation
-from superfed_jax import export
 from superfed_jax.data import load as load_lib
+from superfed_jax.federated import evaluation
+from superfed_jax.posttrain import export
 
 SPLITS = ("train", "val", "test")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -139,7 +139,7 @@ def main(argv) -> None:
 
 def _define_flags() -> None:
     # Only when run as a program, so that importing this module defines no flags (see cost.py).
-    flags.DEFINE_string("model", None, "An export directory (superfed_jax.export --out).")
+    flags.DEFINE_string("model", None, "An export directory (superfed_jax.posttrain.export --out).")
     flags.DEFINE_string("data", "", "Dataset name, .npz file or CIFAR binary archive (default: the "
                         "exported run's dataset).")
     flags.DEFINE_string("tfds_data_dir", "", "Prepared TFDS data dir for cifar10/cifar100.")

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax import federated_round
-from superfed_jax import heuristics
-from superfed_jax import space as space_lib
+from superfed_jax.federated import heuristics
+from superfed_jax.federated import round as federated_round
+from superfed_jax.supernet import space as space_lib
 
 __all__ = ["assignment_sequence", "sequence_archs"]
 

@@ -10,13 +10,13 @@ from typing import Any, NamedTuple
 
 import jax
 
-from superfed_jax import checkpoint
 from superfed_jax import config as config_lib
-from superfed_jax import evaluation
-from superfed_jax import federated_round
-from superfed_jax import resume
-from superfed_jax import space as space_lib
-from superfed_jax import train
+from superfed_jax.federated import evaluation
+from superfed_jax.federated import round as federated_round
+from superfed_jax.run import checkpoint
+from superfed_jax.run import resume
+from superfed_jax.run import train
+from superfed_jax.supernet import space as space_lib
 
 
 def check_run_dir(workdir: str) -> None:

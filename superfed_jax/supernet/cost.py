@@ -19,7 +19,7 @@ Three forms: `macs` / `params` walk one concrete arch layer by layer in Python i
 `macs_array` / `params_array` are jittable (float32 MACs, since 3.4e9 overflows int32 with x64 disabled).
 
 Command line, one JSON object on stdout:
-  python -m superfed_jax.cost --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
+  python -m superfed_jax.supernet.cost --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
 """
 import dataclasses
 import functools
@@ -34,8 +34,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from superfed_jax import config as config_lib
-from superfed_jax import space as space_lib
-from superfed_jax import subnet
+from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet import subnet
 
 _INT32_MAX = np.iinfo(np.int32).max
 

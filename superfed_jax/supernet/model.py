@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax import conv
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import conv
+from superfed_jax.supernet import space as space_lib
 
 
 def torch_uniform(fan_in: int):

@@ -9,9 +9,9 @@ standalone model". The slice is `subnet.extract` (first-k channels, kept blocks 
               and where it came from (run directory, checkpoint round, the run's data config and seed);
   params/     an orbax checkpoint of the dense params (host NumPy arrays, so it restores on any device).
 
-  python -m superfed_jax.export --workdir=RUN_DIR --arch=largest --out=DIR
-  python -m superfed_jax.export --workdir=RUN_DIR --arch='{"d":[1,0,1],"e":0.22}' --out=DIR
-  python -m superfed_jax.export --workdir=RUN_DIR --arch=search:macs=0.8e9 --out=DIR  # from search.json
+  python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch=largest --out=DIR
+  python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch='{"d":[1,0,1],"e":0.22}' --out=DIR
+  python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch=search:macs=0.8e9 --out=DIR  # from search.json
 """
 import dataclasses
 import json
@@ -30,14 +30,14 @@ from absl import flags
 from absl import logging
 
 from superfed_jax import config as config_lib
-from superfed_jax import cost
-from superfed_jax import resume
-from superfed_jax import run_dir
-from superfed_jax import search
-from superfed_jax import space as space_lib
-from superfed_jax import subnet
-from superfed_jax import train
 from superfed_jax.data import augment
+from superfed_jax.posttrain import run_dir
+from superfed_jax.posttrain import search
+from superfed_jax.run import resume
+from superfed_jax.run import train
+from superfed_jax.supernet import cost
+from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet import subnet
 
 FORMAT = "superfed_jax.dense_subnet/1"
 MODEL_JSON = "model.json"
@@ -52,7 +52,7 @@ def search_result_arch(space: space_lib.SearchSpace, workdir: str, budget: str) 
     """The best arch that RUN_DIR/search.json holds for the budget written as `budget`."""
     path = os.path.join(workdir, search.SEARCH_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"arch 'search:{budget}': {path} does not exist; run superfed_jax.search first")
+        raise ValueError(f"arch 'search:{budget}': {path} does not exist; run superfed_jax.posttrain.search first")
     with open(path) as f:
         results = {r["budget"]: r for r in json.load(f)["results"]}
     if budget not in results:

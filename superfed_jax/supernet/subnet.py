@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax import model as model_lib
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,14 +9,14 @@ that fails `feasible_fn` (breaks the budget) is redrawn, at most `max_tries` tim
 parent, so no infeasible arch ever enters a population or the results.
 
 An arch is a vector of *genes*, its depths then its expand indices. This module knows nothing of budgets,
-supernets or data: feasibility and fitness come in as functions (`superfed_jax.search` builds them from a
+supernets or data: feasibility and fitness come in as functions (`superfed_jax.posttrain.search` builds them from a
 budget and the trained supernet), and the NumPy generator passed in is the only source of randomness.
 """
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import space as space_lib
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from superfed_jax import aggregation
-from superfed_jax import client as client_lib
-from superfed_jax import heuristics
-from superfed_jax import masks as masks_lib
-from superfed_jax import sampling
-from superfed_jax import schedules
-from superfed_jax import sharding
-from superfed_jax import space as space_lib
+from superfed_jax.federated import client as client_lib
+from superfed_jax.federated import heuristics
+from superfed_jax.federated import sampling
+from superfed_jax.federated import schedules
+from superfed_jax.federated import sharding
+from superfed_jax.supernet import masks as masks_lib
+from superfed_jax.supernet import space as space_lib
 
 # Stream ids for `fold_in(round_key, stream)`: independent randomness for each purpose.
 _SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM = 0, 1, 2

@@ -14,7 +14,7 @@ the end of every run, so it holds only what one run needs:
 
 Command line (exit status 2 and ``error: ...`` on bad input); several RUN_DIRs give the combined report
 of `report_compare.write_combined_report`:
-  python -m superfed_jax.report RUN_DIR [RUN_DIR ...] [--out DIR]
+  python -m superfed_jax.reports.run_report RUN_DIR [RUN_DIR ...] [--out DIR]
 """
 import argparse
 import json
@@ -25,8 +25,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from superfed_jax import cost as cost_lib
-from superfed_jax import space as space_lib
+from superfed_jax.supernet import cost as cost_lib
+from superfed_jax.supernet import space as space_lib
 
 __all__ = ["Run", "load_space", "read_run", "select_best", "is_fedavg_baseline", "arch_rows",
            "write_run_report", "plot_pareto", "main"]
@@ -346,7 +346,7 @@ def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
 def main(argv: Optional[list] = None) -> int:
     """The command line; returns the exit status (2 on bad input, with ``error: ...`` on stderr)."""
     parser = argparse.ArgumentParser(
-        prog="python -m superfed_jax.report",
+        prog="python -m superfed_jax.reports.run_report",
         description="One RUN_DIR: its report. Several: one weight-shared run combined with FedAvg runs "
                     "of single archs (configs/X.py:fedavg=ARCH) into one table and plot.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="work directories of finished runs")
@@ -354,7 +354,7 @@ def main(argv: Optional[list] = None) -> int:
                                                    "(default: the first RUN_DIR)")
     args = parser.parse_args(argv)
     # Imported here: report_compare imports this module, and one-run reports (train.py) never need it.
-    from superfed_jax import report_compare
+    from superfed_jax.reports import compare as report_compare
     try:
         if len(args.run_dirs) == 1:
             result = write_run_report(args.run_dirs[0], args.out)
