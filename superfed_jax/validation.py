@@ -30,7 +30,7 @@ from superfed_jax.data.load import DATASET_NAMES
 from superfed_jax.data.partition import PARTITION_METHODS
 from superfed_jax.federated.heuristics import HEURISTICS
 from superfed_jax.federated.schedules import SCHEDULES
-from superfed_jax.run import train as train_lib
+from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet.conv import CONV_IMPLS
 
 __all__ = ["DTYPES", "DECAYING_SCHEDULES", "POOL_HEURISTICS", "check_config", "check_against_data"]
@@ -404,10 +404,10 @@ def _check_space_and_archs(report: _Report, config) -> None:
         return
     pool = report.get("fl.pool")
     if isinstance(pool, str) and pool:
-        _add_error(report, lambda: train_lib.parse_archs(space, pool, "fl.pool"))
+        _add_error(report, lambda: space_lib.parse_archs(space, pool, "fl.pool"))
     tracked = report.get("eval.tracked")
     if isinstance(tracked, str):
-        _add_error(report, lambda: train_lib.tracked_archs(space, tracked))
+        _add_error(report, lambda: space_lib.tracked_archs(space, tracked))
     elif tracked is not _MISSING:
         report.add(f"eval.tracked={tracked!r}: must be a string, a JSON object name -> arch, or ''")
 

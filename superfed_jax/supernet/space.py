@@ -258,3 +258,45 @@ def default_tracked(space: SearchSpace) -> dict[str, Arch]:
             "small": Arch(depth=alternating, expand=expand(1)),
             "medium": Arch(depth=np.full(space.num_stages, one_more, np.int32), expand=expand(2)),
             "largest": largest(space)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Archs as configs and command lines name them: a default tracked name or the JSON form.
+
+
+def arch_from_spec(space: SearchSpace, spec) -> Arch:
+    """An arch from its JSON form (a dict) or a default tracked name ('smallest', 'small', ...).
+
+    Names are resolved against the given (final) space, so `fedavg=largest` follows space overrides.
+    This is the one place where a name-or-JSON arch becomes an `Arch`.
+    """
+    if isinstance(spec, str):
+        named = default_tracked(space)
+        if spec not in named:
+            raise ValueError(f"unknown arch name {spec!r}; allowed names {list(named)} or an arch object")
+        return named[spec]
+    return arch_from_dict(space, spec)
+
+
+def parse_archs(space: SearchSpace, text: str, field: str) -> list[Arch]:
+    """A non-empty JSON list of archs (or names) from config field `field`; ValueError names the field."""
+    try:
+        specs = json.loads(text)
+        if not isinstance(specs, list) or not specs:
+            raise ValueError("need a non-empty JSON list of archs")
+        return [arch_from_spec(space, spec) for spec in specs]
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{field}={text!r}: {error}") from None
+
+
+def tracked_archs(space: SearchSpace, text: str) -> dict[str, Arch]:
+    """Named archs to evaluate: config `eval.tracked` (JSON object name -> arch or name) or the defaults."""
+    if not text:
+        return default_tracked(space)
+    try:
+        specs = json.loads(text)
+        if not isinstance(specs, dict) or not specs:
+            raise ValueError("need a non-empty JSON object name -> arch")
+        return {name: arch_from_spec(space, spec) for name, spec in specs.items()}
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"eval.tracked={text!r}: {error}") from None
