@@ -11,7 +11,7 @@ the compute and communication (algorithm.md 8 and 10). This script trains, throu
 * FedAvg of every tracked arch (`configs/digits.py:fedavg=ARCH`: same rounds, clients per round, data
   split and client training; only the one arch in every client) into OUT/fedavg_ARCH,
 
-then writes the combined report (`superfed_jax.reports.run_report`) to OUT/report.md and OUT/pareto.png, and
+then writes the combined report (`superfed_jax.reports.compare`) to OUT/report.md and OUT/pareto.png, and
 OUT/claim.json (the table, the measured costs and each run's wall time). `--config.x=...` overrides go to
 every run (e.g. fewer rounds for a quick try).
 """

@@ -22,7 +22,8 @@ from ml_collections import config_flags
 
 from superfed_jax import aggregation
 from superfed_jax.federated import client as client_lib
-from superfed_jax.run import train
+from superfed_jax.federated import objective
+from superfed_jax.run import build as build_lib
 from superfed_jax.supernet import conv
 from superfed_jax.supernet import masks as masks_lib
 from superfed_jax.supernet import model as model_lib
@@ -43,7 +44,7 @@ def make_loop_round(run, config, conv_impl):
     optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
     model = model_lib.Supernet(run.space, conv_impl, jnp.dtype(config.model.dtype))
     train_step = client_lib.make_train_step(
-        train.make_loss_fn(model, run.dataset.mean, run.dataset.std, config.data), optimizer)
+        objective.make_loss_fn(model, run.dataset.mean, run.dataset.std, config.data), optimizer)
     batch_size, epochs = config.client.batch_size, config.client.epochs
 
     @jax.jit
@@ -109,7 +110,7 @@ def time_loop(run, config, assignments, params, conv_impl):
 def main(argv):
     del argv
     config = flags.FLAGS.config
-    run = train.build(config)
+    run = build_lib.build(config)
     compiled_s, assignments, state = time_compiled(run, flags.FLAGS.rounds)
     # The loop runs with every convolution implementation: the baseline is its fastest.
     loop_s = {impl: time_loop(run, config, assignments, state.params, impl) for impl in conv.CONV_IMPLS}

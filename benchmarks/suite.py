@@ -55,7 +55,7 @@ from superfed_jax.supernet import cost  # noqa: E402
 from superfed_jax import data as data_lib  # noqa: E402
 from superfed_jax.run import memory  # noqa: E402
 from superfed_jax.supernet import space as space_lib  # noqa: E402
-from superfed_jax.run import train  # noqa: E402
+from superfed_jax.run import build as build_lib  # noqa: E402
 from superfed_jax.data import partition  # noqa: E402
 
 SCALING_DEVICES = (1, 2, 4, 8)
@@ -184,7 +184,7 @@ def time_rounds(run, rounds: int):
 
 def measure(name: str, config, rounds: int, loop_impls) -> dict:
     """Every per-workload number of the module docstring for one config."""
-    run = train.build(config)
+    run = build_lib.build(config)
     estimate = memory.config_estimate(config, run.space, num_devices=run.mesh.devices.size,
                                       data_bytes=memory.data_bytes(run.data))
     compiled, compile_s, times, assignments, state = time_rounds(run, rounds)
@@ -196,7 +196,7 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
     result = {
         "workload": name, "rounds_timed": rounds, "devices": int(run.mesh.devices.size),
         "conv_impl": config.model.conv_impl, "dtype": config.model.dtype,
-        "client_layout": train.client_layout(config, run.mesh),
+        "client_layout": build_lib.client_layout(config, run.mesh),
         "settings": {"num_clients": config.fl.num_clients, "clients_per_round": config.fl.clients_per_round,
                      "chunk_size": config.fl.chunk_size, "epochs": config.client.epochs,
                      "batch_size": config.client.batch_size, "train_examples": int(sizes.sum()),
@@ -260,7 +260,7 @@ def scaling_worker(rounds: int) -> dict:
     # "xla" convolutions (tests/test_round.py::test_client_sharded_forward_matches_unsharded).
     config.fl.update(client_layout="vmap", chunk_size=config.fl.clients_per_round)
     config.model.conv_impl = "im2col"
-    run = train.build(config)
+    run = build_lib.build(config)
     _, compile_s, times, _, _ = time_rounds(run, rounds)
     return {"devices": jax.device_count(), "compile_s": compile_s, "s_per_round": sum(times) / rounds,
             "round_times_s": times}

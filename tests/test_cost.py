@@ -187,7 +187,7 @@ def test_xla_flops_track_macs_on_paper_space():
 
 # ----------------------------------------------------------------------------- command line
 def run_command(*args):
-    return subprocess.run([sys.executable, "-m", "superfed_jax.supernet.cost", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "superfed_jax.reports.arch_size", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

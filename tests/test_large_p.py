@@ -11,9 +11,9 @@ import pytest
 
 import tiny_setup as T
 from superfed_jax.federated import client
+from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
-from superfed_jax.run import train
 
 NUM_CLIENTS, PER_ROUND = 160, 128
 BATCH, EPOCHS, MAX_SIZE = 4, 1, 10
@@ -34,7 +34,7 @@ def run_rounds(chunk_size: int, rounds: int = 2):
     """`rounds` rounds from seed 0 with P = 128 in chunks of `chunk_size` over all 8 devices (host copies)."""
     images, labels = T.make_data()
     table, sizes = client_table()
-    update = client.make_client_update(train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG),
+    update = client.make_client_update(objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG),
                                        client.make_optimizer(0.1, 1.0), epochs=EPOCHS,
                                        batch_size=BATCH, max_size=MAX_SIZE)
     settings = fr.RoundSettings(num_clients=NUM_CLIENTS, clients_per_round=PER_ROUND,
@@ -45,7 +45,7 @@ def run_rounds(chunk_size: int, rounds: int = 2):
     round_fn = jax.jit(fr.make_round_fn(T.SPACE, settings, client.vmap_clients(update), mesh),
                        donate_argnums=0)
     replicated = sharding.replicated(mesh)
-    data = jax.device_put(fr.ClientData(images, labels, table, sizes), replicated)
+    data = jax.device_put(fr.FederatedData(images, labels, table, sizes), replicated)
     state = jax.device_put(fr.init_state(T.as_jnp(T.init_params()), 0, NUM_CLIENTS), replicated)
     records = []
     for _ in range(rounds):

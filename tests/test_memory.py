@@ -12,10 +12,10 @@ import pytest
 
 import tiny_setup as T
 from superfed_jax.federated import client
+from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
-from superfed_jax.run import train
 
 # Tiny space: stem 4, stages of widths (8, 16) with 2 blocks each, max mids (8, 16), 4x4x1 inputs, 3 classes.
 # Params: stem 9*1*4 = 36; stage 0: 9*4*8 + 9*8*8 + 4*8 (shortcut) + 2 * 9*8*8 = 2048;
@@ -106,7 +106,7 @@ def test_device_memory_on_fake_cpu_devices(monkeypatch):
 
 
 def test_data_bytes():
-    data = fr.ClientData(np.zeros((10, 4, 4, 1), np.uint8), np.zeros(10, np.int32),
+    data = fr.FederatedData(np.zeros((10, 4, 4, 1), np.uint8), np.zeros(10, np.int32),
                          np.zeros((2, 5), np.int32), np.zeros(2, np.int32))
     assert memory.data_bytes(data) == 160 + 40 + 40 + 8
 
@@ -116,7 +116,7 @@ def compiled_round(chunk_size, num_devices):
     images, labels = T.make_data()
     table, sizes = T.index_table()
     data_config = ml_collections.ConfigDict(dict(crop_padding=1, flip=True, cutout_size=0))
-    update = client.make_client_update(train.make_loss_fn(T.MODEL, T.MEAN, T.STD, data_config),
+    update = client.make_client_update(objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, data_config),
                                        client.make_optimizer(0.1, 1.0), epochs=1, batch_size=8,
                                        max_size=int(table.shape[1]))
     settings = fr.RoundSettings(num_clients=T.NUM_CLIENTS, clients_per_round=4, chunk_size=chunk_size,
@@ -125,7 +125,7 @@ def compiled_round(chunk_size, num_devices):
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
     round_fn = fr.make_round_fn(T.SPACE, settings, client.vmap_clients(update), mesh)
     state = fr.init_state(T.as_jnp(T.init_params()), 0, T.NUM_CLIENTS)
-    data = fr.ClientData(images, labels, table, sizes)
+    data = fr.FederatedData(images, labels, table, sizes)
     compiled = jax.jit(round_fn, donate_argnums=0).lower(state, data).compile()
     return compiled, memory.data_bytes(data)
 

@@ -14,8 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from superfed_jax.federated import placement
 from superfed_jax.federated import sharding
-from superfed_jax.run import train
 from test_launch import ROOT, TINY_SPACE
 
 ROUNDS = 3
@@ -104,7 +104,7 @@ def test_training_rows_are_split_over_devices():
     y = np.arange(21) % 3
     dataset = type("D", (), dict(x_train=x, y_train=y))()
     mesh = sharding.make_mesh()
-    data = train.build_client_data(dataset, config, mesh)
+    data = placement.place_federated_data(dataset, config, mesh)
     assert data.images.shape == (24, 2, 2, 1)  # padded to a multiple of 8 devices
     assert {s.data.shape for s in data.images.addressable_shards} == {(3, 2, 2, 1)}
     assert all(s.data.shape == data.index_table.shape for s in data.index_table.addressable_shards)

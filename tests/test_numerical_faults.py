@@ -12,9 +12,9 @@ import pytest
 
 import tiny_setup as T
 from superfed_jax.federated import client
+from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
-from superfed_jax.run import train
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 1, 8, 0.1, 1.0
@@ -26,7 +26,7 @@ BAD = 5  # the exploding client's id; CLIENT_SIZES are distinct, so its size ide
 
 def client_update(learning_rate):
     return client.make_client_update(
-        train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(learning_rate, CLIP),
+        objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(learning_rate, CLIP),
         epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 
 
@@ -53,7 +53,7 @@ def run_round(bad_sizes, bad_learning_rate):
     mesh = sharding.make_mesh(jax.devices()[:1])
     round_fn = jax.jit(fr.make_round_fn(T.SPACE, settings, exploding_clients(bad_sizes, bad_learning_rate),
                                         mesh))
-    data = fr.ClientData(IMAGES, LABELS, TABLE, SIZES)
+    data = fr.FederatedData(IMAGES, LABELS, TABLE, SIZES)
     state = fr.init_state(T.as_jnp(T.init_params()), 0, K)
     before = jax.device_get(state)
     after, metrics = round_fn(state, data)

@@ -19,7 +19,10 @@ import matplotlib.image
 import pytest
 
 from superfed_jax import config as config_lib
+from superfed_jax.reports import cli as report_cli
 from superfed_jax.reports import compare as report_compare
+from superfed_jax.reports import plot
+from superfed_jax.reports import run_record
 from superfed_jax.reports import run_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +118,7 @@ def test_plot_has_labelled_axes_legend_and_the_points(tmp_path):
     rows = [{"name": "a", "macs": 2_500_000, "test_accuracy": 0.5},
             {"name": "b", "macs": 500_000, "test_accuracy": 0.25},
             {"name": "c", "macs": 1_000_000, "test_accuracy": math.nan}]
-    figure = report.plot_pareto(str(tmp_path / "p.png"), [("series one", rows)], "a title")
+    figure = plot.plot_pareto(str(tmp_path / "p.png"), [("series one", rows)], "a title")
     [axes] = figure.axes
     assert "MMACs" in axes.get_xlabel() and "accuracy" in axes.get_ylabel()
     assert axes.get_title() == "a title"
@@ -127,15 +130,15 @@ def test_plot_has_labelled_axes_legend_and_the_points(tmp_path):
 
 def test_best_round_selection():
     names = ["tiny", "big"]
-    assert report.select_best(SINGLE_RECORDS, names)["round"] == 20
+    assert run_record.select_best(SINGLE_RECORDS, names)["round"] == 20
     tie = [record(1, tiny_val=0.5, big_val=0.5), record(2, tiny_val=0.4, big_val=0.6)]
-    assert report.select_best(tie, names)["round"] == 1  # equal means: the first
+    assert run_record.select_best(tie, names)["round"] == 1  # equal means: the first
     no_val = [record(1, tiny_test=0.9, big_test=0.9), record(2, tiny_test=0.1, big_test=0.1)]
-    assert report.select_best(no_val, names)["round"] == 2  # no validation split: the last
+    assert run_record.select_best(no_val, names)["round"] == 2  # no validation split: the last
     diverged = [record(1, tiny_val=0.2, big_val=0.2), record(2, tiny_val=math.nan, big_val=0.9)]
-    assert report.select_best(diverged, names)["round"] == 1
+    assert run_record.select_best(diverged, names)["round"] == 1
     partial = [record(1, tiny_val=0.2, big_val=0.2), record(2, tiny_val=0.9)]  # big missing: skipped
-    assert report.select_best(partial, names)["round"] == 1
+    assert run_record.select_best(partial, names)["round"] == 1
 
 
 def test_run_without_validation_reports_the_last_round(tmp_path):
@@ -152,24 +155,24 @@ def test_sizes_prefer_space_json_then_cost_json_then_config(tmp_path):
     config = make_config(space=dict(SPACE, input_size=4))  # as if the data were 2x2 but config said 4x4
     cost_entry = {"arch": TINY, "macs": 548, "params": 149}
     fallback = make_workdir(tmp_path / "config_only", config, SINGLE_RECORDS)
-    assert report.load_space(fallback).input_size == 4
-    assert report.arch_rows(report.read_run(fallback))[0]["macs"] == 2156
+    assert run_record.load_space(fallback).input_size == 4
+    assert run_record.arch_rows(run_record.read_run(fallback))[0]["macs"] == 2156
     assert "no space.json" in open(report.write_run_report(fallback)["report"]).read()
     from_cost = make_workdir(tmp_path / "cost", config, SINGLE_RECORDS,
                              make_cost(1, 1, 1, baseline_archs=[cost_entry]))
-    rows = report.arch_rows(report.read_run(from_cost))
+    rows = run_record.arch_rows(run_record.read_run(from_cost))
     assert [(r["macs"], r["size_source"]) for r in rows] == [(548, "cost.json"), (3884, "config.json")]
     from_space = make_workdir(tmp_path / "space", config, SINGLE_RECORDS, space=dict(SPACE))
-    assert report.load_space(from_space).input_size == 2
-    assert [r["macs"] for r in report.arch_rows(report.read_run(from_space))] == [548, 980]
+    assert run_record.load_space(from_space).input_size == 2
+    assert [r["macs"] for r in run_record.arch_rows(run_record.read_run(from_space))] == [548, 980]
 
 
 def test_is_fedavg_baseline_recognises_config_fedavg_baseline():
-    assert report.is_fedavg_baseline(make_config(fedavg=BIG))
+    assert run_record.is_fedavg_baseline(make_config(fedavg=BIG))
     named = config_lib.fedavg_baseline(config_lib.base_config(), "largest").to_dict()
-    assert report.is_fedavg_baseline(named)
-    assert not report.is_fedavg_baseline(make_config())
-    assert not report.is_fedavg_baseline(make_config(heuristic="static", pool=json.dumps([TINY, BIG])))
+    assert run_record.is_fedavg_baseline(named)
+    assert not run_record.is_fedavg_baseline(make_config())
+    assert not run_record.is_fedavg_baseline(make_config(heuristic="static", pool=json.dumps([TINY, BIG])))
 
 
 # ------------------------------------------------------------------------------------ combined runs
@@ -241,7 +244,7 @@ def test_combined_report_warns_about_different_settings(tmp_path):
 
 def test_cli_writes_combined_report_to_the_first_run_by_default(tmp_path, capsys):
     workdirs = combined_workdirs(tmp_path)
-    assert report.main(workdirs) == 0
+    assert report_cli.main(workdirs) == 0
     assert "+5.00" in open(os.path.join(workdirs[0], "report.md")).read()
     assert os.path.isfile(os.path.join(workdirs[0], "pareto.png"))
     assert "wrote" in capsys.readouterr().out
@@ -252,7 +255,7 @@ def test_cli_writes_combined_report_to_the_first_run_by_default(tmp_path, capsys
 
 def expect_error(capsys, argv, *fragments):
     """The CLI exits with status 2 and an 'error: ...' naming every fragment."""
-    assert report.main([str(a) for a in argv]) == 2
+    assert report_cli.main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     for fragment in fragments:
@@ -326,7 +329,7 @@ def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
                              *tiny], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     shared_dir, fedavg_dir = out / "superfed", out / "fedavg_largest"
-    cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.run_report", str(shared_dir), str(fedavg_dir),
+    cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.cli", str(shared_dir), str(fedavg_dir),
                           f"--out={tmp_path / 'cli'}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert cli.returncode == 0, cli.stderr[-3000:]

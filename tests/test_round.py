@@ -13,10 +13,10 @@ import pytest
 
 import tiny_setup as T
 from superfed_jax.federated import client
+from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import schedules
 from superfed_jax.federated import sharding
-from superfed_jax.run import train
 from superfed_jax.supernet import model as model_lib
 from superfed_jax.supernet import space as space_lib
 
@@ -29,11 +29,11 @@ DATA_CONFIG = ml_collections.ConfigDict(dict(crop_padding=1, flip=True, cutout_s
 IMAGES, LABELS = T.make_data()
 TABLE, SIZES = T.index_table()
 CLIENT_UPDATE = client.make_client_update(
-    train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
+    objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
     epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 single_client = jax.jit(CLIENT_UPDATE)
 SIDE_BY_SIDE = client.make_side_by_side_update(
-    train.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
+    objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
     epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 
 
@@ -59,7 +59,7 @@ class Runner:
 
         self.round_fn = jax.jit(counted, donate_argnums=0)
         replicated = sharding.replicated(mesh)
-        self.data = jax.device_put(fr.ClientData(IMAGES, LABELS, TABLE, SIZES), replicated)
+        self.data = jax.device_put(fr.FederatedData(IMAGES, LABELS, TABLE, SIZES), replicated)
         self.place = lambda tree: jax.device_put(tree, replicated)
 
     def initial_state(self, seed=0, round_num=0):

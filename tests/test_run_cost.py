@@ -19,10 +19,11 @@ from superfed_jax import config as config_lib
 from superfed_jax.federated import assignment as dry_run
 from superfed_jax.federated import client
 from superfed_jax.federated import heuristics
+from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
 from superfed_jax.reports import run_cost as rc
-from superfed_jax.run import train
+from superfed_jax.run import build as build_lib
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
 
@@ -151,12 +152,12 @@ def real_rounds():
     """Three real compiled rounds (tracking sandwich, P = 4 of 8, seed 7) on one device."""
     settings = tiny_settings()
     client_update = client.make_client_update(
-        train.make_loss_fn(T.MODEL, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
+        objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
         epochs=1, batch_size=8, max_size=int(T.index_table()[0].shape[1]))
     mesh = sharding.make_mesh(jax.devices()[:1])
     round_fn = jax.jit(fr.make_round_fn(SPACE, settings, client.vmap_clients(client_update), mesh))
     images, labels = T.make_data()
-    data = fr.ClientData(images, labels, *T.index_table())
+    data = fr.FederatedData(images, labels, *T.index_table())
     state = fr.init_state(T.as_jnp(T.init_params()), 7, K)
     metrics = []
     for _ in range(3):
@@ -212,7 +213,7 @@ def test_dry_run_static_pool_is_fedavg():
 def paper_figures(seed: int) -> dict:
     config = load_config("cifar10")
     space = config_lib.search_space(config)
-    settings = train.round_settings(config, space)
+    settings = build_lib.round_settings(config, space)
     sequence = dry_run.assignment_sequence(space, settings, seed, config.fl.rounds)
     report = rc.cost_report(space, sequence)
     return {"seed": seed, "compute_ratio": report["ratios"]["compute_ratio"],
@@ -238,7 +239,7 @@ def test_paper_cost_claim(seed):
 def test_dry_run_of_1500_rounds_is_one_compiled_scan():
     config = load_config("cifar10")
     space = config_lib.search_space(config)
-    settings = train.round_settings(config, space)
+    settings = build_lib.round_settings(config, space)
     dry_run.assignment_sequence(space, settings, 0, 1500)
     before = dry_run._scan_rounds._cache_size()
     sequence = dry_run.assignment_sequence(space, settings, 123, 1500)  # another seed: no recompile

@@ -15,10 +15,10 @@ import tempfile
 import jax
 import numpy as np
 
+from superfed_jax.federated import objective
 from superfed_jax.posttrain import evolution
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
-from superfed_jax.run import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 400 distinct subnets (two stages of two blocks, four expand ratios). Eight rounds of four clients
@@ -72,7 +72,7 @@ def val_accuracy(arch) -> float:
 def supernet_logits_fn():
     """Jitted `fn(params, raw_images, arch) -> logits` of the tiny run's masked supernet (one compile)."""
     run = loaded()
-    return jax.jit(train.make_logits_fn(run.run.model, run.run.dataset.mean, run.run.dataset.std))
+    return jax.jit(objective.make_logits_fn(run.run.model, run.run.dataset.mean, run.run.dataset.std))
 
 
 def supernet_logits(arch, images) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Dry run: which clients and which subnets every round of a run uses, without data or training.
+"""The assignment sequence: which clients and which subnets every round of a run uses, without data or training.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md sections 3
 and 8): the cost of a SuperFed run is a sum over rounds and sampled clients of the cost of the subnet each
@@ -22,7 +22,7 @@ from superfed_jax.federated import heuristics
 from superfed_jax.federated import round as federated_round
 from superfed_jax.supernet import space as space_lib
 
-__all__ = ["assignment_sequence", "sequence_archs"]
+__all__ = ["assignment_sequence"]
 
 
 @functools.partial(jax.jit, static_argnames=("space", "settings", "rounds"))
@@ -55,7 +55,7 @@ def assignment_sequence(space: space_lib.SearchSpace, settings: federated_round.
 
     Args:
       space: the search space of the run.
-      settings: the run's round settings (e.g. `train.round_settings(config, space)`); only sampling and
+      settings: the run's round settings (e.g. `run.build.round_settings(config, space)`); only sampling and
         assignment fields matter (chunking and the beta schedule do not change the sequence).
       seed: the run's ``config.seed``.
       rounds: number of rounds to return.
@@ -78,8 +78,3 @@ def assignment_sequence(space: space_lib.SearchSpace, settings: federated_round.
                                jnp.int32(first), tracking)
     skip = start_round - first
     return {name: np.asarray(values)[skip:] for name, values in sequence.items()}
-
-
-def sequence_archs(sequence: dict) -> space_lib.Arch:
-    """The archs of a sequence as one Arch with leading axes [R, P]."""
-    return space_lib.Arch(depth=sequence["depth"], expand=sequence["expand"])

@@ -11,6 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from superfed_jax.federated import sharding
+from superfed_jax.supernet import space as space_lib
+
 
 class EvalSet(NamedTuple):
     """A split padded to whole batches: images [nb, B, ...], labels [nb, B], weights [nb, B] (0 = padding)."""
@@ -53,3 +56,22 @@ def make_evaluate_fn(logits_fn: Callable) -> Callable:
         return jnp.sum(correct, 0) / count, jnp.sum(losses, 0) / count
 
     return evaluate
+
+
+def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
+    """`<arch>/<split>_accuracy` and `<arch>/<split>_loss` of every tracked arch on every split.
+
+    Args:
+      evaluate: a (jitted) function of `make_evaluate_fn`.
+      params: the supernet params.
+      tracked: name -> `Arch`, evaluated together in one call per split.
+      eval_sets: split name ('val', 'test') -> `EvalSet`.
+    """
+    archs = space_lib.stack(list(tracked.values()))
+    record = {}
+    for split, eval_set in eval_sets.items():
+        accuracy, loss = sharding.to_host(evaluate(params, archs, eval_set))
+        for i, name in enumerate(tracked):
+            record[f"{name}/{split}_accuracy"] = float(accuracy[i])
+            record[f"{name}/{split}_loss"] = float(loss[i])
+    return record

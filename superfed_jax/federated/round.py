@@ -39,8 +39,11 @@ class ServerState:
 
 
 @flax.struct.dataclass
-class ClientData:
-    """The training set on device plus a padded per-client index table."""
+class FederatedData:
+    """The whole federated training set on device (every client's rows) plus a padded per-client index table.
+
+    Client k owns rows `index_table[k, :sizes[k]]` of `images` and `labels`.
+    """
 
     images: jax.Array  # [N, H, W, C] uint8 or float32
     labels: jax.Array  # int32 [N]
@@ -132,7 +135,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
     """
     num_chunks = settings.clients_per_round // settings.chunk_size
 
-    def train_and_sum(params, data: ClientData, chunk):
+    def train_and_sum(params, data: FederatedData, chunk):
         archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)
         result = train_clients(params, archs, data.index_table[clients], data.sizes[clients], keys,
                                data.images, data.labels)
@@ -141,7 +144,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
         sums = aggregation.masked_sums(client_params, client_masks, weights)
         return sums, (jnp.where(finite, result.loss, 0.0), finite)
 
-    def round_fn(state: ServerState, data: ClientData):
+    def round_fn(state: ServerState, data: FederatedData):
         clients, archs, is_maxnet, tracking = assign_round(space, settings, state)
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)

@@ -34,7 +34,6 @@ from superfed_jax.data import augment
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
 from superfed_jax.run import resume
-from superfed_jax.run import train
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet import subnet
@@ -177,7 +176,7 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
     run_dir.check_run_dir(workdir)
     config = resume.read_saved_config(workdir)
     space = config_lib.search_space(ml_collections.ConfigDict(config))
-    resolve_arch(space, train.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
+    resolve_arch(space, space_lib.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
     return export_loaded(run_dir.load_trained_run(workdir), arch_text, out_dir, overwrite)
 

@@ -13,9 +13,9 @@ import jax
 from superfed_jax import config as config_lib
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import round as federated_round
+from superfed_jax.run import build as build_lib
 from superfed_jax.run import checkpoint
 from superfed_jax.run import resume
-from superfed_jax.run import train
 from superfed_jax.supernet import space as space_lib
 
 
@@ -33,7 +33,7 @@ def check_run_dir(workdir: str) -> None:
                                 "the run first")
 
 
-def load_trained(workdir: str) -> tuple[train.Run, federated_round.ServerState]:
+def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.ServerState]:
     """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
 
     Raises:
@@ -42,7 +42,7 @@ def load_trained(workdir: str) -> tuple[train.Run, federated_round.ServerState]:
     check_run_dir(workdir)  # before loading data and compiling
     config = config_lib.base_config()  # fields added since the run was trained keep their defaults
     config.update(resume.read_saved_config(workdir))
-    run = train.build(config)
+    run = build_lib.build(config)
     restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
     if restored is None:  # the folder held only an unfinished save
         raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
@@ -56,7 +56,7 @@ class TrainedRun(NamedTuple):
 
     workdir: str  # absolute
     config: dict  # the run's config.json
-    run: train.Run  # as `train.build` made it (space, dataset, tracked archs, jitted evaluate, ...)
+    run: build_lib.RunSetup  # as `build.build` made it (space, dataset, tracked archs, jitted evaluate, ...)
     params: Any  # the restored supernet params, on one device
     round: int  # rounds trained by the restored checkpoint
     val_set: evaluation.EvalSet | None  # on the same device; None when the run holds out no validation

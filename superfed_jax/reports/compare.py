@@ -2,16 +2,15 @@
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
 supernet matches every subnet trained alone by FedAvg at a fraction of the cost (algorithm.md 8, 10). The
-one-run report (`report`) can only set a run against its own cost estimate; this module checks the claim
+one-run report (`run_report`) can only set a run against its own cost estimate; this module checks the claim
 on measured runs: one weight-shared work directory plus FedAvg baselines (one arch each,
-`config.fedavg_baseline`), each read with `report.read_run`:
+`config.fedavg_baseline`), each read with `run_record.read_run`:
 
 * `combine_runs(workdirs)`: accuracy per arch on both sides, the measured cost of both approaches (the
   baselines' own ``cost.json`` totals, summed) and the settings that differ.
 * `write_combined_report(workdirs, out)`: that comparison as ``OUT/report.md`` and ``OUT/pareto.png``.
 
-Kept apart from `report` because the training driver imports `report` after every run and never needs
-this; the command line (`python -m superfed_jax.reports.run_report` with several RUN_DIRs) imports it lazily.
+The command line (`python -m superfed_jax.reports.cli` with several RUN_DIRs) calls it.
 """
 import json
 import math
@@ -19,9 +18,10 @@ import os
 from typing import Optional
 
 from superfed_jax.supernet import space as space_lib
-from superfed_jax.reports.run_report import (Run, _arch_key, _arch_text, _percent, _required, _runs_title, _setting, _si,
-                                 _size_note, arch_rows, is_fedavg_baseline, plot_pareto, read_run,
-                                 select_best)
+from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
+from superfed_jax.reports.plot import plot_pareto
+from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
+                                             required_file, select_best, setting)
 
 __all__ = ["combine_runs", "write_combined_report"]
 
@@ -35,7 +35,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def _trained_arch(run: Run) -> str:
+def _trained_arch(run: RunRecord) -> str:
     """The name under which a FedAvg run evaluates the one arch of its pool; ValueError if it does not."""
     spec = json.loads(run.config["fl"]["pool"])[0]
     try:
@@ -43,15 +43,15 @@ def _trained_arch(run: Run) -> str:
                 else space_lib.arch_from_dict(run.space, spec))
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{run.workdir}: config.json fl.pool {spec!r}: {error}") from None
-    key = _arch_key(run.space, arch)
+    key = arch_key(run.space, arch)
     for name, tracked in run.tracked.items():
-        if _arch_key(run.space, tracked) == key:
+        if arch_key(run.space, tracked) == key:
             return name
-    raise ValueError(f"{run.workdir}: FedAvg run of {_arch_text(space_lib.arch_to_dict(run.space, arch))} "
+    raise ValueError(f"{run.workdir}: FedAvg run of {arch_text(space_lib.arch_to_dict(run.space, arch))} "
                      f"does not evaluate that arch (tracked: {list(run.tracked)})")
 
 
-def _split_runs(runs: list[Run]) -> tuple[Run, list[Run]]:
+def _split_runs(runs: list[RunRecord]) -> tuple[RunRecord, list[RunRecord]]:
     """(the weight-shared run, the FedAvg runs); ValueError unless exactly one run is weight-shared."""
     shared = [r for r in runs if not is_fedavg_baseline(r.config)]
     if not shared:
@@ -63,7 +63,7 @@ def _split_runs(runs: list[Run]) -> tuple[Run, list[Run]]:
     baselines = [r for r in runs if r is not shared[0]]
     for run in [shared[0]] + baselines:
         if run.cost is None:
-            _required(run.workdir, "cost.json")  # raises, naming the directory
+            required_file(run.workdir, "cost.json")  # raises, naming the directory
     for run in baselines:
         if run.space != shared[0].space:
             raise ValueError(f"{run.workdir}: its search space {run.space} differs from that of the "
@@ -71,21 +71,21 @@ def _split_runs(runs: list[Run]) -> tuple[Run, list[Run]]:
     return shared[0], baselines
 
 
-def _fedavg_rows(baselines: list[Run]) -> dict:
+def _fedavg_rows(baselines: list[RunRecord]) -> dict:
     """Canonical arch key -> (row of the arch at its run's best round, workdir); one run per arch."""
     rows = {}
     for run in baselines:
         name = _trained_arch(run)
         row = next(r for r in arch_rows(run, select_best(run.records, [name])) if r["name"] == name)
-        key = _arch_key(run.space, run.tracked[name])
+        key = arch_key(run.space, run.tracked[name])
         if key in rows:
-            raise ValueError(f"two FedAvg runs of the arch {_arch_text(row['arch'])}: {rows[key][1]} and "
+            raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])}: {rows[key][1]} and "
                              f"{run.workdir}")
         rows[key] = (row, run.workdir)
     return rows
 
 
-def _measured_cost(shared: Run, baselines: list[Run]) -> dict:
+def _measured_cost(shared: RunRecord, baselines: list[RunRecord]) -> dict:
     """Totals of the weight-shared run and the sum over the FedAvg runs (their own cost.json), and ratios."""
     fields = ["total_macs", "total_bytes_per_direction"]
     if all("total_training_macs" in r.cost["superfed"] for r in [shared] + baselines):
@@ -102,7 +102,7 @@ def combine_runs(workdirs: list[str]) -> dict:
     """Accuracy per arch of one weight-shared run and of FedAvg runs of single archs, and both costs.
 
     Returns:
-      ``shared`` / ``baselines``: the `Run`s; ``rows``: per arch (the weight-shared run's tracked archs,
+      ``shared`` / ``baselines``: the `RunRecord`s; ``rows``: per arch (the weight-shared run's tracked archs,
       then FedAvg-only archs by MACs) name, arch, macs, params, ``shared_test_accuracy`` and
       ``shared_round``, ``fedavg_test_accuracy``, ``fedavg_round`` and ``fedavg_workdir`` (NaN / None
       where a side lacks the arch) and ``difference`` (weight-shared minus FedAvg); ``cost``
@@ -112,14 +112,14 @@ def combine_runs(workdirs: list[str]) -> dict:
     fedavg = _fedavg_rows(baselines)
     rows = []
     for row in arch_rows(shared):
-        other, workdir = fedavg.pop(_arch_key(shared.space, shared.tracked[row["name"]]), (None, None))
+        other, workdir = fedavg.pop(arch_key(shared.space, shared.tracked[row["name"]]), (None, None))
         rows.append(_combined_row(row, other, workdir))
     rows += sorted((_combined_row(None, other, workdir) for other, workdir in fedavg.values()),
                    key=lambda r: r["macs"])
-    warnings = [f"{run.workdir}: {name} = {_setting(run.config, name)!r}, the weight-shared run has "
-                f"{_setting(shared.config, name)!r}"
+    warnings = [f"{run.workdir}: {name} = {setting(run.config, name)!r}, the weight-shared run has "
+                f"{setting(shared.config, name)!r}"
                 for run in baselines for name in _SHARED_SETTINGS
-                if _setting(run.config, name) != _setting(shared.config, name)]
+                if setting(run.config, name) != setting(shared.config, name)]
     return {"shared": shared, "baselines": baselines, "rows": rows,
             "cost": _measured_cost(shared, baselines), "warnings": warnings}
 
@@ -149,7 +149,7 @@ def _combined_cost_lines(combined: dict) -> list[str]:
     for field, value in cost["weight_shared"].items():
         label, unit = labels[field]
         ratio = f"{cost['ratios'][field]:.2f}x" if "ratios" in cost else "n/a"
-        lines.append(f"| {label} | {_si(value, unit)} | {_si(cost['fedavg'][field], unit)} | {ratio} |")
+        lines.append(f"| {label} | {si(value, unit)} | {si(cost['fedavg'][field], unit)} | {ratio} |")
     estimate = shared.cost["ratios"]
     lines += ["", f"The weight-shared run's own estimate (its cost.json: independent FedAvg of "
               f"{len(shared.cost['baseline']['archs'])} archs at its rounds and clients per round): "
@@ -162,13 +162,13 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     """Writes the combined ``report.md`` and ``pareto.png`` of `combine_runs` into ``out``.
 
     Returns:
-      `combine_runs`'s dict, less the `Run`s, plus the written ``report`` and ``plot`` paths.
+      `combine_runs`'s dict, less the `RunRecord`s, plus the written ``report`` and ``plot`` paths.
     """
     combined = combine_runs(workdirs)
     shared, baselines, rows = combined["shared"], combined["baselines"], combined["rows"]
     os.makedirs(out, exist_ok=True)
     best_round = rows[0]["shared_round"]
-    lines = [f"# Weight-shared vs independent FedAvg: {_runs_title(shared)}", "",
+    lines = [f"# Weight-shared vs independent FedAvg: {runs_title(shared)}", "",
              f"- weight-shared: `{shared.workdir}`, test accuracy at round {best_round} (the best mean "
              f"validation accuracy over its {len(shared.tracked)} tracked archs)"]
     lines += [f"- FedAvg of {r['name']}: `{r['fedavg_workdir']}`, test accuracy at its best validation "
@@ -177,10 +177,10 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
               "| weight-shared - FedAvg (points) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         difference = "n/a" if math.isnan(r["difference"]) else f"{100 * r['difference']:+.2f}"
-        lines.append(f"| {r['name']} | `{_arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
-                     f"| {_percent(r['shared_test_accuracy'])} | {_percent(r['fedavg_test_accuracy'])} "
+        lines.append(f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
+                     f"| {percent(r['shared_test_accuracy'])} | {percent(r['fedavg_test_accuracy'])} "
                      f"| {difference} |")
-    lines += ["", _size_note(rows), ""] + _combined_cost_lines(combined)
+    lines += ["", size_note(rows), ""] + _combined_cost_lines(combined)
     if combined["warnings"]:
         lines += ["## Warnings: settings differ", ""] + [f"- {w}" for w in combined["warnings"]] + [""]
     lines += ["![accuracy vs MACs](pareto.png)", ""]
@@ -194,6 +194,6 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     fedavg_series = [dict(r, test_accuracy=r["fedavg_test_accuracy"]) for r in rows]
     plot_pareto(plot_path, [("weight-shared subnets (one supernet)", shared_series),
                             ("FedAvg, each arch trained alone", fedavg_series)],
-                f"{_runs_title(shared)}: test accuracy at the best validation round\n{subtitle}")
+                f"{runs_title(shared)}: test accuracy at the best validation round\n{subtitle}")
     result = {k: v for k, v in combined.items() if k not in ("shared", "baselines")}
     return dict(result, report=report_path, plot=plot_path)

@@ -14,11 +14,13 @@ client example counts are given, `run_cost` also multiplies MACs out by the exam
 (n_c * epochs per sampled client) and by a forward+backward factor (3: the backward pass costs about two
 forwards, one for activation gradients and one for weight gradients), and reports that ratio separately.
 
-The assignment sequence comes from `dry_run.assignment_sequence` (or from a real run's metrics). Exact
+The assignment sequence comes from `federated.assignment.assignment_sequence` (or from a real run's metrics). Exact
 integer arithmetic throughout: per-arch costs are int64 from `cost.macs_batch` / `cost.params_batch`,
 totals are Python ints.
 """
 import dataclasses
+import json
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,7 +29,8 @@ from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
 
 __all__ = ["PAPER_BASELINE", "BACKWARD_FACTOR", "run_cost", "independent_fedavg_cost", "compare",
-           "default_baseline_archs", "is_paper_family", "conventions", "cost_report"]
+           "default_baseline_archs", "is_paper_family", "conventions", "cost_report",
+           "write_cost_report", "cost_summary"]
 
 # algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison.
 PAPER_BASELINE = (
@@ -287,3 +290,34 @@ def cost_report(space: space_lib.SearchSpace, sequence: dict, baseline_archs=Non
         "ratios": compare(run, baseline),
         "per_round": per_round,
     }
+
+
+def write_cost_report(config, space: space_lib.SearchSpace, sequence: dict, workdir: str,
+                      examples_per_client=None) -> dict:
+    """Writes `WORKDIR/cost.json` (a run's compute and communication vs independent FedAvg); returns it.
+
+    Args:
+      config: the experiment config (reads cost.baseline, cost.bytes_per_param, client.epochs).
+      space: the run's final space.
+      sequence: the run's assignment sequence (`federated.assignment.assignment_sequence`).
+      workdir: where cost.json goes.
+      examples_per_client: [K] example counts; when given, training MACs are multiplied out too.
+    """
+    baseline = (space_lib.parse_archs(space, config.cost.baseline, "cost.baseline")
+                if config.cost.baseline else None)
+    report = cost_report(space, sequence, baseline, examples_per_client=examples_per_client,
+                         epochs=config.client.epochs if examples_per_client is not None else None,
+                         bytes_per_param=config.cost.bytes_per_param)
+    with open(os.path.join(workdir, "cost.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def cost_summary(report: dict) -> str:
+    """Two lines for stdout: the run's cost and its ratios against independent FedAvg."""
+    superfed, ratios = report["superfed"], report["ratios"]
+    return (f"cost: {superfed['total_macs']:.4g} forward MACs per image summed over the run's clients "
+            f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
+            f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction\n"
+            f"independent FedAvg of {len(report['baseline']['archs'])} archs costs "
+            f"{ratios['compute_ratio']:.2f}x the compute and {ratios['comm_ratio']:.2f}x the communication")

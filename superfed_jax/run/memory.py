@@ -303,7 +303,7 @@ def compiled_peak_bytes(compiled) -> Optional[int]:
 
 
 def data_bytes(client_data) -> int:
-    """Bytes of a `federated_round.ClientData` (or any pytree of arrays) on one device.
+    """Bytes of a `federated_round.FederatedData` (or any pytree of arrays) on one device.
 
     A sharded `jax.Array` counts one device's shard (the training rows are split over the devices).
     """

@@ -18,22 +18,15 @@ Three forms: `macs` / `params` walk one concrete arch layer by layer in Python i
 `params_batch` are exact vectorized NumPy (int64) versions for many archs at once on the host;
 `macs_array` / `params_array` are jittable (float32 MACs, since 3.4e9 overflows int32 with x64 disabled).
 
-Command line, one JSON object on stdout:
-  python -m superfed_jax.supernet.cost --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
+The command line that prints these figures for one arch is `superfed_jax.reports.arch_size`.
 """
 import dataclasses
 import functools
-import json
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
-from superfed_jax import config as config_lib
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet import subnet
 
@@ -286,32 +279,3 @@ def report(space: space_lib.SearchSpace, arch: space_lib.Arch) -> dict:
         "params": params(space, arch),
         "params_with_bn_affine": params(space, arch, bn_affine=True),
     }
-
-
-def main(argv) -> None:
-    del argv
-    config, arch_text = flags.FLAGS.config, flags.FLAGS.arch
-    # Costs are host arithmetic: never initialise (and preallocate memory on) an accelerator for them.
-    jax.config.update("jax_platforms", "cpu")
-    try:
-        space = config_lib.search_space(config) if config is not None else space_lib.SearchSpace()
-        arch = space_lib.parse_arch(space, arch_text)
-    except ValueError as error:
-        # One line, no traceback: these are user errors and the message names the allowed values.
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(report(space, arch)))
-
-
-def _define_flags() -> None:
-    # Defined only when run as a program: flags defined at import would clash with the flags of any
-    # other program that imports this module (e.g. its own --config).
-    config_flags.DEFINE_config_file("config", None, "Config file with a `space` field; default: "
-                                    "the paper's CIFAR space.", lock_config=True)
-    flags.DEFINE_string("arch", None, 'Arch as JSON, e.g. \'{"d":[0,1,0,1],"e":0.14}\'.')
-    flags.mark_flag_as_required("arch")
-
-
-if __name__ == "__main__":
-    _define_flags()
-    app.run(main)

@@ -1,0 +1,30 @@
+"""What the supernet is trained and evaluated on: raw images in, normalized (and augmented) in here.
+
+`make_loss_fn` is the local training objective every client minimizes (augmentation, forward pass of
+the masked supernet, summed cross-entropy); `make_logits_fn` is the evaluation forward pass (no
+augmentation). Both take raw images as stored on the device, so normalization happens once, inside
+the compiled program.
+"""
+from superfed_jax.data import augment
+from superfed_jax.federated import client as client_lib
+from superfed_jax.supernet import model as model_lib
+
+
+def make_logits_fn(model: model_lib.Supernet, mean, std):
+    """`logits_fn(params, raw_images, arch)`: normalization then the masked supernet."""
+    def logits_fn(params, images, arch):
+        return model.apply({"params": params}, augment.normalize(images, mean, std), arch)
+    return logits_fn
+
+
+def make_loss_fn(model: model_lib.Supernet, mean, std, data_config):
+    """`loss_fn(params, arch, raw_images, labels, weights, key)`: augmentation, forward, summed CE.
+
+    `data_config` is the config's `data` section (crop_padding, flip, cutout_size).
+    """
+    def loss_fn(params, arch, images, labels, weights, key):
+        inputs = augment.augment_batch(key, images, mean, std, crop_padding=data_config.crop_padding,
+                                       flip=data_config.flip, cutout_size=data_config.cutout_size)
+        logits = model.apply({"params": params}, inputs, arch)
+        return client_lib.cross_entropy(logits, labels, weights)
+    return loss_fn

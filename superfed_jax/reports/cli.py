@@ -1,0 +1,38 @@
+"""Command line of the reports: one RUN_DIR gives its run report, several give the combined report.
+
+    python -m superfed_jax.reports.cli RUN_DIR [RUN_DIR ...] [--out DIR]
+
+Exit status 2 and ``error: ...`` on bad input.
+"""
+import argparse
+import sys
+from typing import Optional
+
+from superfed_jax.reports import compare
+from superfed_jax.reports import run_report
+
+
+def main(argv: Optional[list] = None) -> int:
+    """The command line; returns the exit status (2 on bad input, with ``error: ...`` on stderr)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m superfed_jax.reports.cli",
+        description="One RUN_DIR: its report. Several: one weight-shared run combined with FedAvg runs "
+                    "of single archs (configs/X.py:fedavg=ARCH) into one table and plot.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="work directories of finished runs")
+    parser.add_argument("--out", default=None, help="where report.md and pareto.png go "
+                                                   "(default: the first RUN_DIR)")
+    args = parser.parse_args(argv)
+    try:
+        if len(args.run_dirs) == 1:
+            result = run_report.write_run_report(args.run_dirs[0], args.out)
+        else:
+            result = compare.write_combined_report(args.run_dirs, args.out or args.run_dirs[0])
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {result['report']} and {result['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

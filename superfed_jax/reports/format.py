@@ -1,0 +1,35 @@
+"""Text formatting shared by the Markdown reports: SI prefixes, percentages, archs, titles."""
+import json
+import math
+
+from superfed_jax.reports.run_record import RunRecord, setting
+
+
+def si(value: float, unit: str) -> str:
+    """``value`` with an SI prefix, e.g. 4.043e6 MACs -> '4.043 MMACs'."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"
+
+
+def percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def arch_text(arch: dict) -> str:
+    return json.dumps(arch, separators=(",", ":"))
+
+
+def size_note(rows: list[dict]) -> str:
+    sources = {row["size_source"] for row in rows}
+    notes = {"space.json": "computed on the run's final space (space.json)",
+             "cost.json": "as the run computed them on its final space (cost.json)",
+             "config.json": "computed on config.json's space, which the dataset's input shape and class "
+                            "count may have changed (no space.json in the work directory)"}
+    return "MACs and params: " + "; ".join(notes[s] for s in sorted(sources)) + "."
+
+
+def runs_title(run: RunRecord) -> str:
+    """'<dataset>, <rounds> rounds' of a run."""
+    return f"{setting(run.config, 'data.name')}, {setting(run.config, 'fl.rounds')} rounds"

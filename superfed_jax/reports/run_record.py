@@ -1,0 +1,167 @@
+"""A finished run's work directory read back: config, space, tracked archs, evaluation records, cost.
+
+`read_run(workdir)` is what every report starts from; `select_best` picks the evaluation that reports
+quote (the best mean validation accuracy over the tracked archs) and `arch_rows` gives each tracked
+arch's size and accuracies there. Errors name the directory or file and the problem.
+"""
+import json
+import math
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from superfed_jax.supernet import cost as cost_lib
+from superfed_jax.supernet import space as space_lib
+
+
+class RunRecord(NamedTuple):
+    """A finished run's work directory, read back."""
+
+    workdir: str
+    config: dict  # config.json
+    space: space_lib.SearchSpace
+    space_file: str  # 'space.json' or 'config.json': where `space` came from
+    tracked: dict  # name -> concrete Arch, in the config's order
+    records: list  # metrics.jsonl, one dict per evaluation
+    cost: Optional[dict]  # cost.json, None when missing
+
+
+def read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for number, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
+        if not isinstance(records[-1], dict) or "round" not in records[-1]:
+            raise ValueError(f"{path}, line {number}: not an evaluation record (an object with 'round')")
+    if not records:
+        raise ValueError(f"{path}: no evaluation records")
+    return records
+
+
+def required_file(workdir: str, name: str) -> str:
+    path = os.path.join(workdir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{workdir}: no {name} here; is it the work directory of a finished run?")
+    return path
+
+
+def load_space(workdir: str) -> space_lib.SearchSpace:
+    """The run's search space: ``space.json`` (the final space, after the dataset's input shape and class
+    count replaced the config's) if present, else the ``space`` fields of ``config.json``."""
+    path = os.path.join(workdir, "space.json")
+    if os.path.isfile(path):
+        fields = read_json(path)
+    else:
+        fields = read_json(required_file(workdir, "config.json")).get("space")
+        path = os.path.join(workdir, "config.json") + " field 'space'"
+    try:
+        return space_lib.SearchSpace(**fields)
+    except TypeError as error:  # missing, unknown or not a dict of fields
+        raise ValueError(f"{path}: not the fields of space.SearchSpace ({error})") from None
+    except ValueError as error:  # a field value the space rejects
+        raise ValueError(f"{path}: {error}") from None
+
+
+def setting(config: dict, dotted: str):
+    """The value of a dotted field ('fl.rounds') of a config dict; None when missing."""
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def read_run(workdir: str) -> RunRecord:
+    """Reads a work directory; FileNotFoundError / ValueError name the directory and the problem."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"{workdir}: no such directory")
+    config = read_json(required_file(workdir, "config.json"))
+    records = read_metrics(required_file(workdir, "metrics.jsonl"))
+    space = load_space(workdir)
+    try:
+        tracked = space_lib.tracked_archs(space, config.get("eval", {}).get("tracked", ""))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{workdir}: config.json eval.tracked: {error}") from None
+    cost_path = os.path.join(workdir, "cost.json")
+    space_file = "space.json" if os.path.isfile(os.path.join(workdir, "space.json")) else "config.json"
+    return RunRecord(workdir, config, space, space_file, tracked, records,
+               read_json(cost_path) if os.path.isfile(cost_path) else None)
+
+
+# ---------------------------------------------------------------------------------------- selection
+
+
+def select_best(records: list[dict], names) -> dict:
+    """The record maximising the mean validation accuracy over ``names`` (the first on ties).
+
+    Records without every name's validation accuracy do not compete; with none left (no validation
+    split) the last record is returned. A NaN mean (a diverged evaluation) never wins.
+    """
+    keys = [f"{name}/val_accuracy" for name in names]
+    candidates = [r for r in records if all(k in r for k in keys)]
+    if not candidates:
+        return records[-1]
+
+    def score(record):
+        mean = float(np.mean([record[k] for k in keys]))
+        return -math.inf if math.isnan(mean) else mean
+
+    return max(candidates, key=score)
+
+
+def is_fedavg_baseline(config: dict) -> bool:
+    """Whether a run's config is FedAvg of one arch (`config.fedavg_baseline`): a static one-arch pool."""
+    fl = config.get("fl", {})
+    if fl.get("heuristic") != "static" or not fl.get("pool"):
+        return False
+    try:
+        pool = json.loads(fl["pool"])
+    except json.JSONDecodeError:
+        return False
+    return isinstance(pool, list) and len(pool) == 1
+
+
+def arch_key(space: space_lib.SearchSpace, arch: space_lib.Arch) -> str:
+    """A canonical string of an arch (equal for archs that are the same subnet)."""
+    return json.dumps(space_lib.arch_to_dict(space, arch), sort_keys=True)
+
+
+def _size(run: RunRecord, arch: space_lib.Arch) -> tuple[int, int, str]:
+    """(forward MACs of one image, params, where they come from) of one arch of a run.
+
+    Without ``space.json`` the config's space may have the wrong input shape or class count (the data
+    sets them), but ``cost.json`` holds the sizes of its baseline archs computed on the run's final space.
+    """
+    if run.space_file == "config.json" and run.cost:
+        key = arch_key(run.space, arch)
+        for entry in run.cost.get("baseline", {}).get("archs", []):
+            if json.dumps(entry["arch"], sort_keys=True) == key:
+                return int(entry["macs"]), int(entry["params"]), "cost.json"
+    return cost_lib.macs(run.space, arch), cost_lib.params(run.space, arch), run.space_file
+
+
+def arch_rows(run: RunRecord, best: Optional[dict] = None) -> list[dict]:
+    """Per tracked arch: name, arch (JSON form), macs, params, round, val/test accuracy at ``best``.
+
+    ``best`` defaults to `select_best` over the tracked archs; missing accuracies are NaN.
+    """
+    best = select_best(run.records, run.tracked) if best is None else best
+    rows = []
+    for name, arch in run.tracked.items():
+        macs, params, source = _size(run, arch)
+        rows.append({"name": name, "arch": space_lib.arch_to_dict(run.space, arch), "macs": macs,
+                     "params": params, "size_source": source, "round": int(best["round"]),
+                     "val_accuracy": float(best.get(f"{name}/val_accuracy", math.nan)),
+                     "test_accuracy": float(best.get(f"{name}/test_accuracy", math.nan))})
+    return rows

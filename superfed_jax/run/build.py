@@ -1,0 +1,126 @@
+"""Everything a run builds from its config before the first round: data on the devices, the compiled
+round and evaluation, and the initial server state (`build(config) -> RunSetup`).
+
+Also the translations from config to the federated layer's static settings (`round_settings`,
+`client_layout`) and the up-front memory check, which the dry run and the post-training tools reuse.
+"""
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from superfed_jax import config as config_lib
+from superfed_jax import data as data_lib
+from superfed_jax import validation
+from superfed_jax.federated import client as client_lib
+from superfed_jax.federated import evaluation
+from superfed_jax.federated import objective
+from superfed_jax.federated import placement
+from superfed_jax.federated import round as federated_round
+from superfed_jax.federated import sharding
+from superfed_jax.run import memory
+from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import space as space_lib
+
+
+def round_settings(config, space: space_lib.SearchSpace) -> federated_round.RoundSettings:
+    """Static round settings from the config, with derived defaults resolved."""
+    fl = config.fl
+    pool = space_lib.stack(space_lib.parse_archs(space, fl.pool, "fl.pool")) if fl.pool else None
+    return federated_round.RoundSettings(
+        num_clients=fl.num_clients, clients_per_round=fl.clients_per_round,
+        chunk_size=fl.chunk_size or fl.clients_per_round, heuristic=fl.heuristic, pool=pool,
+        count_random_extremes=fl.count_random_extremes, beta_schedule=fl.beta_schedule,
+        beta0=fl.beta0,
+        # -1 means "end as plain averaging" (algorithm.md 4.1: betaT = 1/P).
+        beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
+        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)))
+
+
+def client_layout(config, mesh) -> str:
+    """`fl.client_layout`, with 'auto' resolved: side by side on one CPU device, vmap otherwise.
+
+    Side by side keeps a chunk's clients on one device, so a multi-device mesh always uses vmap.
+    """
+    layout = config.fl.client_layout
+    if layout == "auto":
+        single_cpu = mesh.devices.size == 1 and jax.default_backend() == "cpu"
+        layout = "side_by_side" if single_cpu else "vmap"
+    if layout == "side_by_side" and mesh.devices.size > 1:
+        raise ValueError(f"fl.client_layout='side_by_side' needs one device, the mesh has "
+                         f"{mesh.devices.size}; use 'vmap' or 'auto'")
+    return layout
+
+
+def check_memory(config, space, settings, mesh, data) -> None:
+    """Stops before compiling, suggesting a chunk size, when a round would not fit a device (memory.py)."""
+    if not config.memory.check:
+        return
+    available = (config.memory.available_gib * 2 ** 30 if config.memory.available_gib
+                 else memory.device_memory_bytes())
+    memory.check_round_memory(
+        space, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
+        clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
+        dtype=config.model.dtype, conv_impl=config.model.conv_impl, data_bytes=memory.data_bytes(data))
+
+
+class RunSetup(NamedTuple):
+    """Everything built from a config before the first round."""
+
+    space: space_lib.SearchSpace  # the final space: input shape and classes from the data
+    dataset: data_lib.Dataset
+    settings: federated_round.RoundSettings
+    tracked: dict  # name -> Arch evaluated during training
+    mesh: Any
+    data: federated_round.FederatedData
+    model: model_lib.Supernet
+    state: federated_round.ServerState  # the initial state (round 0)
+    round_fn: Callable  # jitted, donates the state
+    evaluate: Callable  # jitted
+    eval_sets: dict  # split name -> evaluation.EvalSet, on the devices
+
+
+def _train_clients_fn(config, mesh, loss_fn, max_client_size: int) -> Callable:
+    """The chunk-training function of the round: clients side by side or vmapped (`client_layout`)."""
+    optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
+    schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
+                    max_size=max_client_size, unroll=config.client.scan_unroll)
+    if client_layout(config, mesh) == "side_by_side":
+        return client_lib.make_side_by_side_update(loss_fn, optimizer, **schedule)
+    return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule))
+
+
+def _eval_sets(dataset, batch_size: int, mesh) -> dict:
+    """The validation and test splits (those that are not empty) padded to batches, on the devices."""
+    return {split: jax.tree.map(lambda x: sharding.put_global(x, sharding.replicated(mesh)),
+                                evaluation.make_eval_set(x, y, batch_size))
+            for split, x, y in (("val", dataset.x_val, dataset.y_val),
+                                ("test", dataset.x_test, dataset.y_test)) if len(y)}
+
+
+def build(config: ml_collections.ConfigDict) -> RunSetup:
+    """Loads data, partitions it, places it on the devices and builds the compiled functions."""
+    validation.check_config(config)  # every field, before any data is read or anything compiles
+    dataset = data_lib.load_dataset(config.data, config.seed)
+    validation.check_against_data(config, len(dataset.y_train))
+    _, height, _, channels = dataset.x_train.shape
+    space = config_lib.search_space(config, input_size=height, input_channels=channels,
+                                    num_classes=dataset.num_classes)
+    settings = round_settings(config, space)
+    mesh = sharding.make_mesh()
+    data = placement.place_federated_data(dataset, config, mesh)
+    check_memory(config, space, settings, mesh, data)
+    model = model_lib.Supernet(space, config.model.conv_impl, jnp.dtype(config.model.dtype))
+    params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl,
+                                   out_sharding=sharding.replicated(mesh))
+    state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
+                           sharding.replicated(mesh))
+    loss_fn = objective.make_loss_fn(model, dataset.mean, dataset.std, config.data)
+    train_clients = _train_clients_fn(config, mesh, loss_fn, int(data.index_table.shape[1]))
+    round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
+                       donate_argnums=0)
+    evaluate = jax.jit(evaluation.make_evaluate_fn(
+        objective.make_logits_fn(model, dataset.mean, dataset.std)))
+    return RunSetup(space, dataset, settings, space_lib.tracked_archs(space, config.eval.tracked), mesh,
+                    data, model, state, round_fn, evaluate, _eval_sets(dataset, config.eval.batch_size, mesh))

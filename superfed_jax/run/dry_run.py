@@ -1,0 +1,23 @@
+"""`dry_run=True`: a run's client and subnet assignment for every round and its cost report; no data,
+no training (the assignment depends only on the seed, the round and the tracking counters)."""
+import os
+
+import ml_collections
+
+from superfed_jax import config as config_lib
+from superfed_jax import validation
+from superfed_jax.federated import assignment
+from superfed_jax.reports import run_cost
+from superfed_jax.run import build
+
+
+def run_dry(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Writes `WORKDIR/cost.json` from the run's assignment sequence, prints its summary, returns it."""
+    validation.check_config(config)
+    space = config_lib.search_space(config)
+    sequence = assignment.assignment_sequence(space, build.round_settings(config, space), config.seed,
+                                              config.fl.rounds)
+    os.makedirs(workdir, exist_ok=True)
+    report = run_cost.write_cost_report(config, space, sequence, workdir)
+    print(run_cost.cost_summary(report), flush=True)
+    return report
