@@ -56,6 +56,7 @@ from ml_collections import config_flags
 
 from superfed_jax import config as config_lib
 from superfed_jax.supernet import cost
+from superfed_jax.supernet import layers as layers_lib
 from superfed_jax.supernet import space as space_lib
 
 
@@ -65,48 +66,32 @@ def params_bytes(space: space_lib.SearchSpace, param_dtype: Any = "float32") -> 
     return count * np.dtype(param_dtype).itemsize
 
 
-def _out_size(size: int, stride: int) -> int:
-    """Output size of a 3x3 convolution with padding 1 (conv.py) or of the matching average pool."""
-    return (size - 1) // stride + 1
-
-
 def _feature_maps(space: space_lib.SearchSpace):
     """Yields the elements per example of every feature map the supernet's forward pass makes.
 
     Each convolution output and each non-linearity / add / select output is counted once: those are the
     values autodiff keeps for the backward pass (a ReLU's gradient needs its input or output).
     """
-    size = space.input_size
-    yield size * size * space.input_channels  # the augmented input
-    yield from [size * size * space.stem_width] * 2  # stem conv output, its ReLU
-    cin = space.stem_width
-    for s, (width, stage_stride) in enumerate(zip(space.stage_widths, space.stage_strides)):
-        mid = space.max_mids[s]
-        for b in range(space.blocks_per_stage):
-            stride = stage_stride if b == 0 else 1
-            out = _out_size(size, stride)
-            maps = [mid, mid, width, width]  # conv1, ReLU + channel mask, conv2, ReLU
-            if b == 0:
-                maps += ([cin] if stride > 1 else []) + [width]  # average pool, 1x1 projection
-            maps += [width, width]  # residual add, ReLU
-            if b > 0:
-                maps.append(width)  # identity select of a skippable block
-            yield from (out * out * channels for channels in maps)
-            size, cin = out, width
+    yield space.input_size ** 2 * space.input_channels  # the augmented input
+    for layer in layers_lib.supernet_layers(space):
+        if layer.kind != layers_lib.CONV:
+            continue  # the head's values are counted in `activation_elements`
+        out = layer.output_size ** 2 * layer.out_channels
+        if layer.name == "shortcut":
+            if layer.pool_stride > 1:
+                yield layer.input_size ** 2 * layer.in_channels  # the average pool
+            yield out  # the 1x1 projection (no ReLU)
+            continue
+        yield from (out, out)  # the conv, its ReLU (conv1's also applies the channel mask)
+        if layer.name == "conv2":  # the block's end: residual add, ReLU, identity select if skippable
+            yield from [out] * (3 if layer.skippable else 2)
 
 
 def _convs(space: space_lib.SearchSpace):
     """Yields (cin, cout, input size, stride) of every 3x3 convolution of the supernet."""
-    size, cin = space.input_size, space.input_channels
-    yield cin, space.stem_width, size, 1
-    cin = space.stem_width
-    for s, (width, stage_stride) in enumerate(zip(space.stage_widths, space.stage_strides)):
-        for b in range(space.blocks_per_stage):
-            stride = stage_stride if b == 0 else 1
-            out = _out_size(size, stride)
-            yield cin, space.max_mids[s], size, stride
-            yield space.max_mids[s], width, out, 1
-            size, cin = out, width
+    for layer in layers_lib.supernet_layers(space):
+        if layer.kind == layers_lib.CONV and layer.kernel == 3:
+            yield layer.in_channels, layer.out_channels, layer.input_size, layer.stride
 
 
 def _expansions(space: space_lib.SearchSpace) -> list[int]:
@@ -117,7 +102,7 @@ def _expansions(space: space_lib.SearchSpace) -> list[int]:
     """
     sizes = []
     for cin, cout, size, stride in _convs(space):
-        out = _out_size(size, stride)
+        out = layers_lib.conv_out_size(size, 3, stride)
         sizes.append(9 * cin * out * out if cin <= cout else 9 * cout * size * size)
     return sizes
 

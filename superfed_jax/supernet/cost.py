@@ -14,7 +14,8 @@ algorithm.md 2.3 exactly):
   pair per output channel of the stem, of every kept block's conv1 (its mid) and conv2 (its width) and of
   every projection shortcut (its width again), i.e. 2 * (stem + sum(mid + width) + sum(shortcut width)).
 
-Three forms: `macs` / `params` walk one concrete arch layer by layer in Python ints; `macs_batch` /
+Every form reads the layers of `layers.supernet_layers`. Three forms: `macs` / `params` sum the
+layers one concrete arch keeps in Python ints (`macs_by_layer` gives the terms); `macs_batch` /
 `params_batch` are exact vectorized NumPy (int64) versions for many archs at once on the host;
 `macs_array` / `params_array` are jittable (float32 MACs, since 3.4e9 overflows int32 with x64 disabled).
 
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from superfed_jax.supernet import layers as layers_lib
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet import subnet
 
@@ -34,18 +36,12 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 # ----------------------------------------------------------------------------------------------------
-# One convolution.
-
-
-def _out_size(size: int, kernel: int, stride: int) -> int:
-    """Output size of a convolution with symmetric padding (k - 1) // 2, as in `conv.conv2d`."""
-    pad = (kernel - 1) // 2
-    return (size + 2 * pad - kernel) // stride + 1
+# One layer (`layers.Layer`) at given widths.
 
 
 def _taps_1d(size: int, kernel: int, stride: int, count_padding: bool) -> int:
     """Kernel taps summed over the output positions of one spatial axis."""
-    out = _out_size(size, kernel, stride)
+    out = layers_lib.conv_out_size(size, kernel, stride)
     if count_padding:
         return out * kernel
     pad = (kernel - 1) // 2
@@ -58,8 +54,50 @@ def conv_macs(cin: int, cout: int, size: int, kernel: int, stride: int,
     return cin * cout * _taps_1d(size, kernel, stride, count_padding) ** 2
 
 
+def layer_macs(layer: layers_lib.Layer, in_channels: int, out_channels: int,
+               count_padding: bool = True) -> int:
+    """Forward MACs of one image through `layer` with the given channel widths.
+
+    A dense layer costs in * out (it is a 1x1 "convolution" of the 1x1 pooled features); a projection
+    shortcut's 1x1 convolution runs after its average pooling, i.e. at the block's output resolution.
+    """
+    return conv_macs(in_channels, out_channels, layer.input_size, layer.kernel, layer.stride,
+                     count_padding)
+
+
+def layer_params(layer: layers_lib.Layer, in_channels: int, out_channels: int,
+                 bn_affine: bool = False) -> int:
+    """Parameters of `layer` with the given channel widths (see `params` for ``bn_affine``).
+
+    With ``bn_affine`` every convolution also counts one frozen BatchNorm (gamma, beta) pair per output
+    channel, as the reference code has; the dense head has none.
+    """
+    weights = layer.kernel * layer.kernel * in_channels * out_channels
+    if layer.kind == layers_lib.LINEAR:
+        return weights + out_channels  # the bias
+    return weights + (2 * out_channels if bn_affine else 0)
+
+
+def _layer_costs(space: space_lib.SearchSpace, arch: space_lib.Arch, cost_fn) -> dict[str, int]:
+    """`cost_fn(layer, in_channels, out_channels)` of every layer the concrete arch keeps, by path."""
+    shape = subnet.subnet_shape(space, arch)
+    return {"/".join(layer.path): cost_fn(layer, *layer.widths(shape.mids))
+            for layer in layers_lib.kept_layers(space, shape.depth)}
+
+
 # ----------------------------------------------------------------------------------------------------
-# Scalar form: walk the layers of one concrete arch (the reference the batch forms are tested against).
+# Scalar form: sum over the layers of one concrete arch (the reference the batch forms are tested against).
+
+
+def macs_by_layer(space: space_lib.SearchSpace, arch: space_lib.Arch,
+                  count_padding: bool = True) -> dict[str, int]:
+    """Forward MACs of one image through every layer of a concrete arch's dense subnet.
+
+    Returns:
+      A dict from the layer's params path joined by '/' (e.g. 'stage0_block0/conv1', 'head') to its
+      MACs, for the layers the arch keeps, in forward order.
+    """
+    return _layer_costs(space, arch, functools.partial(layer_macs, count_padding=count_padding))
 
 
 def macs(space: space_lib.SearchSpace, arch: space_lib.Arch, count_padding: bool = True) -> int:
@@ -74,21 +112,7 @@ def macs(space: space_lib.SearchSpace, arch: space_lib.Arch, count_padding: bool
     Returns:
       The MACs as a Python int.
     """
-    shape = subnet.subnet_shape(space, arch)
-    size, cin = space.input_size, space.input_channels
-    total = conv_macs(cin, space.stem_width, size, 3, 1, count_padding)
-    cin = space.stem_width
-    for s, b, index in shape.kept_blocks(space):
-        width, mid = space.stage_widths[s], shape.mids[index]
-        stride = space.stage_strides[s] if b == 0 else 1
-        out = _out_size(size, 3, stride)
-        total += conv_macs(cin, mid, size, 3, stride, count_padding)
-        total += conv_macs(mid, width, out, 3, 1, count_padding)
-        if b == 0:
-            # The 1x1 projection runs after the stride's average pooling, i.e. at the output resolution.
-            total += cin * width * out * out
-        size, cin = out, width
-    return total + cin * space.num_classes
+    return sum(macs_by_layer(space, arch, count_padding).values())
 
 
 def params(space: space_lib.SearchSpace, arch: space_lib.Arch, bn_affine: bool = False) -> int:
@@ -103,26 +127,15 @@ def params(space: space_lib.SearchSpace, arch: space_lib.Arch, bn_affine: bool =
     Returns:
       The count as a Python int.
     """
-    shape = subnet.subnet_shape(space, arch)
-    total = 9 * space.input_channels * space.stem_width
-    norm_channels = space.stem_width
-    cin = space.stem_width
-    for s, b, index in shape.kept_blocks(space):
-        width, mid = space.stage_widths[s], shape.mids[index]
-        total += 9 * cin * mid + 9 * mid * width
-        norm_channels += mid + width
-        if b == 0:
-            total += cin * width
-            norm_channels += width
-        cin = width
-    total += cin * space.num_classes + space.num_classes
-    return total + (2 * norm_channels if bn_affine else 0)
+    count = functools.partial(layer_params, bn_affine=bn_affine)
+    return sum(_layer_costs(space, arch, count).values())
 
 
 # ----------------------------------------------------------------------------------------------------
-# Batch forms. Skipped blocks are the identity and the first block of a stage is always kept, so every
-# block's input width and resolution are fixed by the space; a subnet's cost is then an affine function
-# of its kept mids: fixed + sum over kept blocks of per_mid[block] * mid[block].
+# Batch forms. Every layer's cost is affine in its block's middle width (at most one side of a layer is
+# elastic, and costs are linear in each width), and a stage's first block is always kept, so a subnet's
+# cost is: fixed + sum over kept skippable blocks of per_block[block] + sum over kept blocks of
+# per_mid[block] * mid[block].
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,44 +147,35 @@ class _CostTable:
     per_mid: np.ndarray  # int64 [num_blocks]: cost per middle channel of a kept block.
 
 
-def _block_inputs(space: space_lib.SearchSpace):
-    """Yields (flat block index, stage, block, input width, input size, stride) of every supernet block."""
-    size, cin = space.input_size, space.stem_width
-    for s, (width, stage_stride) in enumerate(zip(space.stage_widths, space.stage_strides)):
-        for b in range(space.blocks_per_stage):
-            stride = stage_stride if b == 0 else 1
-            yield s * space.blocks_per_stage + b, s, b, cin, size, stride
-            size, cin = _out_size(size, 3, stride), width
+def _cost_table(space: space_lib.SearchSpace, cost_fn) -> _CostTable:
+    """The table of `cost_fn(layer, in_channels, out_channels)`, read off at middle widths 0 and 1."""
+    fixed = 0
+    per_block = np.zeros(space.num_blocks, np.int64)
+    per_mid = np.zeros(space.num_blocks, np.int64)
+    for layer in layers_lib.supernet_layers(space):
+        constant = _cost_at_mid(layer, cost_fn, 0, space.num_blocks)
+        if layer.skippable:
+            per_block[layer.block_index] += constant
+        else:  # the stem, the head and the layers of a stage's first block are in every subnet
+            fixed += constant
+        if layer.elastic_in or layer.elastic_out:
+            per_mid[layer.block_index] += _cost_at_mid(layer, cost_fn, 1, space.num_blocks) - constant
+    return _CostTable(fixed, per_block, per_mid)
+
+
+def _cost_at_mid(layer: layers_lib.Layer, cost_fn, mid: int, num_blocks: int) -> int:
+    """`cost_fn` of a layer whose block has middle width `mid` (only elastic sides depend on it)."""
+    return cost_fn(layer, *layer.widths([mid] * num_blocks))
 
 
 @functools.lru_cache(maxsize=None)
 def _macs_table(space: space_lib.SearchSpace, count_padding: bool) -> _CostTable:
-    fixed = conv_macs(space.input_channels, space.stem_width, space.input_size, 3, 1, count_padding)
-    per_mid = np.zeros(space.num_blocks, np.int64)
-    for index, s, b, cin, size, stride in _block_inputs(space):
-        width, out = space.stage_widths[s], _out_size(size, 3, stride)
-        per_mid[index] = (conv_macs(cin, 1, size, 3, stride, count_padding)
-                          + conv_macs(1, width, out, 3, 1, count_padding))
-        if b == 0:  # First blocks are always kept, so their projection is a fixed cost.
-            fixed += cin * width * out * out
-    fixed += space.stage_widths[-1] * space.num_classes
-    return _CostTable(fixed, np.zeros(space.num_blocks, np.int64), per_mid)
+    return _cost_table(space, functools.partial(layer_macs, count_padding=count_padding))
 
 
 @functools.lru_cache(maxsize=None)
 def _params_table(space: space_lib.SearchSpace, bn_affine: bool) -> _CostTable:
-    norm = 2 if bn_affine else 0
-    fixed = 9 * space.input_channels * space.stem_width + norm * space.stem_width
-    per_block = np.zeros(space.num_blocks, np.int64)
-    per_mid = np.zeros(space.num_blocks, np.int64)
-    for index, s, b, cin, _, _ in _block_inputs(space):
-        width = space.stage_widths[s]
-        per_mid[index] = 9 * cin + 9 * width + norm
-        per_block[index] = norm * width
-        if b == 0:
-            fixed += cin * width + norm * width
-    fixed += space.stage_widths[-1] * space.num_classes + space.num_classes
-    return _CostTable(fixed, per_block, per_mid)
+    return _cost_table(space, functools.partial(layer_params, bn_affine=bn_affine))
 
 
 def _check_batch(space: space_lib.SearchSpace, depth, expand):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax.supernet import conv
+from superfed_jax.supernet import layers
 from superfed_jax.supernet import space as space_lib
 
 
@@ -112,9 +113,9 @@ class Block(nn.Module):
         return nn.relu(branch + shortcut)
 
 
-def block_name(stage: int, block: int) -> str:
-    """Parameter-tree name of a block, shared by the supernet, its masks and dense subnets."""
-    return f"stage{stage}_block{block}"
+# Defined with the layer description (`layers.py`), which names every parameter path; kept here too
+# because callers know it as `model.block_name`.
+block_name = layers.block_name
 
 
 class Supernet(nn.Module):

@@ -3,7 +3,8 @@
 A subnet is always a first-k slice (algorithm.md 2.1): the first depth+1 blocks of each stage, the first
 `mid` output filters of each kept block's conv1 and the matching first `mid` input channels of its conv2.
 `DenseSubnet` is an ordinary Flax model with exactly those shapes; it compiles per arch, which is fine for
-export and deployment (training always uses the masked `model.Supernet`).
+export and deployment (training always uses the masked `model.Supernet`). Which parameters are sliced, and
+on which side, is read from `layers.supernet_layers`.
 """
 import dataclasses
 from typing import Any
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from superfed_jax.supernet import layers as layers_lib
 from superfed_jax.supernet import model as model_lib
 from superfed_jax.supernet import space as space_lib
 
@@ -62,16 +64,45 @@ class DenseSubnet(nn.Module):
         return model_lib.Dense(space.num_classes, self.dtype, name="head")(features).astype(jnp.float32)
 
 
+def _elastic_slice(layer: layers_lib.Layer, mid: int) -> tuple:
+    """Index of the first `mid` channels of a kernel on the layer's elastic side."""
+    if layer.elastic_out:
+        return (..., slice(None, mid))
+    return (..., slice(None, mid), slice(None))  # elastic input: the kernel's second-to-last axis
+
+
+def _get(tree, path: tuple[str, ...]):
+    """The entry of a nested dict at `path`."""
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def _put(tree: dict, path: tuple[str, ...], value) -> None:
+    """Sets `tree[path]` to `value`, copying (or creating) the dicts along the path: the caller's input
+    trees share those dicts and must not change."""
+    *parents, last = path
+    for name in parents:
+        tree[name] = dict(tree.get(name, {}))
+        tree = tree[name]
+    tree[last] = value
+
+
+def _block_layers(space: space_lib.SearchSpace, shape: SubnetShape):
+    """The kept layers that belong to a block (the stem and the head are never sliced)."""
+    return [layer for layer in layers_lib.kept_layers(space, shape.depth) if layer.block_index is not None]
+
+
 def extract(space: space_lib.SearchSpace, params, arch: space_lib.Arch):
     """Slices the supernet params of a concrete arch into `DenseSubnet` params."""
     shape = subnet_shape(space, arch)
     dense = {"stem": params["stem"], "head": params["head"]}
-    for s, b, index in shape.kept_blocks(space):
-        name, mid = model_lib.block_name(s, b), shape.mids[index]
-        block = dict(params[name])
-        block["conv1"] = {"kernel": params[name]["conv1"]["kernel"][..., :mid]}
-        block["conv2"] = {"kernel": params[name]["conv2"]["kernel"][:, :, :mid, :]}
-        dense[name] = block
+    for layer in _block_layers(space, shape):
+        module = _get(params, layer.path)
+        if layer.elastic_in or layer.elastic_out:
+            index = _elastic_slice(layer, shape.mids[layer.block_index])
+            module = {"kernel": module["kernel"][index]}
+        _put(dense, layer.path, module)
     return dense
 
 
@@ -80,14 +111,10 @@ def embed(space: space_lib.SearchSpace, dense_params, arch: space_lib.Arch, supe
     shape = subnet_shape(space, arch)
     merged = jax.tree.map(jnp.asarray, supernet_params)  # a fresh tree; NumPy leaves gain `.at`
     merged["stem"], merged["head"] = dense_params["stem"], dense_params["head"]
-    for s, b, index in shape.kept_blocks(space):
-        name, mid = model_lib.block_name(s, b), shape.mids[index]
-        block = dict(merged[name])
-        block["conv1"] = {"kernel": block["conv1"]["kernel"].at[..., :mid].set(
-            dense_params[name]["conv1"]["kernel"])}
-        block["conv2"] = {"kernel": block["conv2"]["kernel"].at[:, :, :mid, :].set(
-            dense_params[name]["conv2"]["kernel"])}
-        if "shortcut" in dense_params[name]:
-            block["shortcut"] = dense_params[name]["shortcut"]
-        merged[name] = block
+    for layer in _block_layers(space, shape):
+        module = _get(dense_params, layer.path)
+        if layer.elastic_in or layer.elastic_out:
+            index = _elastic_slice(layer, shape.mids[layer.block_index])
+            module = {"kernel": _get(merged, layer.path)["kernel"].at[index].set(module["kernel"])}
+        _put(merged, layer.path, module)
     return merged
