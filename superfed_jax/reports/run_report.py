@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from superfed_jax import _extras
 from superfed_jax.supernet import cost as cost_lib
 from superfed_jax.supernet import space as space_lib
 
@@ -265,10 +266,11 @@ def plot_pareto(path: str, series: list[tuple[str, list[dict]]], title: str):
     Returns:
       The matplotlib `Figure` (already saved).
     """
-    # Imported here: only reports need matplotlib. The object API with an explicit Agg canvas touches no
-    # global backend state (no pyplot), so it works headless and inside any host program.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    # Imported here: only reports need matplotlib (the optional 'plots' extra). The object API with an
+    # explicit Agg canvas touches no global backend state (no pyplot), so it works headless and inside any
+    # host program.
+    FigureCanvasAgg = _extras.require("matplotlib.backends.backend_agg", "plots").FigureCanvasAgg
+    Figure = _extras.require("matplotlib.figure", "plots").Figure
 
     figure = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(figure)
