@@ -369,5 +369,10 @@ def main(argv: Optional[list] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-report` command: the same as `python -m superfed_jax.reports.run_report`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
