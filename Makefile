@@ -7,10 +7,11 @@ ARGS ?=
 
 .PHONY: install run test clean
 
-$(VENV)/.installed: setup.py
+# Reinstalled when pyproject.toml changes (new dependencies, extras or console scripts).
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[all,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,4 +23,4 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info build

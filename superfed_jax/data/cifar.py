@@ -24,6 +24,8 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
+from superfed_jax import _extras
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -329,7 +331,8 @@ def read_data_source(source: Any, num_classes: int, what: str = "source",
 
 def _open_split(name: str, data_dir: str, split: str):
     """Opens one prepared TFDS split without ever downloading."""
-    import tensorflow_datasets as tfds  # lazy: only this reader needs it
+    # Lazy: only this reader needs it, and tensorflow-datasets is the optional 'cifar' extra.
+    tfds = _extras.require("tensorflow_datasets", "cifar")
 
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir,

@@ -6,8 +6,8 @@ this loader needs no download. It is the project's smoke-test dataset.
 from typing import Tuple
 
 import numpy as np
-from sklearn import datasets as sk_datasets
-from sklearn import model_selection
+
+from superfed_jax import _extras
 
 __all__ = ["load_digits_arrays"]
 
@@ -42,6 +42,10 @@ def load_digits_arrays(
         ``(x_train, y_train, x_test, y_test, num_classes)`` with uint8
         ``[N, 8, 8, 1]`` images and int32 labels.
     """
+    # Imported here, not at the top: scikit-learn is the optional 'digits' extra, and the data layer
+    # imports this module whichever dataset a run reads.
+    sk_datasets = _extras.require("sklearn.datasets", "digits")
+    model_selection = _extras.require("sklearn.model_selection", "digits")
     bunch = sk_datasets.load_digits()
     x = to_uint8_images(bunch.data)
     y = bunch.target.astype(np.int32)

@@ -148,6 +148,11 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("model")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-evaluate` command: the same as `python -m superfed_jax.posttrain.evaluate_export`."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -269,6 +269,11 @@ def _define_flags() -> None:
         flags.mark_flag_as_required(name)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-export` command: the same as `python -m superfed_jax.posttrain.export`."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console()

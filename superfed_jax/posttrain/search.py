@@ -364,6 +364,11 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("workdir")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-search` command: the same as `python -m superfed_jax.posttrain.search`."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console()

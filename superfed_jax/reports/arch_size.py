@@ -42,6 +42,11 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("arch")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-cost` command: the same as `python -m superfed_jax.reports.arch_size`."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console()

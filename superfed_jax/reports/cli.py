@@ -34,5 +34,10 @@ def main(argv: Optional[list] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-report` command: the same as `python -m superfed_jax.reports.cli`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

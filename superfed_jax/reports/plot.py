@@ -1,6 +1,8 @@
 """Figures of the reports (matplotlib's object API on an Agg canvas: headless, no global state)."""
 import math
 
+from superfed_jax import _extras
+
 
 def plot_pareto(path: str, series: list[tuple[str, list[dict]]], title: str):
     """Writes a PNG of test accuracy (%) against forward MMACs, one line per series.
@@ -14,10 +16,11 @@ def plot_pareto(path: str, series: list[tuple[str, list[dict]]], title: str):
     Returns:
       The matplotlib `Figure` (already saved).
     """
-    # Imported here: only reports need matplotlib. The object API with an explicit Agg canvas touches no
-    # global backend state (no pyplot), so it works headless and inside any host program.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    # Imported here: only reports need matplotlib (the optional 'plots' extra). The object API with an
+    # explicit Agg canvas touches no global backend state (no pyplot), so it works headless and inside any
+    # host program.
+    FigureCanvasAgg = _extras.require("matplotlib.backends.backend_agg", "plots").FigureCanvasAgg
+    Figure = _extras.require("matplotlib.figure", "plots").Figure
 
     figure = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(figure)

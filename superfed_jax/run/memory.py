@@ -336,6 +336,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("train_examples", 0, "Training examples kept on device (uint8 images).")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `superfed-memory` command: the same as `python -m superfed_jax.run.memory`."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    console()

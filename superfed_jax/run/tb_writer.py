@@ -19,22 +19,33 @@ import os
 import time
 from typing import Optional
 
-from tensorboardX import summary as summary_lib
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto import event_pb2
+from superfed_jax import _extras
 
 __all__ = ["ScalarWriter", "open_writer", "write_record", "close_writer", "scalars_of"]
+
+
+def _tensorboardx():
+    """tensorboardX's summary, event-file writer and event protobuf modules.
+
+    Imported when a writer is opened, not when the driver imports this module: tensorboardX is the
+    optional 'tensorboard' extra, and importing the package must not need it.
+    """
+    return (_extras.require("tensorboardX.summary", "tensorboard"),
+            _extras.require("tensorboardX.event_file_writer", "tensorboard"),
+            _extras.require("tensorboardX.proto.event_pb2", "tensorboard"))
 
 
 class ScalarWriter:
     """One TensorBoard event file, written synchronously; a context manager that closes it."""
 
     def __init__(self, logdir: str, purge_step: Optional[int] = None):
+        self._summary_lib, writer_lib, self._event_pb2 = _tensorboardx()
+        event_pb2 = self._event_pb2
         os.makedirs(logdir, exist_ok=True)
         # Event files are named by the second they were opened and opened with 'wb', so a second writer
         # within the same second (a quick resume) would overwrite the first. A nanosecond suffix keeps
         # the names distinct and in the chronological order TensorBoard reads them in.
-        self._events = EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
+        self._events = writer_lib.EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
         if purge_step is not None:
             # What TensorBoard reads as a restart: earlier events at steps >= purge_step are discarded.
             self._write(event_pb2.Event(step=purge_step, file_version="brain.Event:2"))
@@ -42,13 +53,14 @@ class ScalarWriter:
                 status=event_pb2.SessionLog.START)))
         self._closed = False
 
-    def _write(self, event: event_pb2.Event) -> None:
+    def _write(self, event) -> None:
         event.wall_time = time.time()
         self._events.write_event(event)
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         """Appends one scalar event (not yet flushed)."""
-        self._write(event_pb2.Event(step=int(step), summary=summary_lib.scalar(tag, float(value))))
+        summary = self._summary_lib.scalar(tag, float(value))
+        self._write(self._event_pb2.Event(step=int(step), summary=summary))
 
     def flush(self) -> None:
         """Writes everything appended so far to disk."""
