@@ -1,6 +1,6 @@
 """The paper's claim on the embedded digits data: one weight-shared run against FedAvg of each arch alone.
 
-    python benchmarks/claim_digits.py [--out DIR] [--archs=smallest,small,medium,largest] [--config.x=...]
+    python benchmarks/claim_digits.py [--out DIR] [--archs=smallest,small,medium,largest] [--smoke] [--config.x=...]
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
 supernet gives every subnet an accuracy at least that of training it alone with FedAvg, for a fraction of
@@ -13,7 +13,8 @@ the compute and communication (algorithm.md 8 and 10). This script trains, throu
 
 then writes the combined report (`superfed_jax.reports.compare`) to OUT/report.md and OUT/pareto.png, and
 OUT/claim.json (the table, the measured costs and each run's wall time). `--config.x=...` overrides go to
-every run (e.g. fewer rounds for a quick try).
+every run (e.g. fewer rounds for a quick try); `--smoke` trains every run with the `:smoke` variant of
+`configs/digits.py` (seconds per run, to try the pipeline, not to measure the claim).
 """
 import argparse
 import json
@@ -43,6 +44,12 @@ def train(variant: str, workdir: str, overrides: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def variant_arg(smoke: bool, fedavg_arch: str) -> str:
+    """The `:arg` of `--config=configs/digits.py:arg` for one run ('' for a plain weight-shared run)."""
+    parts = (["smoke"] if smoke else []) + ([f"fedavg={fedavg_arch}"] if fedavg_arch else [])
+    return ":" + ",".join(parts) if parts else ""
+
+
 def summary(result: dict, seconds: dict) -> dict:
     """The JSON-ready claim: per-arch accuracies, the measured costs and ratios, wall times."""
     keys = ("name", "arch", "macs", "params", "shared_test_accuracy", "shared_round",
@@ -61,6 +68,8 @@ def main(argv=None) -> int:
                         help="directory for the runs and the report")
     parser.add_argument("--archs", default="smallest,small,medium,largest",
                         help="tracked arch names to train alone with FedAvg, comma-separated")
+    parser.add_argument("--smoke", action="store_true",
+                        help="train every run with the :smoke config variant (a seconds-long try)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [a for a in overrides if not a.startswith("--config.")]
     if unknown:
@@ -70,7 +79,7 @@ def main(argv=None) -> int:
     workdirs.update({f"fedavg_{a}": os.path.join(args.out, f"fedavg_{a}") for a in archs})
     seconds = {}
     for name, workdir in workdirs.items():
-        variant = "" if name == "superfed" else f":fedavg={name[len('fedavg_'):]}"
+        variant = variant_arg(args.smoke, "" if name == "superfed" else name[len("fedavg_"):])
         seconds[name] = round(train(variant, workdir, overrides), 1)
     result = report_compare.write_combined_report(list(workdirs.values()), args.out)
     with open(os.path.join(args.out, "claim.json"), "w") as f:

@@ -2,6 +2,7 @@
 
     python launch.py --config=configs/cifar100.py --config.data.archive=/data/cifar-100-binary.tar.gz
     python launch.py --config=configs/cifar100.py:fedavg=smallest ...   # FedAvg of one arch
+    python launch.py --config=configs/cifar100.py:smoke,fedavg=smallest ...   # the same, seconds long
 
 As configs/cifar10.py, with 100 classes and 2000 rounds.
 """

@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config.fl.rounds=2", "--config.eval.every_rounds=1", "--config.client.epochs=1",
-        "--config.fl.num_clients=4", "--config.fl.clients_per_round=2"]
-TINY_SPACE = ["--config.space.stem_width=4", "--config.space.stage_widths=(32,64)",
-              "--config.space.stage_strides=(1,2)", "--config.space.blocks_per_stage=2",
-              "--config.space.divisor=1", "--config.eval.batch_size=50"]
+# The `:smoke` variant (superfed_jax/config.py): 2 rounds of 2 out of 4 clients on a tiny space.
+SMOKE = "--config=configs/digits.py:smoke"
 
 
 def launch(*args, timeout=300):
@@ -30,7 +27,7 @@ def read_metrics(workdir):
 
 
 def test_digits_default_writes_config_metrics_and_summary(tmp_path):
-    result = launch(*TINY, f"--workdir={tmp_path}")
+    result = launch(SMOKE, f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.load(open(tmp_path / "config.json"))
     assert config["data"]["name"] == "digits" and config["fl"]["rounds"] == 2
@@ -89,12 +86,12 @@ def _cifar_binary_archive(path, records_per_member=12, seed=0):
             tar.addfile(info, io.BytesIO(payload))
 
 
-@pytest.mark.parametrize("variant", ["", ":fedavg=largest"])
+@pytest.mark.parametrize("variant", ["", ",fedavg=largest"])
 def test_cifar10_config_trains_from_binary_archive(tmp_path, variant):
     archive = tmp_path / "cifar-10-binary.tar.gz"
     _cifar_binary_archive(archive)
     workdir = tmp_path / "run"
-    result = launch(f"--config=configs/cifar10.py{variant}", *TINY, *TINY_SPACE,
+    result = launch(f"--config=configs/cifar10.py:smoke{variant}",
                     f"--config.data.archive={archive}", "--config.data.min_client_size=2",
                     "--config.data.val_fraction=0.2", "--config.client.batch_size=8",
                     f"--workdir={workdir}")
@@ -112,7 +109,7 @@ def test_npz_dataset_infers_shape_and_classes(tmp_path):
              y_train=np.arange(80) % 3, x_test=rng.integers(0, 256, (20, 6, 6), dtype=np.uint8),
              y_test=np.arange(20) % 3)
     workdir = tmp_path / "run"
-    result = launch("--config.data.name=npz", f"--config.data.path={path}", *TINY,
+    result = launch(SMOKE, "--config.data.name=npz", f"--config.data.path={path}",
                     "--config.data.min_client_size=2", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]
     config_space = json.load(open(workdir / "config.json"))["space"]
@@ -122,8 +119,8 @@ def test_npz_dataset_infers_shape_and_classes(tmp_path):
 
 def test_round_that_does_not_fit_stops_before_compiling_with_a_chunk_size(tmp_path):
     """fl.chunk_size=8 (about 70 MiB by the estimate) does not fit in 40 MiB; smaller chunks do."""
-    result = launch(*TINY_SPACE, "--config.fl.clients_per_round=8", "--config.fl.chunk_size=8",
-                    "--config.memory.available_gib=0.04", f"--workdir={tmp_path}")
+    result = launch(SMOKE, "--config.fl.num_clients=20", "--config.fl.clients_per_round=8",
+                    "--config.fl.chunk_size=8", "--config.memory.available_gib=0.04", f"--workdir={tmp_path}")
     assert result.returncode == 2
     assert "one round needs an estimated" in result.stderr
     advice = result.stderr.split("use --config.fl.chunk_size=")[1].split()[0]

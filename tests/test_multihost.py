@@ -16,11 +16,10 @@ import pytest
 
 from superfed_jax.federated import placement
 from superfed_jax.federated import sharding
-from test_launch import ROOT, TINY_SPACE
+from test_launch import ROOT, SMOKE
 
 ROUNDS = 3
-FLAGS = [*TINY_SPACE, f"--config.fl.rounds={ROUNDS}", "--config.eval.every_rounds=1",
-         "--config.client.epochs=1", "--config.fl.num_clients=8", "--config.fl.clients_per_round=8"]
+FLAGS = [SMOKE, f"--config.fl.rounds={ROUNDS}", "--config.fl.num_clients=8", "--config.fl.clients_per_round=8"]
 
 
 def free_port() -> int:

@@ -317,11 +317,9 @@ def test_fedavg_run_without_cost_or_with_another_space(tmp_path, capsys):
 
 def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
     """Trains a tiny weight-shared run and FedAvg of 'largest' (benchmarks/claim_digits.py), then the CLI."""
-    tiny = ["--config.fl.rounds=2", "--config.eval.every_rounds=1", "--config.client.epochs=1",
-            "--config.fl.num_clients=4", "--config.fl.clients_per_round=2",
-            # One stage of two blocks: the smallest space that still has distinct tracked archs.
-            "--config.space.stem_width=4", "--config.space.stage_widths=(32,)",
-            "--config.space.stage_strides=(1,)", "--config.eval.batch_size=50"]
+    # The :smoke variant with one stage of two blocks: the smallest space that still has distinct
+    # tracked archs.
+    tiny = ["--smoke", "--config.space.stage_widths=(32,)", "--config.space.stage_strides=(1,)"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
     out = tmp_path / "claim"

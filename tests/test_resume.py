@@ -14,14 +14,13 @@ import sys
 import numpy as np
 import pytest
 
-from test_launch import ROOT, TINY_SPACE
+from test_launch import ROOT, SMOKE
 
 ROUNDS = 8
 # Evaluation every 3 and checkpoints every 2 rounds: most kill points fall between the two cadences, so
 # resuming must restore per-round metrics not yet written to metrics.jsonl.
-FLAGS = [*TINY_SPACE, f"--config.fl.rounds={ROUNDS}", "--config.eval.every_rounds=3",
-         "--config.checkpoint.every_rounds=2", "--config.log_every_rounds=1", "--config.client.epochs=1",
-         "--config.fl.num_clients=4", "--config.fl.clients_per_round=2"]
+FLAGS = [SMOKE, f"--config.fl.rounds={ROUNDS}", "--config.eval.every_rounds=3",
+         "--config.checkpoint.every_rounds=2"]
 
 
 def command(workdir, *extra):
