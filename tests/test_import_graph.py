@@ -25,7 +25,8 @@ PACKAGE = "superfed_jax"
 # Lowest first. A layer is named by the first component of a module's name below the package; the
 # config layer also holds any future `config_*` module. The package's own `__init__` is above them all.
 LAYERS = (
-    ("aggregation", ("aggregation",)),
+    ("foundation", ("aggregation", "_extras")),  # no internal imports: the public aggregation API and
+    # the optional-dependency helper every layer may use
     ("supernet", ("supernet",)),
     ("data", ("data",)),
     ("federated", ("federated",)),
@@ -287,7 +288,7 @@ def test_checker_catches_cycles_and_upward_imports(tmp_path):
     files["reports/x.py"] = "from ..run import train\n"
     graph = import_graph(write_package(tmp_path, files), "fakepkg")
     assert sorted(upward_imports(graph, "fakepkg")) == [
-        "fakepkg.aggregation (aggregation) imports fakepkg.config (config layer)",
+        "fakepkg.aggregation (foundation) imports fakepkg.config (config layer)",
         "fakepkg.reports.x (reports) imports fakepkg.run.train (run)",
         "fakepkg.validation (config layer) imports fakepkg.run.train (run)",
     ]
