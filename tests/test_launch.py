@@ -86,9 +86,7 @@ BAD_FLAGS = {
     "not_a_number": (["--config.client.learning_rate=fast"], ["client.learning_rate='fast'", "number"]),
     "not_a_tuple_of_integers": (["--config.space.stage_widths=wide"],
                                 ["space.stage_widths='wide'", "tuple of integers"]),
-    "repeated_tuple": (["--config.space.stage_widths=32", "--config.space.stage_widths=64"],
-                       ["space.stage_widths: given 2 times", "give each field once"]),
-    "repeated_scalar": (["--config.fl.rounds=3", "--config.fl.rounds=4"], ["fl.rounds: given 2 times"]),
+    "earlier_repeat_is_dropped": (["--config.fl.rounds=3", "--config.fl.rounds=0"], ["fl.rounds=0:"]),
     "negated_non_boolean": (["--noconfig.fl.rounds"], ["fl.rounds", "True/False"]),
     "missing_value": (["--config.fl.rounds"], ["fl.rounds: no value"]),
     "unknown_flag": (["--workdirr=x"], ["workdirr", "workdir"]),
@@ -119,7 +117,8 @@ def test_console_entry_point_finds_the_packaged_config_from_anywhere(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     code = "from superfed_jax.run import launch; launch.console()"
     result = subprocess.run([sys.executable, "-c", code, "--config.dry_run=True", "--config.fl.rounds", "3",
-                             "--noconfig.data.flip", "--config.space.stage_widths=(32,64,128)"],
+                             "--noconfig.data.flip", "--config.space.stage_widths=(8,16,32)",
+                             "--config.space.stage_widths=(32,64,128)"],  # the last wins, not both
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     cost = json.load(open(tmp_path / "workdirs" / "digits" / "cost.json"))  # named after the config
@@ -207,3 +206,14 @@ def test_round_that_does_not_fit_stops_before_compiling_with_a_chunk_size(tmp_pa
     advice = result.stderr.split("use --config.fl.chunk_size=")[1].split()[0]
     assert int(advice) in (1, 2, 4)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_last_override_wins_drops_the_earlier_ones_with_their_values():
+    from superfed_jax.run import launch as launch_lib
+    argv = ["superfed-train", "--config.space.stage_widths=(8,16)", "--config.fl.rounds", "3",
+            "--workdir=w", "--config.space.stage_widths=(4,8)", "--config.fl.rounds=5", "--noconfig.data.flip",
+            "--config.data.flip"]
+    assert launch_lib.last_override_wins(argv) == [
+        "superfed-train", "--workdir=w", "--config.space.stage_widths=(4,8)", "--config.fl.rounds=5",
+        "--config.data.flip"]
+    assert launch_lib.last_override_wins(argv[:5]) == argv[:5]

@@ -9,8 +9,12 @@ download); the fields and their documentation are in `superfed_jax/config_schema
 Every mistake, on the command line, in the config or in the data, ends the command with one
 `error: ...` message and exit status 2, never a traceback (set SUPERFED_DEBUG=1 for one where there is
 one): a misspelt field (`fl.round: unknown field (did you mean fl.rounds?)`), a value that is not of the
-field's kind (`fl.rounds='abc': must be an integer >= 1`), an unknown flag. Each `--config.X` may be given
-once: a second one is refused rather than silently concatenated (tuple fields) or overriding the first.
+field's kind (`fl.rounds='abc': must be an integer >= 1`), an unknown flag.
+
+A `--config.X` given more than once: the last one wins, for every field. (ml_collections would join the
+values of a repeated tuple field into one tuple; here `--config.space.stage_widths=(8,16)` given twice
+is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
+fixed list of arguments.
 """
 import os
 import re
@@ -23,7 +27,7 @@ from absl import logging
 from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
-__all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "override_problems", "main", "console"]
+__all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
 # The package's own default config, found next to the installed modules (superfed_jax/configs/).
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -40,8 +44,8 @@ _PARSERS = {"int": flags.IntegerParser(), "number": flags.FloatParser(), "flag":
 # ------------------------------------------------------------------------------------- overrides
 
 
-def _read_overrides(argv: Sequence[str], kinds: dict) -> list[tuple[str, Optional[str], str]]:
-    """(field, value text or None when absent, the argument as given) of every --config.X in `argv`.
+def _read_overrides(argv: Sequence[str], kinds: dict) -> list[tuple[str, Optional[str], str, tuple]]:
+    """(field, value text or None, the argument as given, its positions in argv) of every --config.X.
 
     `kinds` maps known dotted fields to their schema kind: a True/False field takes no separate value
     (as absl's boolean flags), any other field given without '=' takes the next argument.
@@ -55,15 +59,16 @@ def _read_overrides(argv: Sequence[str], kinds: dict) -> list[tuple[str, Optiona
         match = _OVERRIDE.match(arg)
         if not match:
             continue
+        positions = (position - 1,)
         negated, name, value = match.group(1), match.group(2), match.group(3)
         if negated:
             value = "false" if value is None and kinds.get(name) == "flag" else None
         elif value is None and kinds.get(name) == "flag":
             value = "true"
         elif value is None and name in kinds and position < len(argv) and not argv[position].startswith("--"):
-            value, arg = argv[position], f"{arg} {argv[position]}"
+            value, arg, positions = argv[position], f"{arg} {argv[position]}", (position - 1, position)
             position += 1
-        overrides.append((name, value, arg))
+        overrides.append((name, value, arg, positions))
     return overrides
 
 
@@ -91,15 +96,19 @@ def _value_problem(name: str, value: Optional[str], arg: str) -> Optional[str]:
     return None
 
 
-def _repeat_problem(name: str, args: list[str]) -> str:
-    """The message for a field given more than once."""
+def last_override_wins(argv: Sequence[str]) -> list[str]:
+    """`argv` without the earlier occurrences of a `--config.X` given more than once (and their values).
+
+    absl keeps the last value of a repeated flag, but ml_collections joins the values of a repeated tuple
+    field; dropping the earlier ones makes the last one win for every field.
+    """
     from superfed_jax import config_schema
 
-    example = ""
-    if config_schema.field(name).kind in ("ints", "numbers"):
-        default = str(tuple(config_schema.field(name).default)).replace(" ", "")
-        example = f" (a tuple as one value, e.g. --config.{name}='{default}')"
-    return f"{name}: given {len(args)} times ({', '.join(args)}); give each field once{example}"
+    kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
+    overrides = _read_overrides(argv, kinds)
+    last = {name: positions for name, _, _, positions in overrides}  # a later one replaces an earlier one
+    dropped = {p for name, _, _, positions in overrides if positions != last[name] for p in positions}
+    return [arg for position, arg in enumerate(argv) if position not in dropped]
 
 
 def _config_file_problem(argv: Sequence[str]) -> Optional[str]:
@@ -126,7 +135,7 @@ def override_problems(argv: Sequence[str]) -> list[str]:
 
     Finds a --config=PATH naming no file, fields the config does not have (with the nearest field name), values that are not of the
     field's kind (an integer, a number, True/False, a tuple), `--noconfig.X` for a field that is not
-    True/False, and fields given more than once. Ranges and allowed names are left to
+    True/False, and a missing value. Ranges and allowed names are left to
     `validation.check_config`, which sees the whole config.
     """
     from superfed_jax import config_schema
@@ -135,18 +144,13 @@ def override_problems(argv: Sequence[str]) -> list[str]:
     kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
     overrides = _read_overrides(argv, kinds)
     config_file = _config_file_problem(argv)
-    given: dict[str, list[str]] = {}
-    for name, _, arg in overrides:
-        given.setdefault(name, []).append(arg)
     problems = [config_file] if config_file else []
-    for name, value, arg in overrides:
+    for name, value, arg, _ in overrides:
         unknown = validation.unknown_field(name)
         if unknown:
             problem = unknown
         elif name not in kinds:  # a whole section: ml_collections parses (and judges) it
             problem = None
-        elif len(given[name]) > 1:
-            problem = _repeat_problem(name, given[name])
         else:
             problem = _value_problem(name, value, arg)
         if problem and problem not in problems:
@@ -232,6 +236,7 @@ def main(argv: Sequence[str]) -> None:
     absl's global flags once per process, so call it once per process.
     """
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
+    argv = last_override_wins(argv)
     problems = override_problems(argv)  # before ml_collections, which raises on an unknown field
     if problems:
         _fail("\n".join(problems))
