@@ -7,6 +7,10 @@ Two entry points, both pure Python (no data reads, no tracing, no compilation):
 * `check_against_data(config, num_train_examples)` checks what needs the size of the training set
   (after the validation hold-out): that the partition over clients can be made at all.
 
+The rule of each single field (kind, range, allowed values) is its entry in `superfed_jax.config_schema`;
+this module adds the checks that involve several fields (chunk_size divides clients_per_round, the decay
+lasts a round, a pool for 'static'/'dynamic', process_id < num_processes) and the files and archs.
+
 Both collect *every* problem they find and raise one `ValueError` whose message has one line per
 problem, in the order of the base config's sections. Each line names the dotted field, its bad value
 and what is allowed, in the style of the base config's documentation, e.g.
@@ -15,69 +19,26 @@ and what is allowed, in the style of the base config's documentation, e.g.
 
 A check whose inputs are themselves bad is skipped, so that one mistake gives one line.
 """
-import dataclasses
-import difflib
 import math
 import os
 from collections.abc import Mapping
-from typing import Optional, Sequence
+from typing import Optional
 
 import ml_collections
 import numpy as np
 
 from superfed_jax import config as config_lib
-from superfed_jax.data.load import DATASET_NAMES
-from superfed_jax.data.partition import PARTITION_METHODS
-from superfed_jax.federated.heuristics import HEURISTICS
-from superfed_jax.federated.schedules import SCHEDULES
+from superfed_jax import config_schema as schema
+from superfed_jax.federated.heuristics import POOL_HEURISTICS
+from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet.conv import CONV_IMPLS
 
-__all__ = ["DTYPES", "DECAYING_SCHEDULES", "POOL_HEURISTICS", "check_config", "check_against_data"]
+__all__ = ["check_config", "check_against_data", "unknown_field"]
 
-DTYPES = ("float32", "bfloat16")  # model.dtype
-POOL_HEURISTICS = ("static", "dynamic")  # heuristics that draw archs from fl.pool
-DECAYING_SCHEDULES = ("linear", "cosine")  # beta schedules that use fl.decay_fraction
-# Fields that loaders read with a default (data/load.py), so older configs without them still work.
-_OPTIONAL = {"dry_run": False, "data.path": "", "data.archive": "", "data.tfds_data_dir": "",
-             "data.val_fraction": 0.0}
-_MAX_SEED = 2 ** 63  # jax.random.key overflows from here; numpy's default_rng rejects negative seeds
 _MISSING = object()
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-@dataclasses.dataclass(frozen=True)
-class _Range:
-    """An interval of allowed numbers; open or closed at either end."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
-
-    def __str__(self) -> str:
-        low, high = _format(self.low), _format(self.high)
-        if self.high == math.inf:
-            return f"{'>' if self.low_open else '>='} {low}"
-        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
-
-
-def _format(bound: float) -> str:
-    """A range bound as written in messages: integers without a decimal point."""
-    return str(int(bound)) if math.isfinite(bound) and bound == int(bound) else f"{bound:g}"
-
-
-_POSITIVE = _Range(0, low_open=True)
-_AT_LEAST_1 = _Range(1)
-_AT_LEAST_0 = _Range(0)
-_UNIT = _Range(0, 1)
 
 
 def _is_int(value) -> bool:
@@ -89,17 +50,6 @@ def _is_number(value) -> bool:
     """Whether `value` is a finite int or float (Python or NumPy), not a bool."""
     return (isinstance(value, (int, float, np.integer, np.floating))
             and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
-
-
-def _suggestion(value, allowed: Sequence[str], prefix: Optional[str] = None) -> str:
-    """' (did you mean X?)' for a near miss among `allowed`, else ''.
-
-    X is quoted (a value), or, with `prefix`, the dotted field name `prefix + X`.
-    """
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    if not close:
-        return ""
-    return f" (did you mean {close[0]!r}?)" if prefix is None else f" (did you mean {prefix}{close[0]}?)"
 
 
 def _divisors(n: int) -> list[int]:
@@ -118,11 +68,12 @@ def _as_dict(config) -> dict:
 
 
 class _Report:
-    """Reads fields of a config (as nested dicts) and collects the problems found."""
+    """Reads fields of a config (as nested dicts), checks them against the schema, collects problems."""
 
     def __init__(self, values: dict):
         self.values = values
         self.problems: list[str] = []
+        self.seen: set[str] = set()  # fields already checked (or deliberately skipped)
 
     def add(self, message: str) -> None:
         """Records a problem once (a field read by two checks is reported once)."""
@@ -138,72 +89,67 @@ class _Report:
         if self.problems:
             raise ValueError("\n".join(self.problems))
 
+    def skip(self, field: str) -> None:
+        """Marks `field` as deliberately unchecked (e.g. data.alpha when no Dirichlet split reads it)."""
+        self.seen.add(field)
+
     def get(self, field: str):
         """The value of dotted `field`; reports a missing required field and returns `_MISSING`."""
+        self.seen.add(field)
         node = self.values
         for key in field.split("."):
             if not isinstance(node, Mapping) or key not in node:
-                if field in _OPTIONAL:
-                    return _OPTIONAL[field]
+                absent = schema.when_absent()
+                if field in absent:
+                    return absent[field]
                 self.add(f"{field}: missing; every field of superfed_jax/config.py's base_config() "
                          "is needed")
                 return _MISSING
             node = node[key]
         return node
 
-    def integer(self, field: str, allowed: _Range, hint: str = "") -> Optional[int]:
-        """The value of an integer field in `allowed`, or None (reported) if it is not one."""
+    def check(self, field: str):
+        """The value of `field` if it passes its schema check (kind and range or allowed values), else
+        None (reported)."""
         value = self.get(field)
         if value is _MISSING:
             return None
-        if not _is_int(value) or value not in allowed:
-            kind = "" if _is_int(value) else f", not a {type(value).__name__}"
-            self.add(f"{field}={value!r}: must be an integer {allowed}{hint}{kind}")
-            return None
-        return int(value)
-
-    def number(self, field: str, allowed: _Range, hint: str = "") -> Optional[float]:
-        """The value of a real-number field in `allowed`, or None (reported) if it is not one."""
-        value = self.get(field)
-        if value is _MISSING:
-            return None
-        if not _is_number(value) or value not in allowed:
-            self.add(f"{field}={value!r}: must be a number {allowed}{hint}")
-            return None
-        return float(value)
-
-    def choice(self, field: str, allowed: Sequence[str]) -> Optional[str]:
-        """The value of a field that names one of `allowed`, or None (reported)."""
-        value = self.get(field)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, str) or value not in allowed:
-            self.add(f"{field}={value!r}: allowed values are {list(allowed)}{_suggestion(value, allowed)}")
+        entry = schema.field(field)
+        valid, suffix = _KIND_CHECKS[entry.kind](value, entry.allowed)
+        if not valid:
+            self.add(entry.problem(value) + suffix)
             return None
         return value
 
-    def flag(self, field: str) -> Optional[bool]:
-        """The value of a boolean field, or None (reported)."""
-        value = self.get(field)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, (bool, np.bool_)):
-            self.add(f"{field}={value!r}: must be True or False")
-            return None
-        return bool(value)
 
-    def text(self, field: str) -> Optional[str]:
-        """The value of a string field, or None (reported)."""
-        value = self.get(field)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, str):
-            self.add(f"{field}={value!r}: must be a string")
-            return None
-        return value
+def _integer_in(value, allowed) -> tuple[bool, str]:
+    """(valid, what to add to the message): an int, not a bool, in `allowed`."""
+    if not _is_int(value):
+        return False, f", not a {type(value).__name__}"
+    return value in allowed, ""
+
+
+def _number_in(value, allowed) -> tuple[bool, str]:
+    """(valid, '') for a finite number in `allowed`."""
+    return _is_number(value) and value in allowed, ""
+
+
+_KIND_CHECKS = {
+    "int": _integer_in,
+    "number": _number_in,
+    "flag": lambda value, allowed: (isinstance(value, (bool, np.bool_)), ""),
+    "text": lambda value, allowed: (isinstance(value, str), ""),
+    "choice": lambda value, allowed: (isinstance(value, str) and value in allowed, ""),
+}
 
 
 # ------------------------------------------------------------------------------------ field names
+
+
+def _unknown_message(field: str, key: str, base: Mapping, prefix: str) -> str:
+    """'field: unknown field (did you mean ...?); fields of SECTION: [...]' for `key` not in `base`."""
+    where = f"fields of {prefix[:-1]}" if prefix else "top-level fields"
+    return f"{field}: unknown field{schema.suggestion(key, list(base), prefix)}; {where}: {sorted(base)}"
 
 
 def _check_known_fields(report: _Report, values: Mapping, base: Mapping, prefix: str = "") -> None:
@@ -211,9 +157,7 @@ def _check_known_fields(report: _Report, values: Mapping, base: Mapping, prefix:
     for key, value in values.items():
         field = f"{prefix}{key}"
         if key not in base:
-            where = f"fields of {prefix[:-1]}" if prefix else "top-level fields"
-            hint = _suggestion(key, list(base), prefix)
-            report.add(f"{field}: unknown field{hint}; {where}: {sorted(base)}")
+            report.add(_unknown_message(field, key, base, prefix))
         elif isinstance(base[key], Mapping):
             if isinstance(value, Mapping):
                 _check_known_fields(report, value, base[key], f"{field}.")
@@ -221,36 +165,49 @@ def _check_known_fields(report: _Report, values: Mapping, base: Mapping, prefix:
                 report.add(f"{field}={value!r}: must be a section with fields {sorted(base[key])}")
 
 
+def unknown_field(name: str) -> Optional[str]:
+    """The message for dotted `name` if the base config has no such field or section, else None.
+
+    The same line `check_config` gives for a config file that sets it, e.g.
+    `fl.round: unknown field (did you mean fl.rounds?); fields of fl: [...]`.
+    """
+    node: object = config_lib.base_config().to_dict()
+    prefix = ""
+    for key in name.split("."):
+        if not isinstance(node, Mapping):
+            return f"{name}: unknown field; {prefix[:-1]} is a field, not a section"
+        if key not in node:
+            return _unknown_message(f"{prefix}{key}", key, node, prefix)
+        node, prefix = node[key], f"{prefix}{key}."
+    return None
+
+
 # --------------------------------------------------------------------------------------- sections
 
 
 def _check_top(report: _Report) -> None:
     """seed, dry_run, log_every_rounds."""
-    seed = report.get("seed")
-    if seed is not _MISSING and not (_is_int(seed) and 0 <= seed < _MAX_SEED):
-        report.add(f"seed={seed!r}: must be an integer in [0, 2**63)")
-    report.flag("dry_run")
-    report.integer("log_every_rounds", _AT_LEAST_1)
+    for field in ("seed", "dry_run", "log_every_rounds"):
+        report.check(field)
 
 
 def _check_model(report: _Report) -> None:
     """model.conv_impl and model.dtype."""
-    report.choice("model.conv_impl", CONV_IMPLS)
-    report.choice("model.dtype", DTYPES)
+    report.check("model.conv_impl")
+    report.check("model.dtype")
 
 
 def _check_data_values(report: _Report) -> None:
     """The data fields other than file paths: names, partition parameters, augmentation."""
-    report.choice("data.name", DATASET_NAMES)
-    partition = report.choice("data.partition", PARTITION_METHODS)
+    report.check("data.name")
+    partition = report.check("data.partition")
     if partition == "dirichlet":
-        report.number("data.alpha", _POSITIVE, " (the Dirichlet concentration)")
-    report.integer("data.shards_per_client", _AT_LEAST_1)
-    report.integer("data.min_client_size", _AT_LEAST_1)
-    report.number("data.val_fraction", _Range(0, 1, high_open=True))
-    report.integer("data.crop_padding", _AT_LEAST_0, " (0 disables the random crop)")
-    report.flag("data.flip")
-    report.integer("data.cutout_size", _AT_LEAST_0, " (0 disables Cutout)")
+        report.check("data.alpha")
+    else:  # only the Dirichlet split reads it (and a bad partition is reported already)
+        report.skip("data.alpha")
+    for field in ("data.shards_per_client", "data.min_client_size", "data.val_fraction",
+                  "data.crop_padding", "data.flip", "data.cutout_size"):
+        report.check(field)
 
 
 def _check_existing(report: _Report, field: str, path: str, is_dir: bool = False) -> None:
@@ -265,17 +222,17 @@ def _check_existing(report: _Report, field: str, path: str, is_dir: bool = False
 def _check_data_files(report: _Report) -> None:
     """data.path (required for name='npz'), data.archive and data.tfds_data_dir must exist if given."""
     name = report.get("data.name")
-    path = report.text("data.path")
+    path = report.check("data.path")
     if name == "npz" and path is not None:
         if not path:
             report.add("data.path='': data.name='npz' needs data.path, the .npz file "
                        "(keys x_train, y_train, x_test, y_test)")
         else:
             _check_existing(report, "data.path", path)
-    archive = report.text("data.archive")
+    archive = report.check("data.archive")
     if archive:
         _check_existing(report, "data.archive", archive)
-    tfds_data_dir = report.text("data.tfds_data_dir")
+    tfds_data_dir = report.check("data.tfds_data_dir")
     if tfds_data_dir:
         _check_existing(report, "data.tfds_data_dir", tfds_data_dir, is_dir=True)
 
@@ -295,9 +252,9 @@ def _check_per_round(report: _Report, num_clients: Optional[int]) -> Optional[in
 
 def _check_clients(report: _Report) -> None:
     """fl.num_clients (K), fl.clients_per_round (P) and fl.chunk_size (dividing P)."""
-    num_clients = report.integer("fl.num_clients", _AT_LEAST_1)
+    num_clients = report.check("fl.num_clients")
     per_round = _check_per_round(report, num_clients)
-    chunk = report.integer("fl.chunk_size", _AT_LEAST_0, " (0 = all of a round)")
+    chunk = report.check("fl.chunk_size")
     if chunk and per_round is not None and per_round % chunk:
         report.add(f"fl.chunk_size={chunk}: must divide fl.clients_per_round={per_round} "
                    f"(0 = all of a round); divisors of {per_round}: {_divisors(per_round)}")
@@ -305,9 +262,9 @@ def _check_clients(report: _Report) -> None:
 
 def _check_heuristic(report: _Report) -> None:
     """fl.heuristic, fl.count_random_extremes, and that 'static'/'dynamic' have a pool."""
-    heuristic = report.choice("fl.heuristic", HEURISTICS)
-    report.flag("fl.count_random_extremes")
-    pool = report.text("fl.pool")
+    heuristic = report.check("fl.heuristic")
+    report.check("fl.count_random_extremes")
+    pool = report.check("fl.pool")
     if heuristic in POOL_HEURISTICS and pool == "":
         report.add(f"fl.pool='': fl.heuristic={heuristic!r} needs a pool, a JSON list of archs "
                    '(or names like "largest"), e.g. \'[{"d": [0, 0, 0, 0], "e": 0.1}]\'')
@@ -315,8 +272,7 @@ def _check_heuristic(report: _Report) -> None:
 
 def _check_decay(report: _Report, schedule: Optional[str], rounds: Optional[int]) -> None:
     """fl.decay_fraction in (0, 1], giving at least one decay round for decaying schedules."""
-    fraction = report.number("fl.decay_fraction", _Range(0, 1, low_open=True),
-                             " (the decay may not outlast the run)")
+    fraction = report.check("fl.decay_fraction")
     if fraction is None or rounds is None or schedule not in DECAYING_SCHEDULES:
         return
     if fraction * rounds < 1:
@@ -327,74 +283,72 @@ def _check_decay(report: _Report, schedule: Optional[str], rounds: Optional[int]
 
 def _check_beta(report: _Report, rounds: Optional[int]) -> None:
     """fl.beta_schedule, fl.beta0, fl.beta_final and fl.decay_fraction."""
-    schedule = report.choice("fl.beta_schedule", SCHEDULES)
-    report.number("fl.beta0", _UNIT)
-    beta_final = report.get("fl.beta_final")
-    if beta_final is not _MISSING and not (_is_number(beta_final)
-                                           and (beta_final == -1 or beta_final in _UNIT)):
-        report.add(f"fl.beta_final={beta_final!r}: must be a number in [0, 1], or -1 for "
-                   "1/fl.clients_per_round (plain averaging)")
+    schedule = report.check("fl.beta_schedule")
+    report.check("fl.beta0")
+    report.check("fl.beta_final")
     _check_decay(report, schedule, rounds)
-
-
-CLIENT_LAYOUTS = ("auto", "vmap", "side_by_side")
 
 
 def _check_fl(report: _Report) -> None:
     """The fl section."""
     _check_clients(report)
-    rounds = report.integer("fl.rounds", _AT_LEAST_1)
+    rounds = report.check("fl.rounds")
     _check_heuristic(report)
     _check_beta(report, rounds)
-    report.choice("fl.client_layout", CLIENT_LAYOUTS)
+    report.check("fl.client_layout")
 
 
-def _check_client(report: _Report) -> None:
-    """The client section: local training."""
-    report.integer("client.epochs", _AT_LEAST_1)
-    report.integer("client.batch_size", _AT_LEAST_1)
-    report.number("client.learning_rate", _POSITIVE)
-    report.number("client.clip_norm", _POSITIVE)
-    report.integer("client.scan_unroll", _AT_LEAST_0, " (0 = fully unrolled)")
-
-
-def _check_eval(report: _Report) -> None:
-    """The eval section's numbers (eval.tracked is checked with the archs)."""
-    report.integer("eval.every_rounds", _AT_LEAST_1)
-    report.integer("eval.batch_size", _AT_LEAST_1)
-
-
-def _check_checkpoint(report: _Report) -> None:
-    """How often to checkpoint and how many checkpoints to keep."""
-    report.integer("checkpoint.every_rounds", _AT_LEAST_1)
-    report.integer("checkpoint.keep", _AT_LEAST_1)
-
-
-def _check_memory(report: _Report) -> None:
-    """The up-front memory check."""
-    report.flag("memory.check")
-    report.number("memory.available_gib", _AT_LEAST_0, " (0 = ask the device)")
+def _check_section(report: _Report, section: str) -> None:
+    """Every field of `section` against its schema entry alone (no field depends on another)."""
+    for entry in schema.FIELDS:
+        if entry.section == section:
+            report.check(entry.name)
 
 
 def _check_distributed(report: _Report) -> None:
     """Multi-host settings (only used when distributed.initialize is True)."""
-    report.flag("distributed.initialize")
+    report.check("distributed.initialize")
     address = report.get("distributed.coordinator_address")
-    if not isinstance(address, str) or (address and ":" not in address):
+    if address is not _MISSING and (not isinstance(address, str) or (address and ":" not in address)):
         report.add(f"distributed.coordinator_address={address!r}: allowed '' or 'host:port'")
-    report.integer("distributed.num_processes", _AT_LEAST_0, " (0 = from the environment)")
-    process_id = report.integer("distributed.process_id", _Range(-1), " (-1 = from the environment)")
+    report.check("distributed.num_processes")
+    process_id = report.check("distributed.process_id")
     processes = report.get("distributed.num_processes")
     if (isinstance(process_id, int) and isinstance(processes, int) and processes > 0
             and process_id >= processes):
         report.add(f"distributed.process_id={process_id}: must be < distributed.num_processes={processes}")
 
 
+def _check_the_rest(report: _Report) -> None:
+    """Any schema field no section check read (a new field is checked by its schema entry at once).
+
+    The space's fields are left to `space.SearchSpace`, which owns their rules (see below).
+    """
+    for entry in schema.FIELDS:
+        if entry.section != "space" and entry.name not in report.seen:
+            report.check(entry.name)
+
+
 # ------------------------------------------------------------------------------- space and archs
+
+
+def _check_space_tuples(report: _Report) -> None:
+    """The space's tuple fields hold numbers of their schema kind (the space itself would fail to
+    compare a string with a number instead of naming the field)."""
+    for entry in schema.FIELDS:
+        if entry.section != "space" or entry.kind not in ("ints", "numbers"):
+            continue
+        value = report.get(entry.name)
+        if value is _MISSING:
+            continue
+        element_ok = _is_int if entry.kind == "ints" else _is_number
+        if not isinstance(value, (tuple, list)) or not all(element_ok(v) for v in value):
+            report.add(entry.problem(value))
 
 
 def _check_space_and_archs(report: _Report, config) -> None:
     """The search space, then fl.pool and eval.tracked against it (skipped if the space is bad)."""
+    _check_space_tuples(report)
     if report.has_problem("space"):  # unknown or misplaced space fields, already reported
         return
     try:
@@ -406,10 +360,8 @@ def _check_space_and_archs(report: _Report, config) -> None:
     if isinstance(pool, str) and pool:
         _add_error(report, lambda: space_lib.parse_archs(space, pool, "fl.pool"))
     tracked = report.get("eval.tracked")
-    if isinstance(tracked, str):
+    if isinstance(tracked, str):  # a non-string was reported with the eval section
         _add_error(report, lambda: space_lib.tracked_archs(space, tracked))
-    elif tracked is not _MISSING:
-        report.add(f"eval.tracked={tracked!r}: must be a string, a JSON object name -> arch, or ''")
 
 
 def _add_error(report: _Report, parse) -> None:
@@ -429,8 +381,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
-    client, eval and checkpoint numbers; the search space; fl.pool and eval.tracked against it. Integer
-    fields must hold integers (not floats or bools) and real-number fields finite numbers.
+    client, eval, cost, checkpoint, memory and distributed settings; the search space; fl.pool and
+    eval.tracked against it. Each field's kind, range and allowed values come from its entry in
+    `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
+    real-number fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
@@ -444,17 +398,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         config = ml_collections.ConfigDict(values)
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
-    for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl,
-                  _check_client, _check_eval, _check_checkpoint, _check_memory,
-                  _check_distributed):
+    for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl):
         check(report)
+    for section in ("client", "eval", "cost", "checkpoint", "memory"):
+        _check_section(report, section)
+    _check_distributed(report)
+    _check_the_rest(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()
 
 
 def _check_partition_size(report: _Report, num_examples: int) -> None:
     """Whether the configured partition can give every client what it needs from `num_examples`."""
-    clients = report.integer("fl.num_clients", _AT_LEAST_1)
+    clients = report.check("fl.num_clients")
     if clients is None:
         return
     if clients > num_examples:
@@ -470,7 +426,7 @@ def _check_partition_size(report: _Report, num_examples: int) -> None:
 
 def _check_min_client_size(report: _Report, clients: int, num_examples: int) -> None:
     """Dirichlet: `clients * data.min_client_size` may not exceed the training examples."""
-    min_size = report.integer("data.min_client_size", _AT_LEAST_1)
+    min_size = report.check("data.min_client_size")
     if min_size is not None and clients * min_size > num_examples:
         report.add(
             f"data.min_client_size={min_size}: no partition can give every one of "
@@ -482,7 +438,7 @@ def _check_min_client_size(report: _Report, clients: int, num_examples: int) -> 
 
 def _check_shards(report: _Report, clients: int, num_examples: int) -> None:
     """Shards: `clients * data.shards_per_client` shards may not exceed the training examples."""
-    shards = report.integer("data.shards_per_client", _AT_LEAST_1)
+    shards = report.check("data.shards_per_client")
     if shards is not None and clients * shards > num_examples:
         report.add(
             f"data.shards_per_client={shards}: fl.num_clients={clients} clients * {shards} shards = "

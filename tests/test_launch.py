@@ -60,8 +60,85 @@ def test_cifar10_dry_run_reproduces_the_paper_cost_ratio(tmp_path):
 
 def test_misspelt_override_fails(tmp_path):
     result = launch("--config.fl.roundz=3", f"--workdir={tmp_path}", timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "roundz" in result.stderr
+
+
+def error_lines(result) -> list[str]:
+    """The `error:` lines of a failed launch; fails the test on a traceback or another exit status."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "FATAL" not in result.stderr, result.stderr[-3000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+# (command-line arguments, what the one error line must contain). dry_run: a flag that slipped through
+# would start a quick cost-only run instead of training.
+BAD_FLAGS = {
+    "misspelt_field": (["--config.fl.round=10"],
+                       ["fl.round: unknown field (did you mean fl.rounds?)"]),
+    "misspelt_section": (["--config.trian.epochs=1"], ["trian: unknown field"]),
+    "not_an_integer": (["--config.fl.rounds=abc"], ["fl.rounds='abc'", "must be an integer >= 1"]),
+    "float_for_integer": (["--config.client.epochs=2.5"], ["client.epochs='2.5'", "integer"]),
+    "not_a_boolean": (["--config.data.flip=maybe"], ["data.flip='maybe'", "True or False"]),
+    "not_a_number": (["--config.client.learning_rate=fast"], ["client.learning_rate='fast'", "number"]),
+    "not_a_tuple_of_integers": (["--config.space.stage_widths=wide"],
+                                ["space.stage_widths='wide'", "tuple of integers"]),
+    "earlier_repeat_is_dropped": (["--config.fl.rounds=3", "--config.fl.rounds=0"], ["fl.rounds=0:"]),
+    "negated_non_boolean": (["--noconfig.fl.rounds"], ["fl.rounds", "True/False"]),
+    "missing_value": (["--config.fl.rounds"], ["fl.rounds: no value"]),
+    "unknown_flag": (["--workdirr=x"], ["workdirr", "workdir"]),
+    "missing_config_file": (["--config=configs/nonexistent.py"], ["configs/nonexistent.py", "does not exist"]),
+    "bad_variant": (["--config=configs/digits.py:fedavg"], ["fedavg=ARCH"]),
+    "out_of_range": (["--config.fl.rounds=0"], ["fl.rounds=0: must be an integer >= 1"]),
+}
+
+
+@pytest.mark.parametrize("args,expected", list(BAD_FLAGS.values()), ids=list(BAD_FLAGS))
+def test_bad_flag_is_one_error_line_and_exit_2(tmp_path, args, expected):
+    result = launch(*args, "--config.dry_run=True", f"--workdir={tmp_path}", timeout=120)
+    [line] = error_lines(result)
+    for text in expected:
+        assert text in line or text in result.stderr
+    assert not (tmp_path / "cost.json").exists()
+
+
+def test_every_bad_override_is_listed(tmp_path):
+    result = launch("--config.fl.round=10", "--config.client.epochs=x", "--config.dry_run=True",
+                    f"--workdir={tmp_path}", timeout=120)
+    [line] = error_lines(result)
+    assert "fl.round: unknown field" in line and "client.epochs='x'" in result.stderr
+
+
+def test_console_entry_point_finds_the_packaged_config_from_anywhere(tmp_path):
+    """`superfed-train` = launch.console(): run from another folder, no --config: the package's digits."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    code = "from superfed_jax.run import launch; launch.console()"
+    result = subprocess.run([sys.executable, "-c", code, "--config.dry_run=True", "--config.fl.rounds", "3",
+                             "--noconfig.data.flip", "--config.space.stage_widths=(8,16,32)",
+                             "--config.space.stage_widths=(32,64,128)"],  # the last wins, not both
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cost = json.load(open(tmp_path / "workdirs" / "digits" / "cost.json"))  # named after the config
+    assert cost["rounds"] == 3
+
+
+def test_default_config_is_inside_the_package_and_configs_links_to_it():
+    from superfed_jax.run import launch as launch_lib
+    package = os.path.join(ROOT, "superfed_jax")
+    assert os.path.dirname(os.path.dirname(launch_lib.DEFAULT_CONFIG)) == package
+    assert os.path.samefile(os.path.join(ROOT, "configs", "digits.py"), launch_lib.DEFAULT_CONFIG)
+    assert os.path.islink(os.path.join(ROOT, "configs"))
+
+
+@pytest.mark.parametrize("args", [
+    [], ["--config.fl.rounds=5", "--config.data.flip=false", "--noconfig.memory.check"],
+    ["--config.fl.rounds", "5", "--config.data.flip"], ["--config.space.stage_widths=(8,16)"],
+    ["--config=configs/cifar10.py", "--config.fl.heuristic=stattic"],  # a name: check_config judges it
+    ["--config.fl.rounds=1", "--", "--config.fl.rounds=2"],  # after '--': not a flag
+])
+def test_usable_overrides_have_no_problems(args):
+    from superfed_jax.run import launch as launch_lib
+    assert launch_lib.override_problems(["superfed-train", *args]) == []
 
 
 def test_cifar10_without_data_stops_at_once_with_instructions(tmp_path):
@@ -126,3 +203,14 @@ def test_round_that_does_not_fit_stops_before_compiling_with_a_chunk_size(tmp_pa
     advice = result.stderr.split("use --config.fl.chunk_size=")[1].split()[0]
     assert int(advice) in (1, 2, 4)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_last_override_wins_drops_the_earlier_ones_with_their_values():
+    from superfed_jax.run import launch as launch_lib
+    argv = ["superfed-train", "--config.space.stage_widths=(8,16)", "--config.fl.rounds", "3",
+            "--workdir=w", "--config.space.stage_widths=(4,8)", "--config.fl.rounds=5", "--noconfig.data.flip",
+            "--config.data.flip"]
+    assert launch_lib.last_override_wins(argv) == [
+        "superfed-train", "--workdir=w", "--config.space.stage_widths=(4,8)", "--config.fl.rounds=5",
+        "--config.data.flip"]
+    assert launch_lib.last_override_wins(argv[:5]) == argv[:5]

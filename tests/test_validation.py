@@ -3,15 +3,21 @@
 Pure Python: no data is loaded and nothing is compiled.
 """
 import importlib.util
+import math
 import os
+from collections.abc import Mapping
 
 import ml_collections
 import numpy as np
 import pytest
 
 from superfed_jax import config as config_lib
+from superfed_jax import config_schema as schema
 from superfed_jax import validation
-from superfed_jax.federated import heuristics
+from superfed_jax.data import load, partition
+from superfed_jax.federated import client, heuristics, schedules
+from superfed_jax.run import resume
+from superfed_jax.supernet import conv, model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DELETE = object()  # an override value that removes the field
@@ -245,8 +251,131 @@ def test_arch_checks_are_skipped_when_the_space_is_bad():
     assert lines == ["space.blocks_per_stage=0: must be a positive integer"]
 
 
-def test_pool_heuristics_match_the_heuristics_module():
-    assert validation.POOL_HEURISTICS == heuristics._POOL_HEURISTICS  # noqa: SLF001
+# ------------------------------------------------------------------------------------- the schema
+
+
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+    """Dotted name -> value of every leaf of a nested dict, in order."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flat_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_every_base_config_field_has_one_documented_schema_entry():
+    fields = flat_fields(config_lib.base_config().to_dict())
+    assert sorted(fields) == sorted(schema.field_names())
+    for name, value in fields.items():
+        entry = schema.field(name)
+        assert entry.default == value and entry.kind in schema.KINDS
+        assert entry.doc.strip() and "\n" not in entry.doc, name
+    sections = {name for name, value in config_lib.base_config().to_dict().items() if isinstance(value, Mapping)}
+    assert sections == set(schema.SECTIONS) and all(schema.SECTIONS.values())
+    # The table lists each section's fields together, so the base config's sections keep one order.
+    order = [f.section for f in schema.FIELDS if f.section]
+    assert order == sorted(order, key=list(schema.SECTIONS).index)
+
+
+def test_shipped_config_files_set_only_schema_fields():
+    for name in ("digits", "cifar10", "cifar100"):
+        assert set(flat_fields(load_config_file(name).to_dict())) == set(schema.field_names())
+
+
+# One value of the wrong kind for each kind of field.
+WRONG_KIND = {"int": "7", "number": "0.5", "flag": "yes", "text": 3, "choice": "no-such-name",
+              "ints": "wide", "numbers": "many"}
+
+
+@pytest.mark.parametrize("name", schema.field_names())
+def test_every_schema_field_is_checked(name):
+    """check_config reads every field: one of the wrong kind gives exactly one line naming it."""
+    entry = schema.field(name)
+    [line] = problems(override({name: WRONG_KIND[entry.kind]}))
+    assert line.startswith(f"{name}=")
+
+
+def ranged_fields():
+    return [f for f in schema.FIELDS if isinstance(f.allowed, schema.Range) and f.section != "space"
+            and math.isfinite(f.allowed.low) and f.name != "fl.clients_per_round"]
+
+
+@pytest.mark.parametrize("entry", ranged_fields(), ids=lambda f: f.name)
+def test_ranges_come_from_the_schema(entry):
+    """Just below the declared lower bound is refused with the schema's message; the bound itself passes."""
+    low, step = entry.allowed.low, (0.5 if entry.kind == "number" else 1)
+    inside = low + step if entry.allowed.low_open else low
+    outside = low if entry.allowed.low_open else low - step
+    if entry.kind == "number":
+        inside, outside = float(inside), float(outside)
+    # The fields other checks compare with this one, set so that only this one can be wrong.
+    changes = {"fl.rounds": 1000, "fl.decay_fraction": 1.0, "fl.clients_per_round": 1}
+    validation.check_config(override({**changes, entry.name: inside}))
+    [line] = problems(override({**changes, entry.name: outside}))
+    assert line == entry.problem(outside)
+
+
+@pytest.mark.parametrize("name,owner", [
+    ("model.conv_impl", conv.CONV_IMPLS), ("model.dtype", model.DTYPES),
+    ("data.name", load.DATASET_NAMES), ("data.partition", partition.PARTITION_METHODS),
+    ("fl.heuristic", heuristics.HEURISTICS), ("fl.beta_schedule", schedules.SCHEDULES),
+    ("fl.client_layout", client.CLIENT_LAYOUTS),
+])
+def test_allowed_names_are_the_owning_modules_lists(name, owner):
+    assert schema.field(name).allowed is owner
+    for value in owner:
+        validation.check_config(override({name: value, "fl.pool": '["largest"]', "data.path": __file__}))
+
+
+def test_no_second_copy_of_the_allowed_names():
+    owners = {"DTYPES": model.DTYPES, "POOL_HEURISTICS": heuristics.POOL_HEURISTICS,
+              "CLIENT_LAYOUTS": client.CLIENT_LAYOUTS, "DECAYING_SCHEDULES": schedules.DECAYING_SCHEDULES}
+    for name, owner in owners.items():  # validation may import a list, never define its own
+        assert getattr(validation, name, owner) is owner
+    assert set(heuristics.POOL_HEURISTICS) <= set(heuristics.HEURISTICS)
+    assert set(schedules.DECAYING_SCHEDULES) <= set(schedules.SCHEDULES)
+
+
+def test_optional_fields_are_the_loaders_defaults():
+    absent = schema.when_absent()
+    assert {name.split(".", 1)[1]: value for name, value in absent.items() if name.startswith("data.")} \
+        == load.OPTIONAL_FIELDS
+    for name in absent:
+        validation.check_config(override({name: DELETE}))
+    for name in set(schema.field_names()) - set(absent):
+        if name.startswith("space."):
+            continue  # space.SearchSpace has its own defaults for the space's fields
+        assert problems(override({name: DELETE})) == [
+            f"{name}: missing; every field of superfed_jax/config.py's base_config() is needed"]
+
+
+def test_resumable_fields_come_from_the_schema():
+    # The rule before the schema existed: these fields, and every field of these sections, may change.
+    before = {"fl.rounds", "fl.chunk_size", "fl.client_layout", "client.scan_unroll", "eval.",
+              "log_every_rounds", "checkpoint.", "distributed.", "memory.", "cost.", "dry_run"}
+    assert set(resume.RESUMABLE_FIELDS) == before
+    resumable = {f.name for f in schema.FIELDS if f.resumable}
+    base = config_lib.base_config().to_dict()
+    for name in schema.field_names():
+        changed = override({name: "changed"}).to_dict()
+        assert (resume.config_differences(base, changed) == []) == (name in resumable), name
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("fl.round", "fl.round: unknown field (did you mean fl.rounds?); fields of fl: ["),
+    ("data.flipp", "data.flipp: unknown field (did you mean data.flip?)"),
+    ("trian.epochs", "trian: unknown field"),
+    ("fl.rounds.x", "fl.rounds.x: unknown field; fl.rounds is a field, not a section"),
+])
+def test_unknown_field_names_the_closest_field(name, expected):
+    assert validation.unknown_field(name).startswith(expected)
+
+
+@pytest.mark.parametrize("name", ["fl.rounds", "space.stage_widths", "fl", "seed"])
+def test_known_fields_and_sections_are_not_unknown(name):
+    assert validation.unknown_field(name) is None
 
 
 # ------------------------------------------------------------------------------------------ data

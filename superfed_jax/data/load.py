@@ -11,14 +11,17 @@ from superfed_jax.data import cifar, digits, npz
 from superfed_jax.data.dataset import Dataset, holdout_validation
 from superfed_jax.data.stats import channel_mean_std
 
-__all__ = ["DATASET_NAMES", "load_dataset", "load_raw"]
+__all__ = ["DATASET_NAMES", "OPTIONAL_FIELDS", "load_dataset", "load_raw"]
 
 DATASET_NAMES = ("digits", "npz", "cifar10", "cifar100")
+# Fields of the data section read with these values when a config lacks them, so configs written before
+# the fields existed still load as they did then (no hold-out, no archive, no TFDS folder).
+OPTIONAL_FIELDS = {"path": "", "archive": "", "tfds_data_dir": "", "val_fraction": 0.0}
 
 
-def _field(config: Any, name: str, default: Any) -> Any:
-    """Reads an optional config field, so older configs without it still work."""
-    return getattr(config, name, default)
+def _field(config: Any, name: str) -> Any:
+    """Reads an optional config field (one of `OPTIONAL_FIELDS`), so older configs without it still work."""
+    return getattr(config, name, OPTIONAL_FIELDS[name])
 
 
 def load_raw(data_config: Any):
@@ -39,14 +42,14 @@ def load_raw(data_config: Any):
         # The test split stays fixed across experiment seeds on purpose.
         return digits.load_digits_arrays()
     if name == "npz":
-        path = _field(data_config, "path", "")
+        path = _field(data_config, "path")
         if not path:
             raise ValueError("data.name='npz' needs data.path, the .npz file.")
         return npz.load_npz_arrays(path)
     if name in cifar.CIFAR_NAMES:
         return cifar.load_cifar_arrays(
-            name, _field(data_config, "archive", ""),
-            _field(data_config, "tfds_data_dir", ""))
+            name, _field(data_config, "archive"),
+            _field(data_config, "tfds_data_dir"))
     raise ValueError(
         f"Unknown data.name={name!r}; expected one of {list(DATASET_NAMES)}.")
 
@@ -78,7 +81,7 @@ def load_dataset(data_config: Any, seed: int) -> Dataset:
         FileNotFoundError: If the data files are absent.
     """
     x_tr, y_tr, x_te, y_te, num_classes = load_raw(data_config)
-    fraction = float(_field(data_config, "val_fraction", 0.0))
+    fraction = float(_field(data_config, "val_fraction"))
     x_tr, y_tr, x_val, y_val = holdout_validation(x_tr, y_tr, fraction, seed)
     mean, std = _stats(data_config.name, x_tr)
     return Dataset(

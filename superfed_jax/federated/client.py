@@ -16,6 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# How a chunk of clients runs (`fl.client_layout`): "vmap" as a batch axis, "side_by_side" as independent
+# subgraphs of one program (`make_side_by_side_update`), "auto" = side by side on one CPU device, else vmap.
+CLIENT_LAYOUTS = ("auto", "vmap", "side_by_side")
+
 
 class ClientResult(NamedTuple):
     """What one client returns: trained params and the mean loss over the real examples it saw."""

@@ -30,12 +30,12 @@ import numpy as np
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet.space import Arch, SearchSpace
 
-__all__ = ["HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
+__all__ = ["HEURISTICS", "POOL_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
            "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",
            "random_archs", "sandwich_roles", "tracking_sandwich_roles", "update_tracking", "matches"]
 
 HEURISTICS = ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
-_POOL_HEURISTICS = ("static", "dynamic")
+POOL_HEURISTICS = ("static", "dynamic")  # the heuristics that draw archs from fl.pool
 
 
 @flax.struct.dataclass
@@ -80,7 +80,7 @@ def take_pool(pool: Arch, index: jax.Array) -> Arch:
 def _check_pool(heuristic: str, space: SearchSpace, pool: Optional[Arch]) -> None:
     if pool is None:
         raise ValueError(f"fl.pool=None: fl.heuristic={heuristic!r} needs a pool of archs "
-                         f"(heuristics that use one: {_POOL_HEURISTICS})")
+                         f"(heuristics that use one: {POOL_HEURISTICS})")
     depth_shape, expand_shape = np.shape(pool.depth), np.shape(pool.expand)
     if (len(depth_shape) != 2 or depth_shape[1:] != (space.num_stages,)
             or expand_shape != (depth_shape[0], space.num_blocks) or depth_shape[0] < 1):
@@ -236,7 +236,7 @@ def assign_archs(heuristic: str, space: SearchSpace, key: jax.Array, round: jax.
     if heuristic not in HEURISTICS:
         raise ValueError(f"fl.heuristic={heuristic!r}: allowed values are {HEURISTICS}")
     clients = jnp.asarray(clients, jnp.int32)
-    if heuristic in _POOL_HEURISTICS:
+    if heuristic in POOL_HEURISTICS:
         _check_pool(heuristic, space, pool)
     if heuristic == "static":
         return (*assign_static(space, clients, pool), tracking)

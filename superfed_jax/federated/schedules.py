@@ -20,9 +20,10 @@ hyperparameters are static Python values bound by the caller.
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SCHEDULES", "beta", "client_weights", "decay_progress", "first_flagged"]
+__all__ = ["SCHEDULES", "DECAYING_SCHEDULES", "beta", "client_weights", "decay_progress", "first_flagged"]
 
 SCHEDULES = ("uniform", "linear", "cosine", "constant")
+DECAYING_SCHEDULES = ("linear", "cosine")  # the schedules that decay over fl.decay_fraction of the rounds
 
 
 def _check_schedule(schedule: str) -> None:

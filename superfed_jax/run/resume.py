@@ -3,25 +3,17 @@
 A resumed run must mean the same thing as the run that wrote the checkpoint. Fields that shape the state
 or the sequence of rounds (space, model, data, clients, heuristic, schedule, client training, seed) must be
 unchanged; fields that only say how long to run, how often to evaluate, log or checkpoint, how to report
-cost, or how to lay the same computation out on the hardware may change.
+cost, or how to lay the same computation out on the hardware may change. Which fields those are is
+declared once, by `resumable=True` in `superfed_jax/config_schema.py`.
 """
 import json
 import os
 
-# Dotted config prefixes that may differ between the run that saved a checkpoint and the one resuming it.
-RESUMABLE_FIELDS = (
-    "fl.rounds",  # run longer (or stop earlier); note: the beta decay horizon is a fraction of it
-    "fl.chunk_size",  # execution layout only: results do not depend on chunking
-    "fl.client_layout",
-    "client.scan_unroll",
-    "eval.",  # evaluation cadence, batch size, tracked archs
-    "log_every_rounds",
-    "checkpoint.",
-    "distributed.",  # the same run may resume on another number of hosts
-    "memory.",
-    "cost.",
-    "dry_run",
-)
+from superfed_jax import config_schema
+
+# Dotted config prefixes that may differ between the run that saved a checkpoint and the one resuming it:
+# the fields marked resumable in the schema, a whole section as 'section.' (derived, not a second list).
+RESUMABLE_FIELDS = config_schema.resumable_prefixes()
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

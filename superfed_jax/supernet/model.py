@@ -24,6 +24,9 @@ from superfed_jax.supernet import conv
 from superfed_jax.supernet import layers
 from superfed_jax.supernet import space as space_lib
 
+# Compute dtypes of convolutions and matmuls (`model.dtype`, passed through `jnp.dtype`); params stay float32.
+DTYPES = ("float32", "bfloat16")
+
 
 def torch_uniform(fan_in: int):
     """PyTorch's default init for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).

@@ -1,0 +1,6 @@
+"""The shipped experiment configs (`digits.py`, the default; `cifar10.py`; `cifar100.py`).
+
+They are loaded as files by `--config=PATH` (ml_collections), not imported; this file only makes the
+folder a package so that it is installed with `superfed_jax` and an installed `superfed-train` finds its
+default config. The repository's top-level `configs` is a link to this folder.
+"""

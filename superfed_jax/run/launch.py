@@ -1,0 +1,258 @@
+"""The training command: `superfed-train` once installed, `python launch.py` in the repository.
+
+    superfed-train [--config=PATH[:fedavg=ARCH]] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
+
+Without --config it runs the package's own `configs/digits.py` (scikit-learn's bundled digits, no
+download); the fields and their documentation are in `superfed_jax/config_schema.py`. The work is done by
+`superfed_jax.run.train`; this module parses the command line.
+
+Every mistake, on the command line, in the config or in the data, ends the command with one
+`error: ...` message and exit status 2, never a traceback (set SUPERFED_DEBUG=1 for one where there is
+one): a misspelt field (`fl.round: unknown field (did you mean fl.rounds?)`), a value that is not of the
+field's kind (`fl.rounds='abc': must be an integer >= 1`), an unknown flag.
+
+A `--config.X` given more than once: the last one wins, for every field. (ml_collections would join the
+values of a repeated tuple field into one tuple; here `--config.space.stage_widths=(8,16)` given twice
+is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
+fixed list of arguments.
+"""
+import os
+import re
+import sys
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+from ml_collections.config_flags import tuple_parser
+
+__all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
+
+# The package's own default config, found next to the installed modules (superfed_jax/configs/).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                              "digits.py")
+EXIT_USAGE = 2  # a bad config, flag or data file (also what absl's own usage errors would deserve)
+_DEBUG_HINT = "(set SUPERFED_DEBUG=1 for a traceback)"
+# --config.a.b=V, --config.a.b V, --config.a.b (True), --noconfig.a.b (False); one dash works too.
+_OVERRIDE = re.compile(r"^--?(no)?config\.([^=]*)(?:=(.*))?$", re.DOTALL)
+# The parsers ml_collections uses for fields of these kinds, so a value passing here parses there too.
+_PARSERS = {"int": flags.IntegerParser(), "number": flags.FloatParser(), "flag": flags.BooleanParser(),
+            "ints": tuple_parser.TupleParser(), "numbers": tuple_parser.TupleParser()}
+
+
+# ------------------------------------------------------------------------------------- overrides
+
+
+def _read_overrides(argv: Sequence[str], kinds: dict) -> list[tuple[str, Optional[str], str, tuple]]:
+    """(field, value text or None, the argument as given, its positions in argv) of every --config.X.
+
+    `kinds` maps known dotted fields to their schema kind: a True/False field takes no separate value
+    (as absl's boolean flags), any other field given without '=' takes the next argument.
+    """
+    overrides, position = [], 1
+    while position < len(argv):
+        arg = argv[position]
+        position += 1
+        if arg == "--":  # absl: the rest are positional arguments
+            break
+        match = _OVERRIDE.match(arg)
+        if not match:
+            continue
+        positions = (position - 1,)
+        negated, name, value = match.group(1), match.group(2), match.group(3)
+        if negated:
+            value = "false" if value is None and kinds.get(name) == "flag" else None
+        elif value is None and kinds.get(name) == "flag":
+            value = "true"
+        elif value is None and name in kinds and position < len(argv) and not argv[position].startswith("--"):
+            value, arg, positions = argv[position], f"{arg} {argv[position]}", (position - 1, position)
+            position += 1
+        overrides.append((name, value, arg, positions))
+    return overrides
+
+
+def _value_problem(name: str, value: Optional[str], arg: str) -> Optional[str]:
+    """The message if `value` (command-line text) cannot be a value of schema field `name`, else None."""
+    from superfed_jax import config_schema  # late: flags are parsed before anything heavy is imported
+
+    entry = config_schema.field(name)
+    if value is None:
+        if arg.lstrip("-").startswith("no"):
+            return (f"{name}: {arg.split('=')[0]} takes no value and is only for True/False fields; give "
+                    f"--config.{name}=VALUE ({entry.requirement()})")
+        return f"{name}: no value; give --config.{name}=VALUE ({entry.requirement()})"
+    parser = _PARSERS.get(entry.kind)
+    if parser is None:  # text and choice fields take any string; check_config judges it
+        return None
+    try:
+        parsed = parser.parse(value)
+    except (ValueError, TypeError, SyntaxError):
+        return entry.problem(value)
+    element = int if entry.kind == "ints" else (int, float)
+    if entry.kind in ("ints", "numbers") and not all(
+            isinstance(v, element) and not isinstance(v, bool) for v in parsed):
+        return entry.problem(value)
+    return None
+
+
+def last_override_wins(argv: Sequence[str]) -> list[str]:
+    """`argv` without the earlier occurrences of a `--config.X` given more than once (and their values).
+
+    absl keeps the last value of a repeated flag, but ml_collections joins the values of a repeated tuple
+    field; dropping the earlier ones makes the last one win for every field.
+    """
+    from superfed_jax import config_schema
+
+    kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
+    overrides = _read_overrides(argv, kinds)
+    last = {name: positions for name, _, _, positions in overrides}  # a later one replaces an earlier one
+    dropped = {p for name, _, _, positions in overrides if positions != last[name] for p in positions}
+    return [arg for position, arg in enumerate(argv) if position not in dropped]
+
+
+def _config_file_problem(argv: Sequence[str]) -> Optional[str]:
+    """The message if the last --config=PATH[:ARG] in `argv` names no file, else None."""
+    value = None
+    for position, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            break
+        if re.match(r"^--?config=", arg):
+            value = arg.split("=", 1)[1]
+        elif re.match(r"^--?config$", arg) and position + 1 < len(argv):
+            value = argv[position + 1]
+    if value is None:
+        return None
+    path = value.split(":", 1)[0]  # as ml_collections splits it
+    if os.path.isfile(path):
+        return None
+    state = "is not a file" if os.path.exists(path) else "does not exist"
+    return f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py"
+
+
+def override_problems(argv: Sequence[str]) -> list[str]:
+    """One line per bad `--config...` in `argv` (argv[0] is the program): [] if they are all usable.
+
+    Finds a --config=PATH naming no file, fields the config does not have (with the nearest field name), values that are not of the
+    field's kind (an integer, a number, True/False, a tuple), `--noconfig.X` for a field that is not
+    True/False, and a missing value. Ranges and allowed names are left to
+    `validation.check_config`, which sees the whole config.
+    """
+    from superfed_jax import config_schema
+    from superfed_jax import validation
+
+    kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
+    overrides = _read_overrides(argv, kinds)
+    config_file = _config_file_problem(argv)
+    problems = [config_file] if config_file else []
+    for name, value, arg, _ in overrides:
+        unknown = validation.unknown_field(name)
+        if unknown:
+            problem = unknown
+        elif name not in kinds:  # a whole section: ml_collections parses (and judges) it
+            problem = None
+        else:
+            problem = _value_problem(name, value, arg)
+        if problem and problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+def _fail(message: str, debug_hint: bool = False) -> None:
+    """Prints one `error: ...` message and exits with EXIT_USAGE."""
+    print(f"error: {message}" + (f"\n{_DEBUG_HINT}" if debug_hint else ""), file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+# What defining and parsing the flags raises for a bad command line or config file.
+_FLAG_ERRORS = (flags.Error, ValueError, TypeError, KeyError, AttributeError, IOError)
+
+
+def _flag_error_message(error: Exception) -> str:
+    """The message of a flag-parsing error, without the traceback ml_collections copies into it."""
+    message = str(error)
+    head, marker, trace = message.partition("Error whilst parsing config file:")
+    if not marker:
+        return message
+    last = [line for line in trace.strip().splitlines() if line.strip()][-1]  # 'ValueError: what'
+    return head + last.split(": ", 1)[-1]
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing (app.run's flags_parser); a mistake is one `error:` message, exit status 2."""
+    try:
+        return flags.FLAGS(list(argv))
+    except _FLAG_ERRORS as error:
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        _fail(_flag_error_message(error), debug_hint=True)
+
+
+def _define_flags(argv: Sequence[str]) -> None:
+    """Defines --config (overrides read from `argv`) and --workdir, once per process."""
+    if "config" in flags.FLAGS:
+        return
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True,
+                                    sys_argv=list(argv))
+    flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config name>).")
+
+
+def _run(argv: Sequence[str]) -> None:
+    """Validates the parsed config and trains (absl's main, called with the positional arguments)."""
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
+    # Imported late so absl parses flags before JAX initialises.
+    from superfed_jax import validation
+    from superfed_jax.run import distributed
+    from superfed_jax.run import preemption
+    from superfed_jax.run import train
+
+    config = flags.FLAGS.config
+    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+    workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
+    try:
+        validation.check_config(config)
+        distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
+        if distributed.is_writer():
+            print(f"workdir: {workdir}", flush=True)
+        train.train_and_evaluate(config, workdir)
+    except preemption.Interrupted as interrupted:  # checkpointed: the same command resumes
+        print(f"{interrupted}", file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED)
+    except (ValueError, FileNotFoundError) as error:  # bad config or data: a message, not a traceback
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        _fail(str(error), debug_hint=True)
+
+
+def main(argv: Sequence[str]) -> None:
+    """Runs the training command for `argv` (argv[0] is the program name, as in `sys.argv`).
+
+    Exits the process: 0 after a finished run, 2 with one `error:` message for a bad flag, config or
+    data, `preemption.EXIT_INTERRUPTED` after a checkpointed interruption. The flags are defined on
+    absl's global flags once per process, so call it once per process.
+    """
+    argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
+    argv = last_override_wins(argv)
+    problems = override_problems(argv)  # before ml_collections, which raises on an unknown field
+    if problems:
+        _fail("\n".join(problems))
+    try:
+        _define_flags(argv)  # loads the config file named in argv
+    except _FLAG_ERRORS as error:
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        _fail(_flag_error_message(error), debug_hint=True)
+    app.run(_run, argv=argv, flags_parser=_parse_flags)
+
+
+def console() -> None:
+    """The `superfed-train` console script: `main(sys.argv)`."""
+    main(sys.argv)
+
+
+if __name__ == "__main__":
+    console()
