@@ -30,7 +30,7 @@ LAYERS = (
     ("supernet", ("supernet",)),
     ("data", ("data",)),
     ("federated", ("federated",)),
-    ("config layer", ("config", "validation", "config_*")),
+    ("config layer", ("config", "validation", "config_*", "configs")),
     ("reports", ("reports",)),
     ("run", ("run",)),
     ("posttrain", ("posttrain",)),
