@@ -4,7 +4,7 @@
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
 supernet gives every subnet an accuracy at least that of training it alone with FedAvg, for a fraction of
-the compute and communication (algorithm.md 8 and 10). This script trains, through the real entry point
+the compute and communication (docs/algorithm.md 8 and 10). This script trains, through the real entry point
 (`launch.py`, one subprocess per run, same config and overrides for all):
 
 * the weight-shared run of `configs/digits.py` into OUT/superfed, and

@@ -86,7 +86,7 @@ def load_config(name: str):
 
 
 def resolve_conv_impl(flag: str) -> str:
-    """'auto': im2col on CPU (fast inside loops, performance-notes.md), XLA's convolution elsewhere."""
+    """'auto': im2col on CPU (fast inside loops, docs/performance.md 3), XLA's convolution elsewhere."""
     if flag != "auto":
         return flag
     return "im2col" if jax.default_backend() == "cpu" else "xla"

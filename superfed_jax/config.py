@@ -14,7 +14,7 @@ from superfed_jax.supernet import space as space_lib
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """The paper's settings (algorithm.md) on the paper's CIFAR-10 space; unlocked for overriding.
+    """The paper's settings (docs/algorithm.md) on the paper's CIFAR-10 space; unlocked for overriding.
 
     Every field of `config_schema.FIELDS` with its default, sections in the schema's order.
     """

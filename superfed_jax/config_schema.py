@@ -147,7 +147,7 @@ _UNIT = Range(0, 1)
 
 # One-line documentation of each section, in the order of the base config.
 SECTIONS = {
-    "space": "The supernet family (algorithm.md 2.1). input_size, input_channels and num_classes are "
+    "space": "The supernet family (docs/algorithm.md 2.1). input_size, input_channels and num_classes are "
              "replaced by the dataset's own values when training; they matter for cost commands that "
              "read no data.",
     "model": "How the supernet computes.",
@@ -196,7 +196,7 @@ FIELDS = (
           absent=OPTIONAL_FIELDS["tfds_data_dir"]),
     Field("data.val_fraction", 0.1, "share of the training set held out to select the best round",
           "number", Range(0, 1, high_open=True), absent=OPTIONAL_FIELDS["val_fraction"]),
-    Field("data.partition", "dirichlet", "how the training set is split over clients (algorithm.md 6)",
+    Field("data.partition", "dirichlet", "how the training set is split over clients (docs/algorithm.md 6)",
           "choice", PARTITION_METHODS),
     Field("data.alpha", 100.0, "Dirichlet concentration: 100 near-IID, 1 and 0.1 increasingly skewed",
           "number", _POSITIVE, " (the Dirichlet concentration)"),
@@ -220,7 +220,7 @@ FIELDS = (
           "heuristics", "text"),
     Field("fl.count_random_extremes", True, "tracking counters also count random draws equal to max/min "
           "(reference)", "flag"),
-    Field("fl.beta_schedule", "cosine", "the MaxNet aggregation weight over rounds (algorithm.md 4.1)",
+    Field("fl.beta_schedule", "cosine", "the MaxNet aggregation weight over rounds (docs/algorithm.md 4.1)",
           "choice", SCHEDULES),
     Field("fl.beta0", 0.9, "weight of the client training the largest subnet at round 0", "number", _UNIT),
     Field("fl.beta_final", -1.0, "weight after the decay; -1 means 1/clients_per_round (plain averaging)",

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.federated.client: one client's local training (algorithm.md section 5).
+"""Tests for superfed_jax.federated.client: one client's local training (docs/algorithm.md section 5).
 
 The reference here is a slow Python loop over batches with hand-written normalisation, cross-entropy,
 global-norm clipping and SGD, so the scan/padding/masking machinery of `client.py` is checked against

@@ -1,6 +1,6 @@
 """Tests for superfed_jax.supernet.conv: the 'xla' and 'im2col' convolutions against each other and a NumPy loop.
 
-Padding must be symmetric (k - 1) // 2 as in PyTorch's ``padding=1`` (algorithm.md section 2), not XLA's
+Padding must be symmetric (k - 1) // 2 as in PyTorch's ``padding=1`` (docs/algorithm.md section 2), not XLA's
 "SAME", which pads a stride-2 convolution of an even input asymmetrically.
 """
 import jax

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.cost: closed-form MACs and parameter counts of subnets (algorithm.md 2.3, 8)."""
+"""Tests for superfed_jax.supernet.cost: closed-form MACs and parameter counts of subnets (docs/algorithm.md 2.3, 8)."""
 import json
 import pathlib
 import subprocess
@@ -19,7 +19,7 @@ SMALL = space_lib.SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divis
                               input_channels=1)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# algorithm.md 2.3: (depth, expand, GMACs to 6 decimals, params including the frozen BN affine pairs).
+# docs/algorithm.md 2.3: (depth, expand, GMACs to 6 decimals, params including the frozen BN affine pairs).
 TABLE = [
     ([0, 0, 0, 0], 0.10, 0.458969, 10_396_746),
     ([0, 0, 0, 1], 0.14, 0.789271, 23_995_338),

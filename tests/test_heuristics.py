@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.federated.heuristics (which client trains which subnet, algorithm.md section 3)."""
+"""Tests for superfed_jax.federated.heuristics (which client trains which subnet, docs/algorithm.md section 3)."""
 import collections
 import functools
 

@@ -1,7 +1,7 @@
-"""Tests for superfed_jax.supernet.masks: subnet mask pytrees (algorithm.md section 2.2).
+"""Tests for superfed_jax.supernet.masks: subnet mask pytrees (docs/algorithm.md section 2.2).
 
 Mask values are checked by hand for one arch, the count of ones against the sliced dense subnet and the
-paper's parameter table (algorithm.md 2.3), and tracing against a Python counter (one trace, many archs).
+paper's parameter table (docs/algorithm.md 2.3), and tracing against a Python counter (one trace, many archs).
 """
 import collections
 import functools
@@ -116,7 +116,7 @@ def test_ones_count_equals_dense_subnet_param_count_small():
     assert len(counts) > 10
 
 
-# algorithm.md 2.3: (d, e, params including 2 frozen BN affine values per BN channel).
+# docs/algorithm.md 2.3: (d, e, params including 2 frozen BN affine values per BN channel).
 PAPER_TABLE = [
     ([0, 0, 0, 0], 0.10, 10_396_746), ([0, 0, 0, 1], 0.14, 23_995_338),
     ([0, 1, 0, 1], 0.14, 24_660_058), ([0, 1, 1, 1], 0.14, 27_316_602),

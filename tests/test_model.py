@@ -1,6 +1,6 @@
 """Tests for superfed_jax.supernet.model: supernet shapes, PyTorch init, topology against a NumPy reference, impls.
 
-Shapes and the init rule are written out from algorithm.md section 2 (Khare et al., arXiv 2301.10879);
+Shapes and the init rule are written out from docs/algorithm.md section 2 (Khare et al., arXiv 2301.10879);
 the forward pass is checked against an independent float64 NumPy implementation of the block formula.
 """
 import functools
@@ -44,7 +44,7 @@ def test_paper_param_shapes():
             expected[f"stage{s}_block{b}"] = block
         cin = widths[s]
     assert shapes == expected
-    # Spot checks written out literally from algorithm.md.
+    # Spot checks written out literally from docs/algorithm.md.
     assert shapes["stage0_block0"]["conv1"]["kernel"] == (3, 3, 64, 64)
     assert shapes["stage0_block0"]["conv2"]["kernel"] == (3, 3, 64, 256)
     assert shapes["stage0_block0"]["shortcut"]["kernel"] == (1, 1, 64, 256)
@@ -133,7 +133,7 @@ def np_avg_pool_ceil(x, stride):
 
 
 def np_forward(space, params, images, depth, mids):
-    """The dense subnet of algorithm.md 2 in float64, slicing the supernet params by hand."""
+    """The dense subnet of docs/algorithm.md 2 in float64, slicing the supernet params by hand."""
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     p = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
     x = relu(np_conv(np.asarray(images, np.float64), p["stem"]["kernel"], 1))

@@ -1,6 +1,6 @@
 """superfed_jax.reports.run_report: reports of hand-made work directories checked against hand computation.
 
-The hand-made runs use a one-block space whose sizes are small enough to count by hand (algorithm.md 2.3
+The hand-made runs use a one-block space whose sizes are small enough to count by hand (docs/algorithm.md 2.3
 conventions: conv = Cin*k*k*Cout*Hout*Wout with padding taps, dense = in*out):
 
   stem 3x3 1->2 on 2x2:  1*9*2*4 = 72      block conv1 3x3 2->mid: 2*9*mid*4 = 72*mid

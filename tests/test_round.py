@@ -78,7 +78,7 @@ class Runner:
 
 
 def np_beta(t, clients_per_round):
-    """The paper's cosine schedule, written from algorithm.md 4.1."""
+    """The paper's cosine schedule, written from docs/algorithm.md 4.1."""
     beta_final = 1.0 / clients_per_round
     a = beta_final / BETA0
     progress = min(t, DECAY_ROUNDS) / DECAY_ROUNDS
@@ -90,7 +90,7 @@ def archs_of(metrics):
 
 
 def tracking_roles(clients, n_max, n_min):
-    """NumPy tracking sandwich (algorithm.md 3): positions of the largest and the smallest arch."""
+    """NumPy tracking sandwich (docs/algorithm.md 3): positions of the largest and the smallest arch."""
     clients = [int(c) for c in clients]
     max_client = min(clients, key=lambda c: (n_max[c], c))
     min_client = min((c for c in clients if c != max_client), key=lambda c: (n_min[c], c))

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.federated.assignment and superfed_jax.reports.run_cost: the cost of a run (algorithm.md section 8).
+"""Tests for superfed_jax.federated.assignment and superfed_jax.reports.run_cost: the cost of a run (docs/algorithm.md section 8).
 
 Three kinds of check: a hand computation of every cost figure on a tiny space and a hand-written
 assignment sequence; the dry-run sequence against the clients and archs real compiled rounds train; and
@@ -135,7 +135,7 @@ def test_examples_need_epochs_and_clients():
 def test_default_baseline_archs():
     paper = rc.default_baseline_archs(space_lib.SearchSpace())
     assert len(paper) == 9
-    # algorithm.md 8: the 9 archs sum to 15.776 GMACs.
+    # docs/algorithm.md 8: the 9 archs sum to 15.776 GMACs.
     assert sum(cost.macs(space_lib.SearchSpace(), a) for a in paper) / 1e9 == pytest.approx(15.776,
                                                                                             abs=1e-3)
     assert len(rc.default_baseline_archs(space_lib.SearchSpace(num_classes=100))) == 9

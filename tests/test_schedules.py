@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.federated.schedules (the MaxNet beta schedule, algorithm.md 4.1)."""
+"""Tests for superfed_jax.federated.schedules (the MaxNet beta schedule, docs/algorithm.md 4.1)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

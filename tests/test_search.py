@@ -1,4 +1,4 @@
-"""The evolutionary subnet search (algorithm.md 9) and latency measurement.
+"""The evolutionary subnet search (docs/algorithm.md 9) and latency measurement.
 
 Pure parts (budgets, genes, Pareto front, the evolution with a synthetic fitness) are checked by hand on
 the tiny space of tiny_setup.py; the whole search runs on a tiny trained digits run (trained_run.py):

@@ -1,6 +1,6 @@
 """Tests for superfed_jax.supernet.space: the elastic search space, arch encodings and their JSON form.
 
-Expected values are written out by hand from algorithm.md section 2.1 (Khare et al., arXiv 2301.10879) or
+Expected values are written out by hand from docs/algorithm.md section 2.1 (Khare et al., arXiv 2301.10879) or
 computed by brute force, never with the functions under test.
 """
 import functools

@@ -1,4 +1,4 @@
-"""The key equivalence of SuperFed (algorithm.md 2.2): the masked supernet *is* the sliced dense subnet.
+"""The key equivalence of SuperFed (docs/algorithm.md 2.2): the masked supernet *is* the sliced dense subnet.
 
 For many archs, one jitted supernet program (arch as arrays) must give the forward pass and the gradients
 of `subnet.DenseSubnet` applied to `subnet.extract`-ed params, and exactly zero gradient on every masked

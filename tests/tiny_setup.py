@@ -95,7 +95,7 @@ def np_active(depth) -> np.ndarray:
 
 
 def np_full_masks(depth, expand) -> dict:
-    """Full-shape 0/1 float32 masks of one arch, built by hand from algorithm.md 2.2."""
+    """Full-shape 0/1 float32 masks of one arch, built by hand from docs/algorithm.md 2.2."""
     params = init_params()
     masks = jax.tree.map(lambda p: np.ones(p.shape, np.float32), params)
     active = np_active(depth)
@@ -125,7 +125,7 @@ def np_is_smallest(depth, expand) -> bool:
 
 
 def np_masked_mean(client_params, client_masks, weights, previous):
-    """Per-element weighted mean over clients where masks are 1, previous elsewhere (algorithm.md 4).
+    """Per-element weighted mean over clients where masks are 1, previous elsewhere (docs/algorithm.md 4).
 
     client_params / client_masks: lists (one per client) of full-shape pytrees.
     """

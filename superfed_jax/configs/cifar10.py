@@ -1,4 +1,4 @@
-"""SuperFed on CIFAR-10 with the paper's settings (algorithm.md; Khare et al., arXiv 2301.10879).
+"""SuperFed on CIFAR-10 with the paper's settings (docs/algorithm.md; Khare et al., arXiv 2301.10879).
 
     python launch.py --config=configs/cifar10.py --config.data.archive=/data/cifar-10-binary.tar.gz
     python launch.py --config=configs/cifar10.py --config.data.tfds_data_dir=/data/tfds

@@ -1,4 +1,4 @@
-"""SuperFed on CIFAR-100 with the paper's settings (algorithm.md; Khare et al., arXiv 2301.10879).
+"""SuperFed on CIFAR-100 with the paper's settings (docs/algorithm.md; Khare et al., arXiv 2301.10879).
 
     python launch.py --config=configs/cifar100.py --config.data.archive=/data/cifar-100-binary.tar.gz
     python launch.py --config=configs/cifar100.py:fedavg=smallest ...   # FedAvg of one arch

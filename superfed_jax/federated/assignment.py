@@ -1,6 +1,6 @@
 """The assignment sequence: which clients and which subnets every round of a run uses, without data or training.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md sections 3
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md sections 3
 and 8): the cost of a SuperFed run is a sum over rounds and sampled clients of the cost of the subnet each
 client trains, so the paper's "9.43x cheaper than independent FedAvg" is a property of the assignment
 sequence alone. Client sampling and subnet assignment depend only on (seed, round) and the tracking

@@ -1,4 +1,4 @@
-"""Client local training (algorithm.md section 5), written for one client and vmapped over clients.
+"""Client local training (docs/algorithm.md section 5), written for one client and vmapped over clients.
 
 Plain SGD (optax), no momentum or weight decay, a fresh optimizer each round, global-norm clipping before
 every step, `epochs` passes over the client's own examples in shuffled batches with the last partial batch
@@ -140,7 +140,7 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
       epochs, batch_size: local training schedule.
       max_size: the padded length of a client's index row (static).
       unroll: `lax.scan` unroll factor of the local steps (0 = fully unrolled). XLA:CPU runs convolution
-        gradients slowly inside loop bodies (performance-notes.md), so unrolling short local schedules
+        gradients slowly inside loop bodies (docs/performance.md 3), so unrolling short local schedules
         trades compile time for speed there.
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident

@@ -1,4 +1,4 @@
-"""Accuracy and loss of several subnets at once (algorithm.md section 7).
+"""Accuracy and loss of several subnets at once (docs/algorithm.md section 7).
 
 The tracked archs are evaluated together: one pass over the data, `vmap` over archs inside, so a whole
 evaluation is one compiled program whatever the archs are. Forward passes only, so looping over batches

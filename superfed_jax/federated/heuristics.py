@@ -1,6 +1,6 @@
 """Subnet distribution: which sampled client trains which subnet in a round.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 3).
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md section 3).
 Heuristics (``fl.heuristic``; the reference code's names in brackets):
 
 * ``static`` [static]: client c trains ``pool[c mod L]``; a one-arch pool is plain FedAvg of that arch.

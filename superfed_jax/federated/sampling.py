@@ -1,6 +1,6 @@
 """Which clients take part in a federated round.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 3):
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md section 3):
 every round P of the K clients are sampled uniformly without replacement, deterministically from the seed
 and the round, so that a run resumed from a checkpoint replays exactly the same client sequence.
 

@@ -1,6 +1,6 @@
 """MaxNet aggregation weights: the beta schedule of SuperFed.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 4.1):
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md section 4.1):
 in round t the client given the largest subnet (the "MaxNet") is weighted ``beta_t`` in the server's
 aggregation and every other sampled client ``(1 - beta_t) / (P - 1)``. ``beta_t`` decays from ``beta0``
 to ``beta_final`` over ``decay_rounds`` rounds (T) and then stays there; with the default

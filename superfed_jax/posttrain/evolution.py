@@ -1,6 +1,6 @@
 """Evolution over archs under a feasibility constraint: gene operations, `evolve` and the Pareto front.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 9):
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md section 9):
 the subnet to deploy is chosen by evolution over archs. One generation keeps the top `parent_ratio` of the
 population as parents, adds `mutation_ratio` of the population as mutants of random parents (every gene
 resampled with probability `mutate_prob`) and fills the rest with uniform crossovers of two random parents
@@ -68,7 +68,7 @@ def crossover(rng: np.random.Generator, first: np.ndarray, second: np.ndarray) -
 
 
 class EvolutionSettings(NamedTuple):
-    """Sizes and probabilities of the evolution (defaults: algorithm.md section 9)."""
+    """Sizes and probabilities of the evolution (defaults: docs/algorithm.md section 9)."""
 
     population: int = 100
     generations: int = 20

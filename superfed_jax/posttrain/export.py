@@ -1,6 +1,6 @@
 """One subnet of a trained run as a standalone dense model, and loading it back without the supernet.
 
-Khare et al., arXiv 2301.10879 (algorithm.md section 9): "the chosen subnet is then sliced out as a dense
+Khare et al., arXiv 2301.10879 (docs/algorithm.md section 9): "the chosen subnet is then sliced out as a dense
 standalone model". The slice is `subnet.extract` (first-k channels, kept blocks only); the model is
 `subnet.DenseSubnet`. An export directory holds
 

@@ -1,6 +1,6 @@
 """Measured inference latency of dense subnets on the machine running the code, cached per arch.
 
-A latency budget (algorithm.md section 9: "measured latency on the target") is met by the subnet as it
+A latency budget (docs/algorithm.md section 9: "latency measured on the target") is met by the subnet as it
 will be deployed: sliced out of the supernet (`subnet.extract`) and run as the standalone
 `subnet.DenseSubnet`, not the masked supernet (which always costs as much as the largest subnet). One
 measurement compiles the dense program (excluded from the time), runs `warmup` untimed calls, then times

@@ -1,6 +1,6 @@
 """Search of a trained run: the most accurate subnet of its supernet under each budget, into search.json.
 
-Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (algorithm.md section 9):
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879 (docs/algorithm.md section 9):
 after training, a subnet is chosen by evolution over archs (`superfed_jax.posttrain.evolution`) under a constraint
 (MACs, params or measured latency); fitness is the accuracy on held-out data of the subnet evaluated
 straight from the trained supernet, with no retraining. This module parses the budgets, turns them and the

@@ -1,7 +1,7 @@
 """Weight-shared vs independent FedAvg: one SuperFed run combined with FedAvg runs of single archs.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
-supernet matches every subnet trained alone by FedAvg at a fraction of the cost (algorithm.md 8, 10). The
+supernet matches every subnet trained alone by FedAvg at a fraction of the cost (docs/algorithm.md 8, 10). The
 one-run report (`run_report`) can only set a run against its own cost estimate; this module checks the claim
 on measured runs: one weight-shared work directory plus FedAvg baselines (one arch each,
 `config.fedavg_baseline`), each read with `run_record.read_run`:

@@ -2,7 +2,7 @@
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that training one
 weight-shared supernet costs about 9.43x less compute and about 10.4x less communication than training
-the 9 archs of their table independently with FedAvg (algorithm.md section 8). The cost model:
+the 9 archs of their table independently with FedAvg (docs/algorithm.md section 8). The cost model:
 
   compute(SuperFed)  = sum over rounds t, sampled clients c: MACs(arch_{t,c})
   comm(SuperFed)     = sum over t, c: bytes_per_param * params(arch_{t,c})     (each direction)
@@ -32,7 +32,7 @@ __all__ = ["PAPER_BASELINE", "BACKWARD_FACTOR", "run_cost", "independent_fedavg_
            "default_baseline_archs", "is_paper_family", "conventions", "cost_report",
            "write_cost_report", "cost_summary"]
 
-# algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison.
+# docs/algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison.
 PAPER_BASELINE = (
     {"d": [0, 0, 0, 0], "e": 0.10},
     {"d": [0, 0, 0, 1], "e": 0.14},
@@ -82,7 +82,7 @@ def run_cost(space: space_lib.SearchSpace, sequence: dict, *, examples_per_clien
              epochs: Optional[int] = None, bytes_per_param: int = 4,
              fwd_bwd_factor: int = BACKWARD_FACTOR, bn_affine: bool = False,
              count_padding: bool = True) -> dict:
-    """Compute and communication of a run from its assignment sequence (algorithm.md 8).
+    """Compute and communication of a run from its assignment sequence (docs/algorithm.md 8).
 
     Args:
       space: the search space.
@@ -135,7 +135,7 @@ def independent_fedavg_cost(space: space_lib.SearchSpace, archs: Sequence[space_
                             epochs: Optional[int] = None, bytes_per_param: int = 4,
                             fwd_bwd_factor: int = BACKWARD_FACTOR, bn_affine: bool = False,
                             count_padding: bool = True) -> dict:
-    """Cost of training every arch of ``archs`` alone with FedAvg, same rounds and P (algorithm.md 8).
+    """Cost of training every arch of ``archs`` alone with FedAvg, same rounds and P (docs/algorithm.md 8).
 
     Args:
       space: the search space.
@@ -192,13 +192,13 @@ def compare(run: dict, baseline: dict) -> dict:
 
 
 def is_paper_family(space: space_lib.SearchSpace) -> bool:
-    """Whether ``space`` is the paper's CIFAR space, any number of classes (algorithm.md 2)."""
+    """Whether ``space`` is the paper's CIFAR space, any number of classes (docs/algorithm.md 2)."""
     reference = space_lib.SearchSpace()
     return dataclasses.replace(space, num_classes=reference.num_classes) == reference
 
 
 def default_baseline_archs(space: space_lib.SearchSpace) -> list:
-    """The independent-FedAvg set S: the paper's 9 archs (algorithm.md 2.3) or the tracked archs.
+    """The independent-FedAvg set S: the paper's 9 archs (docs/algorithm.md 2.3) or the tracked archs.
 
     The paper's table is defined for its own space, so any other space gets its default tracked archs
     (`space.default_tracked`: smallest, small, medium, largest).
@@ -223,7 +223,7 @@ def conventions(bytes_per_param: int, fwd_bwd_factor: int, bn_affine: bool, coun
         "bytes": f"{bytes_per_param} bytes per parameter, per direction (download = upload)",
         "compute": "sum over rounds and sampled clients of per-image forward MACs of the client's arch",
         "baseline": "independent FedAvg: every arch of the set trained alone, same rounds and clients "
-                    "per round (algorithm.md 8)",
+                    "per round (docs/algorithm.md 8)",
         "example_macs": "sum over rounds and sampled clients of n_c * epochs * MACs (forward only); "
                         f"training MACs = {fwd_bwd_factor} x that (backward about 2 forwards)",
     }

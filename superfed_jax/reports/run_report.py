@@ -1,8 +1,8 @@
 """Run reports: accuracy against forward MACs per tracked arch, with the run's cost, as Markdown and a plot.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, compare one weight-shared
-supernet with every subnet trained alone by FedAvg: accuracy per MACs bucket (algorithm.md 10) and total
-compute and communication (algorithm.md 8). This module reports one finished work directory
+supernet with every subnet trained alone by FedAvg: accuracy per MACs bucket (docs/algorithm.md 10) and total
+compute and communication (docs/algorithm.md 8). This module reports one finished work directory
 (`config.json`, `metrics.jsonl`, `cost.json`, optionally `space.json`, read by `run_record`); the
 training driver calls it at the end of every run:
 

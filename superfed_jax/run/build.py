@@ -33,7 +33,7 @@ def round_settings(config, space: space_lib.SearchSpace) -> federated_round.Roun
         chunk_size=fl.chunk_size or fl.clients_per_round, heuristic=fl.heuristic, pool=pool,
         count_random_extremes=fl.count_random_extremes, beta_schedule=fl.beta_schedule,
         beta0=fl.beta0,
-        # -1 means "end as plain averaging" (algorithm.md 4.1: betaT = 1/P).
+        # -1 means "end as plain averaging" (docs/algorithm.md 4.1: betaT = 1/P).
         beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
         decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)))
 

@@ -9,7 +9,7 @@ only process 0 writes metrics, reports and the other files of the workdir.
 Configuration (`config.distributed`): `initialize=True` and either explicit coordinator address, process
 count and process id, or none of them on clusters JAX detects itself (Cloud TPU pods, SLURM, Open MPI,
 Kubernetes). The environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID fill
-fields left unset. On CPU the gloo collectives are used (see performance-notes).
+fields left unset. On CPU the gloo collectives are used (see docs/performance.md 11).
 """
 import os
 

@@ -3,7 +3,7 @@
 * ``"xla"``: ``lax.conv_general_dilated`` forward and backward; the natural choice on GPU/TPU.
 * ``"im2col"``: forward and backward written as matrix products (a `custom_vjp`). XLA:CPU runs convolution
   gradients very slowly inside loop bodies (`lax.scan`) and turns vmapped per-client kernels into slow grouped
-  convolutions, while (batched) matrix products stay fast (shared/spec/performance-notes.md). Safe under
+  convolutions, while (batched) matrix products stay fast (docs/performance.md 3). Safe under
   `vmap` over clients.
 * ``"xla_mmgrad"``: ``lax.conv_general_dilated`` forward (fast on XLA:CPU, also inside loops) with the
   matrix-product backward of ``"im2col"``. The fastest on CPU when clients are *not* vmapped

@@ -1,9 +1,9 @@
 """Closed-form cost of a subnet: forward MACs of one image and parameter counts.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, measure compute in per-image
-forward multiply-accumulates (MACs) and communication in parameters (algorithm.md sections 2.3 and 8).
+forward multiply-accumulates (MACs) and communication in parameters (docs/algorithm.md sections 2.3 and 8).
 Conventions (MACs as below and params with ``bn_affine=True`` reproduce every row of the table in
-algorithm.md 2.3 exactly):
+docs/algorithm.md 2.3 exactly):
 
 * MACs: a convolution costs Cin * k * k * Cout * Hout * Wout (padding taps included), a dense layer
   in * out; ReLU, pooling, residual adds and biases are free. ``count_padding=False`` instead counts only the
@@ -122,7 +122,7 @@ def params(space: space_lib.SearchSpace, arch: space_lib.Arch, bn_affine: bool =
       space: the search space.
       arch: one concrete arch (no batch axes).
       bn_affine: also count the reference code's frozen BatchNorm (gamma, beta) pairs; True reproduces
-        the paper's table (algorithm.md 2.3), False (default) counts this codebase's parameters.
+        the paper's table (docs/algorithm.md 2.3), False (default) counts this codebase's parameters.
 
     Returns:
       The count as a Python int.

@@ -1,4 +1,4 @@
-"""Subnet masks: which supernet parameters an arch uses (algorithm.md section 2.2).
+"""Subnet masks: which supernet parameters an arch uses (docs/algorithm.md section 2.2).
 
 `arch_masks` maps an arch (integer arrays, traceable) to a pytree with the supernet params' structure.
 Leaves are float32 and *broadcastable* to the parameter they mask, to save memory: a conv1 kernel

@@ -1,4 +1,4 @@
-"""The weight-shared supernet (algorithm.md section 2): a no-normalization ResNet whose subnets are masks.
+"""The weight-shared supernet (docs/algorithm.md section 2): a no-normalization ResNet whose subnets are masks.
 
 Topology (Khare et al., arXiv 2301.10879, the once-for-all ResNet for 32x32 inputs): a 3x3 stem, stages of
 residual blocks, global average pooling and a dense head. A block computes

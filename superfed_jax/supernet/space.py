@@ -39,7 +39,7 @@ def make_divisible(value: float, divisor: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """Shape of the supernet family. Defaults are the paper's CIFAR space (algorithm.md section 2).
+    """Shape of the supernet family. Defaults are the paper's CIFAR space (docs/algorithm.md section 2).
 
     Attributes:
       stem_width: output channels of the 3x3 stem convolution.
@@ -246,7 +246,7 @@ def validate(space: SearchSpace, arch: Arch) -> None:
 
 
 def default_tracked(space: SearchSpace) -> dict[str, Arch]:
-    """The archs evaluated during training (algorithm.md 7), smallest to largest.
+    """The archs evaluated during training (docs/algorithm.md 7), smallest to largest.
 
     For the paper space: smallest {[0,0,0,0], 0.10}, small {[0,1,0,1], 0.14}, medium {[1,1,1,1], 0.18},
     largest {[2,2,2,2], 0.25}; other spaces get the analogous depths and expand indices.

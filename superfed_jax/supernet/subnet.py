@@ -1,6 +1,6 @@
 """Dense standalone subnets: slice an arch out of the supernet, and put it back.
 
-A subnet is always a first-k slice (algorithm.md 2.1): the first depth+1 blocks of each stage, the first
+A subnet is always a first-k slice (docs/algorithm.md 2.1): the first depth+1 blocks of each stage, the first
 `mid` output filters of each kept block's conv1 and the matching first `mid` input channels of its conv2.
 `DenseSubnet` is an ordinary Flax model with exactly those shapes; it compiles per arch, which is fine for
 export and deployment (training always uses the masked `model.Supernet`). Which parameters are sliced, and
