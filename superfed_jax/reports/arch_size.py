@@ -18,7 +18,7 @@ from superfed_jax.supernet import space as space_lib
 
 
 def main(argv) -> None:
-    """Prints `cost.report` of --arch in the space of --config; exit 2 with one line on bad input."""
+    """Prints `cost.size_summary` of --arch in the space of --config; exit 2 with one line on bad input."""
     del argv
     config, arch_text = flags.FLAGS.config, flags.FLAGS.arch
     # Costs are host arithmetic: never initialise (and preallocate memory on) an accelerator for them.
@@ -30,7 +30,7 @@ def main(argv) -> None:
         # One line, no traceback: these are user errors and the message names the allowed values.
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(cost.report(space, arch)))
+    print(json.dumps(cost.size_summary(space, arch)))
 
 
 def _define_flags() -> None:

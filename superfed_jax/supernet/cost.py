@@ -272,7 +272,7 @@ def xla_flops(space: space_lib.SearchSpace, arch: space_lib.Arch, conv_impl: str
 # Command line.
 
 
-def report(space: space_lib.SearchSpace, arch: space_lib.Arch) -> dict:
+def size_summary(space: space_lib.SearchSpace, arch: space_lib.Arch) -> dict:
     """The JSON-ready cost summary of one arch that the command prints."""
     arch_macs = macs(space, arch)
     return {
