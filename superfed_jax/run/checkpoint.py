@@ -170,6 +170,7 @@ def _silence_closed_loop_reports() -> None:
     if getattr(sys.excepthook, "_drops_closed_loop", False):
         return
     previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook
+    previous_unraisable_hook = sys.unraisablehook
 
     def excepthook(exc_type, value, traceback):
         if not _is_closed_loop_report(exc_type, value):
@@ -179,8 +180,13 @@ def _silence_closed_loop_reports() -> None:
         if not _is_closed_loop_report(arguments.exc_type, arguments.exc_value):
             previous_thread_hook(arguments)
 
+    def unraisable_hook(unraisable):
+        if not _is_closed_loop_report(unraisable.exc_type, unraisable.exc_value):
+            previous_unraisable_hook(unraisable)
+
     excepthook._drops_closed_loop = True
     sys.excepthook, threading.excepthook = excepthook, thread_excepthook
+    sys.unraisablehook = unraisable_hook
 
 
 def _first_line(error: Exception) -> str:

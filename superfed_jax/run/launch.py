@@ -211,19 +211,19 @@ def _run(argv: Sequence[str]) -> None:
     """Validates the parsed config and trains (absl's main, called with the positional arguments)."""
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
-    # Imported late so absl parses flags before JAX initialises.
-    from superfed_jax import validation
-    from superfed_jax.run import distributed
     from superfed_jax.run import preemption
-    from superfed_jax.run import train
-
     from superfed_jax.run import workdir as workdir_lib
 
     config = flags.FLAGS.config
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
     try:
-        with preemption.stop_on_termination():  # before the round loop, which handles signals itself
+        with preemption.stop_on_termination():  # until the round loop, which handles signals itself
+            # Imported late so absl parses flags before JAX initialises.
+            from superfed_jax import validation
+            from superfed_jax.run import distributed
+            from superfed_jax.run import train
+
             validation.check_config(config)
             distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
             if distributed.is_writer():

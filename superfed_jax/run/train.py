@@ -48,36 +48,52 @@ class Start(NamedTuple):
     records: list  # the evaluation records already in metrics.jsonl
 
 
-def check_resume_fits(config, workdir: str, space) -> None:
-    """Before orbax is asked to restore anything: the run in `workdir` must be this run continued.
+def check_resume_allowed(config, workdir: str, writer: bool) -> None:
+    """Before the run is built: may `config` continue the run in `workdir`? Reads files only, no orbax.
 
-    Compares the config in the newest checkpoint's host JSON (and WORKDIR/config.json) with `config`, and
-    the data's shapes in WORKDIR/space.json with `space`; a changed dataset, client count or space would
-    otherwise fail deep inside orbax on mismatched shapes, or look like a damaged checkpoint.
+    Compares the config in the newest checkpoint's host JSON (and WORKDIR/config.json) with `config`:
+    a changed dataset, client count or space would otherwise fail deep inside orbax on mismatched shapes,
+    or look like a damaged checkpoint. Also reads metrics.jsonl (a damaged line stops the run before
+    anything changes) and refuses checkpoints whose metrics.jsonl is gone.
 
     Raises:
-      ValueError: the fields that may not change on resume, with their saved and new values.
+      ValueError: the fields that may not change on resume, a bad metrics line, a missing metrics file.
     """
     saved = checkpoint.saved_configs(workdir)
-    if not saved:
-        return  # nothing to resume (or only unreadable host JSONs, which the restore reports)
-    current = config.to_dict()
-    resume.check_resumable(saved[0][1], current, workdir)
-    saved_json = resume.read_saved_config(workdir)
-    if saved_json is not None:
-        resume.check_resumable(saved_json, current, workdir)
+    if saved:
+        current = config.to_dict()
+        resume.check_resumable(saved[0][1], current, workdir)
+        saved_json = resume.read_saved_config(workdir)
+        if saved_json is not None:
+            resume.check_resumable(saved_json, current, workdir)
+    if not writer:
+        return
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    resume.read_metrics(metrics_path)
+    step = workdir_lib.newest_checkpoint(workdir)
+    if step is not None and not os.path.exists(metrics_path):
+        raise workdir_lib.WorkdirError(
+            f"{metrics_path} is missing, but {workdir} holds checkpoints (the newest after round {step}): "
+            "the evaluation records of the rounds before it are gone, and the report is made from them. "
+            "Nothing was changed. Put metrics.jsonl back, or start over with --config.overwrite=True "
+            "(deletes the checkpoints too), or use another --workdir")
+
+
+def check_same_data_shapes(workdir: str, space) -> None:
+    """The data's shapes saved in WORKDIR/space.json (when resuming) must be those of `space`."""
     space_path = os.path.join(workdir, "space.json")
-    if os.path.exists(space_path):
-        before = workdir_lib.read_json(space_path)
-        now = json.loads(json.dumps(dataclasses.asdict(space)))  # tuples as lists, as saved
-        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-                   if before.get(k) != now.get(k)]
-        if changed:
-            raise ValueError(
-                f"{workdir} holds a run on data of other shapes ({space_path}); these may not change on "
-                "resume:\n  " + "\n  ".join(changed)
-                + "\nthe data files changed since the run started; restore them, or use another --workdir "
-                "for a run on the new data")
+    if not checkpoint.saved_configs(workdir) or not os.path.exists(space_path):
+        return
+    before = workdir_lib.read_json(space_path)
+    now = json.loads(json.dumps(dataclasses.asdict(space)))  # tuples as lists, as saved
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(
+            f"{workdir} holds a run on data of other shapes ({space_path}); these may not change on "
+            "resume:\n  " + "\n  ".join(changed)
+            + "\nthe data files changed since the run started; restore them, or use another --workdir "
+            "for a run on the new data")
 
 
 def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start:
@@ -88,9 +104,7 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
     """
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     writer = distributed.is_writer()
-    check_resume_fits(config, workdir, run.space)
-    if writer:
-        resume.read_metrics(metrics_path)  # a damaged metrics file stops the run before anything changes
+    check_same_data_shapes(workdir, run.space)
     restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:
         return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0, write=writer))
@@ -101,12 +115,6 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
     if done > config.fl.rounds:
         raise ValueError(f"fl.rounds={config.fl.rounds}: {workdir} already holds a checkpoint after round "
                          f"{done}; set fl.rounds >= {done} or use another --workdir")
-    if writer and not os.path.exists(metrics_path):
-        raise workdir_lib.WorkdirError(
-            f"{metrics_path} is missing, but {workdir} holds a checkpoint after round {done}: the "
-            f"evaluation records up to round {done} are gone, and the report is made from them. Nothing "
-            "was changed. Put metrics.jsonl back, or start over with --config.overwrite=True (deletes the "
-            "checkpoints too), or use another --workdir")
     print(f"resuming {workdir} after round {done}", file=sys.stderr, flush=True)
     return Start(restored.state, done, restored.host["pending"],
                  resume.rewind_metrics(metrics_path, done, write=writer))
@@ -130,12 +138,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         except workdir_lib.RunIOError:
             raise
         except OSError as error:
-            raise workdir_lib.io_failure(error, workdir, "writing the run's files") from error
+            if not workdir_lib.concerns(error, workdir):
+                raise  # not the workdir (a data file): the caller reports it as such
+            raise workdir_lib.io_failure(error, workdir, "reading or writing the run's files") from error
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dict:
     if writer:
         workdir_lib.check_start(workdir, config.get("overwrite", False))
+    check_resume_allowed(config, workdir, writer)  # before building: a refused run stops at once
     run = build.build(config)  # fails on bad config or data before anything of the run is written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start = start_or_resume(config, workdir, run, manager)

@@ -195,6 +195,15 @@ def io_failure(error: BaseException, workdir: str, action: str, path: str = "") 
     return RunIOError(io_error_message(error, workdir, action, path), resumable=transient)
 
 
+def concerns(error: OSError, workdir: str) -> bool:
+    """Whether a failed file operation was on a path inside `workdir` (or names no path at all)."""
+    filename = getattr(error, "filename", None)
+    if filename is None:
+        return True
+    inside = os.path.abspath(os.fsdecode(filename))
+    return os.path.commonpath([inside, os.path.abspath(workdir)]) == os.path.abspath(workdir)
+
+
 def is_io_failure(error: BaseException) -> bool:
     """Whether `error` is a filesystem failure (OSError, or orbax/tensorstore's wrapping of one)."""
     if isinstance(error, OSError):
