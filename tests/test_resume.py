@@ -132,15 +132,12 @@ def truncate_largest_array_file(state_dir):
     os.truncate(largest, 10)
 
 
-@pytest.mark.parametrize("damage", ["state removed", "array file truncated"])
-def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path, damage):
+def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path):
+    # One truncated array file: orbax's other reads still in flight used to print one "Event loop is
+    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did).
     workdir = str(tmp_path / "run")
     shutil.copytree(reference, workdir)
-    state_dir = os.path.join(workdir, "checkpoints", str(ROUNDS), "state")
-    if damage == "state removed":
-        shutil.rmtree(state_dir)
-    else:
-        truncate_largest_array_file(state_dir)
+    truncate_largest_array_file(os.path.join(workdir, "checkpoints", str(ROUNDS), "state"))
     result = launch(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped damaged checkpoint step {ROUNDS}:" in result.stderr
@@ -277,11 +274,16 @@ os.open, builtins.open, os.makedirs = read_only_os_open, read_only_open, read_on
 """
 
 
-@pytest.mark.parametrize("case", ["finished run in a read-only workdir", "new workdir under a read-only parent"])
+@pytest.mark.parametrize("case", ["finished run in a read-only workdir", "empty read-only workdir",
+                                  "new workdir under a read-only parent"])
 def test_a_read_only_workdir_is_one_message_and_changes_nothing(reference, tmp_path, case):
     if case.startswith("finished"):
         workdir, before = copy_of(reference, tmp_path)
         read_only = workdir
+    elif case.startswith("empty"):
+        read_only = workdir = str(tmp_path / "run")
+        os.makedirs(workdir)
+        before = {}
     else:
         read_only, before = str(tmp_path / "parent"), {}
         os.makedirs(read_only)
@@ -291,7 +293,7 @@ def test_a_read_only_workdir_is_one_message_and_changes_nothing(reference, tmp_p
     assert "creating the workdir and its lock file failed: " in result.stderr
     assert "Read-only file system" in result.stderr and "Nothing" in result.stderr
     assert "make the workdir writable" in result.stderr and "Traceback" not in result.stderr
-    assert run_files(workdir) == before if os.path.exists(workdir) else not before
+    assert (run_files(workdir) if os.path.exists(workdir) else {}) == before
 
 
 def test_a_read_only_workdir_by_permissions(reference, tmp_path):

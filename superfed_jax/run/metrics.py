@@ -2,6 +2,7 @@
 evaluation, appended to `metrics.jsonl`."""
 import json
 
+import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax.federated import sharding
@@ -24,6 +25,13 @@ def host_round_metrics(in_flight: list[dict], clients_per_round: int | None = No
         if clients_per_round is not None and r["clients_nonfinite"] >= clients_per_round:
             r["train_loss"] = float("nan")
     return rounds
+
+
+def shown_loss(round_metrics: dict, clients_per_round: int):
+    """The round's train loss for the progress line, on the device (one scalar to read): NaN if every
+    client failed, where the device value averages over no client and reads 0.0."""
+    failed = round_metrics["clients_nonfinite"] >= clients_per_round
+    return jnp.where(failed, jnp.nan, round_metrics["train_loss"])
 
 
 def round_summary(pending: list[dict]) -> dict:

@@ -144,6 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dict:
+    """The run itself, with the workdir locked: checks, build, start or resume, rounds, finish."""
     if writer:
         workdir_lib.check_start(workdir, config.get("overwrite", False))
     check_resume_allowed(config, workdir, writer)  # before building: a refused run stops at once
@@ -167,12 +168,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
             in_flight.append(round_metrics)
             done, last = t + 1, t + 1 == rounds
             if done % config.log_every_rounds == 0 or last:
-                bar.update(done, float(sharding.to_host(round_metrics["train_loss"])))  # the one scalar read
+                bar.update(done, float(sharding.to_host(metrics.shown_loss(round_metrics, clients))))
             if done % config.eval.every_rounds == 0 or last:
                 pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
                 failed = metrics.failed_rounds_warning(pending, clients, done)
                 if failed and writer:
-                    bar.note(failed)
+                    print(("\n" if bar.tty else "") + failed, file=sys.stderr, flush=True)
                 record = {"round": done, **metrics.round_summary(pending),
                           **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked,
                                                         run.eval_sets)}
