@@ -261,9 +261,12 @@ def _run(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     """Runs the training command for `argv` (argv[0] is the program name, as in `sys.argv`).
 
-    Exits the process: 0 after a finished run, 2 with one `error:` message for a bad flag, config or
-    data, `preemption.EXIT_INTERRUPTED` after a checkpointed interruption. The flags are defined on
-    absl's global flags once per process, so call it once per process.
+    Exits the process: 0 after a finished run; 2 with one `error:` message for a bad flag, config or
+    data, a workdir in use by another run or holding results it cannot continue, a filesystem failure
+    that needs fixing first (read-only, no permission), or a run in which nothing trained;
+    `preemption.EXIT_INTERRUPTED` (75) after a signal (during start-up or a round) or a full disk: the
+    same command then continues. The flags are defined on absl's global flags once per process, so call
+    it once per process.
     """
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = last_override_wins(argv)
