@@ -169,6 +169,10 @@ FIELDS = (
           Range(0, 2 ** 63, high_open=True, text="in [0, 2**63)")),  # jax.random.key overflows from 2**63
     Field("dry_run", False, "only sample clients and assign archs for every round, write cost.json; "
           "no data", "flag", resumable=True, absent=False),
+    Field("overwrite", False, "start over in a workdir that holds an earlier run: first delete that run's "
+          "files (checkpoints, metrics, reports, config.json); without it such a workdir is resumed, or "
+          "refused if it has results but no checkpoint. Drop it again to resume after an interruption",
+          "flag", resumable=True, absent=False),
 
     Field("space.stem_width", 64, "stem conv output channels", "int", _AT_LEAST_1),
     Field("space.stage_widths", (256, 512, 1024, 2048), "output channels per stage", "ints"),

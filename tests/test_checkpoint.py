@@ -98,10 +98,12 @@ def test_no_intact_checkpoint_refuses_to_start_over(tmp_path):
     manager = save_steps(tmp_path, [1, 2])
     for step in (1, 2):
         shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), str(step), "state"))
-    with pytest.raises(checkpoint.NoIntactCheckpoint, match="no intact checkpoint") as info:
+    with pytest.raises(checkpoint.NoIntactCheckpoint, match="could be restored") as info:
         checkpoint.restore_newest_intact(manager, make_state())
     assert "step 2:" in str(info.value) and "step 1:" in str(info.value)
-    assert "delete that directory or use another --workdir" in str(info.value)
+    assert "nothing was moved or deleted" in str(info.value) and "use another --workdir" in str(info.value)
+    assert "delete that directory" not in str(info.value)  # never advise deleting a run (issue 14.2)
+    assert sorted(os.listdir(checkpoint.checkpoint_dir(str(tmp_path)))) == ["1", "2"]
 
 
 def test_half_written_save_is_not_a_checkpoint(tmp_path):

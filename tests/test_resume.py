@@ -124,13 +124,253 @@ def test_finished_run_run_again_changes_nothing(reference, tmp_path):
     assert final_digest(workdir) == final_digest(reference)
 
 
+def truncate_largest_array_file(state_dir):
+    """Cuts the largest data file of a checkpoint's arrays to 10 bytes (one array unreadable)."""
+    files = [os.path.join(root, name) for root, _, names in os.walk(state_dir) for name in names
+             if os.sep + "d" + os.sep in os.path.join(root, name)]
+    largest = max(files, key=os.path.getsize)
+    os.truncate(largest, 10)
+
+
 def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path):
+    # One truncated array file: orbax's other reads still in flight used to print one "Event loop is
+    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did).
     workdir = str(tmp_path / "run")
     shutil.copytree(reference, workdir)
-    shutil.rmtree(os.path.join(workdir, "checkpoints", str(ROUNDS), "state"))
+    truncate_largest_array_file(os.path.join(workdir, "checkpoints", str(ROUNDS), "state"))
     result = launch(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped damaged checkpoint step {ROUNDS}:" in result.stderr
+    assert "Event loop is closed" not in result.stderr and "Traceback" not in result.stderr  # issue 15.9
     assert f"after round {ROUNDS - 2}" in result.stderr
     assert final_digest(workdir) == final_digest(reference)
     assert outputs(workdir) == outputs(reference)
+
+
+# ------------------------------------------------------------- the workdir's guards (issues 14 and 15)
+
+
+def run_files(workdir):
+    """path -> bytes of every file of the run (the lock file aside: a refused run may note itself there)."""
+    files = {}
+    for root, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(root, name)
+            if name != ".lock":
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, workdir)] = f.read()
+    return files
+
+
+def copy_of(reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference, workdir)
+    return workdir, run_files(workdir)
+
+
+def launch_patched(prelude, workdir, *extra):
+    """The command as `launch`, in a Python that first runs `prelude` (to simulate a failing filesystem)."""
+    code = prelude + "\nfrom superfed_jax.run import launch\nlaunch.main(['launch.py'] + sys.argv[1:])\n"
+    return subprocess.run([sys.executable, "-c", "import sys\n" + code, *FLAGS, *extra, f"--workdir={workdir}"],
+                          cwd=ROOT, env=dict(environment(), PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused_and_the_first_is_unharmed(reference, tmp_path):
+    first = subprocess.Popen(command(str(tmp_path)), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in first.stderr:
+        seen.append(line)
+        if line.startswith("round 1/"):
+            break
+    second = launch(str(tmp_path))
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, "".join(seen) + stderr[-3000:]
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"is in use by another run (pid {first.pid} on host " in second.stderr
+    assert "Traceback" not in second.stderr
+    assert final_digest(str(tmp_path)) == final_digest(reference)
+    assert outputs(str(tmp_path)) == outputs(reference)  # no interleaved or second history
+
+
+def test_changed_shapes_on_resume_are_refused_before_orbax_and_not_called_damage(reference, tmp_path):
+    workdir, before = copy_of(reference, tmp_path)
+    result = launch(workdir, "--config.fl.num_clients=5", "--config.space.stem_width=12")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "may not change on resume" in result.stderr
+    assert "fl.num_clients:" in result.stderr and "-> 5" in result.stderr
+    assert "space.stem_width:" in result.stderr and "-> 12" in result.stderr
+    for wrong in ("damaged", "delete", "Traceback", "tensorstore"):
+        assert wrong not in result.stderr
+    assert run_files(workdir) == before
+
+
+def test_a_blank_metrics_line_before_the_last_is_refused_naming_it(reference, tmp_path):
+    workdir, _ = copy_of(reference, tmp_path)
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path) as f:
+        lines = f.readlines()
+    with open(path, "w") as f:
+        f.writelines(lines[:1] + ["\n"] + lines[1:])
+    before = run_files(workdir)
+    result = launch(workdir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{path}, line 2: blank line" in result.stderr and "Traceback" not in result.stderr
+    assert run_files(workdir) == before  # no record after the blank line was dropped
+
+
+DISK_FULL_AT_ROUND_4 = """
+import errno, os
+import orbax.checkpoint as ocp
+save = ocp.CheckpointManager.save
+def full_disk(self, step, *args, **kwargs):
+    if step == 4:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(str(self.directory), '4'))
+    return save(self, step, *args, **kwargs)
+ocp.CheckpointManager.save = full_disk
+"""
+
+
+def test_a_full_disk_during_a_save_is_resumable_and_resumes_exactly(reference, tmp_path):
+    workdir = str(tmp_path / "full")
+    result = launch_patched(DISK_FULL_AT_ROUND_4, workdir)
+    assert result.returncode == 75, result.stderr[-3000:]
+    assert "saving the checkpoint after round 4 failed: " in result.stderr
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert "newest checkpoint (after round 2)" in result.stderr and "continue from round 2" in result.stderr
+    elsewhere = str(tmp_path / "elsewhere")  # as a user who moved the workdir to a disk with room
+    shutil.copytree(workdir, elsewhere)
+    resumed = launch(elsewhere)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after round 2" in resumed.stderr
+    assert final_digest(elsewhere) == final_digest(reference)
+    assert outputs(elsewhere) == outputs(reference)
+
+
+def read_only_prelude(directory):
+    """Makes every write under `directory` fail with EROFS, as on a read-only mount (root ignores modes)."""
+    return f"""
+import builtins, errno, os
+ROOT_RO = {os.path.abspath(directory)!r}
+def refused(path):
+    return os.path.abspath(os.fspath(path)).startswith(ROOT_RO)
+def error(path):
+    return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+os_open, builtin_open, makedirs = os.open, builtins.open, os.makedirs
+def read_only_os_open(path, flags, *args, **kwargs):
+    if refused(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        raise error(path)
+    return os_open(path, flags, *args, **kwargs)
+def read_only_open(path, mode='r', *args, **kwargs):
+    if isinstance(path, (str, bytes, os.PathLike)) and refused(path) and set(mode) & set('wax+'):
+        raise error(path)
+    return builtin_open(path, mode, *args, **kwargs)
+def read_only_makedirs(path, *args, **kwargs):
+    if refused(path) and not os.path.isdir(path):
+        raise error(path)
+    return makedirs(path, *args, **kwargs)
+os.open, builtins.open, os.makedirs = read_only_os_open, read_only_open, read_only_makedirs
+"""
+
+
+@pytest.mark.parametrize("case", ["finished run in a read-only workdir", "empty read-only workdir",
+                                  "new workdir under a read-only parent"])
+def test_a_read_only_workdir_is_one_message_and_changes_nothing(reference, tmp_path, case):
+    if case.startswith("finished"):
+        workdir, before = copy_of(reference, tmp_path)
+        read_only = workdir
+    elif case.startswith("empty"):
+        read_only = workdir = str(tmp_path / "run")
+        os.makedirs(workdir)
+        before = {}
+    else:
+        read_only, before = str(tmp_path / "parent"), {}
+        os.makedirs(read_only)
+        workdir = os.path.join(read_only, "run")
+    result = launch_patched(read_only_prelude(read_only), workdir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "creating the workdir and its lock file failed: " in result.stderr
+    assert "Read-only file system" in result.stderr and "Nothing" in result.stderr
+    assert "make the workdir writable" in result.stderr and "Traceback" not in result.stderr
+    assert (run_files(workdir) if os.path.exists(workdir) else {}) == before
+
+
+def test_a_read_only_workdir_by_permissions(reference, tmp_path):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        probe = parent / "probe"
+        try:
+            probe.mkdir()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user (root) ignores directory permissions; the read-only cases are covered "
+                        "by test_a_read_only_workdir_is_one_message_and_changes_nothing")
+        result = launch(str(parent / "run"))
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert "Permission denied" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        parent.chmod(0o755)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_exits_resumable_with_nothing_to_clean(tmp_path, signum):
+    process = subprocess.Popen(command(str(tmp_path)), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("workdir:"):  # validated; now importing JAX, loading data, compiling
+            process.send_signal(signum)
+            break
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 75, stderr[-3000:]
+    name = signal.Signals(signum).name
+    assert f"interrupted, resumable: {name} received outside a training round" in stderr
+    assert "nothing is lost" in stderr and "Traceback" not in stderr
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints")) or not os.listdir(
+        os.path.join(tmp_path, "checkpoints"))
+
+
+def test_results_without_a_checkpoint_are_refused_unless_overwrite(reference, tmp_path):
+    workdir, _ = copy_of(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, "checkpoints"))
+    before = run_files(workdir)
+    refused = launch(workdir, "--config.seed=1")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "no checkpoint to resume from" in refused.stderr and "--config.overwrite=True" in refused.stderr
+    assert run_files(workdir) == before  # config.json not rewritten, metrics not appended to
+    started_over = launch(workdir, "--config.overwrite=True")
+    assert started_over.returncode == 0, started_over.stderr[-3000:]
+    assert final_digest(workdir) == final_digest(reference)
+    assert outputs(workdir) == outputs(reference)
+
+
+def test_a_finished_run_without_metrics_is_refused_without_index_error(reference, tmp_path):
+    workdir, _ = copy_of(reference, tmp_path)
+    os.remove(os.path.join(workdir, "metrics.jsonl"))
+    before = run_files(workdir)
+    result = launch(workdir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "metrics.jsonl is missing" in result.stderr and "IndexError" not in result.stderr
+    assert run_files(workdir) == before
+
+
+def test_a_dry_run_does_not_write_into_a_trained_run(reference, tmp_path):
+    workdir, before = copy_of(reference, tmp_path)
+    result = launch(workdir, "--config.dry_run=True")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "a dry run would overwrite its cost.json" in result.stderr
+    assert run_files(workdir) == before
+
+
+def test_a_run_where_every_client_fails_reports_nan_warns_and_fails(tmp_path):
+    result = launch(str(tmp_path), "--config.client.learning_rate=1e30", "--config.fl.rounds=3")
+    assert result.returncode == 2, result.stderr[-3000:]
+    with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["round"] for r in records] == [3]
+    assert all(np.isnan(r["train_loss"]) for r in records)
+    assert result.stderr.count("every client's update was non-finite") == len(records) + 1
+    assert "no round of this run trained anything" in result.stderr

@@ -13,7 +13,10 @@ checksum not matching; `restore_newest_intact` then falls back to the next older
 Saves are synchronous: the caller donates the state to the next round right after saving.
 """
 import hashlib
+import json
 import os
+import sys
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -96,6 +99,7 @@ def restore_newest_intact(manager: ocp.CheckpointManager, target_state) -> Resto
         try:
             state, host = restore(manager, step, target_state)
         except Exception as error:  # orbax/tensorstore raise many types for damaged files
+            _silence_closed_loop_reports()
             skipped.append(f"step {step}: {type(error).__name__}: {_first_line(error)}")
             continue
         for i, step_skipped in enumerate(steps[:len(skipped)]):
@@ -105,8 +109,38 @@ def restore_newest_intact(manager: ocp.CheckpointManager, target_state) -> Resto
     if not steps:
         return None
     raise NoIntactCheckpoint(
-        f"no intact checkpoint in {manager.directory}; every one is damaged:\n  " + "\n  ".join(skipped)
-        + "\nto start the run over, delete that directory or use another --workdir")
+        f"no checkpoint in {manager.directory} could be restored (nothing was moved or deleted):\n  "
+        + "\n  ".join(skipped)
+        + "\nthe run's config matches them, so their files are damaged or were written by another version "
+        "of this code or for other data (space.json records the data's shapes). Keep the directory for "
+        "inspection; to start the run over, use another --workdir (or --config.overwrite=True, which "
+        "deletes this run's files)")
+
+
+def host_json_path(workdir: str, step: int) -> str:
+    """Where orbax keeps checkpoint `step`'s host JSON (its `JsonSave` item)."""
+    return os.path.join(checkpoint_dir(workdir), str(step), "host", "metadata")
+
+
+def saved_configs(workdir: str) -> list[tuple[int, dict]]:
+    """(step, config) from the host JSON of every finished checkpoint, newest first, read without orbax.
+
+    Lets a resume compare configs before asking orbax to restore arrays whose shapes a changed config
+    would not match. Unreadable host JSONs are left out (the restore judges those checkpoints).
+    """
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for step in sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True):
+        try:
+            with open(host_json_path(workdir, step)) as f:
+                host = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(host, dict) and isinstance(host.get("config"), dict):
+            found.append((step, host["config"]))
+    return found
 
 
 def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
@@ -119,6 +153,40 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
         target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
     os.replace(source, target)
     return target
+
+
+def _is_closed_loop_report(exc_type, value) -> bool:
+    return exc_type is RuntimeError and str(value) == "Event loop is closed"
+
+
+def _silence_closed_loop_reports() -> None:
+    """Drops the 'Event loop is closed' reports that follow a failed restore; keeps every other report.
+
+    When one read of a damaged checkpoint fails, orbax closes the event loop of that restore while
+    tensorstore's other reads are still in flight; each of them then reports, from its own thread, that it
+    cannot hand back its result (a RuntimeError per array, hundreds for a large state). The failure itself
+    is already reported once as a skipped checkpoint.
+    """
+    if getattr(sys.excepthook, "_drops_closed_loop", False):
+        return
+    previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook
+    previous_unraisable_hook = sys.unraisablehook
+
+    def excepthook(exc_type, value, traceback):
+        if not _is_closed_loop_report(exc_type, value):
+            previous_hook(exc_type, value, traceback)
+
+    def thread_excepthook(arguments):
+        if not _is_closed_loop_report(arguments.exc_type, arguments.exc_value):
+            previous_thread_hook(arguments)
+
+    def unraisable_hook(unraisable):
+        if not _is_closed_loop_report(unraisable.exc_type, unraisable.exc_value):
+            previous_unraisable_hook(unraisable)
+
+    excepthook._drops_closed_loop = True
+    sys.excepthook, threading.excepthook = excepthook, thread_excepthook
+    sys.unraisablehook = unraisable_hook
 
 
 def _first_line(error: Exception) -> str:

@@ -9,11 +9,16 @@ from superfed_jax import validation
 from superfed_jax.federated import assignment
 from superfed_jax.reports import run_cost
 from superfed_jax.run import build
+from superfed_jax.run import workdir as workdir_lib
 
 
 def run_dry(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Writes `WORKDIR/cost.json` from the run's assignment sequence, prints its summary, returns it."""
+    """Writes `WORKDIR/cost.json` from the run's assignment sequence, prints its summary, returns it.
+
+    Refuses a workdir that holds a training run (its cost.json is the trained run's own).
+    """
     validation.check_config(config)
+    workdir_lib.check_dry_run_target(workdir)
     space = config_lib.search_space(config)
     sequence = assignment.assignment_sequence(space, build.round_settings(config, space), config.seed,
                                               config.fl.rounds)

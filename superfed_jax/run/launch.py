@@ -200,40 +200,73 @@ def _define_flags(argv: Sequence[str]) -> None:
     flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config name>).")
 
 
+def _without_overwrite(config) -> str:
+    """The caveat for 'rerun the same command' when that command would start over."""
+    if not config.get("overwrite", False):
+        return ""
+    return " (without --config.overwrite=True, which would delete the run and start over)"
+
+
 def _run(argv: Sequence[str]) -> None:
     """Validates the parsed config and trains (absl's main, called with the positional arguments)."""
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
-    # Imported late so absl parses flags before JAX initialises.
-    from superfed_jax import validation
-    from superfed_jax.run import distributed
     from superfed_jax.run import preemption
-    from superfed_jax.run import train
+    from superfed_jax.run import workdir as workdir_lib
 
     config = flags.FLAGS.config
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
     try:
-        validation.check_config(config)
-        distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
-        if distributed.is_writer():
-            print(f"workdir: {workdir}", flush=True)
-        train.train_and_evaluate(config, workdir)
+        with preemption.stop_on_termination():  # until the round loop, which handles signals itself
+            # Imported late so absl parses flags before JAX initialises.
+            from superfed_jax import validation
+            from superfed_jax.run import distributed
+            from superfed_jax.run import train
+
+            validation.check_config(config)
+            distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
+            if distributed.is_writer():
+                print(f"workdir: {workdir}", flush=True)
+            train.train_and_evaluate(config, workdir)
     except preemption.Interrupted as interrupted:  # checkpointed: the same command resumes
-        print(f"{interrupted}", file=sys.stderr)
+        print(f"{interrupted}{_without_overwrite(config)}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED)
+    except preemption.Stopped as stopped:  # a signal outside the round loop: nothing to finish
+        print(preemption.stopped_message(stopped.signal_name, workdir_lib.newest_checkpoint(workdir),
+                                         workdir) + _without_overwrite(config), file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # a second signal during a round: stopped at once, without a checkpoint
+        print(preemption.stopped_message("a second signal", workdir_lib.newest_checkpoint(workdir),
+                                         workdir).replace("outside a training round", "during a round")
+              + _without_overwrite(config), file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED)
+    except workdir_lib.RunIOError as failure:
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED if failure.resumable else EXIT_USAGE)
     except (ValueError, FileNotFoundError) as error:  # bad config or data: a message, not a traceback
         if os.environ.get("SUPERFED_DEBUG"):
             raise
         _fail(str(error), debug_hint=True)
+    except OSError as error:  # a filesystem failure outside the driver (reading the data, the workdir)
+        if os.environ.get("SUPERFED_DEBUG"):
+            raise
+        failure = workdir_lib.io_failure(error, workdir, "reading or writing the run's files")
+        print(f"error: {failure}", file=sys.stderr)
+        sys.exit(preemption.EXIT_INTERRUPTED if failure.resumable else EXIT_USAGE)
 
 
 def main(argv: Sequence[str]) -> None:
     """Runs the training command for `argv` (argv[0] is the program name, as in `sys.argv`).
 
-    Exits the process: 0 after a finished run, 2 with one `error:` message for a bad flag, config or
-    data, `preemption.EXIT_INTERRUPTED` after a checkpointed interruption. The flags are defined on
-    absl's global flags once per process, so call it once per process.
+    Exits the process: 0 after a finished run; 2 with one `error:` message for a bad flag, config or
+    data, a workdir in use by another run or holding results it cannot continue, a filesystem failure
+    that needs fixing first (read-only, no permission), or a run in which nothing trained;
+    `preemption.EXIT_INTERRUPTED` (75) after a signal (during start-up or a round) or a full disk: the
+    same command then continues. The flags are defined on absl's global flags once per process, so call
+    it once per process.
     """
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = last_override_wins(argv)

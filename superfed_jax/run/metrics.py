@@ -2,23 +2,62 @@
 evaluation, appended to `metrics.jsonl`."""
 import json
 
+import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax.federated import sharding
 
 
-def host_round_metrics(in_flight: list[dict]) -> list[dict]:
-    """Reads per-round device metrics to the host (at a logging or checkpoint boundary only)."""
+class NothingTrained(ValueError):
+    """Every client of every round of the run failed (non-finite), so nothing was trained."""
+
+
+def host_round_metrics(in_flight: list[dict], clients_per_round: int | None = None) -> list[dict]:
+    """Reads per-round device metrics to the host (at a logging or checkpoint boundary only).
+
+    A round in which all `clients_per_round` clients were non-finite trained nothing; its train_loss is
+    NaN (the device value averages over no client and would read 0.0, which looks like a perfect fit).
+    """
     values = sharding.to_host(in_flight)
-    return [{"beta": float(v["beta"]), "train_loss": float(v["train_loss"]),
-             "clients_nonfinite": int(v["clients_nonfinite"])} for v in values]
+    rounds = [{"beta": float(v["beta"]), "train_loss": float(v["train_loss"]),
+               "clients_nonfinite": int(v["clients_nonfinite"])} for v in values]
+    for r in rounds:
+        if clients_per_round is not None and r["clients_nonfinite"] >= clients_per_round:
+            r["train_loss"] = float("nan")
+    return rounds
+
+
+def shown_loss(round_metrics: dict, clients_per_round: int):
+    """The round's train loss for the progress line, on the device (one scalar to read): NaN if every
+    client failed, where the device value averages over no client and reads 0.0."""
+    failed = round_metrics["clients_nonfinite"] >= clients_per_round
+    return jnp.where(failed, jnp.nan, round_metrics["train_loss"])
 
 
 def round_summary(pending: list[dict]) -> dict:
-    """The rounds since the last evaluation: last beta, mean train loss, total non-finite clients."""
+    """The rounds since the last evaluation: last beta, mean train loss of the rounds that trained (NaN
+    if none did), total non-finite clients."""
+    losses = [p["train_loss"] for p in pending if np.isfinite(p["train_loss"])]
     return {"beta": pending[-1]["beta"],
-            "train_loss": float(np.mean([p["train_loss"] for p in pending])),
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "clients_nonfinite": sum(p["clients_nonfinite"] for p in pending)}
+
+
+def failed_rounds_warning(pending: list[dict], clients_per_round: int, round_: int) -> str:
+    """A warning if, in some of the rounds since the last evaluation, every client failed; else ''."""
+    failed = sum(p["clients_nonfinite"] >= clients_per_round for p in pending)
+    if not failed:
+        return ""
+    return (f"warning: in {failed} of the {len(pending)} rounds up to round {round_} every client's update "
+            "was non-finite (NaN/inf) and nothing was trained; lower client.learning_rate or "
+            "client.clip_norm")
+
+
+def nothing_trained(records: list[dict], clients_per_round: int) -> bool:
+    """Whether every client of every round up to the last record failed (per the records' counts)."""
+    if not records:
+        return False
+    return sum(r["clients_nonfinite"] for r in records) >= records[-1]["round"] * clients_per_round
 
 
 def append_record(metrics_file, record: dict) -> None:

@@ -22,6 +22,46 @@ class Interrupted(Exception):
         self.round = round_
 
 
+class Stopped(BaseException):
+    """A termination signal outside the round loop (start-up, compilation, restore, the final report).
+
+    A BaseException, as KeyboardInterrupt: no `except Exception` on the way (a checkpoint restore that
+    tolerates damaged files) may take it for an ordinary error.
+    """
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def stopped_message(signal_name: str, newest_checkpoint: int | None, workdir: str) -> str:
+    """What a run stopped outside the round loop tells the user: nothing to clean, how to go on."""
+    if newest_checkpoint is None:
+        kept = "no round had been checkpointed, so nothing is lost and there is nothing to clean up"
+        then = "rerun the same command to start the run"
+    else:
+        kept = (f"the checkpoint after round {newest_checkpoint} in {workdir} is intact and there is "
+                "nothing to clean up")
+        then = "rerun the same command to continue from it"
+    return f"interrupted, resumable: {signal_name} received outside a training round; {kept}; {then}"
+
+
+@contextlib.contextmanager
+def stop_on_termination():
+    """Within the block, SIGTERM/SIGINT raise `Stopped` at once (nothing to finish before a round)."""
+
+    def stop(signum, frame):
+        del frame
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class SignalFlag:
     """Records the first termination signal; `name` is None until one arrives."""
 

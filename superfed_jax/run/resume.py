@@ -59,23 +59,62 @@ def read_saved_config(workdir: str) -> dict | None:
         return json.load(f)
 
 
+class MetricsFileError(ValueError):
+    """metrics.jsonl holds a line that is neither an evaluation record nor a torn last line."""
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The evaluation records in the JSON-lines file at `path` ([] if there is none).
+
+    Only the last line may be torn (a crash mid-write): it is dropped. Any other line that is blank, not
+    JSON, or not a record with an integer `round` raises `MetricsFileError` naming the file and the line,
+    so that no record after it is silently dropped.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline ending the last complete record
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        problem, record = _line_problem(raw)
+        if problem is None:
+            records.append(record)
+        elif number == len(lines) and not raw.endswith(b"}"):
+            break  # a torn write can only be the last line, and it never ends a complete record
+        else:
+            raise MetricsFileError(
+                f"{path}, line {number}: {problem} (line starts {raw[:60]!r}); only the last line may be "
+                "incomplete. Nothing was changed. Repair or remove that line by hand (each line is one "
+                "JSON record with its 'round'), or use another --workdir")
+    return records
+
+
+def _line_problem(raw: bytes) -> tuple[str | None, dict | None]:
+    """(what is wrong with one metrics line or None, the record)."""
+    if not raw.strip():
+        return "blank line", None
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"not JSON ({error})", None
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not a record", None
+    if not isinstance(record.get("round"), int) or isinstance(record.get("round"), bool):
+        return f"no integer 'round' (round={record.get('round')!r})", None
+    return None, record
+
+
 def rewind_metrics(path: str, last_round: int, write: bool = True) -> list[dict]:
     """Keeps the records of rounds <= `last_round` in the JSON-lines file at `path`; returns them.
 
     Records written after the checkpoint being resumed are dropped (they will be written again), so the
-    file never holds a round twice. A torn last line (crash mid-write) is dropped too. The file is
-    replaced atomically, and only if `write` (process 0 of a multi-host run).
+    file never holds a round twice. A torn last line (crash mid-write) is dropped too; any other bad line
+    raises `MetricsFileError` before anything is written. The file is replaced atomically, and only if
+    `write` (process 0 of a multi-host run).
     """
-    records = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn write can only be the last line
-                if record["round"] <= last_round:
-                    records.append(record)
+    records = [r for r in read_metrics(path) if r["round"] <= last_round]
     if not write:
         return records
     temporary = path + ".tmp"

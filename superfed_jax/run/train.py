@@ -5,6 +5,7 @@ checkpoint -> run rounds, evaluating the tracked subnets every `eval.every_round
 checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report.
 This file only tells that story; every step lives in the layer it belongs to.
 """
+import contextlib
 import dataclasses
 import io
 import json
@@ -30,6 +31,7 @@ from superfed_jax.run import preemption
 from superfed_jax.run import progress
 from superfed_jax.run import resume
 from superfed_jax.run import tb_writer
+from superfed_jax.run import workdir as workdir_lib
 
 
 def _write_json(path: str, value) -> None:
@@ -46,6 +48,54 @@ class Start(NamedTuple):
     records: list  # the evaluation records already in metrics.jsonl
 
 
+def check_resume_allowed(config, workdir: str, writer: bool) -> None:
+    """Before the run is built: may `config` continue the run in `workdir`? Reads files only, no orbax.
+
+    Compares the config in the newest checkpoint's host JSON (and WORKDIR/config.json) with `config`:
+    a changed dataset, client count or space would otherwise fail deep inside orbax on mismatched shapes,
+    or look like a damaged checkpoint. Also reads metrics.jsonl (a damaged line stops the run before
+    anything changes) and refuses checkpoints whose metrics.jsonl is gone.
+
+    Raises:
+      ValueError: the fields that may not change on resume, a bad metrics line, a missing metrics file.
+    """
+    saved = checkpoint.saved_configs(workdir)
+    if saved:
+        current = config.to_dict()
+        resume.check_resumable(saved[0][1], current, workdir)
+        saved_json = resume.read_saved_config(workdir)
+        if saved_json is not None:
+            resume.check_resumable(saved_json, current, workdir)
+    if not writer:
+        return
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    resume.read_metrics(metrics_path)
+    step = workdir_lib.newest_checkpoint(workdir)
+    if step is not None and not os.path.exists(metrics_path):
+        raise workdir_lib.WorkdirError(
+            f"{metrics_path} is missing, but {workdir} holds checkpoints (the newest after round {step}): "
+            "the evaluation records of the rounds before it are gone, and the report is made from them. "
+            "Nothing was changed. Put metrics.jsonl back, or start over with --config.overwrite=True "
+            "(deletes the checkpoints too), or use another --workdir")
+
+
+def check_same_data_shapes(workdir: str, space) -> None:
+    """The data's shapes saved in WORKDIR/space.json (when resuming) must be those of `space`."""
+    space_path = os.path.join(workdir, "space.json")
+    if not checkpoint.saved_configs(workdir) or not os.path.exists(space_path):
+        return
+    before = workdir_lib.read_json(space_path)
+    now = json.loads(json.dumps(dataclasses.asdict(space)))  # tuples as lists, as saved
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(
+            f"{workdir} holds a run on data of other shapes ({space_path}); these may not change on "
+            "resume:\n  " + "\n  ".join(changed)
+            + "\nthe data files changed since the run started; restore them, or use another --workdir "
+            "for a run on the new data")
+
+
 def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start:
     """Restores the newest intact checkpoint of `workdir` (checking the config may resume it) or starts.
 
@@ -53,8 +103,9 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
     checkpoint is skipped with a warning; if checkpoints exist but none is intact, this raises.
     """
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    restored = checkpoint.restore_newest_intact(manager, run.state)
     writer = distributed.is_writer()
+    check_same_data_shapes(workdir, run.space)
+    restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:
         return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0, write=writer))
     for skipped in restored.skipped:
@@ -72,14 +123,32 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) a whole SuperFed training run in `workdir`; returns the best evaluation record.
 
+    Holds WORKDIR/.lock for the whole run (a second run on the same workdir is refused at once).
     Checkpoints every `checkpoint.every_rounds` rounds and at the end; on SIGTERM/SIGINT it finishes the
-    round, checkpoints and raises `preemption.Interrupted`. Rerunning with the same workdir resumes.
+    round, checkpoints and raises `preemption.Interrupted`. Rerunning with the same workdir resumes. A
+    filesystem failure raises `workdir.RunIOError`, saying what was kept and how to continue.
     """
-    if config.dry_run:
-        return dry_run.run_dry(config, workdir)
-    run = build.build(config)  # fails on bad config or data before anything is written
     writer = distributed.is_writer()  # process 0 writes the workdir's files; all write checkpoints
-    os.makedirs(workdir, exist_ok=True)
+    lock = workdir_lib.hold_lock(workdir) if writer else contextlib.nullcontext()
+    with lock:
+        try:
+            if config.dry_run:
+                return dry_run.run_dry(config, workdir)
+            return _train(config, workdir, writer)
+        except workdir_lib.RunIOError:
+            raise
+        except OSError as error:
+            if not workdir_lib.concerns(error, workdir):
+                raise  # not the workdir (a data file): the caller reports it as such
+            raise workdir_lib.io_failure(error, workdir, "reading or writing the run's files") from error
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dict:
+    """The run itself, with the workdir locked: checks, build, start or resume, rounds, finish."""
+    if writer:
+        workdir_lib.check_start(workdir, config.get("overwrite", False))
+    check_resume_allowed(config, workdir, writer)  # before building: a refused run stops at once
+    run = build.build(config)  # fails on bad config or data before anything of the run is written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start = start_or_resume(config, workdir, run, manager)
     if writer:
@@ -87,6 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _write_json(os.path.join(workdir, "space.json"), dataclasses.asdict(run.space))  # the data's shapes
     state, pending, records = start.state, list(start.pending), list(start.records)
     rounds, in_flight = config.fl.rounds, []  # in_flight: device metrics not yet read by the host
+    clients = config.fl.clients_per_round
 
     bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
     metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
@@ -98,9 +168,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             in_flight.append(round_metrics)
             done, last = t + 1, t + 1 == rounds
             if done % config.log_every_rounds == 0 or last:
-                bar.update(done, float(sharding.to_host(round_metrics["train_loss"])))  # the one scalar read
+                bar.update(done, float(sharding.to_host(metrics.shown_loss(round_metrics, clients))))
             if done % config.eval.every_rounds == 0 or last:
-                pending, in_flight = pending + metrics.host_round_metrics(in_flight), []
+                pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
+                failed = metrics.failed_rounds_warning(pending, clients, done)
+                if failed and writer:
+                    print(("\n" if bar.tty else "") + failed, file=sys.stderr, flush=True)
                 record = {"round": done, **metrics.round_summary(pending),
                           **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked,
                                                         run.eval_sets)}
@@ -112,8 +185,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 bar.note(" ".join(f"{n}={record.get(f'{n}/val_accuracy', float('nan')):.3f}"
                                   for n in run.tracked))
             if done % config.checkpoint.every_rounds == 0 or last or signal_flag.name:
-                pending, in_flight = pending + metrics.host_round_metrics(in_flight), []
-                checkpoint.save(manager, done, state, {"pending": pending, "config": config.to_dict()})
+                pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
+                try:
+                    checkpoint.save(manager, done, state, {"pending": pending, "config": config.to_dict()})
+                except Exception as error:  # orbax wraps a full disk in ValueError('RESOURCE_EXHAUSTED')
+                    if not workdir_lib.is_io_failure(error):
+                        raise
+                    raise workdir_lib.io_failure(error, workdir, f"saving the checkpoint after round {done}",
+                                                 checkpoint.checkpoint_dir(workdir)) from error
             if signal_flag.name:
                 bar.close()
                 raise preemption.Interrupted(signal_flag.name, done, workdir)
@@ -125,6 +204,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> dict:
     """The summary table and the cost report of a completed run; returns the best evaluation record."""
+    if not records:
+        raise workdir_lib.WorkdirError(
+            f"{os.path.join(workdir, 'metrics.jsonl')} holds no evaluation record although the run has "
+            f"finished its {config.fl.rounds} rounds (the file was emptied or replaced), so there is nothing "
+            "to report; the checkpoints are unchanged. Put the file back, or start over with "
+            "--config.overwrite=True, or use another --workdir")
     best = run_record.select_best(records, run.tracked)
     if not distributed.is_writer():
         return best
@@ -137,4 +222,11 @@ def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> di
     print(run_cost.cost_summary(cost_report), flush=True)
     written = run_report.write_run_report(workdir)
     print(f"report: {written['report']}, plot: {written['plot']}", flush=True)
+    if metrics.nothing_trained(records, config.fl.clients_per_round):
+        raise metrics.NothingTrained(
+            f"no round of this run trained anything: in every one of its {records[-1]['round']} rounds every "
+            "client's update was non-finite (NaN/inf) and was dropped, so the supernet is its "
+            f"initialization (train_loss is NaN in {os.path.join(workdir, 'metrics.jsonl')}). Lower "
+            "client.learning_rate or client.clip_norm, and start over with --config.overwrite=True or in "
+            "another --workdir")
     return best

@@ -1,0 +1,223 @@
+"""The workdir of a run: one run at a time, no silent restart over results, readable I/O failures.
+
+* `hold_lock(workdir)`: an OS lock (fcntl.flock) on WORKDIR/.lock for the whole run. A second run on the
+  same workdir stops at once, naming the process that holds it (pid, host and start time are written into
+  the lock file). The OS drops the lock when its process ends in any way, so a crash leaves no stale lock;
+  the file itself stays (deleting it would let two runs lock two different files).
+* `check_start(workdir, overwrite)`: a workdir that holds results (evaluation records, a report) but no
+  checkpoint is refused unless the user asks to start over (`overwrite=True`, which clears the run's files
+  first, and only those).
+* `check_dry_run_target(workdir)`: a dry run writes cost.json; it must not do so over a trained run.
+* `RunIOError` and `io_error_message`: a filesystem failure as one message naming the path, what failed,
+  what was lost and how to continue.
+"""
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+
+LOCK_FILE = ".lock"
+# Everything a training run writes into its workdir; `overwrite=True` clears these and nothing else.
+RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", "cost.json", "report.md",
+             "pareto.png", "tb", "checkpoints", "checkpoints_damaged")
+# What a training run leaves that a dry run must not write beside (a dry run writes only cost.json).
+TRAINED_RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "checkpoints", "report.md")
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used as asked (busy, holds results without a checkpoint, holds a trained run)."""
+
+
+class RunIOError(Exception):
+    """A filesystem failure, already phrased for the user; `resumable`: the same command continues."""
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable
+
+
+# ------------------------------------------------------------------------------------------- the lock
+
+
+def lock_owner_text() -> str:
+    """What the lock file says about this process: pid, host and start time (UTC)."""
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"pid {os.getpid()} on host {socket.gethostname()}, started {started}"
+
+
+@contextlib.contextmanager
+def hold_lock(workdir: str):
+    """Holds an exclusive lock on WORKDIR/.lock within the block (creating the workdir if needed).
+
+    Raises:
+      WorkdirError: another process holds the lock (the message names it).
+      RunIOError: the workdir or its lock file cannot be created (read-only, no permission, disk full).
+    """
+    path = os.path.join(workdir, LOCK_FILE)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise RunIOError(io_error_message(error, workdir, "creating the workdir and its lock file",
+                                          path), resumable=False) from error
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_text(path) or "a process that did not say which"
+            raise WorkdirError(
+                f"{workdir} is in use by another run ({owner}; lock: {path}). Two runs in one workdir "
+                "would interleave their records. Wait for it to end, stop it, or use another --workdir")
+        try:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, (lock_owner_text() + "\n").encode())
+        except OSError:
+            pass  # the lock holds without the note; only the message naming the owner is poorer
+        yield path
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------------------------ what it holds
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether WORKDIR/checkpoints holds at least one finished checkpoint (a step directory)."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def results_held(workdir: str) -> list[str]:
+    """The result files of a run in `workdir`: metrics.jsonl with content, report.md, pareto.png."""
+    held = []
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(metrics_path) and _read_text(metrics_path):
+        held.append(metrics_path)
+    held += [os.path.join(workdir, name) for name in ("report.md", "pareto.png")
+             if os.path.exists(os.path.join(workdir, name))]
+    return held
+
+
+def clear_run_files(workdir: str) -> list[str]:
+    """Deletes the files a training run writes (RUN_FILES) from `workdir`; returns those deleted."""
+    cleared = []
+    for name in RUN_FILES:
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        else:
+            continue
+        cleared.append(path)
+    return cleared
+
+
+def check_start(workdir: str, overwrite: bool) -> None:
+    """Refuses a workdir with results but no checkpoint; with `overwrite`, clears the run's files first.
+
+    Without a checkpoint a run would start over and append a second history to the results it finds.
+    """
+    if overwrite:
+        cleared = clear_run_files(workdir)
+        if cleared:
+            print(f"overwrite=True: cleared {len(cleared)} files of the previous run in {workdir}",
+                  flush=True)
+        return
+    held = results_held(workdir)
+    if held and not has_checkpoint(workdir):
+        raise WorkdirError(
+            f"{workdir} holds results of an earlier run ({', '.join(os.path.basename(p) for p in held)}) "
+            "but no checkpoint to resume from; starting here would mix two runs' records. Nothing was "
+            "changed. Use another --workdir, or give --config.overwrite=True to delete that run's files "
+            f"({', '.join(RUN_FILES[:3])}, ...) and start over")
+
+
+def check_dry_run_target(workdir: str) -> None:
+    """Refuses to write a dry run's cost.json into a workdir holding a training run's files."""
+    found = [name for name in TRAINED_RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if found:
+        raise WorkdirError(
+            f"{workdir} holds a training run ({', '.join(found)}); a dry run would overwrite its cost.json. "
+            "Nothing was written. Give the dry run another --workdir")
+
+
+# --------------------------------------------------------------------------------------- I/O errors
+
+
+def newest_checkpoint(workdir: str) -> int | None:
+    """The highest finished checkpoint step in `workdir` (by directory name), or None."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
+    return max(steps) if steps else None
+
+
+def io_error_message(error: BaseException, workdir: str, action: str, path: str = "") -> str:
+    """One message for a failed filesystem operation: the path, what failed, what was lost, what to do."""
+    path = getattr(error, "filename", None) or path or workdir
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:300]
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or "RESOURCE_EXHAUSTED" in str(error) or "No space left" in str(error):
+        advice = "free disk space (or move the workdir to a larger disk)"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "make the workdir writable (or copy it to a writable place and pass that --workdir)"
+    else:
+        advice = "fix the cause"
+    step = newest_checkpoint(workdir) if os.path.isdir(workdir) else None
+    if step is None:
+        kept = "Nothing was lost: no round had been checkpointed in this workdir"
+        then = "then rerun the same command to start the run"
+    else:
+        kept = (f"Nothing already saved was lost: the newest checkpoint (after round {step}) and the "
+                "metrics written before it are intact")
+        then = f"then rerun the same command to continue from round {step}"
+    return f"{action} failed: {path}: {reason}. {kept}; {advice}, {then}"
+
+
+def io_failure(error: BaseException, workdir: str, action: str, path: str = "") -> RunIOError:
+    """`error` as a RunIOError; resumable (the same command continues) when the cause is a full disk."""
+    transient = getattr(error, "errno", None) == errno.ENOSPC or any(
+        marker in str(error) for marker in ("RESOURCE_EXHAUSTED", "No space left"))
+    return RunIOError(io_error_message(error, workdir, action, path), resumable=transient)
+
+
+def concerns(error: OSError, workdir: str) -> bool:
+    """Whether a failed file operation was on a path inside `workdir` (or names no path at all)."""
+    filename = getattr(error, "filename", None)
+    if filename is None:
+        return True
+    inside = os.path.abspath(os.fsdecode(filename))
+    return os.path.commonpath([inside, os.path.abspath(workdir)]) == os.path.abspath(workdir)
+
+
+def is_io_failure(error: BaseException) -> bool:
+    """Whether `error` is a filesystem failure (OSError, or orbax/tensorstore's wrapping of one)."""
+    if isinstance(error, OSError):
+        return True
+    text = str(error)
+    return any(marker in text for marker in ("RESOURCE_EXHAUSTED", "No space left", "Permission denied",
+                                             "Read-only file system", "Error writing local file"))
+
+
+def read_json(path: str):
+    """The JSON value in `path`; ValueError naming the file if it is not valid JSON."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}); restore it from the checkpoint's host "
+                             "JSON or use another --workdir") from error
