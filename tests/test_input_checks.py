@@ -1,0 +1,146 @@
+"""Every input is checked, with one clear error naming the file: damaged or odd `.npz` files, data that
+overflows after a conversion, label semantics, and the small CLIs (issues 14.6 and 15)."""
+import io
+import pickle
+import zipfile
+
+import ml_collections
+import numpy as np
+import pytest
+
+from superfed_jax.data import load_dataset, npz
+
+
+def _config(**overrides):
+    fields = dict(name="npz", path="", archive="", tfds_data_dir="", val_fraction=0.0)
+    fields.update(overrides)
+    return ml_collections.ConfigDict(fields)
+
+
+def _arrays(side=(4, 4), n=6, dtype=np.uint8):
+    rng = np.random.default_rng(0)
+    return dict(x_train=rng.integers(0, 256, (n,) + side + (1,)).astype(dtype),
+                y_train=np.arange(n) % 3, x_test=rng.integers(0, 256, (3,) + side + (1,)).astype(dtype),
+                y_test=np.array([0, 1, 2]))
+
+
+def _write(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _load_error(path) -> str:
+    with pytest.raises(ValueError) as info:
+        npz.load_npz_arrays(str(path))
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------------------ damaged files
+
+
+def test_truncated_npz_is_a_clean_error(tmp_path):
+    good = open(_write(tmp_path / "good.npz", **_arrays()), "rb").read()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good[:len(good) // 2])
+    assert "damaged or truncated" in _load_error(cut)
+
+
+def test_bad_crc_npz_is_a_clean_error(tmp_path):
+    good = open(_write(tmp_path / "good.npz", **_arrays()), "rb").read()
+    # Flip one byte inside the first member's data (after its 30-byte local header and name).
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        first = archive.infolist()[0]
+    offset = first.header_offset + 30 + len(first.filename) + 100
+    bad = bytearray(good)
+    bad[offset] ^= 0xFF
+    path = tmp_path / "crc.npz"
+    path.write_bytes(bytes(bad))
+    message = _load_error(path)
+    assert "damaged or truncated" in message and "CRC" in message
+
+
+@pytest.mark.parametrize("content,kind", [
+    (b"hello, these are not arrays" * 4, "not a zip archive"),
+    (b"", "an empty file"),
+    (pickle.dumps({"x_train": 1}), "Python pickle"),
+])
+def test_non_npz_files_are_named_for_what_they_are(tmp_path, content, kind):
+    path = tmp_path / "odd.npz"
+    path.write_bytes(content)
+    message = _load_error(path)
+    assert kind in message and "pickled data" not in message
+
+
+def test_single_npy_array_is_named(tmp_path):
+    path = tmp_path / "one.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    assert "a single .npy array" in _load_error(path)
+
+
+def test_header_declaring_a_huge_shape_is_refused_before_allocating(tmp_path):
+    arrays = _arrays()
+    buffer = io.BytesIO()
+    np.save(buffer, arrays["x_train"])
+    header = buffer.getvalue()
+    # Rewrite the declared shape so that it claims far more data than the member holds.
+    damaged = header.replace(b"'shape': (6, 4, 4, 1)", b"'shape': (9999999999999,)", 1)
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in arrays.items():
+            member = io.BytesIO()
+            np.save(member, value)
+            archive.writestr(f"{key}.npy", damaged if key == "x_train" else member.getvalue())
+    assert "declares shape (9999999999999,)" in _load_error(path)
+
+
+# ------------------------------------------------------------------------- after conversions
+
+
+def test_float64_pixels_beyond_float32_are_refused(tmp_path):
+    arrays = _arrays(dtype=np.float64)
+    arrays["x_train"][1, 0, 0, 0] = 1e300  # finite in float64, inf in float32
+    arrays["x_test"] = arrays["x_test"].astype(np.float64)
+    message = _load_error(_write(tmp_path / "big.npz", **arrays))
+    assert "beyond float32's range" in message and "1e+300" in message
+
+
+def test_test_pixels_that_overflow_once_normalized_are_refused(tmp_path):
+    arrays = _arrays(dtype=np.float32)
+    arrays["x_train"] = arrays["x_train"] / 255.0  # std ~0.3
+    arrays["x_test"][0, 0, 0, 0] = 3e38  # finite float32, / std overflows
+    path = _write(tmp_path / "far.npz", **arrays)
+    with pytest.raises(ValueError, match="x_test normalised with the training statistics") as info:
+        load_dataset(_config(path=path), seed=0)
+    assert path in str(info.value)
+
+
+# ------------------------------------------------------------------------------ data semantics
+
+
+def test_test_labels_outside_training_range_are_named(tmp_path):
+    arrays = _arrays()
+    arrays["y_test"] = np.array([0, 1000, 7])
+    message = _load_error(_write(tmp_path / "stray.npz", **arrays))
+    assert "2 label(s) outside the training labels' range [0, 2]: 7, 1000" in message
+
+
+def test_non_square_images_are_refused_up_front(tmp_path):
+    path = _write(tmp_path / "wide.npz", **_arrays(side=(8, 16)))
+    with pytest.raises(ValueError, match=r"images are 8x16.*only square images") as info:
+        load_dataset(_config(path=path), seed=0)
+    assert path in str(info.value)
+
+
+def test_single_class_dataset_warns(tmp_path, capsys):
+    arrays = _arrays()
+    arrays["y_train"][:] = 0
+    arrays["y_test"][:] = 0
+    path = _write(tmp_path / "one.npz", **arrays)
+    dataset = load_dataset(_config(path=path), seed=0)
+    assert dataset.num_classes == 1
+    assert "every training label is 0" in capsys.readouterr().err
+    # Two classes: no warning.
+    load_dataset(_config(path=_write(tmp_path / "two.npz", **_arrays())), seed=0)
+    assert "warning" not in capsys.readouterr().err
