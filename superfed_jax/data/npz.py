@@ -11,6 +11,7 @@ Everything is checked before it is used, and every problem is reported as a
 should fail at load time, not as NaN losses hours into training. Pickled
 (object) arrays are refused rather than unpickled, since unpickling runs code.
 """
+import lzma
 import zipfile
 import zlib
 from typing import Dict, Tuple
@@ -30,8 +31,11 @@ _PICKLE_MAGIC = b"\x80"
 # Labels become int32 and the model gets one output per class; a label past this is a damaged file.
 MAX_LABEL = 2 ** 31 - 2
 # What reading a damaged zip member can raise: a bad CRC or directory (BadZipFile), a broken deflate
-# stream (zlib.error), a cut-off member (EOFError, OSError), a bad .npy header (ValueError).
-_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+# stream (zlib.error, lzma.LZMAError), a cut-off member (EOFError, OSError), a bad .npy header
+# (ValueError), a damaged compression method field (NotImplementedError) or encryption flag
+# (RuntimeError: "File is encrypted").
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError,
+                  NotImplementedError, RuntimeError)
 
 
 def _file_kind(head: bytes) -> str:
@@ -181,7 +185,7 @@ def _check_labels(path: str, key: str, y: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"{path}: {key} has label {y.min()} outside [0, num_classes); "
             "labels must be non-negative.")
-    if y.size and y.max() > MAX_LABEL:
+    if y.size and float(y.max()) > MAX_LABEL:
         raise ValueError(
             f"{path}: {key} has label {y.max()}; labels are class indices 0..num_classes-1 and must "
             f"be at most {MAX_LABEL}.")
