@@ -144,3 +144,94 @@ def test_single_class_dataset_warns(tmp_path, capsys):
     # Two classes: no warning.
     load_dataset(_config(path=_write(tmp_path / "two.npz", **_arrays())), seed=0)
     assert "warning" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ partition skew
+
+
+def test_tiny_dirichlet_alpha_warns_with_the_measured_skew(capsys):
+    from superfed_jax.data import partition
+    labels = np.arange(5000) % 10
+    parts = partition.make_partition(labels, 100, "dirichlet", seed=0, alpha=1e-6, min_size=10)
+    err = capsys.readouterr().err
+    # The numbers in the warning are those of the split, counted here independently.
+    top = [np.bincount(labels[p], minlength=10).max() / len(p) for p in parts]
+    single = sum(t >= 0.95 for t in top)
+    assert f"{single} of 100 clients hold a single class" in err
+    assert f"{np.mean(top):.0%} of its examples on average (10% in the whole training set)" in err
+    partition.make_partition(labels, 100, "dirichlet", seed=0, alpha=100.0, min_size=10)
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------- config values against the data
+
+
+def _launch(*args, cwd=None):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-m", "superfed_jax.run.launch", *args], cwd=cwd or root,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_crop_and_cutout_larger_than_the_images_stop_before_anything_is_written(tmp_path):
+    workdir = tmp_path / "run"
+    result = _launch("--config=configs/digits.py:smoke", f"--workdir={workdir}",
+                     "--config.data.crop_padding=8", "--config.data.cutout_size=9")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "data.crop_padding=8: not smaller than the side of the 8x8 images" in result.stderr
+    assert "data.cutout_size=9: larger than the 8x8 images" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists() or not any(workdir.iterdir())
+
+
+def test_augmentation_limits_follow_the_image_side():
+    from superfed_jax import config as config_lib
+    from superfed_jax import validation
+    config = config_lib.base_config()
+    config.data.update(crop_padding=7, cutout_size=8)
+    validation.check_against_data(config, 1000, (8, 8, 1))  # the largest values that fit
+    validation.check_against_data(config, 1000)  # no image shape: nothing to check against
+    config.data.update(crop_padding=8, cutout_size=9)
+    with pytest.raises(ValueError) as info:
+        validation.check_against_data(config, 1000, (8, 8, 1))
+    assert [line.split(":")[0] for line in str(info.value).splitlines()] == [
+        "data.crop_padding=8", "data.cutout_size=9"]
+
+
+def test_cost_baseline_outside_the_space_is_refused_before_training():
+    from superfed_jax import config as config_lib
+    from superfed_jax import validation
+    config = config_lib.base_config()
+    config.cost.baseline = '[{"d": [99, 99, 99, 99], "e": 0.1}]'
+    with pytest.raises(ValueError, match=r"^cost.baseline=.*'d'") as info:
+        validation.check_config(config)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_eval_batch_is_capped_at_the_split_and_gives_the_same_metrics():
+    import jax.numpy as jnp
+    from superfed_jax.federated import evaluation
+    from superfed_jax.run import build
+    assert build.eval_batch_size(999999999, 37) == 37
+    assert build.eval_batch_size(10, 37) == 10
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(37, 2, 2, 1)).astype(np.float32), rng.integers(0, 3, 37)
+    weights = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+
+    def logits_fn(params, batch, arch):
+        return batch.reshape(len(batch), -1) @ params * arch
+
+    evaluate = evaluation.make_evaluate_fn(logits_fn)
+    archs = jnp.ones((1,), jnp.float32)
+    capped = evaluate(weights, archs, evaluation.make_eval_set(images, labels, build.eval_batch_size(500, 37)))
+    padded = evaluate(weights, archs, evaluation.make_eval_set(images, labels, 500))
+    assert evaluation.make_eval_set(images, labels, build.eval_batch_size(500, 37)).labels.shape == (1, 37)
+    np.testing.assert_allclose(np.asarray(capped), np.asarray(padded), rtol=1e-6)
+    # The reference: accuracy and mean cross-entropy computed directly.
+    logits = images.reshape(37, -1) @ np.asarray(weights)
+    accuracy = np.mean(np.argmax(logits, -1) == labels)
+    np.testing.assert_allclose(np.asarray(capped[0]), [accuracy], rtol=1e-6)
