@@ -245,7 +245,7 @@ def test_edited_model_json_is_refused_naming_the_file(exported, tmp_path, edit, 
     copy = _copy_export(exported, tmp_path)
     path = _edit_model_json(copy, edit)
     with pytest.raises(ValueError, match=message) as info:
-        export.load_exported(copy)
+        export.read_description(copy)  # what load_exported and evaluate_export read first
     assert str(info.value).startswith(f"{path}: ")
 
 
