@@ -22,7 +22,8 @@ A check whose inputs are themselves bad is skipped, so that one mistake gives on
 """
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import ml_collections
@@ -34,7 +35,7 @@ from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import space as space_lib
 
-__all__ = ["check_config", "check_against_data", "unknown_field"]
+__all__ = ["check_config", "check_against_data", "config_file_problem", "unknown_field"]
 
 _MISSING = object()
 
@@ -379,7 +380,7 @@ def _add_error(report: _Report, parse) -> None:
 # ---------------------------------------------------------------------------------------- public
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict, check_files: bool = True) -> None:
     """Validates a whole experiment config before any data loading or compilation.
 
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
@@ -393,6 +394,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
         fields).
+      check_files: whether the data files must exist; False for tools that read no data (the memory
+        and cost command lines), which may run on a machine without the dataset.
 
     Raises:
       ValueError: listing every problem found, one line each, as `field=value: what is allowed`.
@@ -402,7 +405,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         config = ml_collections.ConfigDict(values)
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
-    for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl):
+    checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl)
+    for check in checks if check_files else [c for c in checks if c is not _check_data_files]:
         check(report)
     for section in ("client", "eval", "cost", "checkpoint", "memory"):
         _check_section(report, section)
@@ -410,6 +414,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_the_rest(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()
+
+
+def config_file_problem(argv: Sequence[str]) -> Optional[str]:
+    """The message if the last `--config=PATH[:ARG]` in `argv` (argv[0]: the program) names no file.
+
+    For command lines with a config-file flag: absl would otherwise report a missing file as a
+    traceback, or as unknown `--config.X` flags when overrides follow.
+    """
+    value = None
+    for position, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            break
+        if re.match(r"^--?config=", arg):
+            value = arg.split("=", 1)[1]
+        elif re.match(r"^--?config$", arg) and position + 1 < len(argv):
+            value = argv[position + 1]
+    if value is None:
+        return None
+    path = value.split(":", 1)[0]  # as ml_collections splits it
+    if os.path.isfile(path):
+        return None
+    state = "is not a file" if os.path.exists(path) else "does not exist"
+    return f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py"
 
 
 def _check_partition_size(report: _Report, num_examples: int) -> None:

@@ -235,3 +235,70 @@ def test_eval_batch_is_capped_at_the_split_and_gives_the_same_metrics():
     logits = images.reshape(37, -1) @ np.asarray(weights)
     accuracy = np.mean(np.argmax(logits, -1) == labels)
     np.testing.assert_allclose(np.asarray(capped[0]), [accuracy], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------- small CLIs
+
+
+def _module(*args, timeout=120):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
+    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/digits.py", "--config.space.divisor=0", "--config.client.batch_size=0"],
+     ["error: client.batch_size=0: must be an integer >= 1", "space.divisor=0: must be a positive integer"]),
+    (["--config=configs/digits.py", "--devices=0"], ["error: --devices=0: must be an integer >= 1"]),
+    (["--config=configs/digits.py", "--devices=abc"], ["error: flag --devices=abc: invalid literal"]),
+    (["--config=no_such.py", "--config.fl.rounds=3"],
+     ["error: --config=no_such.py: 'no_such.py' does not exist"]),
+])
+def test_memory_command_validates_the_config_and_flags(args, message):
+    result = _module("-m", "superfed_jax.run.memory", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    for expected in message:
+        assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_memory_command_still_estimates_a_good_config():
+    import json
+    result = _module("-m", "superfed_jax.run.memory", "--config=configs/digits.py", "--available_gib=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["available_bytes"] == 2 ** 30
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=no_such.py"], "error: --config=no_such.py: 'no_such.py' does not exist"),
+    (["--config=no_such.py", "--config.fl.rounds=3"], "error: --config=no_such.py: 'no_such.py' does not exist"),
+    (["--config=configs/digits.py", "--config.space.divisor=0"],
+     "error: space.divisor=0: must be a positive integer"),
+])
+def test_cost_command_with_a_bad_config_is_one_message(args, message):
+    result = _module("-m", "superfed_jax.reports.arch_size", *args, '--arch={"d":[0,0],"e":0.25}')
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1  # one message, no traceback
+    assert result.stderr.startswith(message)
+
+
+def test_distributed_initialize_says_what_it_waits_for_and_gives_up_after_the_timeout():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    code = ("import ml_collections\n"
+            "from superfed_jax.run import distributed\n"
+            "distributed.initialize(ml_collections.ConfigDict(dict(initialize=True, "
+            f"coordinator_address='localhost:{port}', num_processes=2, process_id=0, timeout_s=2)))\n"
+            "print('connected')\n")
+    result = _module("-c", code, timeout=120)
+    assert result.returncode != 0 and "connected" not in result.stdout
+    assert (f"distributed: process 0 connecting to the coordinator at localhost:{port}; waiting up to 2 s "
+            "for all 2 processes (distributed.timeout_s)") in result.stderr
+    assert "error: distributed: not every one of the 2 processes connected within 2 s" in result.stderr
