@@ -302,3 +302,21 @@ def test_distributed_initialize_says_what_it_waits_for_and_gives_up_after_the_ti
     assert (f"distributed: process 0 connecting to the coordinator at localhost:{port}; waiting up to 2 s "
             "for all 2 processes (distributed.timeout_s)") in result.stderr
     assert "error: distributed: not every one of the 2 processes connected within 2 s" in result.stderr
+
+
+# ---------------------------------------------------------------------------- the cost section
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.cost.bytes_per_param=0", "error: cost.bytes_per_param=0: must be an integer >= 1"),
+    ("--config.cost.bytes_per_param=-4", "error: cost.bytes_per_param=-4: must be an integer >= 1"),
+    ('--config.cost.baseline=[{"d":[9,9],"e":0.25}]', "error: cost.baseline="),
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_cost_section_is_refused_before_anything_runs(tmp_path, override, message, dry_run):
+    workdir = tmp_path / "run"
+    result = _launch("--config=configs/digits.py:smoke", f"--workdir={workdir}", override,
+                     f"--config.dry_run={dry_run}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(message) and "Traceback" not in result.stderr
+    assert not workdir.exists()  # refused before the workdir (or cost.json) is written
