@@ -259,3 +259,13 @@ def test_model_json_that_is_not_json_is_named(exported, tmp_path):
     open(path, "w").write("[1, 2]")
     with pytest.raises(ValueError, match="holds a list, not a JSON object"):
         export.read_description(copy)
+
+
+def test_export_names_a_damaged_config_json(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.workdir(), run)
+    (run / "config.json").write_text('{"seed": ')
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        export.export_run(str(run), "largest", str(tmp_path / "out"))
+    assert str(info.value).startswith(f"{run / 'config.json'}: ")
+    assert not (tmp_path / "out").exists()

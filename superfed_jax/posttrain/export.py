@@ -185,7 +185,11 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run_dir.check_run_dir(workdir)
-    config = resume.read_saved_config(workdir)
+    try:
+        config = resume.read_saved_config(workdir)
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{os.path.join(workdir, 'config.json')}: not valid JSON ({error}); it is "
+                         "damaged, restore it from a copy of the run") from error
     space = config_lib.search_space(ml_collections.ConfigDict(config))
     resolve_arch(space, space_lib.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
