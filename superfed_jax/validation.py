@@ -4,8 +4,9 @@ Two entry points, both pure Python (no data reads, no tracing, no compilation):
 
 * `check_config(config)` checks the config alone: every field of the base config
   (`superfed_jax/config.py`), the search space, the arch lists and the data files it names.
-* `check_against_data(config, num_train_examples)` checks what needs the size of the training set
-  (after the validation hold-out): that the partition over clients can be made at all.
+* `check_against_data(config, num_train_examples, image_shape)` checks what needs the data: that the
+  partition over clients can be made at all from the training set (after the validation hold-out), and
+  that the random crop's padding and the Cutout square fit the images.
 
 The rule of each single field (kind, range, allowed values) is its entry in `superfed_jax.config_schema`;
 this module adds the checks that involve several fields (chunk_size divides clients_per_round, the decay
@@ -21,7 +22,8 @@ A check whose inputs are themselves bad is skipped, so that one mistake gives on
 """
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import ml_collections
@@ -33,7 +35,7 @@ from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import space as space_lib
 
-__all__ = ["check_config", "check_against_data", "unknown_field"]
+__all__ = ["check_config", "check_against_data", "config_file_problem", "unknown_field"]
 
 _MISSING = object()
 
@@ -362,6 +364,9 @@ def _check_space_and_archs(report: _Report, config) -> None:
     tracked = report.get("eval.tracked")
     if isinstance(tracked, str):  # a non-string was reported with the eval section
         _add_error(report, lambda: space_lib.tracked_archs(space, tracked))
+    baseline = report.get("cost.baseline")
+    if isinstance(baseline, str) and baseline:  # parsed now, not after training writes the report
+        _add_error(report, lambda: space_lib.parse_archs(space, baseline, "cost.baseline"))
 
 
 def _add_error(report: _Report, parse) -> None:
@@ -375,20 +380,22 @@ def _add_error(report: _Report, parse) -> None:
 # ---------------------------------------------------------------------------------------- public
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict, check_files: bool = True) -> None:
     """Validates a whole experiment config before any data loading or compilation.
 
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
-    client, eval, cost, checkpoint, memory and distributed settings; the search space; fl.pool and
-    eval.tracked against it. Each field's kind, range and allowed values come from its entry in
+    client, eval, cost, checkpoint, memory and distributed settings; the search space; fl.pool,
+    eval.tracked and cost.baseline against it. Each field's kind, range and allowed values come from its entry in
     `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
     real-number fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
         fields).
+      check_files: whether the data files must exist; False for tools that read no data (the memory
+        and cost command lines), which may run on a machine without the dataset.
 
     Raises:
       ValueError: listing every problem found, one line each, as `field=value: what is allowed`.
@@ -398,7 +405,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         config = ml_collections.ConfigDict(values)
     report = _Report(values)
     _check_known_fields(report, values, config_lib.base_config().to_dict())
-    for check in (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl):
+    checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl)
+    for check in checks if check_files else [c for c in checks if c is not _check_data_files]:
         check(report)
     for section in ("client", "eval", "cost", "checkpoint", "memory"):
         _check_section(report, section)
@@ -406,6 +414,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_the_rest(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()
+
+
+def config_file_problem(argv: Sequence[str]) -> Optional[str]:
+    """The message if the last `--config=PATH[:ARG]` in `argv` (argv[0]: the program) names no file.
+
+    For command lines with a config-file flag: absl would otherwise report a missing file as a
+    traceback, or as unknown `--config.X` flags when overrides follow.
+    """
+    value = None
+    for position, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            break
+        if re.match(r"^--?config=", arg):
+            value = arg.split("=", 1)[1]
+        elif re.match(r"^--?config$", arg) and position + 1 < len(argv):
+            value = argv[position + 1]
+    if value is None:
+        return None
+    path = value.split(":", 1)[0]  # as ml_collections splits it
+    if os.path.isfile(path):
+        return None
+    state = "is not a file" if os.path.exists(path) else "does not exist"
+    return f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py"
 
 
 def _check_partition_size(report: _Report, num_examples: int) -> None:
@@ -447,8 +478,23 @@ def _check_shards(report: _Report, clients: int, num_examples: int) -> None:
             f"{num_examples // shards}")
 
 
-def check_against_data(config: ml_collections.ConfigDict, num_train_examples: int) -> None:
-    """Validates the parts of a config that depend on the training set's size.
+def _check_augmentation_fits(report: _Report, image_shape) -> None:
+    """data.crop_padding below and data.cutout_size at most the image's shorter side."""
+    side = min(int(image_shape[0]), int(image_shape[1]))
+    size = f"{int(image_shape[0])}x{int(image_shape[1])}"
+    padding = report.check("data.crop_padding")
+    if padding is not None and padding >= side:
+        report.add(f"data.crop_padding={padding}: not smaller than the side of the {size} images, so "
+                   f"some crops would be padding only; use 0 (no crop) to {side - 1}")
+    cutout = report.check("data.cutout_size")
+    if cutout is not None and cutout > side:
+        report.add(f"data.cutout_size={cutout}: larger than the {size} images, so the Cutout square "
+                   f"would blank most or all of every image; use 0 (no Cutout) to {side}")
+
+
+def check_against_data(config: ml_collections.ConfigDict, num_train_examples: int,
+                       image_shape: Optional[tuple] = None) -> None:
+    """Validates the parts of a config that depend on the data.
 
     Call it after `check_config` and after loading the data, with the number of training examples
     left after the validation hold-out (the examples that are partitioned over the clients).
@@ -456,11 +502,13 @@ def check_against_data(config: ml_collections.ConfigDict, num_train_examples: in
     Args:
       config: an experiment config that passed `check_config`.
       num_train_examples: N, the size of the training split.
+      image_shape: `(H, W, ...)` of the images; None skips the augmentation checks.
 
     Raises:
       ValueError: if there are more clients than examples, if a Dirichlet partition cannot give every
-        client `data.min_client_size` examples, or if a shards partition needs more shards than
-        examples; one line per problem.
+        client `data.min_client_size` examples, if a shards partition needs more shards than
+        examples, or if data.crop_padding or data.cutout_size do not fit the images; one line per
+        problem.
     """
     if not _is_int(num_train_examples) or num_train_examples < 0:
         raise ValueError(f"num_train_examples={num_train_examples!r}: must be a non-negative integer")
@@ -470,4 +518,6 @@ def check_against_data(config: ml_collections.ConfigDict, num_train_examples: in
                    "check the data source and data.val_fraction")
     else:
         _check_partition_size(report, int(num_train_examples))
+    if image_shape is not None:
+        _check_augmentation_fits(report, image_shape)
     report.raise_if_any()

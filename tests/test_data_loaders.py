@@ -94,7 +94,7 @@ def _write_npz(path, **arrays):
 def _good_arrays(shape=(6, 5, 4, 3), dtype=np.uint8):
     rng = np.random.default_rng(0)
     make = (lambda n: rng.integers(0, 256, (n,) + shape[1:]).astype(dtype))
-    return dict(x_train=make(shape[0]), y_train=np.array([0, 1, 2, 0, 1, 2]),
+    return dict(x_train=make(shape[0]), y_train=np.array([0, 1, 2, 0, 4, 2]),
                 x_test=make(3), y_test=np.array([4, 0, 1]))
 
 
@@ -108,11 +108,11 @@ def test_npz_loads_nhwc_and_nhw(tmp_path, shape, dtype):
     assert x_tr.shape == (6, 5, 4, shape[3] if len(shape) == 4 else 1)
     assert x_tr.dtype == (np.uint8 if dtype == np.uint8 else np.float32)
     np.testing.assert_array_equal(x_tr.reshape(shape), arrays["x_train"].astype(x_tr.dtype))
-    assert y_tr.dtype == np.int32 and k == 5  # max label 4 (in test) + 1
+    assert y_tr.dtype == np.int32 and k == 5  # max training label 4 + 1
 
 
 def test_npz_through_load_dataset_computes_stats(tmp_path):
-    path = _write_npz(tmp_path / "d.npz", **_good_arrays())
+    path = _write_npz(tmp_path / "d.npz", **_good_arrays(shape=(6, 4, 4, 3)))
     ds = load_dataset(_config(name="npz", path=path, val_fraction=0.0), seed=0)
     assert ds.num_classes == 5 and ds.mean.shape == (3,)
     np.testing.assert_allclose(

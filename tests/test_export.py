@@ -159,3 +159,113 @@ def test_export_command_line_without_checkpoint_exits_2(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {no_checkpoint} has no checkpoint ({no_checkpoint}/checkpoints is empty or missing); "
         "train the run first")
+
+
+# ------------------------------------------------------------------------------ integrity of exports
+
+
+def _copy_export(exported, tmp_path) -> str:
+    out, _ = exported
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    return copy
+
+
+def _edit_model_json(model_dir: str, edit) -> str:
+    path = os.path.join(model_dir, export.MODEL_JSON)
+    description = json.load(open(path))
+    edit(description)
+    with open(path, "w") as f:
+        json.dump(description, f)
+    return path
+
+
+def _files_snapshot(model_dir: str) -> dict:
+    return {os.path.join(root, name): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(model_dir) for name in names}
+
+
+def test_export_stores_the_params_checksum_and_verifies_it(exported):
+    out, _ = exported
+    description = json.load(open(os.path.join(out, export.MODEL_JSON)))
+    model = export.load_exported(out)
+    # The reference digest: SHA-256 over each leaf's dtype, shape and bytes in tree order, computed here.
+    import hashlib
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(model.params):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    assert description[export.DIGEST_KEY] == digest.hexdigest()
+
+
+def test_a_flipped_params_byte_is_refused_naming_the_export(exported, tmp_path):
+    copy = _copy_export(exported, tmp_path)
+    files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(copy, export.PARAMS_DIR))
+             for name in names]
+    largest = max(files, key=os.path.getsize)
+    data = bytearray(open(largest, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(largest, "wb").write(bytes(data))
+    before = _files_snapshot(copy)
+    with pytest.raises(ValueError) as info:
+        export.load_exported(copy)
+    assert os.path.join(copy, export.PARAMS_DIR) in str(info.value)
+    assert "re-export the model" in str(info.value)
+    assert _files_snapshot(copy) == before  # loading changed nothing
+    result = trained_run.run_module("-m", "superfed_jax.posttrain.evaluate_export", f"--model={copy}",
+                                    "--data=digits", timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {os.path.join(copy, export.PARAMS_DIR)}")
+
+
+def test_an_export_without_a_checksum_loads_with_a_warning(exported, tmp_path, capsys):
+    copy = _copy_export(exported, tmp_path)
+    _edit_model_json(copy, lambda d: d.pop(export.DIGEST_KEY))
+    export.load_exported(copy)
+    assert f"has no {export.DIGEST_KEY}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["normalization"].update(std=[0.0]), r"normalization.std=\[0.0\]: every value must be > 0"),
+    (lambda d: d["normalization"].update(mean=[float("nan")]), r"normalization.mean=\[nan\]: every value must be finite"),
+    (lambda d: d["normalization"].update(std=[1e39]), r"normalization.std=\[1e\+39\]: every value must be finite"),
+    (lambda d: d["normalization"].update(mean=[0.1, 0.2]), r"need a list of 1 numbers"),
+    (lambda d: d.update(dtype="int8"), r"dtype='int8'; allowed values are"),
+    (lambda d: d.update(conv_impl="cudnn"), r"conv_impl='cudnn'; allowed values are"),
+    (lambda d: d["space"].update(divisor=0), r"space is not a valid search space"),
+    (lambda d: d["space"].update(colour="blue"), r"space is not a valid search space"),
+    (lambda d: d["arch"].update(d=[5, 0]), r"depth 5 out of range"),
+    (lambda d: d.update(input_shape=[8, 16, 1]), r"input_shape=\[8, 16, 1\] does not match"),
+    (lambda d: d.update(num_classes=11), r"num_classes=11 does not match"),
+    (lambda d: d.update(params_sha256="abc"), r"params_sha256='abc' is not a SHA-256"),
+    (lambda d: d.pop("arch"), r"arch is missing"),
+])
+def test_edited_model_json_is_refused_naming_the_file(exported, tmp_path, edit, message):
+    copy = _copy_export(exported, tmp_path)
+    path = _edit_model_json(copy, edit)
+    with pytest.raises(ValueError, match=message) as info:
+        export.read_description(copy)  # what load_exported and evaluate_export read first
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_model_json_that_is_not_json_is_named(exported, tmp_path):
+    copy = _copy_export(exported, tmp_path)
+    path = os.path.join(copy, export.MODEL_JSON)
+    open(path, "w").write('{"format": ')
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        evaluate_lib.evaluate_export(copy)
+    assert str(info.value).startswith(f"{path}: ")
+    open(path, "w").write("[1, 2]")
+    with pytest.raises(ValueError, match="holds a list, not a JSON object"):
+        export.read_description(copy)
+
+
+def test_export_names_a_damaged_config_json(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.workdir(), run)
+    (run / "config.json").write_text('{"seed": ')
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        export.export_run(str(run), "largest", str(tmp_path / "out"))
+    assert str(info.value).startswith(f"{run / 'config.json'}: ")
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,9 @@ Nothing here downloads. Two sources are read:
   ``np.frombuffer`` (the "python version" is pickled, and unpickling runs
   code, so it is not supported). The whole archive is checked - complete
   gzip stream, every member present, sizes whole records, labels in range -
-  before any image is decoded, so a damaged file is never half-read;
+  before any image is decoded, so a damaged file is never half-read. The
+  gzip stream is inflated in chunks and stopped once it passes the size the
+  known record counts allow, so a small "gzip bomb" cannot fill the memory;
 * a TFDS data dir prepared elsewhere in the ``array_record`` format, read
   with ``tfds.data_source`` (no TensorFlow needed to read).
 
@@ -45,6 +47,10 @@ CIFAR_NAMES = ("cifar10", "cifar100")
 _IMAGE_BYTES = 3 * 32 * 32
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_CHUNK = 1 << 20
+# Both variants hold 50000 training and 10000 test records; the archive may not inflate to more than
+# those records plus room for tar headers and the small extra members (readme, label names).
+_KNOWN_RECORDS = 60000
+_TAR_SLACK_BYTES = 16 << 20
 _TFDS_BATCH = 1024
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
@@ -64,6 +70,11 @@ class BinaryLayout:
     def record_bytes(self) -> int:
         """Bytes per record: labels then the image."""
         return self.label_bytes + _IMAGE_BYTES
+
+    @property
+    def max_tar_bytes(self) -> int:
+        """The most bytes the (inflated) tar of a genuine archive can hold."""
+        return _KNOWN_RECORDS * self.record_bytes + _TAR_SLACK_BYTES
 
 
 LAYOUTS: Dict[str, BinaryLayout] = {
@@ -107,24 +118,48 @@ def missing_data_message(name: str) -> str:
 # Binary archive.
 
 
-def _decompressed_bytes(path: str) -> Tuple[bytes, bool]:
+def _too_large(path: str, max_bytes: int) -> ValueError:
+    """The error for an archive that inflates past what its records allow."""
+    return ValueError(
+        f"{path}: archive inflates to more than {max_bytes} bytes, more than the known "
+        f"{_KNOWN_RECORDS} CIFAR records can take; this is not the dataset's archive (or it is "
+        "damaged), download it again.")
+
+
+def _inflate(path: str, f, max_bytes: int) -> Tuple[bytearray, bool]:
+    """Inflates the gzip stream of open file `f`, stopping once it passes `max_bytes`."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+    out = bytearray()
+    try:
+        while not inflater.eof:
+            pending = f.read(_READ_CHUNK)
+            if not pending:
+                break
+            while pending and not inflater.eof:
+                out += inflater.decompress(pending, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise _too_large(path, max_bytes)
+                pending = inflater.unconsumed_tail
+    except zlib.error as e:
+        raise ValueError(f"{path}: corrupt gzip data: {e}") from e
+    return out, inflater.eof
+
+
+def _decompressed_bytes(path: str, max_bytes: int = 1 << 62) -> Tuple[bytes, bool]:
     """Returns the tar bytes of ``path`` and whether its gzip stream is whole.
 
     Decompression is streamed so that a truncated file still yields the
-    bytes before the cut, which lets the caller name the member it hit.
+    bytes before the cut, which lets the caller name the member it hit, and
+    so that it stops as soon as the output passes ``max_bytes``.
     """
     with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw, True  # plain tar: tarfile itself detects a short member
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
-    out = []
-    try:
-        for start in range(0, len(raw), _READ_CHUNK):
-            out.append(inflater.decompress(raw[start:start + _READ_CHUNK]))
-    except zlib.error as e:
-        raise ValueError(f"{path}: corrupt gzip data: {e}") from e
-    return b"".join(out), inflater.eof
+        if f.read(len(_GZIP_MAGIC)) != _GZIP_MAGIC:
+            if os.path.getsize(path) > max_bytes:
+                raise _too_large(path, max_bytes)
+            f.seek(0)
+            return f.read(), True  # plain tar: tarfile itself detects a short member
+        f.seek(0)
+        return _inflate(path, f, max_bytes)
 
 
 def _read_member(tar, info, archive: str, record_bytes: int) -> bytes:
@@ -162,24 +197,27 @@ def _scan_tar(tar: tarfile.TarFile, wanted: Sequence[str], archive: str,
     return found
 
 
-def read_archive_members(path: str, wanted: Sequence[str],
-                         record_bytes: int) -> Dict[str, bytes]:
+def read_archive_members(path: str, wanted: Sequence[str], record_bytes: int,
+                         max_bytes: int = 1 << 62) -> Dict[str, bytes]:
     """Reads and checks the wanted members of a (gzipped) tar archive.
 
     Args:
         path: Archive path.
         wanted: Member paths that must all be present.
         record_bytes: Each member's size must be a positive multiple of this.
+        max_bytes: The most bytes the (inflated) tar may hold; reading stops
+            with an error once it passes them.
 
     Returns:
         Member path to its bytes, for every wanted member.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the archive is corrupt or truncated, a member is
-            missing, or a member's size is not whole records.
+        ValueError: If the archive is corrupt or truncated, inflates past
+            ``max_bytes``, a member is missing, or a member's size is not
+            whole records.
     """
-    data, whole = _decompressed_bytes(path)
+    data, whole = _decompressed_bytes(path, max_bytes)
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
     except tarfile.TarError as e:
@@ -258,15 +296,16 @@ def load_cifar_binary(name: str, archive: str) -> Arrays:
 
     Raises:
         FileNotFoundError: If ``archive`` does not exist.
-        ValueError: If the archive is truncated or corrupt, lacks a member, has
-            a member that is not whole records, or has out-of-range labels.
+        ValueError: If the archive is truncated or corrupt, inflates past what
+            60000 records can take, lacks a member, has a member that is not
+            whole records, or has out-of-range labels.
     """
     layout = LAYOUTS[name]
     if not os.path.isfile(archive):
         raise FileNotFoundError(
             f"data.archive={archive!r} does not exist. " + missing_data_message(name))
     wanted = layout.train_members + layout.test_members
-    members = read_archive_members(archive, wanted, layout.record_bytes)
+    members = read_archive_members(archive, wanted, layout.record_bytes, layout.max_tar_bytes)
     # Decode (and range-check) every member before returning anything.
     x_tr, y_tr = _decode_split(members, layout.train_members, layout, archive)
     x_te, y_te = _decode_split(members, layout.test_members, layout, archive)

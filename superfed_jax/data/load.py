@@ -1,8 +1,12 @@
 """Builds a :class:`Dataset` from the ``data`` section of the config.
 
 ``load_dataset`` picks the loader by ``data.name``, holds out a validation
-split from the training data and attaches per-channel statistics.
+split from the training data and attaches per-channel statistics. What the
+loaders return is checked again here, after each conversion: images must be
+square (the search space has one input size), the statistics finite, and
+every split's normalised pixels finite in float32.
 """
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,7 +15,8 @@ from superfed_jax.data import cifar, digits, npz
 from superfed_jax.data.dataset import Dataset, holdout_validation
 from superfed_jax.data.stats import channel_mean_std
 
-__all__ = ["DATASET_NAMES", "OPTIONAL_FIELDS", "load_dataset", "load_raw"]
+__all__ = ["DATASET_NAMES", "OPTIONAL_FIELDS", "check_normalizable", "check_square",
+           "load_dataset", "load_raw", "single_class_warning"]
 
 DATASET_NAMES = ("digits", "npz", "cifar10", "cifar100")
 # Fields of the data section read with these values when a config lacks them, so configs written before
@@ -61,6 +66,75 @@ def _stats(name: str, x_train: np.ndarray):
     return channel_mean_std(x_train)
 
 
+def _where(data_config: Any) -> str:
+    """The data source named in messages: the file when there is one, else ``data.name``."""
+    for field in ("path", "archive", "tfds_data_dir"):
+        if _field(data_config, field):
+            return f"{_field(data_config, field)}"
+    return f"data.name={data_config.name!r}"
+
+
+def check_square(where: str, x_train: np.ndarray) -> None:
+    """Refuses images whose height and width differ.
+
+    The search space has a single ``input_size`` (height = width): its cost model would count the
+    MACs of a square image and evaluating an export would refuse the run's own data.
+
+    Raises:
+        ValueError: Naming ``where``, the image shape and what to do.
+    """
+    height, width = x_train.shape[1:3]
+    if height != width:
+        raise ValueError(
+            f"{where}: images are {height}x{width} (height x width); only square images are "
+            f"supported (space.input_size is both height and width). Pad or crop them to "
+            f"{max(height, width)}x{max(height, width)} or {min(height, width)}x{min(height, width)}.")
+
+
+def check_normalizable(where: str, splits: dict, mean: np.ndarray, std: np.ndarray) -> None:
+    """Checks that statistics and every split's normalised pixels are finite in float32.
+
+    Images are normalised on the device as ``(to_unit_float(x) - mean) / std`` in float32; a float
+    image far beyond the training statistics (or statistics that overflowed) would give inf there.
+
+    Args:
+        where: The data source, for messages.
+        splits: split name -> ``[N, H, W, C]`` images (empty splits are skipped).
+        mean, std: float32 ``[C]`` per-channel statistics.
+
+    Raises:
+        ValueError: Naming the source, the split and the largest magnitude.
+    """
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise ValueError(
+            f"{where}: the training images' per-channel mean {mean} / std {std} are not finite in "
+            "float32; the pixel values are too large, rescale them (e.g. to [0, 1]).")
+    for split, x in splits.items():
+        if not len(x):
+            continue
+        scale = 255.0 if x.dtype == np.uint8 else 1.0
+        extremes = np.stack([x.min(axis=(0, 1, 2)), x.max(axis=(0, 1, 2))]).astype(np.float32) / scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            normalized = (extremes - mean) / std
+        if not np.all(np.isfinite(normalized)):
+            raise ValueError(
+                f"{where}: x_{split} normalised with the training statistics (mean {mean}, std {std}) "
+                f"overflows float32 (pixels span [{float(extremes.min()):.3g}, "
+                f"{float(extremes.max()):.3g}]); rescale the images (e.g. to [0, 1]).")
+
+
+def single_class_warning(where: str, y_train: np.ndarray) -> str:
+    """A warning when the training labels hold a single class ('' otherwise).
+
+    Such a run trains to accuracy 1.0 on any test set of that class, which measures nothing.
+    """
+    classes = np.unique(y_train)
+    if len(classes) != 1:
+        return ""
+    return (f"warning: {where}: every training label is {int(classes[0])}; a single-class dataset "
+            "trains to perfect accuracy without learning anything. Check the labels.")
+
+
 def load_dataset(data_config: Any, seed: int) -> Dataset:
     """Loads the configured dataset with a held-out validation split.
 
@@ -76,14 +150,21 @@ def load_dataset(data_config: Any, seed: int) -> Dataset:
         part after the hold-out (fixed standard values for CIFAR-10).
 
     Raises:
-        ValueError: For an unknown ``data.name``, a bad ``val_fraction`` or
-            damaged data.
+        ValueError: For an unknown ``data.name``, a bad ``val_fraction``,
+            damaged data, non-square images or pixels that overflow float32
+            once normalised.
         FileNotFoundError: If the data files are absent.
     """
     x_tr, y_tr, x_te, y_te, num_classes = load_raw(data_config)
+    where = _where(data_config)
+    check_square(where, x_tr)
     fraction = float(_field(data_config, "val_fraction"))
     x_tr, y_tr, x_val, y_val = holdout_validation(x_tr, y_tr, fraction, seed)
     mean, std = _stats(data_config.name, x_tr)
+    check_normalizable(where, {"train": x_tr, "val": x_val, "test": x_te}, mean, std)
+    warning = single_class_warning(where, y_tr)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return Dataset(
         x_train=x_tr, y_train=y_tr.astype(np.int32),
         x_val=x_val, y_val=y_val.astype(np.int32),

@@ -16,6 +16,7 @@ Three schemes, each seeded only through ``np.random.default_rng(seed)``:
 :func:`client_index_table` packs the result into one padded int32 table that
 can live on device.
 """
+import sys
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -25,11 +26,19 @@ __all__ = [
     "client_index_table",
     "dirichlet_partition",
     "iid_partition",
+    "label_skew",
     "make_partition",
     "shards_partition",
+    "skew_warning",
 ]
 
 PARTITION_METHODS = ("dirichlet", "iid", "shards")
+
+# Below the paper's most skewed setting (alpha = 0.1) by a factor of ten: a value this small is more likely
+# a typo than a plan, so its split is reported.
+_TINY_ALPHA = 0.01
+# A client whose largest class holds this share of its examples counts as holding a single class.
+_SINGLE_CLASS_SHARE = 0.95
 
 
 def _split_class(idx_k, proportions, sizes, cap):
@@ -165,6 +174,47 @@ def shards_partition(
     return [np.concatenate([shards[s] for s in row]).astype(np.int64) for row in dealt]
 
 
+def label_skew(labels: np.ndarray, parts: Sequence[np.ndarray]) -> dict:
+    """How label-skewed a split is, measured on the split itself.
+
+    Args:
+        labels: ``[N]`` integer labels.
+        parts: One index array per client (non-empty).
+
+    Returns:
+        ``mean_top_share``: the share of a client's examples in its largest class, averaged over
+        clients; ``overall_top_share``: the same share for the whole training set (what an IID split
+        gives); ``single_class_clients``: clients whose largest class holds at least 95% of their
+        examples; ``num_clients``.
+    """
+    labels = np.asarray(labels)
+    top = [np.bincount(labels[p]).max() / len(p) for p in parts if len(p)]
+    return {"mean_top_share": float(np.mean(top)) if top else 0.0,
+            "overall_top_share": float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0,
+            "single_class_clients": int(sum(t >= _SINGLE_CLASS_SHARE for t in top)),
+            "num_clients": len(parts)}
+
+
+def skew_warning(labels: np.ndarray, parts: Sequence[np.ndarray], alpha: float) -> str:
+    """A warning with the measured skew when a Dirichlet split is extreme, else ''.
+
+    Extreme: ``alpha`` below 0.01 (ten times below the paper's most skewed 0.1), or more than half of
+    the clients holding a single class (at least 95% of their examples). Classes in the data: at least two.
+    """
+    skew = label_skew(labels, parts)
+    if len(np.unique(labels)) < 2:
+        return ""
+    mostly_single = skew["single_class_clients"] * 2 > skew["num_clients"]
+    if alpha >= _TINY_ALPHA and not mostly_single:
+        return ""
+    return (f"warning: data.alpha={alpha:g} gives an extremely label-skewed split: "
+            f"{skew['single_class_clients']} of {skew['num_clients']} clients hold a single class "
+            f"(>= {_SINGLE_CLASS_SHARE:.0%} of their examples); a client's largest class holds "
+            f"{skew['mean_top_share']:.0%} of its examples on average ({skew['overall_top_share']:.0%} "
+            "in the whole training set). If that is not intended, use a larger data.alpha (the paper "
+            "uses 100, 1 and 0.1).")
+
+
 def make_partition(
     labels: np.ndarray,
     num_clients: int,
@@ -186,7 +236,8 @@ def make_partition(
         min_size: Fewest examples per client (``dirichlet`` only).
 
     Returns:
-        One int64 index array per client.
+        One int64 index array per client. An extremely skewed Dirichlet split
+        (`skew_warning`) is reported on stderr with its measured skew.
 
     Raises:
         ValueError: For an unknown method, ``num_clients`` outside ``[1, N]``,
@@ -198,7 +249,11 @@ def make_partition(
             f"Cannot split {len(labels)} examples among fl.num_clients="
             f"{num_clients} clients; need 1 <= num_clients <= {len(labels)}.")
     if method == "dirichlet":
-        return dirichlet_partition(labels, num_clients, alpha, seed, min_size)
+        parts = dirichlet_partition(labels, num_clients, alpha, seed, min_size)
+        warning = skew_warning(labels, parts, alpha)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        return parts
     if method == "iid":
         return iid_partition(len(labels), num_clients, seed)
     if method == "shards":

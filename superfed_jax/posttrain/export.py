@@ -7,7 +7,12 @@ standalone model". The slice is `subnet.extract` (first-k channels, kept blocks 
   model.json  what is needed to rebuild and feed the model: the space fields, the arch (paper JSON form),
               the dataset's normalization mean/std, convolution implementation and dtype, MACs and params,
               and where it came from (run directory, checkpoint round, the run's data config and seed);
+              and `params_sha256`, the checksum of the dense params (as training checkpoints keep one);
   params/     an orbax checkpoint of the dense params (host NumPy arrays, so it restores on any device).
+
+Loading checks everything before it is used: model.json is validated field by field (space and arch
+valid, input shape and classes matching the space, mean finite, std finite and > 0, a known conv_impl
+and dtype), and the restored params must match their checksum; every error names the file.
 
   python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch=largest --out=DIR
   python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch='{"d":[1,0,1],"e":0.22}' --out=DIR
@@ -18,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -33,14 +39,18 @@ from superfed_jax import config as config_lib
 from superfed_jax.data import augment
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
+from superfed_jax.run import checkpoint
 from superfed_jax.run import resume
+from superfed_jax.supernet import conv
 from superfed_jax.supernet import cost
+from superfed_jax.supernet import model as model_lib
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet import subnet
 
 FORMAT = "superfed_jax.dense_subnet/1"
 MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
+DIGEST_KEY = "params_sha256"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -134,13 +144,14 @@ def export_subnet(out_dir: str, space: space_lib.SearchSpace, params, arch: spac
       overwrite: replace an earlier export in `out_dir`.
 
     Returns:
-      `description`.
+      `description` with the params' checksum added (`DIGEST_KEY`), as written to model.json.
     """
     prepare_out_dir(out_dir, overwrite)
     dense = jax.device_get(subnet.extract(space, params, arch))
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), dense)
     checkpointer.wait_until_finished()
+    description = dict(description, **{DIGEST_KEY: checkpoint.state_digest(dense)})
     # model.json last: a directory with model.json is a complete export.
     with open(os.path.join(out_dir, MODEL_JSON), "w") as f:
         json.dump(description, f, indent=2)
@@ -174,7 +185,11 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run_dir.check_run_dir(workdir)
-    config = resume.read_saved_config(workdir)
+    try:
+        config = resume.read_saved_config(workdir)
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{os.path.join(workdir, 'config.json')}: not valid JSON ({error}); it is "
+                         "damaged, restore it from a copy of the run") from error
     space = config_lib.search_space(ml_collections.ConfigDict(config))
     resolve_arch(space, space_lib.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
@@ -201,20 +216,136 @@ class ExportedModel(NamedTuple):
                                   self.description["conv_impl"], jnp.dtype(self.description["dtype"]))
 
 
-def read_description(model_dir: str) -> dict:
-    """model.json of an export directory; FileNotFoundError / ValueError when it is not one."""
-    path = os.path.join(model_dir, MODEL_JSON)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{model_dir} is not an exported model: it has no {MODEL_JSON}")
-    with open(path) as f:
-        description = json.load(f)
+def _require(path: str, mapping: Mapping, key: str, kind, what: str):
+    """`mapping[key]`, which must be a `kind`; ValueError naming the file and the key otherwise."""
+    if key not in mapping:
+        raise ValueError(f"{path}: {what} is missing; re-export the model")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"{path}: {what}={value!r} is not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _channel_values(path: str, values, what: str, channels: int) -> np.ndarray:
+    """A list of `channels` finite numbers as float32; ValueError naming the file otherwise."""
+    if (not isinstance(values, list) or len(values) != channels
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise ValueError(f"{path}: {what}={values!r}: need a list of {channels} numbers (one per "
+                         "input channel)")
+    array = np.asarray(values, np.float64)
+    with np.errstate(over="ignore"):  # beyond float32 is reported just below
+        as_float32 = array.astype(np.float32)
+    if not np.all(np.isfinite(array)) or not np.all(np.isfinite(as_float32)):
+        raise ValueError(f"{path}: {what}={values!r}: every value must be finite")
+    return as_float32
+
+
+def _check_space_and_arch(path: str, description: dict) -> tuple:
+    """The space and arch of model.json, each checked; ValueError naming the file otherwise."""
+    fields = _require(path, description, "space", dict, "space")
+    try:
+        space = space_lib.SearchSpace(**fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: space is not a valid search space: {error}") from error
+    try:
+        arch = space_lib.arch_from_dict(space, _require(path, description, "arch", dict, "arch"))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return space, arch
+
+
+def check_description(path: str, description) -> dict:
+    """Validates the content of a model.json read from `path`; returns it.
+
+    Checks the format, the space and arch, that input_shape and num_classes match the space, that the
+    normalization mean is finite and the std finite and > 0 (one value per channel), that conv_impl and
+    dtype are known, and that the params checksum (if present) is a SHA-256 hex digest.
+
+    Raises:
+      ValueError: naming `path`, the field and what is allowed.
+    """
+    if not isinstance(description, dict):
+        raise ValueError(f"{path}: holds a {type(description).__name__}, not a JSON object")
     if description.get("format") != FORMAT:
         raise ValueError(f"{path}: format {description.get('format')!r}, expected {FORMAT!r}")
+    space, _ = _check_space_and_arch(path, description)
+    expected = [space.input_size, space.input_size, space.input_channels]
+    if description.get("input_shape") != expected:
+        raise ValueError(f"{path}: input_shape={description.get('input_shape')!r} does not match the "
+                         f"space's {expected}")
+    if description.get("num_classes") != space.num_classes:
+        raise ValueError(f"{path}: num_classes={description.get('num_classes')!r} does not match the "
+                         f"space's {space.num_classes}")
+    normalization = _require(path, description, "normalization", dict, "normalization")
+    _channel_values(path, normalization.get("mean"), "normalization.mean", space.input_channels)
+    std = _channel_values(path, normalization.get("std"), "normalization.std", space.input_channels)
+    if not np.all(std > 0):
+        raise ValueError(f"{path}: normalization.std={normalization['std']!r}: every value must be > 0")
+    conv_impl = _require(path, description, "conv_impl", str, "conv_impl")
+    if conv_impl not in conv.CONV_IMPLS:
+        raise ValueError(f"{path}: conv_impl={conv_impl!r}; allowed values are {list(conv.CONV_IMPLS)}")
+    dtype = _require(path, description, "dtype", str, "dtype")
+    if dtype not in model_lib.DTYPES:
+        raise ValueError(f"{path}: dtype={dtype!r}; allowed values are {list(model_lib.DTYPES)}")
+    digest = description.get(DIGEST_KEY)
+    if digest is not None and (not isinstance(digest, str) or len(digest) != 64
+                               or any(c not in "0123456789abcdef" for c in digest)):
+        raise ValueError(f"{path}: {DIGEST_KEY}={digest!r} is not a SHA-256 hex digest")
     return description
 
 
+def read_description(model_dir: str) -> dict:
+    """model.json of an export directory, validated (`check_description`).
+
+    Raises:
+      FileNotFoundError: `model_dir` has no model.json.
+      ValueError: model.json is not JSON or fails a check; the message names the file.
+    """
+    path = os.path.join(model_dir, MODEL_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{model_dir} is not an exported model: it has no {MODEL_JSON}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            description = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from error
+    return check_description(path, description)
+
+
+def _restore_params(model_dir: str, target) -> Any:
+    """The params of an export, restored like `target`; ValueError naming the directory if unreadable."""
+    params_dir = os.path.abspath(os.path.join(model_dir, PARAMS_DIR))
+    if not os.path.isdir(params_dir):
+        raise FileNotFoundError(f"{params_dir}: missing; {model_dir} is an incomplete export")
+    try:
+        return ocp.StandardCheckpointer().restore(params_dir, target)
+    except Exception as error:  # orbax and tensorstore raise many kinds; all mean "unreadable"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{params_dir}: the params cannot be read ({first_line}); the export is damaged "
+                         "or does not match its model.json, re-export the model") from error
+
+
+def _verify_digest(model_dir: str, description: dict, params) -> None:
+    """Compares the restored params with model.json's checksum (exports without one get a warning)."""
+    expected = description.get(DIGEST_KEY)
+    if expected is None:
+        print(f"warning: {os.path.join(model_dir, MODEL_JSON)} has no {DIGEST_KEY} (an export from before "
+              "checksums); the params are not verified", file=sys.stderr, flush=True)
+        return
+    if checkpoint.state_digest(params) != expected:
+        raise ValueError(f"{os.path.join(model_dir, PARAMS_DIR)}: checksum mismatch: the params were "
+                         f"modified or damaged since the export ({DIGEST_KEY} in {MODEL_JSON}); "
+                         "re-export the model")
+
+
 def load_exported(model_dir: str) -> ExportedModel:
-    """Loads an export directory: model.json, then the params, checked against the arch's shapes."""
+    """Loads an export directory: model.json (validated), then the params, checked against the arch's
+    shapes and the checksum in model.json.
+
+    Raises:
+      FileNotFoundError: no model.json or no params/.
+      ValueError: a model.json problem, unreadable params or a checksum mismatch; naming the file.
+    """
     description = read_description(model_dir)
     space = space_lib.SearchSpace(**description["space"])
     arch = space_lib.arch_from_dict(space, description["arch"])
@@ -223,8 +354,8 @@ def load_exported(model_dir: str) -> ExportedModel:
     images = jax.ShapeDtypeStruct((1, space.input_size, space.input_size, space.input_channels),
                                   jnp.float32)
     target = jax.eval_shape(lambda x: model.net().init(jax.random.key(0), x)["params"], images)
-    params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(model_dir, PARAMS_DIR)),
-                                                target)
+    params = _restore_params(model_dir, target)
+    _verify_digest(model_dir, description, params)
     return model._replace(params=params)
 
 

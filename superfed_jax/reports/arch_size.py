@@ -3,6 +3,8 @@
     python -m superfed_jax.reports.arch_size --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
 
 Without --config the paper's CIFAR space is used. The figures come from `superfed_jax.supernet.cost`.
+The config needs only a `space` section (checked by `space.SearchSpace`); a missing config file, a bad
+flag, a bad space or a bad arch is one `error:` message and exit status 2.
 """
 import json
 import sys
@@ -13,8 +15,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from superfed_jax import config as config_lib
+from superfed_jax import validation
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
+
+
+def _fail(message: str) -> None:
+    """Prints one `error:` message (a user error: no traceback) and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv) -> None:
@@ -27,10 +36,17 @@ def main(argv) -> None:
         space = config_lib.search_space(config) if config is not None else space_lib.SearchSpace()
         arch = space_lib.parse_arch(space, arch_text)
     except ValueError as error:
-        # One line, no traceback: these are user errors and the message names the allowed values.
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
+        # One message, no traceback: these are user errors and the message names the allowed values.
+        _fail("\n".join(" ".join(line.split()) for line in str(error).splitlines()))
     print(json.dumps(cost.size_summary(space, arch)))
+
+
+def _parse_flags(argv):
+    """absl's flag parsing; a bad flag is one `error:` line and exit status 2, not absl's FATAL."""
+    try:
+        return flags.FLAGS(list(argv))
+    except (flags.Error, ValueError, TypeError, KeyError, AttributeError, OSError) as error:
+        _fail(str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
 
 
 def _define_flags() -> None:
@@ -44,8 +60,11 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-cost` command: the same as `python -m superfed_jax.reports.arch_size`."""
+    problem = validation.config_file_problem(sys.argv)
+    if problem:
+        _fail(problem)
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -91,10 +91,19 @@ def _train_clients_fn(config, mesh, loss_fn, max_client_size: int) -> Callable:
     return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule))
 
 
+def eval_batch_size(batch_size: int, split_size: int) -> int:
+    """`eval.batch_size` capped at the split's size.
+
+    A batch larger than the split would only pad it with zeros (`eval.batch_size=999999999` asked for
+    60 GiB); the capped batch gives the same sums, since padded examples carry weight 0.
+    """
+    return max(1, min(int(batch_size), int(split_size)))
+
+
 def _eval_sets(dataset, batch_size: int, mesh) -> dict:
     """The validation and test splits (those that are not empty) padded to batches, on the devices."""
     return {split: jax.tree.map(lambda x: sharding.put_global(x, sharding.replicated(mesh)),
-                                evaluation.make_eval_set(x, y, batch_size))
+                                evaluation.make_eval_set(x, y, eval_batch_size(batch_size, len(y))))
             for split, x, y in (("val", dataset.x_val, dataset.y_val),
                                 ("test", dataset.x_test, dataset.y_test)) if len(y)}
 
@@ -103,7 +112,7 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     """Loads data, partitions it, places it on the devices and builds the compiled functions."""
     validation.check_config(config)  # every field, before any data is read or anything compiles
     dataset = data_lib.load_dataset(config.data, config.seed)
-    validation.check_against_data(config, len(dataset.y_train))
+    validation.check_against_data(config, len(dataset.y_train), dataset.x_train.shape[1:])
     _, height, _, channels = dataset.x_train.shape
     space = config_lib.search_space(config, input_size=height, input_channels=channels,
                                     num_classes=dataset.num_classes)

@@ -10,10 +10,19 @@ Configuration (`config.distributed`): `initialize=True` and either explicit coor
 count and process id, or none of them on clusters JAX detects itself (Cloud TPU pods, SLURM, Open MPI,
 Kubernetes). The environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID fill
 fields left unset. On CPU the gloo collectives are used (see docs/performance.md 11).
+
+Connecting waits at most `distributed.timeout_s` seconds for every process. What it waits for is printed
+first, and again just before the deadline: when a process is missing, JAX's runtime ends this process
+(SIGABRT, "DEADLINE_EXCEEDED") rather than raising, so that line is the explanation the user gets.
 """
 import os
+import sys
+import threading
 
 import jax
+
+# Seconds before the deadline at which the "still waiting" explanation is printed.
+_WARN_BEFORE_DEADLINE_S = 1.0
 
 
 def settings_from(config_distributed) -> dict:
@@ -36,16 +45,52 @@ def settings_from(config_distributed) -> dict:
     return kwargs
 
 
+def timeout_s(config_distributed) -> int:
+    """`distributed.timeout_s` (300 for configs saved before the field existed)."""
+    return int(getattr(config_distributed, "timeout_s", 300))
+
+
+def waiting_message(settings: dict, timeout: int) -> str:
+    """What `initialize` waits for, in words, from `settings_from`'s keyword arguments."""
+    who = (f"process {settings['process_id']}" if "process_id" in settings else "this process")
+    total = (f"all {settings['num_processes']} processes" if "num_processes" in settings
+             else "every process")
+    where = (f"the coordinator at {settings['coordinator_address']}" if "coordinator_address" in settings
+             else "the coordinator found by JAX's cluster detection")
+    return (f"distributed: {who} connecting to {where}; waiting up to {timeout} s for {total} "
+            "(distributed.timeout_s)")
+
+
+def missing_peer_message(settings: dict, timeout: int) -> str:
+    """The explanation printed just before the deadline, when not every process has connected."""
+    total = settings.get("num_processes", "all")
+    return (f"error: distributed: not every one of the {total} processes connected within {timeout} s; "
+            "JAX will now end this process. Start the same command on every host (each with its own "
+            "distributed.process_id), check distributed.coordinator_address, or raise "
+            "distributed.timeout_s.")
+
+
 def initialize(config_distributed) -> None:
     """Connects this process to the others when `config.distributed.initialize` is set; else nothing.
 
-    Must run before anything touches a JAX backend.
+    Must run before anything touches a JAX backend. Prints what it waits for, and an explanation just
+    before `distributed.timeout_s` runs out (JAX then ends the process).
     """
     if not config_distributed.initialize:
         return
     # Only affects the CPU backend; without it CPU collectives across processes are unavailable.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**settings_from(config_distributed))
+    settings, timeout = settings_from(config_distributed), timeout_s(config_distributed)
+    print(waiting_message(settings, timeout), file=sys.stderr, flush=True)
+    warning = threading.Timer(max(0.0, timeout - _WARN_BEFORE_DEADLINE_S),
+                              lambda: print(missing_peer_message(settings, timeout), file=sys.stderr,
+                                            flush=True))
+    warning.daemon = True
+    warning.start()
+    try:
+        jax.distributed.initialize(**settings, initialization_timeout=timeout)
+    finally:
+        warning.cancel()
 
 
 def is_writer() -> bool:
