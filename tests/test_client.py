@@ -249,3 +249,21 @@ def test_real_steps_cover_each_epoch_once_then_only_padding(size):
         seen = np.concatenate([np.asarray(p) for p, _ in steps[epoch * batches:(epoch + 1) * batches]])
         if size:
             assert sorted(seen[seen < size].tolist()) == list(range(size))
+
+
+@pytest.mark.parametrize("unroll, max_size", [(3, PADDED), (0, SHORT)])
+def test_unrolled_step_loops_train_the_same(unroll, max_size):
+    """k steps per loop iteration (past the client's count: padding no-ops), or the whole padded schedule
+    unrolled (0; a short row keeps that compile small), train exactly as one step per iteration."""
+    part = PARTS[PARTIAL_CLIENT]  # 2 steps an epoch: 4 in all, not a multiple of 3
+
+    @jax.jit
+    def run(params, indices, size, key, images, labels):
+        update = client.make_client_update(LOSS_FN, client.make_optimizer(LR, 1.0), epochs=EPOCHS,
+                                           batch_size=BATCH, max_size=max_size, unroll=unroll)
+        return update(params, T.MEDIUM, indices, size, key, images, labels)
+
+    got = run(T.init_params(), row(part, max_size), np.int32(len(part)), jax.random.key(4), IMAGES, LABELS)
+    want = train_client(part, PADDED, key=4)
+    T.assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.loss, want.loss, rtol=1e-6)
