@@ -252,8 +252,8 @@ def expected_padding(labels: np.ndarray, num_clients: int, batch_size: int, seed
             rows.append(1 - np.mean(n) / (computed * batch_size))
             for _ in range(draws):
                 own = -(-n[rng.choice(num_clients, clients_per_round, replace=False)] // batch_size)
-                chunked.append(1 - own.sum() / chunks.chunked_steps(own, chunk_size, np.argsort(own,
-                                                                                               kind="stable")))
+                by_steps = np.argsort(own, kind="stable")
+                chunked.append(1 - own.sum() / chunks.chunked_steps(own, chunk_size, by_steps))
         out[str(alpha)] = {"padding_waste_steps": float(np.mean(steps)),
                            "padding_waste_rows": float(np.mean(rows)), "seeds": list(seeds),
                            f"padding_waste_steps_sorted_chunks_of_{chunk_size}_of_{clients_per_round}":
