@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+import chunks  # benchmarks/chunks.py: the round's computed client-steps
 from superfed_jax import aggregation
 from superfed_jax.federated import client as client_lib
 from superfed_jax.federated import objective
@@ -117,13 +118,16 @@ def main(argv):
     sizes = np.asarray(run.data.sizes)
     steps = sum(real_steps(sizes, m["clients"], config.client.epochs, config.client.batch_size)
                 for m in assignments)
-    padded = flags.FLAGS.rounds * config.fl.clients_per_round * config.client.epochs * \
-        client_lib.steps_per_epoch(int(run.data.index_table.shape[1]), config.client.batch_size)
+    computed = sum(chunks.round_steps(sizes, int(run.data.index_table.shape[1]), np.asarray(m["clients"]),
+                                      np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"]), run.space,
+                                      epochs=config.client.epochs, batch_size=config.client.batch_size,
+                                      chunk_size=config.fl.chunk_size or config.fl.clients_per_round
+                                      )["chunked_sorted"] for m in assignments)
     best_loop = min(loop_s.values())
     result = {
         "backend": jax.default_backend(), "devices": jax.device_count(),
         "conv_impl": config.model.conv_impl, "scan_unroll": config.client.scan_unroll,
-        "rounds": flags.FLAGS.rounds, "real_client_steps": steps, "computed_client_steps": padded,
+        "rounds": flags.FLAGS.rounds, "real_client_steps": steps, "computed_client_steps": computed,
         "compiled_s_per_round": compiled_s / flags.FLAGS.rounds,
         "compiled_client_steps_per_s": steps / compiled_s,
         **{f"loop_{impl}_s_per_round": t / flags.FLAGS.rounds for impl, t in loop_s.items()},

@@ -49,6 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 
+import chunks  # noqa: E402
 import round_speed  # noqa: E402
 from superfed_jax.federated import client as client_lib  # noqa: E402
 from superfed_jax.supernet import cost  # noqa: E402
@@ -132,17 +133,24 @@ def peak_matmul_flops(dtype: str, repeats: int = 5) -> dict:
 
 
 def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epochs: int,
-               batch_size: int) -> dict:
-    """Real and computed work of rounds, from their clients and archs (host arithmetic, exact)."""
+               batch_size: int, chunk_size: int) -> dict:
+    """Real and computed work of rounds, from their clients and archs (host arithmetic, exact).
+
+    Computed steps: every client of a chunk runs the chunk's largest step count, chunks cut from the
+    clients ordered by steps then MACs (`round.chunk_order`; benchmarks/chunks.py). `padded_steps` is what
+    the round computed before that, every client as many steps as the partition's largest client.
+    """
     supernet_macs = cost.macs(space, space_lib.largest(space))
-    computed_steps_per_client = epochs * client_lib.steps_per_epoch(max_size, batch_size)
-    totals = dict(real_steps=0, computed_steps=0, real_images=0, computed_rows=0, useful_macs=0,
-                  supernet_macs_on_real_images=0, computed_macs=0)
+    padded_steps_per_client = epochs * client_lib.steps_per_epoch(max_size, batch_size)
+    totals = dict(real_steps=0, computed_steps=0, padded_steps=0, real_images=0, computed_rows=0,
+                  useful_macs=0, supernet_macs_on_real_images=0, computed_macs=0)
     for m in assignments:
         clients = np.asarray(m["clients"])
         n = sizes[clients].astype(np.int64)
         arch_macs = cost.macs_batch(space, np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"]))
-        computed_steps = len(clients) * computed_steps_per_client
+        steps = epochs * -(-n // batch_size)
+        computed_steps = chunks.chunked_steps(steps, chunk_size, chunks.sorted_positions(steps, arch_macs))
+        totals["padded_steps"] += len(clients) * padded_steps_per_client
         totals["real_steps"] += int(epochs * np.sum(-(-n // batch_size)))
         totals["computed_steps"] += computed_steps
         totals["real_images"] += int(epochs * n.sum())
@@ -191,7 +199,7 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
     elapsed = sum(times)
     sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
     work = round_work(run.space, sizes, max_size, assignments, config.client.epochs,
-                      config.client.batch_size)
+                      config.client.batch_size, config.fl.chunk_size or config.fl.clients_per_round)
     mem = peak_memory(compiled)
     result = {
         "workload": name, "rounds_timed": rounds, "devices": int(run.mesh.devices.size),
@@ -208,6 +216,7 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
         "useful_macs_per_s": work["useful_macs"] / elapsed,
         "computed_macs_per_s": work["computed_macs"] / elapsed,
         "padding_waste_steps": 1 - work["real_steps"] / work["computed_steps"],
+        "padding_waste_steps_before_chunk_steps": 1 - work["real_steps"] / work["padded_steps"],
         "padding_waste_rows": 1 - work["real_images"] / work["computed_rows"],
         "masked_waste": 1 - work["useful_macs"] / work["supernet_macs_on_real_images"],
         "useful_fraction_of_computed_macs": work["useful_macs"] / work["computed_macs"],
@@ -222,22 +231,33 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
     return result
 
 
-def expected_padding(labels: np.ndarray, num_clients: int, batch_size: int, seeds=(0, 1, 2)) -> dict:
+def expected_padding(labels: np.ndarray, num_clients: int, batch_size: int, seeds=(0, 1, 2),
+                     clients_per_round: int = 8, chunk_size: int = 2, draws: int = 200) -> dict:
     """Expected padding waste of a round under Dirichlet partitions (clients are sampled uniformly).
 
-    Every client runs ceil(max size / batch) steps per epoch; a client of n examples needs ceil(n / batch).
+    A client of n examples needs ceil(n / batch) steps per epoch. Padded to the partition's largest client
+    (as before chunks had their own step counts), every client runs ceil(max size / batch) steps; with
+    chunks of `chunk_size` of `clients_per_round` sampled clients, ordered by steps, every client runs its
+    chunk's largest count (`draws` random rounds per seed; archs are not modelled, ties keep the order).
     """
     out = {}
+    rng = np.random.default_rng(0)
     for alpha in ALPHAS:
-        steps, rows = [], []
+        steps, rows, chunked = [], [], []
         for seed in seeds:
             parts = partition.make_partition(labels, num_clients, "dirichlet", seed, alpha=alpha)
             n = np.array([len(p) for p in parts])
             computed = -(-n.max() // batch_size)
             steps.append(1 - np.mean(-(-n // batch_size)) / computed)
             rows.append(1 - np.mean(n) / (computed * batch_size))
+            for _ in range(draws):
+                own = -(-n[rng.choice(num_clients, clients_per_round, replace=False)] // batch_size)
+                by_steps = np.argsort(own, kind="stable")
+                chunked.append(1 - own.sum() / chunks.chunked_steps(own, chunk_size, by_steps))
         out[str(alpha)] = {"padding_waste_steps": float(np.mean(steps)),
-                           "padding_waste_rows": float(np.mean(rows)), "seeds": list(seeds)}
+                           "padding_waste_rows": float(np.mean(rows)), "seeds": list(seeds),
+                           f"padding_waste_steps_sorted_chunks_of_{chunk_size}_of_{clients_per_round}":
+                               float(np.mean(chunked))}
     return out
 
 
@@ -339,8 +359,10 @@ def format_table(results: dict) -> str:
                      f"{r['memory']['peak_bytes'] / 1e6:>9.0f}{r['memory']['estimate_over_peak']:>9.2f}"
                      f"{r['padding_waste_steps']:>6.2f}{r['masked_waste']:>6.2f}{best_loop:>9.2f}")
     for name, by_alpha in results.get("padding_by_alpha", {}).items():
-        lines.append(f"\nexpected padding waste, {name} (steps / rows): " + ", ".join(
-            f"alpha {a}: {v['padding_waste_steps']:.2f} / {v['padding_waste_rows']:.2f}"
+        lines.append(f"\nexpected padding waste, {name} (steps / rows, padded to the largest client; "
+                     "steps, sorted chunks with own steps): " + ", ".join(
+            f"alpha {a}: {v['padding_waste_steps']:.2f} / {v['padding_waste_rows']:.2f}; "
+            f"{next(x for k, x in v.items() if k.startswith('padding_waste_steps_sorted')):.2f}"
             for a, v in by_alpha.items()))
     if results.get("scaling"):
         lines.append("\nfake CPU devices: " + ", ".join(

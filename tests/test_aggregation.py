@@ -1,4 +1,6 @@
 """Tests for superfed_jax.aggregation (SuperFed masked, weighted aggregation)."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from superfed_jax.aggregation import finalize, masked_mean, masked_sums
+from superfed_jax.aggregation import CLIENT_SUMS, client_sum_for, finalize, masked_mean, masked_sums
 
 SETTINGS = settings(max_examples=30, deadline=None)
 # One fused compile per new shape is much cheaper than op-by-op eager dispatch; eager
@@ -215,6 +217,45 @@ def test_sharded_client_axis_matches_unsharded():
     assert len(jax.tree.leaves(put(params))[0].sharding.device_set) == 8
 
 
+@pytest.mark.parametrize("seed, kind", [(6, "broadcast"), (7, "broadcast_bool")])
+def test_both_client_sums_match_loop_reference(seed, kind):
+    rng = np.random.default_rng(seed)
+    params, masks, weights, previous = random_problem(rng, n_clients=4, mask_kind=kind)
+    want = loop_reference(params, masks, weights, previous)
+    for client_sum in CLIENT_SUMS:
+        num, den = jax.jit(masked_sums, static_argnums=3)(params, masks, weights, client_sum)
+        assert_trees_close(finalize(num, den, previous), want)
+    with pytest.raises(ValueError, match=r"client_sum='sum'.*'slices', 'reduce'"):
+        masked_sums(params, masks, weights, "sum")
+
+
+def test_client_sum_for_keeps_slices_to_one_cpu_device():
+    assert client_sum_for(1, "cpu") == "slices"
+    assert client_sum_for(8, "cpu") == client_sum_for(1, "gpu") == client_sum_for(4, "tpu") == "reduce"
+
+
+def _count(hlo: str, op: str) -> int:
+    return len(re.findall(rf"\b{op}(?:-start)?\(", hlo))
+
+
+def test_sharded_reduce_is_all_reduces_without_permutes():
+    """16 clients over 8 devices: "reduce" compiles to all-reduces only (at most one per numerator and
+    denominator leaf, fewer when XLA fuses them); "slices" to collective-permutes (why it is CPU-only)."""
+    mesh = Mesh(np.array(jax.devices()), ("clients",))
+    params, masks, weights, _ = random_problem(np.random.default_rng(8), n_clients=16)
+    shard = NamedSharding(mesh, P("clients"))
+    put = lambda tree: jax.tree.map(lambda x: jax.device_put(x, shard), tree)
+    args = (put(params), put(masks), put(weights))
+    hlo = {form: jax.jit(masked_sums, static_argnums=3).lower(*args, form).compile().as_text()
+           for form in CLIENT_SUMS}
+    leaves = len(jax.tree.leaves(params))
+    assert _count(hlo["reduce"], "collective-permute") == 0
+    assert 1 <= _count(hlo["reduce"], "all-reduce") <= 2 * leaves
+    assert _count(hlo["slices"], "collective-permute") > 0  # the form this test guards against
+    assert_trees_close(jax.jit(masked_sums, static_argnums=3)(*args, "reduce"),
+                       masked_sums(params, masks, weights))
+
+
 def test_split_partial_sums_match_full():
     rng = np.random.default_rng(5)
     params, masks, weights, previous = random_problem(rng, n_clients=7)
@@ -308,4 +349,4 @@ def test_module_is_documented():
     assert "2301.10879" in agg.__doc__
     for fn in (masked_sums, finalize, masked_mean):
         assert fn.__doc__ and "Args:" in fn.__doc__ and "Returns:" in fn.__doc__
-    assert agg.__all__ == ["masked_sums", "finalize", "masked_mean"]
+    assert agg.__all__ == ["masked_sums", "finalize", "masked_mean", "CLIENT_SUMS", "client_sum_for"]

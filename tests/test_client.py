@@ -220,3 +220,50 @@ def test_train_step_with_only_padding_changes_nothing():
                                 np.zeros(BATCH, np.float32), key)[:2])
     assert jax.tree.structure(after) == jax.tree.structure(before)
     assert T.trees_equal(after, before)
+
+
+# ------------------------------------------------------------------------------- a client's own steps
+
+
+@pytest.mark.parametrize("size", [0, 5, 13, 16])
+def test_real_steps_cover_each_epoch_once_then_only_padding(size):
+    """Step i of a client is batch i % b of epoch i // b (b = its real batches per epoch): every real
+    position once per epoch within `client_steps` steps, with the schedule's keys; after that, padding."""
+    max_size, key = 24, jax.random.key(9)
+    schedule = dict(epochs=EPOCHS, max_size=max_size, batch_size=BATCH)
+    own = client.client_steps(size, epochs=EPOCHS, batch_size=BATCH)
+    assert own == EPOCHS * -(-size // BATCH)
+    orders, keys = client.client_schedule(key, np.int32(size), **schedule)
+    step = jax.jit(lambda i: client.real_step(orders, keys, np.int32(size), i, **schedule))
+    steps = [step(np.int32(i)) for i in range(EPOCHS * client.steps_per_epoch(max_size, BATCH) + 2)]
+    batches = max(-(-size // BATCH), 1)
+    for i, (positions, step_key) in enumerate(steps):
+        positions = np.asarray(positions)
+        if i >= own:
+            assert np.all(positions >= size)  # past its own count a client sees padding only
+            continue
+        epoch, batch = divmod(i, batches)
+        want_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, epoch), 1), batch)
+        np.testing.assert_array_equal(jax.random.key_data(step_key), jax.random.key_data(want_key))
+    for epoch in range(EPOCHS):
+        seen = np.concatenate([np.asarray(p) for p, _ in steps[epoch * batches:(epoch + 1) * batches]])
+        if size:
+            assert sorted(seen[seen < size].tolist()) == list(range(size))
+
+
+@pytest.mark.parametrize("unroll, max_size", [(3, PADDED), (0, SHORT)])
+def test_unrolled_step_loops_train_the_same(unroll, max_size):
+    """k steps per loop iteration (past the client's count: padding no-ops), or the whole padded schedule
+    unrolled (0; a short row keeps that compile small), train exactly as one step per iteration."""
+    part = PARTS[PARTIAL_CLIENT]  # 2 steps an epoch: 4 in all, not a multiple of 3
+
+    @jax.jit
+    def run(params, indices, size, key, images, labels):
+        update = client.make_client_update(LOSS_FN, client.make_optimizer(LR, 1.0), epochs=EPOCHS,
+                                           batch_size=BATCH, max_size=max_size, unroll=unroll)
+        return update(params, T.MEDIUM, indices, size, key, images, labels)
+
+    got = run(T.init_params(), row(part, max_size), np.int32(len(part)), jax.random.key(4), IMAGES, LABELS)
+    want = train_client(part, PADDED, key=4)
+    T.assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.loss, want.loss, rtol=1e-6)

@@ -4,11 +4,14 @@ Plain SGD (optax), no momentum or weight decay, a fresh optimizer each round, gl
 every step, `epochs` passes over the client's own examples in shuffled batches with the last partial batch
 used, cross-entropy averaged over the batch's real examples.
 
-Clients of different sizes run in one program: every client gets the same static number of steps,
-ceil(max_client_size / batch_size) per epoch. Examples are ordered real-first, so a client of n examples
-fills ceil(n / batch_size) batches and the rest of its epoch is padding. A padded example has loss weight 0;
-a step with no real example leaves params untouched (`jnp.where`), so padding changes nothing: not the
-params, not the clipping norm, not the loss.
+Clients of different sizes run in one program. Every epoch's batch order is drawn over a static row of
+ceil(max_client_size / batch_size) batches with the real examples first, so a client of n examples fills
+ceil(n / batch_size) batches; the rest of the row is padding. A client runs only its own real steps,
+`client_steps(n)` = epochs * ceil(n / batch_size), in a loop with a dynamic trip count: vmapped, the loop
+runs to the chunk's largest count and leaves finished clients untouched; side by side, it runs to the
+chunk's largest count and a finished client's further steps see only padding. A padded example has loss
+weight 0 and a step with no real example leaves params untouched (`jnp.where`), so padding changes
+nothing: not the params, not the clipping norm, not the loss.
 """
 from typing import Callable, NamedTuple
 
@@ -98,6 +101,27 @@ def client_schedule(key: jax.Array, size: jax.Array, *, epochs: int, max_size: i
     return orders.reshape(epochs * num_batches, batch_size), keys.reshape(epochs * num_batches)
 
 
+def client_steps(size, *, epochs: int, batch_size: int):
+    """Real local steps of a client of `size` examples: epochs * ceil(size / batch_size) (int or array)."""
+    return epochs * (-(-size // batch_size))
+
+
+def real_step(orders: jax.Array, keys: jax.Array, size: jax.Array, step: jax.Array, *, epochs: int,
+              max_size: int, batch_size: int):
+    """Batch positions [batch_size] and key of a client's `step`-th real step (0-based).
+
+    `orders`, `keys` are its `client_schedule`; step i is batch i % b of epoch i // b with b = ceil(size /
+    batch_size) real batches per epoch. Steps at or past `client_steps(size)` get padding positions only
+    (a no-op step), so a loop may run a client past its own count, e.g. to its chunk's largest count.
+    """
+    num_batches = steps_per_epoch(max_size, batch_size)
+    real_batches = jnp.maximum(-(-size // batch_size), 1)
+    epoch = jnp.minimum(step // real_batches, epochs - 1)
+    flat = epoch * num_batches + step % real_batches
+    is_real = step < client_steps(size, epochs=epochs, batch_size=batch_size)
+    return jnp.where(is_real, orders[flat], max_size), keys[flat]
+
+
 class _Carry(NamedTuple):
     """One client's state across its local steps."""
 
@@ -126,8 +150,25 @@ def _result(carry: _Carry) -> ClientResult:
     return ClientResult(params=carry.params, loss=carry.loss_sum / jnp.maximum(carry.count, 1.0))
 
 
-def _scan_unroll(unroll: int):
-    return unroll if unroll > 0 else True
+def _step_loop(step_fn: Callable, init, num_steps: jax.Array, max_steps: int, unroll: int):
+    """`step_fn(carry, step) -> carry` for step = 0 .. num_steps - 1, a dynamic count up to `max_steps`.
+
+    `unroll` > 1 runs that many steps per loop iteration (steps past `num_steps` must be no-ops, as padding
+    steps are: `real_step`); 0 unrolls all `max_steps` statically (no dynamic count, as a full unroll must).
+    Under `vmap` with a per-client `num_steps`, the loop runs to the batch's largest count and keeps the
+    carry of clients that are done.
+    """
+    if unroll <= 0:
+        return jax.lax.fori_loop(0, max_steps, lambda i, c: step_fn(c, i), init, unroll=True)
+
+    def body(state):
+        i, carry = state
+        for offset in range(unroll):
+            carry = step_fn(carry, i + offset)
+        return i + unroll, carry
+
+    _, final = jax.lax.while_loop(lambda state: state[0] < num_steps, body, (jnp.int32(0), init))
+    return final
 
 
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
@@ -139,25 +180,28 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
         optimizer every round).
       epochs, batch_size: local training schedule.
       max_size: the padded length of a client's index row (static).
-      unroll: `lax.scan` unroll factor of the local steps (0 = fully unrolled). XLA:CPU runs convolution
-        gradients slowly inside loop bodies (docs/performance.md 3), so unrolling short local schedules
-        trades compile time for speed there.
+      unroll: local steps per loop iteration (0 = the whole padded schedule, fully unrolled). XLA:CPU
+        runs convolution gradients slowly inside loop bodies (docs/performance.md 3), so unrolling short
+        local schedules trades compile time for speed there.
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
-    `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real.
+    `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real. It runs `client_steps(size)`
+    steps (vmapped: the batch's largest count, leaving finished clients untouched).
     """
     train_step = make_train_step(loss_fn, optimizer)
+    sched = dict(epochs=epochs, max_size=max_size, batch_size=batch_size)
+    max_steps = epochs * steps_per_epoch(max_size, batch_size)
 
     def client_update(params, arch, indices, size, key, images, labels):
-        orders, keys = client_schedule(key, size, epochs=epochs, max_size=max_size, batch_size=batch_size)
+        orders, keys = client_schedule(key, size, **sched)
 
-        def step(carry, inputs):
-            positions, step_key = inputs
+        def step(carry, i):
+            positions, step_key = real_step(orders, keys, size, i, **sched)
             return _local_step(train_step, carry, positions, step_key, arch, indices, size, images,
-                               labels, max_size), None
+                               labels, max_size)
 
-        final, _ = jax.lax.scan(step, _initial_carry(params, optimizer), (orders, keys),
-                                unroll=_scan_unroll(unroll))
+        final = _step_loop(step, _initial_carry(params, optimizer),
+                           client_steps(size, epochs=epochs, batch_size=batch_size), max_steps, unroll)
         return _result(final)
 
     return client_update
@@ -180,21 +224,25 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
     """
     train_step = make_train_step(loss_fn, optimizer)
 
+    sched = dict(epochs=epochs, max_size=max_size, batch_size=batch_size)
+    max_steps = epochs * steps_per_epoch(max_size, batch_size)
+
     def clients_update(params, archs, indices, sizes, keys, images, labels):
         num = sizes.shape[0]
-        schedule = lambda k, n: client_schedule(k, n, epochs=epochs, max_size=max_size,  # noqa: E731
-                                                batch_size=batch_size)
-        orders, step_keys = jax.vmap(schedule)(keys, sizes)  # [C, steps, B], [C, steps]
+        orders, step_keys = jax.vmap(lambda k, n: client_schedule(k, n, **sched))(keys, sizes)
 
-        def step(carry, inputs):
-            positions_all, keys_all = inputs
-            return tuple(_local_step(train_step, carry[c], positions_all[c], keys_all[c],
-                                     jax.tree.map(lambda a: a[c], archs), indices[c], sizes[c], images,
-                                     labels, max_size) for c in range(num)), None
+        def step(carry, i):
+            def one(c):
+                positions, step_key = real_step(orders[c], step_keys[c], sizes[c], i, **sched)
+                return _local_step(train_step, carry[c], positions, step_key,
+                                   jax.tree.map(lambda a: a[c], archs), indices[c], sizes[c], images,
+                                   labels, max_size)
+            return tuple(one(c) for c in range(num))
 
+        # The chunk's own largest count: a finished client's further steps see only padding (no-ops).
+        chunk_steps = jnp.max(client_steps(sizes, epochs=epochs, batch_size=batch_size))
         init = tuple(_initial_carry(params, optimizer) for _ in range(num))
-        final, _ = jax.lax.scan(step, init, (jnp.swapaxes(orders, 0, 1), jnp.swapaxes(step_keys, 0, 1)),
-                                unroll=_scan_unroll(unroll))
+        final = _step_loop(step, init, chunk_steps, max_steps, unroll)
         return jax.tree.map(lambda *xs: jnp.stack(xs), *[_result(c) for c in final])
 
     return clients_update

@@ -6,8 +6,13 @@ set, train all sampled clients together (`vmap`, optionally in chunks of a `lax.
 bounded), and aggregate with the mask-weighted mean. Clients are split over the `clients` mesh axis; the
 supernet params are replicated. Nothing is copied to the host inside a round.
 
+Chunks group similar clients: before the round is cut into chunks, its clients are ordered by local steps
+(data size), then by arch MACs (`chunk_order`), so each chunk's envelope (most steps, widest arch) is
+tight; a chunk runs only its own largest step count (client.py).
+
 All randomness is derived from (seed, round, client id), so a resumed run replays exactly and results do
-not depend on how clients are chunked or sharded.
+not depend on how clients are ordered, chunked or sharded (up to float summation order:
+docs/performance.md 15).
 """
 from typing import Any, Callable, NamedTuple
 
@@ -21,6 +26,7 @@ from superfed_jax.federated import heuristics
 from superfed_jax.federated import sampling
 from superfed_jax.federated import schedules
 from superfed_jax.federated import sharding
+from superfed_jax.supernet import cost as cost_lib
 from superfed_jax.supernet import masks as masks_lib
 from superfed_jax.supernet import space as space_lib
 
@@ -64,6 +70,8 @@ class RoundSettings(NamedTuple):
     beta0: float
     beta_final: float
     decay_rounds: int
+    # The clients' local batch size; only orders clients into chunks by local steps, ceil(size / batch).
+    batch_size: int = 1
 
 
 def init_state(params, seed: int, num_clients: int) -> ServerState:
@@ -100,6 +108,18 @@ def assign_round(space: space_lib.SearchSpace, settings: RoundSettings, state: S
     return clients, archs, is_maxnet, tracking
 
 
+def chunk_order(space: space_lib.SearchSpace, archs: space_lib.Arch, sizes: jax.Array,
+                batch_size: int) -> jax.Array:
+    """int32 [P]: positions of a round's clients, fewest local steps first, ties by arch MACs, then position.
+
+    Cutting this order into chunks puts clients of similar cost together, so a chunk's envelope is tight:
+    its largest step count (every client of a chunk runs that many loop iterations) and its widest arch.
+    Steps come first because under Dirichlet skew they vary most (docs/performance.md 15).
+    """
+    steps = -(-sizes // batch_size)
+    return jnp.lexsort((cost_lib.macs_array(space, archs), steps)).astype(jnp.int32)
+
+
 def _finite_tree(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -122,7 +142,7 @@ def _zero_sums(space, params):
 
 
 def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_clients: Callable,
-                  mesh) -> Callable:
+                  mesh, client_sum: str = "") -> Callable:
     """Builds the pure round function; wrap it in `jax.jit(..., donate_argnums=0)`.
 
     Args:
@@ -132,8 +152,11 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
         images, labels) -> ClientResult[C]`: `client.vmap_clients(client.make_client_update(...))` or
         `client.make_side_by_side_update(...)`.
       mesh: the device mesh (clients are split over its `clients` axis).
+      client_sum: `aggregation.masked_sums`'s form; "" picks it from the mesh (`aggregation.client_sum_for`:
+        slices on one CPU device, one reduction per leaf when clients are sharded).
     """
     num_chunks = settings.clients_per_round // settings.chunk_size
+    client_sum = client_sum or aggregation.client_sum_for(mesh.devices.size, mesh.devices.flat[0].platform)
 
     def train_and_sum(params, data: FederatedData, chunk):
         archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)
@@ -141,7 +164,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
                                data.images, data.labels)
         client_params, weights, finite = _drop_nonfinite(result, weights)
         client_masks = jax.vmap(lambda a: masks_lib.arch_masks(space, a))(archs)
-        sums = aggregation.masked_sums(client_params, client_masks, weights)
+        sums = aggregation.masked_sums(client_params, client_masks, weights, client_sum)
         return sums, (jnp.where(finite, result.loss, 0.0), finite)
 
     def round_fn(state: ServerState, data: FederatedData):
@@ -151,8 +174,12 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
         weights = schedules.client_weights(settings.beta_schedule, beta, is_maxnet)
         keys = client_train_keys(round_key(state), clients)
 
+        per_client = (archs, clients, weights, keys)
+        if num_chunks > 1:  # one chunk: its envelope is the round's whatever the order
+            order = chunk_order(space, archs, data.sizes[clients], settings.batch_size)
+            per_client = jax.tree.map(lambda x: x[order], per_client)
         chunks = jax.tree.map(lambda x: x.reshape((num_chunks, settings.chunk_size) + x.shape[1:]),
-                              (archs, clients, weights, keys))
+                              per_client)
         zero_sums = _zero_sums(space, state.params)
 
         def chunk_step(sums, chunk):

@@ -35,7 +35,7 @@ def round_settings(config, space: space_lib.SearchSpace) -> federated_round.Roun
         beta0=fl.beta0,
         # -1 means "end as plain averaging" (docs/algorithm.md 4.1: betaT = 1/P).
         beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
-        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)))
+        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size)
 
 
 def client_layout(config, mesh) -> str:
