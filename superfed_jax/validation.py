@@ -387,8 +387,8 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
     client, eval, cost, checkpoint, memory and distributed settings; the search space; fl.pool,
-    eval.tracked and cost.baseline against it. Each field's kind, range and allowed values come from its entry in
-    `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
+    eval.tracked and cost.baseline against it. Each field's kind, range and allowed values come from its
+    entry in `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
     real-number fields finite numbers.
 
     Args:

@@ -228,8 +228,10 @@ def test_an_export_without_a_checksum_loads_with_a_warning(exported, tmp_path, c
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["normalization"].update(std=[0.0]), r"normalization.std=\[0.0\]: every value must be > 0"),
-    (lambda d: d["normalization"].update(mean=[float("nan")]), r"normalization.mean=\[nan\]: every value must be finite"),
-    (lambda d: d["normalization"].update(std=[1e39]), r"normalization.std=\[1e\+39\]: every value must be finite"),
+    (lambda d: d["normalization"].update(mean=[float("nan")]),
+     r"normalization.mean=\[nan\]: every value must be finite"),
+    (lambda d: d["normalization"].update(std=[1e39]),
+     r"normalization.std=\[1e\+39\]: every value must be finite"),
     (lambda d: d["normalization"].update(mean=[0.1, 0.2]), r"need a list of 1 numbers"),
     (lambda d: d.update(dtype="int8"), r"dtype='int8'; allowed values are"),
     (lambda d: d.update(conv_impl="cudnn"), r"conv_impl='cudnn'; allowed values are"),

@@ -276,7 +276,8 @@ def test_memory_command_still_estimates_a_good_config():
 
 @pytest.mark.parametrize("args, message", [
     (["--config=no_such.py"], "error: --config=no_such.py: 'no_such.py' does not exist"),
-    (["--config=no_such.py", "--config.fl.rounds=3"], "error: --config=no_such.py: 'no_such.py' does not exist"),
+    (["--config=no_such.py", "--config.fl.rounds=3"],
+     "error: --config=no_such.py: 'no_such.py' does not exist"),
     (["--config=configs/digits.py", "--config.space.divisor=0"],
      "error: space.divisor=0: must be a positive integer"),
 ])
