@@ -6,7 +6,7 @@
 For each of the four archs of docs/performance.md 8 (the space's default tracked archs) and each execution,
 times a jitted SGD step (forward, backward, global-norm clipping, update) of one client on a batch of
 random 32x32x3 images, after one untimed step that compiles, and prints images per second (the median
-over `--steps` steps; a shared machine is noisy). The executions:
+over `--steps` steps, the executions of an arch timed in turns, since a shared machine's load drifts). The executions:
 
 * masked: `model.Supernet` with the arch as arrays (one program for every arch; full width always);
 * sliced: `supernet/sliced.py` with the arch as its own envelope (one program for every arch, the arch
@@ -64,18 +64,15 @@ def _step_fn(forward, optimizer):
     return jax.jit(lambda p, o, a, x, y, w: train_step(p, o, a, x, y, w, None))
 
 
-def _time_steps(step, params, opt_state, arch, images, labels, weights, steps):
-    """Seconds of one compile-and-run step and of each of `steps` further steps (results blocked on)."""
+def _time_step(run, images, labels, weights) -> float:
+    """Seconds of one step of `run` = [step, params, opt_state, arch]; advances its params in place."""
+    step, params, opt_state, arch = run
     start = time.perf_counter()
     params, opt_state, loss = jax.block_until_ready(step(params, opt_state, arch, images, labels, weights))
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        params, opt_state, loss = jax.block_until_ready(step(params, opt_state, arch, images, labels, weights))
-        times.append(time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
     assert np.isfinite(float(loss))
-    return first, times
+    run[1], run[2] = params, opt_state
+    return elapsed
 
 
 def main(argv=None):
@@ -96,24 +93,34 @@ def main(argv=None):
     for name in args.archs.split(","):
         arch = jax.tree.map(jnp.asarray, named[name])
         gmacs = round(cost.macs(space, named[name]) / 1e9, 3)
+        runs = {}  # execution -> [step, params, opt_state, arch argument]
         for execution in args.executions.split(","):
             if execution == "masked":
                 step, p, a = masked_step, params, arch
             elif execution == "sliced":
                 step, p, a = sliced_step, params, (arch, sliced.arch_envelope(space, arch))
             else:
-                shape = subnet_lib.subnet_shape(space, named[name])
-                dense = subnet_lib.DenseSubnet(space, shape, args.conv_impl, dtype)
-                step = _step_fn(lambda q, x, _: dense.apply({"params": q}, x), optimizer)
+                dense = subnet_lib.DenseSubnet(space, subnet_lib.subnet_shape(space, named[name]),
+                                               args.conv_impl, dtype)
+                step = _step_fn(lambda q, x, _, net=dense: net.apply({"params": q}, x), optimizer)
                 p, a = subnet_lib.extract(space, params, named[name]), None
-            first, times = _time_steps(step, p, optimizer.init(p), a, images, labels, weights, args.steps)
-            median = statistics.median(times)
+            runs[execution] = [step, p, optimizer.init(p), a]
+        # Compile and run once, then time the executions in turns: on a shared machine the load drifts,
+        # and alternating spreads the drift over all of them alike.
+        first = {e: _time_step(runs[e], images, labels, weights) for e in runs}
+        times = {e: [] for e in runs}
+        for _ in range(args.steps):
+            for e in runs:
+                times[e].append(_time_step(runs[e], images, labels, weights))
+        for execution in runs:
+            median = statistics.median(times[execution])
             row = dict(arch=name, arch_json=space_lib.arch_to_dict(space, named[name]), fwd_gmacs=gmacs,
-                       execution=execution, first_step_s=round(first, 3), step_s=[round(t, 3) for t in times],
-                       median_step_s=round(median, 3), images_per_s=round(args.batch / median, 2))
+                       execution=execution, first_step_s=round(first[execution], 3),
+                       step_s=[round(t, 3) for t in times[execution]], median_step_s=round(median, 3),
+                       images_per_s=round(args.batch / median, 2))
             rows.append(row)
             print(f"{name:9s} {execution:7s} {row['images_per_s']:8.2f} img/s  (median {median:.2f} s/step, "
-                  f"first step with compile {first:.1f} s)", flush=True)
+                  f"first step with compile {first[execution]:.1f} s)", flush=True)
     result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                                cpus=os.cpu_count(), load_average=os.getloadavg(), backend=jax.default_backend(),
                                jax=jax.__version__),

@@ -57,7 +57,7 @@ def client_layout(config, mesh) -> str:
 
 
 def execution(config, layout: str) -> str:
-    """`model.execution`, with 'auto' resolved per backend and client layout (docs/performance.md 9).
+    """`model.execution`, with 'auto' resolved per backend and client layout (docs/performance.md 15).
 
     On CPU the sliced execution was measured faster in both layouts (benchmarks/RESULTS.md); on
     accelerators nothing was measured yet, so 'auto' keeps the masked reference there.
