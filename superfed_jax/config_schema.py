@@ -191,7 +191,8 @@ FIELDS = (
     # rounding, like fl.chunk_size and fl.client_layout (tests/test_sliced.py).
     Field("model.execution", "auto", "'masked' runs the full-width supernet with masks (the reference); "
           "'sliced' computes only each chunk's widest subnet (lax.switch over widths, skipped blocks not "
-          "run); 'auto' = the faster one measured for the backend and layout (docs/performance.md 15)",
+          "run); 'auto' = sliced where measured faster (side by side on one CPU device), else masked "
+          "(docs/performance.md 15)",
           "choice", EXECUTIONS, resumable=True, absent="masked"),
 
     Field("data.name", "cifar10", "the dataset", "choice", DATASET_NAMES),

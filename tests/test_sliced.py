@@ -209,3 +209,18 @@ def test_sliced_chunk_skips_blocks_no_client_keeps():
         [space_lib.smallest(T.SPACE), T.MEDIUM])))
     np.testing.assert_array_equal(envelope.active, [True, True, True, False])
     np.testing.assert_array_equal(envelope.expand, [2, 0, 1, 0])
+
+
+def test_auto_execution_is_sliced_only_where_measured_faster():
+    from superfed_jax import config as config_lib
+    from superfed_jax.run import build
+    config = config_lib.base_config()
+    assert jax.default_backend() == "cpu"  # the tests' platform (conftest.py)
+    assert config.model.execution == "auto"
+    assert build.execution(config, "side_by_side") == "sliced"
+    assert build.execution(config, "vmap") == "masked"
+    for chosen in ("masked", "sliced"):
+        config.model.execution = chosen
+        assert build.execution(config, "side_by_side") == build.execution(config, "vmap") == chosen
+    del config.model["execution"]  # a config saved before the field existed ran masked
+    assert build.execution(config, "side_by_side") == "masked"

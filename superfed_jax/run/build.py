@@ -59,15 +59,16 @@ def client_layout(config, mesh) -> str:
 def execution(config, layout: str) -> str:
     """`model.execution`, with 'auto' resolved per backend and client layout (docs/performance.md 15).
 
-    On CPU the sliced execution was measured faster in both layouts (benchmarks/RESULTS.md); on
-    accelerators nothing was measured yet, so 'auto' keeps the masked reference there.
+    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device
+    (benchmarks/RESULTS.md); the masked reference wherever no measurement exists yet (vmapped clients,
+    accelerators).
     """
     # Configs saved before the field existed ran masked (`absent`).
     chosen = config.model.get("execution", config_schema.field("model.execution").absent)
     if chosen != "auto":
         return chosen
-    del layout  # both CPU layouts measured faster sliced; kept so a backend-layout split has its input
-    return "sliced" if jax.default_backend() == "cpu" else "masked"
+    measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side"
+    return "sliced" if measured_faster else "masked"
 
 
 def check_memory(config, space, settings, mesh, data) -> None:
