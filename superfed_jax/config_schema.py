@@ -191,7 +191,8 @@ FIELDS = (
     # rounding, like fl.chunk_size and fl.client_layout (tests/test_sliced.py).
     Field("model.execution", "auto", "'masked' runs the full-width supernet with masks (the reference); "
           "'sliced' computes only each chunk's widest subnet (lax.switch over widths, skipped blocks not "
-          "run); 'auto' = sliced where measured faster (side by side on one CPU device), else masked "
+          "run); 'auto' = sliced where measured faster (side by side on one CPU device, supernet of "
+          "at least 0.1 GMACs per image), else masked "
           "(docs/performance.md 15)",
           "choice", EXECUTIONS, resumable=True, absent="masked"),
 

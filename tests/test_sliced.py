@@ -215,12 +215,15 @@ def test_auto_execution_is_sliced_only_where_measured_faster():
     from superfed_jax import config as config_lib
     from superfed_jax.run import build
     config = config_lib.base_config()
+    paper, tiny = space_lib.SearchSpace(), T.SPACE
     assert jax.default_backend() == "cpu"  # the tests' platform (conftest.py)
     assert config.model.execution == "auto"
-    assert build.execution(config, "side_by_side") == "sliced"
-    assert build.execution(config, "vmap") == "masked"
+    assert build.execution(config, "side_by_side", paper) == "sliced"
+    assert build.execution(config, "side_by_side", tiny) == "masked"  # compile outweighs the savings
+    assert build.execution(config, "vmap", paper) == "masked"
     for chosen in ("masked", "sliced"):
         config.model.execution = chosen
-        assert build.execution(config, "side_by_side") == build.execution(config, "vmap") == chosen
+        assert {build.execution(config, layout, space) for layout in ("side_by_side", "vmap")
+                for space in (paper, tiny)} == {chosen}
     del config.model["execution"]  # a config saved before the field existed ran masked
-    assert build.execution(config, "side_by_side") == "masked"
+    assert build.execution(config, "side_by_side", paper) == "masked"

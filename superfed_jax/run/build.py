@@ -22,6 +22,7 @@ from superfed_jax.federated import placement
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
+from superfed_jax.supernet import cost
 from superfed_jax.supernet import model as model_lib
 from superfed_jax.supernet import sliced
 from superfed_jax.supernet import space as space_lib
@@ -56,18 +57,25 @@ def client_layout(config, mesh) -> str:
     return layout
 
 
-def execution(config, layout: str) -> str:
-    """`model.execution`, with 'auto' resolved per backend and client layout (docs/performance.md 15).
+# Forward MACs per image of the supernet above which 'auto' slices on CPU. Measured (docs/performance.md
+# 15): the digits supernet (about 1 MMAC) trains no faster sliced (4.31 vs 4.17 rounds/s) and compiles 3x
+# longer; the paper's CIFAR supernet (3.4 GMACs) runs 2.6x faster sliced. Between the two, unmeasured.
+SLICED_MIN_SUPERNET_MACS = 100e6
 
-    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device
-    (benchmarks/RESULTS.md); the masked reference wherever no measurement exists yet (vmapped clients,
-    accelerators).
+
+def execution(config, layout: str, space: space_lib.SearchSpace) -> str:
+    """`model.execution`, with 'auto' resolved per backend, client layout and net size (docs/performance.md 15).
+
+    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device when the
+    supernet is big enough for the saved arithmetic to outweigh sliced execution's longer compile; the
+    masked reference wherever no measurement exists yet (vmapped clients, accelerators).
     """
     # Configs saved before the field existed ran masked (`absent`).
     chosen = config.model.get("execution", config_schema.field("model.execution").absent)
     if chosen != "auto":
         return chosen
-    measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side"
+    big = cost.macs(space, space_lib.largest(space)) >= SLICED_MIN_SUPERNET_MACS
+    measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side" and big
     return "sliced" if measured_faster else "masked"
 
 
@@ -138,7 +146,7 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
                            sharding.replicated(mesh))
     layout = client_layout(config, mesh)
-    execution_ = execution(config, layout)
+    execution_ = execution(config, layout, space)
     loss_fn = objective.make_loss_fn(model, dataset.mean, dataset.std, config.data, execution_)
     train_clients = _train_clients_fn(config, mesh, space, loss_fn, int(data.index_table.shape[1]), layout,
                                       execution_)
