@@ -3,7 +3,8 @@
 `make_loss_fn` is the local training objective every client minimizes (augmentation, forward pass of
 the masked supernet, summed cross-entropy); `make_logits_fn` is the evaluation forward pass (no
 augmentation). Both take raw images as stored on the device, so normalization happens once, inside
-the compiled program.
+the compiled program. Training runs the masked supernet or its sliced execution (`model.execution`,
+`supernet/sliced.py`); evaluation always runs the masked one.
 """
 from superfed_jax.data import augment
 from superfed_jax.federated import client as client_lib
