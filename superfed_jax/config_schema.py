@@ -27,6 +27,7 @@ from superfed_jax.federated.heuristics import HEURISTICS
 from superfed_jax.federated.schedules import SCHEDULES
 from superfed_jax.supernet.conv import CONV_IMPLS
 from superfed_jax.supernet.model import DTYPES
+from superfed_jax.supernet.sliced import EXECUTIONS
 
 __all__ = ["KINDS", "Range", "Field", "FIELDS", "SECTIONS", "field", "field_names", "resumable_fields",
            "resumable_prefixes", "when_absent", "suggestion"]
@@ -190,6 +191,14 @@ FIELDS = (
     Field("model.conv_impl", "im2col", "'im2col' (fast on CPU) or 'xla' (cuDNN on GPU); 'xla_mmgrad' "
           "for unvmapped clients on CPU", "choice", CONV_IMPLS),
     Field("model.dtype", "float32", "compute dtype of convolutions and matmuls", "choice", DTYPES),
+    # Resumable: masks stay the representation, so the state is the same and results agree to float
+    # rounding, like fl.chunk_size and fl.client_layout (tests/test_sliced.py).
+    Field("model.execution", "auto", "'masked' runs the full-width supernet with masks (the reference); "
+          "'sliced' computes only each chunk's widest subnet (lax.switch over widths, skipped blocks not "
+          "run); 'auto' = sliced where measured faster (side by side on one CPU device, supernet of "
+          "at least 0.1 GMACs per image), else masked "
+          "(docs/performance.md 16)",
+          "choice", EXECUTIONS, resumable=True, absent="masked"),
 
     Field("data.name", "cifar10", "the dataset", "choice", DATASET_NAMES),
     Field("data.path", "", "the .npz file when name='npz' (keys x_train, y_train, x_test, y_test)", "text",

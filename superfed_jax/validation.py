@@ -194,9 +194,10 @@ def _check_top(report: _Report) -> None:
 
 
 def _check_model(report: _Report) -> None:
-    """model.conv_impl and model.dtype."""
+    """model.conv_impl, model.dtype and model.execution."""
     report.check("model.conv_impl")
     report.check("model.dtype")
+    report.check("model.execution")
 
 
 def _check_data_values(report: _Report) -> None:

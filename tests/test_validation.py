@@ -355,7 +355,9 @@ def test_resumable_fields_come_from_the_schema():
     # The rule before the schema existed: these fields, and every field of these sections, may change.
     before = {"fl.rounds", "fl.chunk_size", "fl.client_layout", "client.scan_unroll", "eval.",
               "log_every_rounds", "checkpoint.", "distributed.", "memory.", "cost.", "dry_run"}
-    added = {"overwrite"}  # start over in an earlier run's workdir (issue 14); says nothing of the result
+    # Added since: overwrite (start over in an earlier run's workdir; says nothing of the result) and
+    # model.execution (masked or sliced compute the same state, to float rounding).
+    added = {"overwrite", "model.execution"}
     assert set(resume.RESUMABLE_FIELDS) == before | added
     resumable = {f.name for f in schema.FIELDS if f.resumable}
     base = config_lib.base_config().to_dict()

@@ -13,7 +13,7 @@ chunk's largest count and a finished client's further steps see only padding. A 
 weight 0 and a step with no real example leaves params untouched (`jnp.where`), so padding changes
 nothing: not the params, not the clipping norm, not the loss.
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -207,20 +207,35 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
     return client_update
 
 
-def vmap_clients(client_update: Callable) -> Callable:
+def vmap_clients(client_update: Callable, chunk_envelope: Optional[Callable] = None) -> Callable:
     """Trains a chunk of clients as one batch axis: `(params, archs[C], indices[C], sizes[C], keys[C],
-    images, labels) -> ClientResult[C]`. The layout for accelerators and multi-device meshes."""
-    return jax.vmap(client_update, in_axes=(None, 0, 0, 0, 0, None, None))
+    images, labels) -> ClientResult[C]`. The layout for accelerators and multi-device meshes.
+
+    With `chunk_envelope(archs[C]) -> envelope` (sliced execution, `supernet/sliced.py`), the envelope is
+    computed once for the chunk, outside the vmap, and every client's `loss_fn` receives the pair
+    `(arch, envelope)` as its arch, the envelope unbatched: a batched branch index would turn the model's
+    `lax.switch`/`lax.cond` into selects that run every branch.
+    """
+    if chunk_envelope is None:
+        return jax.vmap(client_update, in_axes=(None, 0, 0, 0, 0, None, None))
+    per_client = jax.vmap(client_update, in_axes=(None, (0, None), 0, 0, 0, None, None))
+
+    def train_chunk(params, archs, indices, sizes, keys, images, labels):
+        return per_client(params, (archs, chunk_envelope(archs)), indices, sizes, keys, images, labels)
+
+    return train_chunk
 
 
 def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
-                             batch_size: int, max_size: int, unroll: int = 1) -> Callable:
+                             batch_size: int, max_size: int, unroll: int = 1,
+                             chunk_envelope: Optional[Callable] = None) -> Callable:
     """Like `vmap_clients(make_client_update(...))`, but a chunk's clients are independent subgraphs.
 
     One `lax.scan` over local steps whose body trains every client of the chunk (a Python loop at trace
     time) instead of a batch axis. On XLA:CPU this avoids batched/grouped convolutions and lets the executor
     run the clients on different cores at once (benchmarks/RESULTS.md); it needs the chunk on one device.
-    Results are the same as the vmapped layout's.
+    Results are the same as the vmapped layout's. With `chunk_envelope` (as for `vmap_clients`) each
+    client is its own group: its `loss_fn` receives `(arch, envelope of that arch alone)`.
     """
     train_step = make_train_step(loss_fn, optimizer)
 
@@ -230,13 +245,16 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
     def clients_update(params, archs, indices, sizes, keys, images, labels):
         num = sizes.shape[0]
         orders, step_keys = jax.vmap(lambda k, n: client_schedule(k, n, **sched))(keys, sizes)
+        client_archs = [jax.tree.map(lambda a: a[c], archs) for c in range(num)]
+        if chunk_envelope is not None:  # computed once, before the loop over local steps
+            client_archs = [(arch, chunk_envelope(jax.tree.map(lambda a: a[None], arch)))
+                            for arch in client_archs]
 
         def step(carry, i):
             def one(c):
                 positions, step_key = real_step(orders[c], step_keys[c], sizes[c], i, **sched)
-                return _local_step(train_step, carry[c], positions, step_key,
-                                   jax.tree.map(lambda a: a[c], archs), indices[c], sizes[c], images,
-                                   labels, max_size)
+                return _local_step(train_step, carry[c], positions, step_key, client_archs[c], indices[c],
+                                   sizes[c], images, labels, max_size)
             return tuple(one(c) for c in range(num))
 
         # The chunk's own largest count: a finished client's further steps see only padding (no-ops).

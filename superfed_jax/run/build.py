@@ -2,8 +2,9 @@
 round and evaluation, and the initial server state (`build(config) -> RunSetup`).
 
 Also the translations from config to the federated layer's static settings (`round_settings`,
-`client_layout`) and the up-front memory check, which the dry run and the post-training tools reuse.
+`client_layout`, `execution`) and the up-front memory check, which the dry run and the post-training tools reuse.
 """
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from superfed_jax import config as config_lib
+from superfed_jax import config_schema
 from superfed_jax import data as data_lib
 from superfed_jax import validation
 from superfed_jax.federated import client as client_lib
@@ -20,7 +22,9 @@ from superfed_jax.federated import placement
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
+from superfed_jax.supernet import cost
 from superfed_jax.supernet import model as model_lib
+from superfed_jax.supernet import sliced
 from superfed_jax.supernet import space as space_lib
 
 
@@ -53,6 +57,28 @@ def client_layout(config, mesh) -> str:
     return layout
 
 
+# Forward MACs per image of the supernet above which 'auto' slices on CPU. Measured (docs/performance.md
+# 15): the digits supernet (about 1 MMAC) trains no faster sliced (4.31 vs 4.17 rounds/s) and compiles 3x
+# longer; the paper's CIFAR supernet (3.4 GMACs) runs 2.6x faster sliced. Between the two, unmeasured.
+SLICED_MIN_SUPERNET_MACS = 100e6
+
+
+def execution(config, layout: str, space: space_lib.SearchSpace) -> str:
+    """`model.execution`, with 'auto' resolved per backend, client layout and net size (docs/performance.md 16).
+
+    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device when the
+    supernet is big enough for the saved arithmetic to outweigh sliced execution's longer compile; the
+    masked reference wherever no measurement exists yet (vmapped clients, accelerators).
+    """
+    # Configs saved before the field existed ran masked (`absent`).
+    chosen = config.model.get("execution", config_schema.field("model.execution").absent)
+    if chosen != "auto":
+        return chosen
+    big = cost.macs(space, space_lib.largest(space)) >= SLICED_MIN_SUPERNET_MACS
+    measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side" and big
+    return "sliced" if measured_faster else "masked"
+
+
 def check_memory(config, space, settings, mesh, data) -> None:
     """Stops before compiling, suggesting a chunk size, when a round would not fit a device (memory.py)."""
     if not config.memory.check:
@@ -81,14 +107,17 @@ class RunSetup(NamedTuple):
     eval_sets: dict  # split name -> evaluation.EvalSet, on the devices
 
 
-def _train_clients_fn(config, mesh, loss_fn, max_client_size: int) -> Callable:
-    """The chunk-training function of the round: clients side by side or vmapped (`client_layout`)."""
+def _train_clients_fn(config, mesh, space, loss_fn, max_client_size: int, layout: str,
+                      execution_: str) -> Callable:
+    """The chunk-training function of the round: clients side by side or vmapped (`client_layout`),
+    with a per-chunk envelope when the execution is sliced."""
     optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=max_client_size, unroll=config.client.scan_unroll)
-    if client_layout(config, mesh) == "side_by_side":
-        return client_lib.make_side_by_side_update(loss_fn, optimizer, **schedule)
-    return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule))
+    envelope = functools.partial(sliced.chunk_envelope, space) if execution_ == "sliced" else None
+    if layout == "side_by_side":
+        return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope, **schedule)
+    return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule), envelope)
 
 
 def eval_batch_size(batch_size: int, split_size: int) -> int:
@@ -125,8 +154,11 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
                                    out_sharding=sharding.replicated(mesh))
     state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
                            sharding.replicated(mesh))
-    loss_fn = objective.make_loss_fn(model, dataset.mean, dataset.std, config.data)
-    train_clients = _train_clients_fn(config, mesh, loss_fn, int(data.index_table.shape[1]))
+    layout = client_layout(config, mesh)
+    execution_ = execution(config, layout, space)
+    loss_fn = objective.make_loss_fn(model, dataset.mean, dataset.std, config.data, execution_)
+    train_clients = _train_clients_fn(config, mesh, space, loss_fn, int(data.index_table.shape[1]), layout,
+                                      execution_)
     round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(
