@@ -111,25 +111,6 @@ def last_override_wins(argv: Sequence[str]) -> list[str]:
     return [arg for position, arg in enumerate(argv) if position not in dropped]
 
 
-def _config_file_problem(argv: Sequence[str]) -> Optional[str]:
-    """The message if the last --config=PATH[:ARG] in `argv` names no file, else None."""
-    value = None
-    for position, arg in enumerate(argv[1:], start=1):
-        if arg == "--":
-            break
-        if re.match(r"^--?config=", arg):
-            value = arg.split("=", 1)[1]
-        elif re.match(r"^--?config$", arg) and position + 1 < len(argv):
-            value = argv[position + 1]
-    if value is None:
-        return None
-    path = value.split(":", 1)[0]  # as ml_collections splits it
-    if os.path.isfile(path):
-        return None
-    state = "is not a file" if os.path.exists(path) else "does not exist"
-    return f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py"
-
-
 def override_problems(argv: Sequence[str]) -> list[str]:
     """One line per bad `--config...` in `argv` (argv[0] is the program): [] if they are all usable.
 
@@ -143,7 +124,7 @@ def override_problems(argv: Sequence[str]) -> list[str]:
 
     kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
     overrides = _read_overrides(argv, kinds)
-    config_file = _config_file_problem(argv)
+    config_file = validation.config_file_problem(argv)
     problems = [config_file] if config_file else []
     for name, value, arg, _ in overrides:
         unknown = validation.unknown_field(name)
