@@ -14,6 +14,7 @@ Saves are synchronous: the caller donates the state to the next round right afte
 """
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -159,6 +160,15 @@ def _is_closed_loop_report(exc_type, value) -> bool:
     return exc_type is RuntimeError and str(value) == "Event loop is closed"
 
 
+class _ClosedLoopLogFilter(logging.Filter):
+    """Drops asyncio log records about the closed loop (orbax's, after a failed restore)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_info = record.exc_info
+        closed = bool(exc_info) and _is_closed_loop_report(exc_info[0], exc_info[1])
+        return not (closed or "Event loop is closed" in record.getMessage())
+
+
 def _silence_closed_loop_reports() -> None:
     """Drops the 'Event loop is closed' reports that follow a failed restore; keeps every other report.
 
@@ -187,6 +197,8 @@ def _silence_closed_loop_reports() -> None:
     excepthook._drops_closed_loop = True
     sys.excepthook, threading.excepthook = excepthook, thread_excepthook
     sys.unraisablehook = unraisable_hook
+    # asyncio reports an exception of a task or callback on a closed loop through its logger, not a hook.
+    logging.getLogger("asyncio").addFilter(_ClosedLoopLogFilter())
 
 
 def _first_line(error: Exception) -> str:
