@@ -1,48 +1,205 @@
-"""Figures of the reports (matplotlib's object API on an Agg canvas: headless, no global state)."""
+"""Figures of the reports (matplotlib's object API on an Agg canvas: headless, no global state).
+
+Every figure is written twice, as ``NAME.png`` and ``NAME.svg`` (`save_figure`): the PNG for report.md, the
+SVG for a paper. Every artist that carries data has a ``gid`` (``pareto-SERIES``, ``curve-PANEL-SERIES``,
+``search-PANEL-front`` ...), which the SVG keeps as the ``id`` of its group, so a figure can be checked or
+restyled from the SVG alone.
+
+* `plot_pareto`: test accuracy against forward MACs, one line per series, optional error bars (seeds).
+* `plot_curves`: accuracy against round, one panel per (split or arch), a line per series with a band.
+* `plot_search`: a post-training search's candidates, their non-dominated front as a step line, the run's
+  tracked subnets and the budget, one panel per budget.
+"""
 import math
+import os
+import re
+from typing import NamedTuple, Optional
 
 from superfed_jax import _extras
 
+__all__ = ["Curve", "Panel", "SearchPanel", "gid_of", "save_figure", "plot_pareto", "plot_curves",
+           "plot_search"]
 
-def plot_pareto(path: str, series: list[tuple[str, list[dict]]], title: str):
-    """Writes a PNG of test accuracy (%) against forward MMACs, one line per series.
 
-    Args:
-      path: the PNG file.
-      series: (legend label, rows) pairs; rows as `arch_rows` returns them (name, macs, test_accuracy);
-        rows with a NaN accuracy are left out.
-      title: the plot title.
-
-    Returns:
-      The matplotlib `Figure` (already saved).
-    """
+def _new_figure(width: float, height: float):
+    """A Figure on its own Agg canvas; ImportError naming the 'plots' extra without matplotlib."""
     # Imported here: only reports need matplotlib (the optional 'plots' extra). The object API with an
     # explicit Agg canvas touches no global backend state (no pyplot), so it works headless and inside any
     # host program.
     FigureCanvasAgg = _extras.require("matplotlib.backends.backend_agg", "plots").FigureCanvasAgg
     Figure = _extras.require("matplotlib.figure", "plots").Figure
-
-    figure = Figure(figsize=(7, 4.5), dpi=120)
+    figure = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(figure)
+    return figure
+
+
+def gid_of(*parts) -> str:
+    """An SVG-safe id from parts: lower case, runs of other characters as '-' ('FedAvg, big' -> 'fedavg-big')."""
+    return "-".join(re.sub(r"[^a-z0-9]+", "-", str(p).lower()).strip("-") for p in parts)
+
+
+def save_figure(figure, png_path: str) -> list[str]:
+    """Writes ``figure`` as ``png_path`` and as the same name with ``.svg``; returns both paths."""
+    stem, _ = os.path.splitext(png_path)
+    paths = [stem + ".png", stem + ".svg"]
+    figure.tight_layout()
+    for path in paths:
+        figure.savefig(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------- accuracy vs MACs
+
+
+def plot_pareto(path: str, series: list[tuple], title: str):
+    """Writes PNG and SVG of test accuracy (%) against forward MMACs, one line per series.
+
+    Args:
+      path: the PNG file (the SVG goes beside it).
+      series: (legend label, rows) or (legend label, rows, gid) tuples; rows as `arch_rows` returns them
+        (name, macs, test_accuracy), optionally with ``test_accuracy_low`` / ``test_accuracy_high`` (drawn
+        as error bars: the spread over seeds); rows with a NaN accuracy are left out. The gid defaults to
+        ``pareto-LABEL``.
+      title: the plot title.
+
+    Returns:
+      The matplotlib `Figure` (already saved).
+    """
+    figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
     named = set()  # an arch's name once, even when several series have a point at its MACs
-    for (label, rows), marker in zip(series, "osD^v"):
-        points = sorted((r["macs"] / 1e6, 100 * r["test_accuracy"], r["name"]) for r in rows
+    for entry, marker in zip(series, "osD^v"):
+        label, rows = entry[0], entry[1]
+        gid = entry[2] if len(entry) > 2 else gid_of("pareto", label)
+        points = sorted((r["macs"] / 1e6, 100 * r["test_accuracy"], r["name"],
+                         100 * r.get("test_accuracy_low", r["test_accuracy"]),
+                         100 * r.get("test_accuracy_high", r["test_accuracy"])) for r in rows
                         if not math.isnan(r["test_accuracy"]))
         if not points:
             continue
-        xs, ys, _ = zip(*points)
-        axes.plot(xs, ys, marker=marker, label=label)
-        for x, y, name in points:
+        xs, ys, _, lows, highs = zip(*points)
+        [line] = axes.plot(xs, ys, marker=marker, label=label, gid=gid)
+        if any(low != y or high != y for y, low, high in zip(ys, lows, highs)):
+            bars = axes.errorbar(xs, ys, yerr=[[y - low for y, low in zip(ys, lows)],
+                                               [high - y for y, high in zip(ys, highs)]],
+                                 fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.7)
+            for artist in bars.lines[2]:
+                artist.set_gid(gid + "-spread")
+        for x, y, name, _, _ in points:
             if (x, name) not in named:
                 named.add((x, name))
                 axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     axes.margins(x=0.1, y=0.15)
     axes.set_xlabel("forward MACs per image (MMACs)")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
+    axes.legend(loc="best", fontsize=7)
+    save_figure(figure, path)
+    return figure
+
+
+# ------------------------------------------------------------------------------ accuracy vs round
+
+
+class Curve(NamedTuple):
+    """One line of accuracy (fractions) by round, with an optional band (e.g. min-max over seeds)."""
+
+    label: str
+    gid: str
+    rounds: list
+    values: list
+    low: Optional[list] = None
+    high: Optional[list] = None
+    color: Optional[str] = None
+    linestyle: str = "-"
+
+
+class Panel(NamedTuple):
+    """One axes of `plot_curves`: a title, its y label and its curves."""
+
+    title: str
+    ylabel: str
+    curves: list
+    gid: str
+
+
+def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
+    """Writes PNG and SVG of accuracy (%) against round, one axes per panel, ``columns`` per row.
+
+    A curve's line has its ``gid``; its band (drawn where ``low`` and ``high`` are given) has
+    ``GID-band``. Returns the `Figure` (already saved).
+    """
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    figure = _new_figure(3.6 * columns + 0.8, 3.0 * rows + 0.7)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1, gid=panel.gid)
+        for curve in panel.curves:
+            ys = [100 * v for v in curve.values]
+            [line] = axes.plot(curve.rounds, ys, label=curve.label, gid=curve.gid, color=curve.color,
+                               linestyle=curve.linestyle, linewidth=1.4)
+            if curve.low is not None and curve.high is not None:
+                axes.fill_between(curve.rounds, [100 * v for v in curve.low], [100 * v for v in curve.high],
+                                  color=line.get_color(), alpha=0.2, linewidth=0, gid=curve.gid + "-band")
+        axes.set_title(panel.title, fontsize=9)
+        axes.set_xlabel("round")
+        axes.set_ylabel(panel.ylabel)
+        axes.grid(alpha=0.3)
+        if panel.curves:
+            axes.legend(loc="best", fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+    return figure
+
+
+# ------------------------------------------------------------------------ a search's Pareto front
+
+
+class SearchPanel(NamedTuple):
+    """One budget of a search: candidates and front as (metric, accuracy) points, tracked archs, limit."""
+
+    title: str
+    xlabel: str  # the front's metric with its unit
+    evaluated: list  # (x, accuracy) of every evaluated candidate
+    front: list  # (x, accuracy) of the non-dominated ones, x ascending
+    tracked: list  # (name, x, accuracy) of the run's tracked subnets
+    limit: Optional[float]  # the budget on x
+    gid: str
+
+
+def plot_search(path: str, panels: list[SearchPanel], title: str):
+    """Writes PNG and SVG of one axes per budget: candidates faint, the front as a step line, tracked marked.
+
+    gids per panel: ``GID-evaluated``, ``GID-front``, ``GID-tracked``, ``GID-limit``. The step line holds
+    each front accuracy from its arch's cost to the next front arch's: the best accuracy any candidate
+    reaches at that cost or less. Returns the `Figure` (already saved).
+    """
+    figure = _new_figure(5.2 * len(panels) + 0.6, 4.3)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1, gid=panel.gid)
+        if panel.evaluated:
+            xs, ys = zip(*panel.evaluated)
+            axes.scatter(xs, [100 * y for y in ys], s=9, color="0.55", alpha=0.35, linewidths=0,
+                         label=f"evaluated candidates ({len(panel.evaluated)})", gid=panel.gid + "-evaluated")
+        if panel.front:
+            xs, ys = zip(*panel.front)
+            axes.step(xs, [100 * y for y in ys], where="post", marker="o", markersize=4, color="C0",
+                      label=f"non-dominated front ({len(panel.front)})", gid=panel.gid + "-front")
+        if panel.tracked:
+            names, xs, ys = zip(*panel.tracked)
+            axes.scatter(xs, [100 * y for y in ys], marker="*", s=90, color="C3", zorder=3,
+                         label="tracked subnets", gid=panel.gid + "-tracked")
+            for name, x, y in panel.tracked:
+                axes.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if panel.limit is not None:
+            axes.axvline(panel.limit, color="0.3", linestyle=":", linewidth=1, label="budget",
+                         gid=panel.gid + "-limit")
+        axes.set_title(panel.title, fontsize=9)
+        axes.set_xlabel(panel.xlabel)
+        axes.set_ylabel("validation accuracy (%)")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
     return figure

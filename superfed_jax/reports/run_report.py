@@ -8,7 +8,9 @@ training driver calls it at the end of every run:
 
 * `write_run_report(workdir)`: one run -> ``WORKDIR/report.md`` and ``WORKDIR/pareto.png``: per tracked
   arch, test accuracy at the best validation round against forward MACs, and the run's cost against
-  independent FedAvg as estimated by `run_cost` (``cost.json``).
+  independent FedAvg as estimated by `run_cost` (``cost.json``). Beside them: ``curves.png`` (validation
+  and test accuracy by round per tracked arch), ``search.png`` when a post-training search wrote
+  ``search.json`` (`search_front`), every figure also as SVG, and each table as CSV (``report_*.csv``).
 * `summary_table(space, tracked, best)`: the table the driver prints at the end of a run.
 
 The comparison of a weight-shared run with FedAvg runs is `compare`; the command line is `cli`.
@@ -16,8 +18,11 @@ The comparison of a weight-shared run with FedAvg runs is `compare`; the command
 import os
 from typing import Optional
 
+from superfed_jax.reports import curves as curves_lib
+from superfed_jax.reports import search_front
 from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
-from superfed_jax.reports.plot import plot_pareto
+from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
+from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
 from superfed_jax.supernet import cost as cost_lib
 
@@ -75,12 +80,83 @@ def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
               f"| {percent(r['val_accuracy'])} | {percent(r['test_accuracy'])} |" for r in rows]
     lines += ["", size_note(rows), ""] + _cost_lines(run.cost) + ["![accuracy vs MACs](pareto.png)", ""]
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
+    plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
+                f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")
+    lines += (_figure_files_lines(out, "pareto") + _curve_lines(run, out) + _search_lines(run, out)
+              + _table_files_lines(out, rows, run.cost))
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
-    plot_pareto(plot_path, [("tracked archs", rows)],
-                f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
             "plot": plot_path}
+
+
+def _figure_files_lines(out: str, name: str) -> list[str]:
+    """The line under a figure linking its PNG and SVG."""
+    return [files_line(out, [os.path.join(out, f"{name}.{ext}") for ext in ("png", "svg")]), ""]
+
+
+ACCURACY_CSV_HEADER = ["arch", "d / e", "MACs", "params", "round", "val_accuracy_percent",
+                       "test_accuracy_percent"]
+COST_CSV_HEADER = ["quantity", "unit", "this_run", "independent_fedavg", "fedavg_over_this_run"]
+
+
+def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict]) -> list[str]:
+    """Writes the accuracy table (and the cost table, with cost.json) as CSV; the lines linking them."""
+    paths = [write_csv(os.path.join(out, "report_accuracy.csv"), ACCURACY_CSV_HEADER,
+                       [[r["name"], arch_text(r["arch"]), r["macs"], r["params"], r["round"],
+                         100 * r["val_accuracy"], 100 * r["test_accuracy"]] for r in rows])]
+    if cost is not None:
+        run, base, ratios = cost["superfed"], cost["baseline"], cost["ratios"]
+        table = [["compute: forward MACs per image, summed over clients", "MACs", run["total_macs"],
+                  base["total_macs"], ratios["compute_ratio"]]]
+        if "total_training_macs" in run and "example_compute_ratio" in ratios:
+            table.append(["compute: training MACs (examples x epochs x 3)", "MACs", run["total_training_macs"],
+                          base["total_training_macs"], ratios["example_compute_ratio"]])
+        table.append(["communication per direction", "B", run["total_bytes_per_direction"],
+                      base["total_bytes_per_direction"], ratios["comm_ratio"]])
+        paths.append(write_csv(os.path.join(out, "report_cost.csv"), COST_CSV_HEADER, table))
+    return ["## Tables as CSV", "", "The tables above at full precision (accuracies in %, MACs and params "
+            "as counts).", "", files_line(out, paths), ""]
+
+
+def _curve_lines(run: RunRecord, out: str) -> list[str]:
+    """Draws accuracy by round of every tracked arch (curves.png/.svg, report_curves.csv); its section."""
+    splits = curves_lib.splits_recorded(run.records, run.tracked)
+    if not splits:
+        return []
+    panels, csv_rows = [], []
+    for split in splits:
+        curves = []
+        for index, name in enumerate(run.tracked):
+            rounds, values = curves_lib.accuracy_by_round(run.records, name, split)
+            if rounds:
+                curves.append(Curve(name, gid_of("curve", split, name), rounds, values, color=f"C{index}"))
+                csv_rows += curves_lib.curve_csv_rows("run", name, split,
+                                                      curves_lib.over_seeds([(rounds, values)]))
+        panels.append(Panel(curves_lib.SPLITS[split].replace(" (%)", ""), curves_lib.SPLITS[split], curves,
+                            gid_of("panel", split)))
+    plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: accuracy by round")
+    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.CURVE_CSV_HEADER, csv_rows)
+    return ["## Accuracy by round", "", "Every evaluation of every tracked arch (metrics.jsonl); the table "
+            "above quotes one round of these curves.", "", "![accuracy by round](curves.png)", "",
+            files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
+
+
+def _search_lines(run: RunRecord, out: str) -> list[str]:
+    """With search.json: draws every budget's candidates and front (search.png/.svg, report_search.csv)."""
+    search = search_front.read_search(run.workdir)
+    if search is None or not search["results"]:
+        return []
+    plot_search(os.path.join(out, "search.png"), search_front.search_panels(run, search),
+                f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}")
+    csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.SEARCH_CSV_HEADER,
+                         search_front.search_csv_rows(search))
+    return ["## Post-training search: Pareto front", "",
+            "From search.json: every subnet the evolution evaluated (grey), the ones no other beats in both "
+            "cost and validation accuracy (the step line: the best accuracy reachable at each cost), the "
+            "tracked subnets at the searched round (stars) and the budget (dotted).", "",
+            "![search front](search.png)", "",
+            files_line(out, [os.path.join(out, n) for n in ("search.png", "search.svg")] + [csv_path]), ""]
 
 
 def summary_table(space, tracked: dict, best: dict) -> str:

@@ -1,0 +1,68 @@
+"""Accuracy by round, read from a run's evaluation records, and its mean and spread over seeds.
+
+A run's ``metrics.jsonl`` holds one record per evaluation with ``NAME/val_accuracy`` and, where the data
+has a test split, ``NAME/test_accuracy`` per tracked arch. `accuracy_by_round` reads one such series;
+`over_seeds` combines the same series of runs that differ only in their seed: at every round that all
+of them evaluated, the mean, the sample standard deviation (n - 1; 0 for one seed) and the min and max.
+Reports draw the mean with the min-max band and write all four to CSV (`curve_csv_rows`).
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["SPLITS", "SeedCurve", "accuracy_by_round", "splits_recorded", "over_seeds", "CURVE_CSV_HEADER",
+           "curve_csv_rows"]
+
+SPLITS = {"val": "validation accuracy (%)", "test": "test accuracy (%)"}
+
+
+class SeedCurve(NamedTuple):
+    """One accuracy series over seeds (fractions), at the rounds every seed evaluated."""
+
+    rounds: list
+    mean: list
+    std: list  # sample standard deviation over seeds (n - 1); 0 with one seed
+    low: list  # min over seeds
+    high: list  # max over seeds
+    seeds: int
+
+
+def accuracy_by_round(records: list[dict], name: str, split: str) -> tuple[list, list]:
+    """(rounds, accuracies) of ``NAME/SPLIT_accuracy`` over the records that hold it, by round."""
+    key = f"{name}/{split}_accuracy"
+    pairs = sorted((int(r["round"]), float(r[key])) for r in records if key in r)
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def splits_recorded(records: list[dict], names) -> list[str]:
+    """The splits ('val', 'test') that some record holds an accuracy of for some name, in that order."""
+    return [split for split in SPLITS
+            if any(f"{name}/{split}_accuracy" in r for r in records for name in names)]
+
+
+def over_seeds(series: list[tuple[list, list]]) -> SeedCurve:
+    """Mean, std, min and max of (rounds, values) series of several seeds at the rounds all of them have.
+
+    Raises:
+      ValueError: no series, or no round common to all of them.
+    """
+    if not series:
+        raise ValueError("no series to combine over seeds")
+    common = sorted(set.intersection(*(set(rounds) for rounds, _ in series)))
+    if not common:
+        raise ValueError(f"{len(series)} seeds share no evaluation round")
+    table = np.asarray([[dict(zip(rounds, values))[r] for r in common] for rounds, values in series],
+                       np.float64)  # [seeds, rounds]
+    std = table.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(common))
+    return SeedCurve(common, table.mean(axis=0).tolist(), std.tolist(), table.min(axis=0).tolist(),
+                     table.max(axis=0).tolist(), len(series))
+
+
+CURVE_CSV_HEADER = ["series", "arch", "split", "round", "seeds", "mean_accuracy_percent",
+                    "std_accuracy_percent", "min_accuracy_percent", "max_accuracy_percent"]
+
+
+def curve_csv_rows(series: str, arch: str, split: str, curve: SeedCurve) -> list[list]:
+    """Rows of CURVE_CSV_HEADER for one curve (accuracies in %, as the reports' tables)."""
+    return [[series, arch, split, r, curve.seeds, 100 * m, 100 * s, 100 * lo, 100 * hi]
+            for r, m, s, lo, hi in zip(curve.rounds, curve.mean, curve.std, curve.low, curve.high)]
