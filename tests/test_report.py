@@ -20,6 +20,7 @@ import pytest
 
 from superfed_jax import config as config_lib
 from superfed_jax.reports import cli as report_cli
+from superfed_jax.reports import combined_files
 from superfed_jax.reports import compare as report_compare
 from superfed_jax.reports import plot
 from superfed_jax.reports import run_record
@@ -224,8 +225,8 @@ def test_combined_report_matches_hand_computation(tmp_path):
 
 def test_combined_plot_has_both_series(tmp_path, monkeypatch):
     calls = []
-    original = report_compare.plot_pareto
-    monkeypatch.setattr(report_compare, "plot_pareto", lambda *args: calls.append(original(*args)))
+    original = combined_files.plot_pareto
+    monkeypatch.setattr(combined_files, "plot_pareto", lambda *args, **kw: calls.append(original(*args, **kw)))
     report_compare.write_combined_report(combined_workdirs(tmp_path), str(tmp_path / "out"))
     [axes] = calls[0].axes
     shared, fedavg = axes.get_lines()

@@ -15,11 +15,12 @@ The command line (`python -m superfed_jax.reports.cli` with several RUN_DIRs) ca
 import json
 import math
 import os
+import statistics
 from typing import Optional
 
 from superfed_jax.supernet import space as space_lib
+from superfed_jax.reports import combined_files
 from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
-from superfed_jax.reports.plot import plot_pareto
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
                                              required_file, select_best, setting)
 
@@ -51,149 +52,287 @@ def _trained_arch(run: RunRecord) -> str:
                      f"does not evaluate that arch (tracked: {list(run.tracked)})")
 
 
-def _split_runs(runs: list[RunRecord]) -> tuple[RunRecord, list[RunRecord]]:
-    """(the weight-shared run, the FedAvg runs); ValueError unless exactly one run is weight-shared."""
+def _seed(run: RunRecord):
+    return setting(run.config, "seed")
+
+
+def _seed_text(seeds) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _check_same_settings(first: RunRecord, run: RunRecord) -> None:
+    """ValueError unless ``run`` agrees with ``first`` on every shared setting but the seed, and on the
+    space and tracked archs: weight-shared runs of several seeds are averaged, so only the seed may differ."""
+    for name in _SHARED_SETTINGS[1:]:
+        if setting(run.config, name) != setting(first.config, name):
+            raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in {name} "
+                             f"({setting(first.config, name)!r} vs {setting(run.config, name)!r}); runs of "
+                             "several seeds must agree on every setting but the seed")
+    if run.space != first.space or run.tracked != first.tracked:
+        raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in their search "
+                         "space or tracked archs; runs of several seeds must agree on every setting but the seed")
+
+
+def _split_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(the weight-shared runs by seed, the FedAvg runs); ValueError unless the weight-shared runs are one
+    per seed and agree on every other setting, and every run has its cost.json."""
     shared = [r for r in runs if not is_fedavg_baseline(r.config)]
     if not shared:
         raise ValueError("no weight-shared run among " + ", ".join(r.workdir for r in runs)
                          + ": every one is FedAvg of one arch (fl.heuristic 'static', a one-arch fl.pool)")
-    if len(shared) > 1:
-        raise ValueError("more than one weight-shared run: " + ", ".join(r.workdir for r in shared)
-                         + "; give one, plus FedAvg runs of single archs")
-    baselines = [r for r in runs if r is not shared[0]]
-    for run in [shared[0]] + baselines:
+    for i, run in enumerate(shared):
+        twin = next((other for other in shared[:i] if _seed(other) == _seed(run)), None)
+        if twin is not None:
+            raise ValueError(f"more than one weight-shared run of seed {_seed(run)!r}: {twin.workdir}, "
+                             f"{run.workdir}; give one per seed, plus FedAvg runs of single archs")
+    shared.sort(key=lambda r: (0, _seed(r)) if isinstance(_seed(r), int) else (1, str(_seed(r))))
+    for run in shared[1:]:
+        _check_same_settings(shared[0], run)
+    baselines = [r for r in runs if r not in shared]
+    for run in shared + baselines:
         if run.cost is None:
             required_file(run.workdir, "cost.json")  # raises, naming the directory
     for run in baselines:
         if run.space != shared[0].space:
             raise ValueError(f"{run.workdir}: its search space {run.space} differs from that of the "
                              f"weight-shared run {shared[0].workdir} ({shared[0].space})")
-    return shared[0], baselines
+    return shared, baselines
 
 
 def _fedavg_rows(baselines: list[RunRecord]) -> dict:
-    """Canonical arch key -> (row of the arch at its run's best round, workdir); one run per arch."""
+    """Canonical arch key -> {seed: (row of the arch at its run's best round, run, evaluated name)}."""
     rows = {}
     for run in baselines:
         name = _trained_arch(run)
         row = next(r for r in arch_rows(run, select_best(run.records, [name])) if r["name"] == name)
-        key = arch_key(run.space, run.tracked[name])
-        if key in rows:
-            raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])}: {rows[key][1]} and "
-                             f"{run.workdir}")
-        rows[key] = (row, run.workdir)
+        by_seed = rows.setdefault(arch_key(run.space, run.tracked[name]), {})
+        if _seed(run) in by_seed:
+            raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])} with seed {_seed(run)!r}: "
+                             f"{by_seed[_seed(run)][1].workdir} and {run.workdir}")
+        by_seed[_seed(run)] = (row, run, name)
     return rows
 
 
-def _measured_cost(shared: RunRecord, baselines: list[RunRecord]) -> dict:
-    """Totals of the weight-shared run and the sum over the FedAvg runs (their own cost.json), and ratios."""
+def _mean_cost(runs: list[RunRecord], field: str) -> float:
+    return sum(r.cost["superfed"][field] for r in runs) / len(runs)
+
+
+def _measured_cost(shared: list[RunRecord], fedavg: dict) -> dict:
+    """Measured cost of one seed of each side (each run's cost.json): the weight-shared run's, and the sum
+    over archs of their FedAvg runs'; with several seeds, each run's cost is the mean over its seeds."""
+    baselines = [run for by_seed in fedavg.values() for _, run, _ in by_seed.values()]
     fields = ["total_macs", "total_bytes_per_direction"]
-    if all("total_training_macs" in r.cost["superfed"] for r in [shared] + baselines):
+    if all("total_training_macs" in r.cost["superfed"] for r in shared + baselines):
         fields.insert(1, "total_training_macs")
-    result = {"weight_shared": {f: shared.cost["superfed"][f] for f in fields},
-              "fedavg": {f: sum(r.cost["superfed"][f] for r in baselines) for f in fields},
-              "fedavg_runs": len(baselines)}
+    per_arch = [[run for _, run, _ in by_seed.values()] for by_seed in fedavg.values()]
+    result = {"weight_shared": {f: _mean_cost(shared, f) for f in fields},
+              "fedavg": {f: sum(_mean_cost(runs, f) for runs in per_arch) for f in fields},
+              "fedavg_runs": len(per_arch), "weight_shared_runs_total": len(shared),
+              "fedavg_runs_total": len(baselines), "seeds": [_seed(r) for r in shared]}
     if baselines:
         result["ratios"] = {f: result["fedavg"][f] / result["weight_shared"][f] for f in fields}
     return result
 
 
+def _seed_warnings(shared: list[RunRecord], fedavg: dict) -> list[str]:
+    """Settings of FedAvg runs that differ from the weight-shared run of their seed (or the first one),
+    and archs whose FedAvg seeds are not the weight-shared runs' seeds."""
+    by_seed = {_seed(r): r for r in shared}
+    warnings = []
+    for runs in fedavg.values():
+        for seed, (row, run, _) in runs.items():
+            other = by_seed.get(seed, shared[0])
+            names = _SHARED_SETTINGS if len(shared) == 1 else _SHARED_SETTINGS[1:]
+            warnings += [f"{run.workdir}: {name} = {setting(run.config, name)!r}, the weight-shared run has "
+                         f"{setting(other.config, name)!r}" for name in names
+                         if setting(run.config, name) != setting(other.config, name)]
+        if len(shared) > 1 and set(runs) != set(by_seed):
+            name = next(iter(runs.values()))[0]["arch"]
+            warnings.append(f"FedAvg of {arch_text(name)}: seeds {_seed_text(runs)}, the weight-shared "
+                            f"runs: seeds {_seed_text(by_seed)}; the paired difference uses the common seeds")
+    return warnings
+
+
 def combine_runs(workdirs: list[str]) -> dict:
-    """Accuracy per arch of one weight-shared run and of FedAvg runs of single archs, and both costs.
+    """Accuracy per arch of weight-shared runs and of FedAvg runs of single archs, and both costs.
+
+    The weight-shared runs are one per seed (at least one) and agree on every other setting; the FedAvg
+    runs are at most one per arch and seed. With one seed on each side the numbers are those runs'.
 
     Returns:
-      ``shared`` / ``baselines``: the `RunRecord`s; ``rows``: per arch (the weight-shared run's tracked archs,
-      then FedAvg-only archs by MACs) name, arch, macs, params, ``shared_test_accuracy`` and
-      ``shared_round``, ``fedavg_test_accuracy``, ``fedavg_round`` and ``fedavg_workdir`` (NaN / None
-      where a side lacks the arch) and ``difference`` (weight-shared minus FedAvg); ``cost``
-      (`_measured_cost`); ``warnings``: settings that differ from the weight-shared run's.
+      ``shared``: the first weight-shared `RunRecord` (lowest seed), ``shared_runs``: all of them, by
+      seed; ``baselines``: the FedAvg `RunRecord`s; ``rows``: per arch (the weight-shared runs' tracked
+      archs, then FedAvg-only archs by MACs) name, arch, macs, params, and per side (``shared_`` and
+      ``fedavg_``): ``test_accuracies`` and ``rounds`` ({seed: value} at each run's best validation
+      round), ``test_accuracy`` (the mean over seeds; NaN where a side lacks the arch),
+      ``test_accuracy_std`` (sample std, n - 1; 0 for one seed), ``test_accuracy_low`` / ``_high``
+      (min, max) and ``round`` (the best round when there is one seed, else None); ``fedavg_workdir``
+      (the lowest seed's FedAvg run) and ``fedavg_workdirs``; ``difference`` (mean weight-shared minus
+      mean FedAvg) and ``difference_std`` (sample std of the per-seed differences over the seeds both
+      sides ran, NaN for fewer than 2); ``cost`` (`_measured_cost`, per seed); ``warnings``: settings
+      that differ; ``sources``: per row, the (run, evaluated name) pairs of each side (for the curves).
     """
-    shared, baselines = _split_runs([read_run(w) for w in workdirs])
+    shared_runs, baselines = _split_runs([read_run(w) for w in workdirs])
     fedavg = _fedavg_rows(baselines)
-    rows = []
-    for row in arch_rows(shared):
-        other, workdir = fedavg.pop(arch_key(shared.space, shared.tracked[row["name"]]), (None, None))
-        rows.append(_combined_row(row, other, workdir))
-    rows += sorted((_combined_row(None, other, workdir) for other, workdir in fedavg.values()),
-                   key=lambda r: r["macs"])
-    warnings = [f"{run.workdir}: {name} = {setting(run.config, name)!r}, the weight-shared run has "
-                f"{setting(shared.config, name)!r}"
-                for run in baselines for name in _SHARED_SETTINGS
-                if setting(run.config, name) != setting(shared.config, name)]
-    return {"shared": shared, "baselines": baselines, "rows": rows,
-            "cost": _measured_cost(shared, baselines), "warnings": warnings}
+    cost, warnings = _measured_cost(shared_runs, fedavg), _seed_warnings(shared_runs, fedavg)
+    shared_rows = [{r["name"]: r for r in arch_rows(run)} for run in shared_runs]
+    fedavg_only = dict(fedavg)  # what is left once the weight-shared runs' archs are taken out
+    pairs = []
+    for name in shared_runs[0].tracked:
+        shared_side = {_seed(run): (by_name[name], run, name) for run, by_name in zip(shared_runs, shared_rows)}
+        fedavg_side = fedavg_only.pop(arch_key(shared_runs[0].space, shared_runs[0].tracked[name]), {})
+        pairs.append((shared_side, fedavg_side))
+    pairs += sorted(((({}, side) for side in fedavg_only.values())),
+                    key=lambda pair: next(iter(pair[1].values()))[0]["macs"])
+    return {"shared": shared_runs[0], "shared_runs": shared_runs, "baselines": baselines,
+            "rows": [_combined_row(*pair) for pair in pairs], "cost": cost, "warnings": warnings,
+            "sources": [{"shared": [(run, n) for _, run, n in shared_side.values()],
+                         "fedavg": [(run, n) for _, run, n in fedavg_side.values()]}
+                        for shared_side, fedavg_side in pairs]}
 
 
-def _combined_row(shared_row: Optional[dict], fedavg_row: Optional[dict], fedavg_workdir) -> dict:
-    base = shared_row or fedavg_row
+def _side(prefix: str, side: dict) -> dict:
+    """The fields of one side of a combined row from {seed: (row, run, name)} (see `combine_runs`)."""
+    accuracies = {seed: row["test_accuracy"] for seed, (row, _, _) in side.items()}
+    values = list(accuracies.values())
+    fields = {"test_accuracies": accuracies,
+              "rounds": {seed: row["round"] for seed, (row, _, _) in side.items()},
+              "test_accuracy": statistics.fmean(values) if values else math.nan,
+              "test_accuracy_std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan),
+              "test_accuracy_low": min(values) if values else math.nan,
+              "test_accuracy_high": max(values) if values else math.nan,
+              "round": next(iter(side.values()))[0]["round"] if len(side) == 1 else None}
+    return {f"{prefix}_{key}": value for key, value in fields.items()}
+
+
+def _combined_row(shared_side: dict, fedavg_side: dict) -> dict:
+    """One arch's row of `combine_runs` from both sides' {seed: (row, run, name)}."""
+    base = next(iter((shared_side or fedavg_side).values()))[0]
     row = {key: base[key] for key in ("name", "arch", "macs", "params", "size_source")}
-    row["shared_test_accuracy"] = shared_row["test_accuracy"] if shared_row else math.nan
-    row["shared_round"] = shared_row["round"] if shared_row else None
-    row["fedavg_test_accuracy"] = fedavg_row["test_accuracy"] if fedavg_row else math.nan
-    row["fedavg_round"] = fedavg_row["round"] if fedavg_row else None
-    row["fedavg_workdir"] = fedavg_workdir
+    row.update(_side("shared", shared_side))
+    row.update(_side("fedavg", fedavg_side))
+    row["fedavg_workdirs"] = {seed: run.workdir for seed, (_, run, _) in fedavg_side.items()}
+    row["fedavg_workdir"] = next(iter(row["fedavg_workdirs"].values()), None)
     row["difference"] = row["shared_test_accuracy"] - row["fedavg_test_accuracy"]
+    paired = [row["shared_test_accuracies"][s] - row["fedavg_test_accuracies"][s]
+              for s in row["shared_test_accuracies"] if s in row["fedavg_test_accuracies"]]
+    row["difference_std"] = statistics.stdev(paired) if len(paired) > 1 else math.nan
+    row["paired_seeds"] = len(paired)
     return row
 
 
 def _combined_cost_lines(combined: dict) -> list[str]:
     cost, shared = combined["cost"], combined["shared"]
-    labels = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
-              "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
-              "total_bytes_per_direction": ("communication per direction", "B")}
-    lines = ["## Cost", "", "Measured: each run's own cost.json (its clients and archs, round by round); "
-             f"FedAvg is the sum over its {_plural(cost['fedavg_runs'], 'run')}.", "",
-             f"| | weight-shared run | FedAvg, {_plural(cost['fedavg_runs'], 'run')} "
-             "| FedAvg / weight-shared |",
-             "|---|---|---|---|"]
+    seeds = len(combined["shared_runs"])
+    runs = _plural(cost["fedavg_runs"], "run")
+    if seeds == 1:
+        lines = ["## Cost", "", "Measured: each run's own cost.json (its clients and archs, round by round); "
+                 f"FedAvg is the sum over its {runs}.", "",
+                 f"| | weight-shared run | FedAvg, {runs} | FedAvg / weight-shared |", "|---|---|---|---|"]
+    else:
+        lines = ["## Cost", "", "Measured: each run's own cost.json (its clients and archs, round by round), "
+                 f"per seed: the mean over the {seeds} seeds of the weight-shared run, and FedAvg's sum over "
+                 f"its {runs} (one per arch, each the mean over its seeds). All {seeds} seeds together cost "
+                 f"{seeds}x the weight-shared column.", "",
+                 f"| | weight-shared run, per seed | FedAvg, {runs} per seed | FedAvg / weight-shared |",
+                 "|---|---|---|---|"]
     for field, value in cost["weight_shared"].items():
-        label, unit = labels[field]
+        label, unit = combined_files.COST_LABELS[field]
         ratio = f"{cost['ratios'][field]:.2f}x" if "ratios" in cost else "n/a"
         lines.append(f"| {label} | {si(value, unit)} | {si(cost['fedavg'][field], unit)} | {ratio} |")
     estimate = shared.cost["ratios"]
-    lines += ["", f"The weight-shared run's own estimate (its cost.json: independent FedAvg of "
+    whose = "The weight-shared run's" if seeds == 1 else f"The weight-shared run of seed {_seed(shared)}:"
+    lines += ["", f"{whose} own estimate (its cost.json: independent FedAvg of "
               f"{len(shared.cost['baseline']['archs'])} archs at its rounds and clients per round): "
               f"{estimate['compute_ratio']:.2f}x the compute, {estimate['comm_ratio']:.2f}x the "
               "communication.", ""]
     return lines
 
 
-def write_combined_report(workdirs: list[str], out: str) -> dict:
-    """Writes the combined ``report.md`` and ``pareto.png`` of `combine_runs` into ``out``.
+def _side_source_lines(combined: dict) -> list[str]:
+    """The bullet list of the runs read: the weight-shared run(s) and each arch's FedAvg run(s)."""
+    shared_runs, rows = combined["shared_runs"], combined["rows"]
+    tracked = len(shared_runs[0].tracked)
+    if len(shared_runs) == 1:
+        lines = [f"- weight-shared: `{shared_runs[0].workdir}`, test accuracy at round {rows[0]['shared_round']} "
+                 f"(the best mean validation accuracy over its {tracked} tracked archs)"]
+    else:
+        rounds = rows[0]["shared_rounds"]
+        lines = [f"- weight-shared, {len(shared_runs)} seeds, each at its round of best mean validation "
+                 f"accuracy over its {tracked} tracked archs: "
+                 + ", ".join(f"`{r.workdir}` (seed {_seed(r)}, round {rounds[_seed(r)]})" for r in shared_runs)]
+    for r in rows:
+        if not r["fedavg_workdirs"]:
+            continue
+        if len(shared_runs) == 1 and len(r["fedavg_workdirs"]) == 1:
+            lines.append(f"- FedAvg of {r['name']}: `{r['fedavg_workdir']}`, test accuracy at its best "
+                         f"validation round {r['fedavg_round']}")
+        else:
+            lines.append(f"- FedAvg of {r['name']}, {_plural(len(r['fedavg_workdirs']), 'seed')}, each at its "
+                         "best validation round: " + ", ".join(
+                             f"`{w}` (seed {s}, round {r['fedavg_rounds'][s]})"
+                             for s, w in r["fedavg_workdirs"].items()))
+    return lines
 
-    Returns:
-      `combine_runs`'s dict, less the `RunRecord`s, plus the written ``report`` and ``plot`` paths.
-    """
-    combined = combine_runs(workdirs)
-    shared, baselines, rows = combined["shared"], combined["baselines"], combined["rows"]
-    os.makedirs(out, exist_ok=True)
-    best_round = rows[0]["shared_round"]
-    lines = [f"# Weight-shared vs independent FedAvg: {runs_title(shared)}", "",
-             f"- weight-shared: `{shared.workdir}`, test accuracy at round {best_round} (the best mean "
-             f"validation accuracy over its {len(shared.tracked)} tracked archs)"]
-    lines += [f"- FedAvg of {r['name']}: `{r['fedavg_workdir']}`, test accuracy at its best validation "
-              f"round {r['fedavg_round']}" for r in rows if r["fedavg_workdir"]]
-    lines += ["", "| arch | d / e | MMACs | params | weight-shared test acc (%) | FedAvg test acc (%) "
-              "| weight-shared - FedAvg (points) |", "|---|---|---|---|---|---|---|"]
+
+def _seed_cell(row: dict, prefix: str) -> str:
+    """'mean +- std (seeds)' in %; 'n/a' without runs."""
+    count = len(row[f"{prefix}_test_accuracies"])
+    if not count or math.isnan(row[f"{prefix}_test_accuracy"]):
+        return "n/a"
+    return f"{percent(row[f'{prefix}_test_accuracy'])} +- {percent(row[f'{prefix}_test_accuracy_std'])} ({count})"
+
+
+def _accuracy_table_lines(rows: list[dict], several: bool) -> list[str]:
+    """The per-arch table: one seed as plain numbers, several as mean +- std (seeds) and paired differences."""
+    if not several:
+        lines = ["| arch | d / e | MMACs | params | weight-shared test acc (%) | FedAvg test acc (%) "
+                 "| weight-shared - FedAvg (points) |", "|---|---|---|---|---|---|---|"]
+    else:
+        lines = ["| arch | d / e | MMACs | params | weight-shared test acc (%), mean +- std (seeds) "
+                 "| FedAvg test acc (%), mean +- std (seeds) | weight-shared - FedAvg (points), "
+                 "mean +- std of paired differences |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         difference = "n/a" if math.isnan(r["difference"]) else f"{100 * r['difference']:+.2f}"
+        if several and not math.isnan(r["difference_std"]):
+            difference += f" +- {100 * r['difference_std']:.2f}"
+        cells = ([percent(r["shared_test_accuracy"]), percent(r["fedavg_test_accuracy"])] if not several
+                 else [_seed_cell(r, "shared"), _seed_cell(r, "fedavg")])
         lines.append(f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
-                     f"| {percent(r['shared_test_accuracy'])} | {percent(r['fedavg_test_accuracy'])} "
-                     f"| {difference} |")
+                     f"| {cells[0]} | {cells[1]} | {difference} |")
+    if several:
+        lines += ["", "+- is the sample standard deviation over seeds (n - 1); a difference's is that of the "
+                  "per-seed differences over the seeds both sides ran (same seed: same data split and "
+                  "clients), shown with 2 or more such seeds."]
+    return lines
+
+
+def write_combined_report(workdirs: list[str], out: str) -> dict:
+    """Writes the combined report of `combine_runs` into ``out``: ``report.md``, ``pareto.png`` and
+    ``curves.png`` (each also as SVG) and the tables as CSV (`combined_files`).
+
+    ``workdirs`` may hold weight-shared runs of several seeds and FedAvg runs of several seeds per arch;
+    the tables then give mean +- std over seeds and the figures the mean with the min-max spread.
+
+    Returns:
+      `combine_runs`'s dict, less the `RunRecord`s, plus the written ``report`` and ``plot`` paths and
+      ``files`` (every file written).
+    """
+    combined = combine_runs(workdirs)
+    shared, rows = combined["shared"], combined["rows"]
+    os.makedirs(out, exist_ok=True)
+    several = combined_files.several_seeds(combined)
+    lines = [f"# Weight-shared vs independent FedAvg: {runs_title(shared)}", ""] + _side_source_lines(combined)
+    lines += [""] + _accuracy_table_lines(rows, several)
     lines += ["", size_note(rows), ""] + _combined_cost_lines(combined)
     if combined["warnings"]:
         lines += ["## Warnings: settings differ", ""] + [f"- {w}" for w in combined["warnings"]] + [""]
-    lines += ["![accuracy vs MACs](pareto.png)", ""]
+    lines += combined_files.write_pareto(combined, out)
+    lines += combined_files.write_curves(combined, out)
+    lines += combined_files.write_tables(combined, out)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
-    ratios = combined["cost"].get("ratios")
-    subtitle = (f"FedAvg of {_plural(len(baselines), 'arch')}: {ratios['total_macs']:.2f}x the compute, "
-                f"{ratios['total_bytes_per_direction']:.2f}x the communication" if ratios else "")
-    shared_series = [dict(r, test_accuracy=r["shared_test_accuracy"]) for r in rows]
-    fedavg_series = [dict(r, test_accuracy=r["fedavg_test_accuracy"]) for r in rows]
-    plot_pareto(plot_path, [("weight-shared subnets (one supernet)", shared_series),
-                            ("FedAvg, each arch trained alone", fedavg_series)],
-                f"{runs_title(shared)}: test accuracy at the best validation round\n{subtitle}")
-    result = {k: v for k, v in combined.items() if k not in ("shared", "baselines")}
-    return dict(result, report=report_path, plot=plot_path)
+    result = {k: v for k, v in combined.items() if k not in ("shared", "shared_runs", "baselines", "sources")}
+    files = [os.path.join(out, n) for n in sorted(os.listdir(out)) if n.startswith(("report", "pareto", "curves"))]
+    return dict(result, report=report_path, plot=plot_path, files=files)

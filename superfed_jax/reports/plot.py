@@ -51,7 +51,8 @@ def save_figure(figure, png_path: str) -> list[str]:
 # ------------------------------------------------------------------------------- accuracy vs MACs
 
 
-def plot_pareto(path: str, series: list[tuple], title: str):
+def plot_pareto(path: str, series: list[tuple], title: str,
+                xlabel: str = "forward MACs per image (MMACs)"):
     """Writes PNG and SVG of test accuracy (%) against forward MMACs, one line per series.
 
     Args:
@@ -61,6 +62,7 @@ def plot_pareto(path: str, series: list[tuple], title: str):
         as error bars: the spread over seeds); rows with a NaN accuracy are left out. The gid defaults to
         ``pareto-LABEL``.
       title: the plot title.
+      xlabel: the x axis label.
 
     Returns:
       The matplotlib `Figure` (already saved).
@@ -90,7 +92,7 @@ def plot_pareto(path: str, series: list[tuple], title: str):
                 named.add((x, name))
                 axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     axes.margins(x=0.1, y=0.15)
-    axes.set_xlabel("forward MACs per image (MMACs)")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)

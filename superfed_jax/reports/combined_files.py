@@ -1,0 +1,161 @@
+"""The figures and CSV files of the combined report (`compare.write_combined_report`), beside report.md.
+
+* ``pareto.png`` / ``.svg``: test accuracy against each subnet's forward MACs, weight-shared and FedAvg.
+  Both sides' points sit at the subnet's own MACs (its inference size); what it cost to train them differs,
+  so each legend entry states its side's measured training cost (runs and MACs, per seed), and the title
+  the ratio. With several seeds a point is the mean and its bar spans min to max over the seeds.
+* ``curves.png`` / ``.svg``: accuracy by round per arch (columns) and split (rows: validation, test),
+  weight-shared solid and FedAvg dashed; with several seeds the mean with a min-max band.
+* ``report_accuracy.csv``, ``report_seeds.csv`` (every run's own number), ``report_cost.csv`` and
+  ``report_curves.csv``: the tables and the curves' data at full precision.
+
+Each writer returns the Markdown lines that show or link what it wrote.
+"""
+import math
+import os
+
+from superfed_jax.reports import curves as curves_lib
+from superfed_jax.reports.format import arch_text, runs_title, si
+from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto
+from superfed_jax.reports.tables import files_line, write_csv
+
+__all__ = ["headline_cost_field", "cost_legends", "several_seeds", "write_pareto", "write_curves", "write_tables"]
+
+SIDES = (("shared", "weight-shared", "C0", "-"), ("fedavg", "FedAvg", "C1", "--"))
+
+
+def headline_cost_field(cost: dict) -> str:
+    """The cost the figure quotes: training MACs when every run measured them, else forward MACs x clients."""
+    return "total_training_macs" if "total_training_macs" in cost["weight_shared"] else "total_macs"
+
+
+def cost_legends(cost: dict) -> tuple[str, str]:
+    """Legend labels of both sides with their measured cost, e.g. 'FedAvg, each arch trained alone: 4 runs,
+    12 TMACs of training' ('per seed' and the seed count when there are several seeds)."""
+    field = headline_cost_field(cost)
+    kind = "of training" if field == "total_training_macs" else "(forward MACs x clients)"
+    seeds = len(cost.get("seeds", [None]))
+    per = f" per seed (mean of {seeds} seeds)" if seeds > 1 else ""
+    runs = cost["fedavg_runs"]
+    return (f"weight-shared subnets, one supernet: 1 run{per}, {si(cost['weight_shared'][field], 'MACs')} {kind}",
+            f"FedAvg, each arch trained alone: {runs} run{'s' if runs != 1 else ''}{per}, "
+            f"{si(cost['fedavg'][field], 'MACs')} {kind}")
+
+
+def several_seeds(combined: dict) -> bool:
+    """Whether some side of some arch has more than one seed (the tables then show mean +- std)."""
+    return len(combined["shared_runs"]) > 1 or any(len(r["fedavg_test_accuracies"]) > 1
+                                                   for r in combined["rows"])
+
+
+def write_pareto(combined: dict, out: str) -> list[str]:
+    """Draws pareto.png / .svg; returns the lines showing it."""
+    rows, cost = combined["rows"], combined["cost"]
+    shared_label, fedavg_label = cost_legends(cost)
+    series = []
+    for prefix, label, gid in (("shared", shared_label, "pareto-weight-shared"),
+                               ("fedavg", fedavg_label, "pareto-fedavg")):
+        series.append((label, [dict(r, test_accuracy=r[f"{prefix}_test_accuracy"],
+                                    test_accuracy_low=r[f"{prefix}_test_accuracy_low"],
+                                    test_accuracy_high=r[f"{prefix}_test_accuracy_high"]) for r in rows], gid))
+    ratios, field = cost.get("ratios"), headline_cost_field(cost)
+    title = f"{runs_title(combined['shared'])}: test accuracy at the best validation round"
+    if ratios:
+        title += (f"\nFedAvg of {cost['fedavg_runs']} arch{'s' if cost['fedavg_runs'] != 1 else ''}: "
+                  f"{ratios[field]:.2f}x the compute, {ratios['total_bytes_per_direction']:.2f}x the "
+                  "communication of the weight-shared run")
+    if several_seeds(combined):
+        title += "\nmean over seeds; bars: min to max over seeds"
+    plot_pareto(os.path.join(out, "pareto.png"), series, title,
+                xlabel="forward MACs per image of each subnet (MMACs); training cost: see legend")
+    return ["![accuracy vs MACs](pareto.png)", "",
+            "Both sides' points sit at each subnet's own forward MACs (its size at inference); the cost of "
+            "training them is each side's total, in the legend and the cost table.", "",
+            files_line(out, [os.path.join(out, n) for n in ("pareto.png", "pareto.svg")]), ""]
+
+
+def _unique_names(rows: list[dict]) -> list[str]:
+    """Row names, a repeated one (two FedAvg-only archs both called 'fedavg') suffixed by its index."""
+    names = [r["name"] for r in rows]
+    return [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
+
+
+def _side_curve(sources: list, split: str, name: str, side: tuple):
+    """(Curve, SeedCurve) of one side of one arch, or None when its runs recorded no such accuracy."""
+    prefix, label, color, linestyle = side
+    series = [s for s in (curves_lib.accuracy_by_round(run.records, evaluated, split)
+                          for run, evaluated in sources) if s[0]]
+    if not series:
+        return None
+    curve = curves_lib.over_seeds(series)
+    band = curve.seeds > 1
+    text = f"{label} ({curve.seeds} seeds, min-max band)" if band else label
+    return Curve(text, gid_of("curve", split, name, label), curve.rounds, curve.mean,
+                 curve.low if band else None, curve.high if band else None, color, linestyle), curve
+
+
+def write_curves(combined: dict, out: str) -> list[str]:
+    """Draws curves.png / .svg and writes report_curves.csv; returns the lines showing them."""
+    rows, sources = combined["rows"], combined["sources"]
+    runs = [(run, name) for source in sources for side in source.values() for run, name in side]
+    splits = [s for s in curves_lib.SPLITS if any(curves_lib.accuracy_by_round(run.records, name, s)[0]
+                                                   for run, name in runs)]
+    if not splits:
+        return []
+    panels, csv_rows = [], []
+    for split in splits:
+        for row, name, source in zip(rows, _unique_names(rows), sources):
+            curves = []
+            for side in SIDES:
+                drawn = _side_curve(source[side[0]], split, name, side)
+                if drawn:
+                    curves.append(drawn[0])
+                    csv_rows += curves_lib.curve_csv_rows(side[1], row["name"], split, drawn[1])
+            panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {split}",
+                                curves_lib.SPLITS[split], curves, gid_of("panel", split, name)))
+    plot_curves(os.path.join(out, "curves.png"), panels,
+                f"{runs_title(combined['shared'])}: accuracy by round, weight-shared (solid) and FedAvg "
+                "(dashed)", columns=len(rows))
+    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.CURVE_CSV_HEADER, csv_rows)
+    band = (" With several seeds: the mean over seeds, the band from min to max." if several_seeds(combined)
+            else "")
+    return ["## Accuracy by round", "", "Every evaluation of every run (metrics.jsonl), per arch; the table "
+            f"quotes each run at its best validation round.{band}", "", "![accuracy by round](curves.png)", "",
+            files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
+
+
+ACCURACY_CSV_HEADER = ["arch", "d / e", "MACs", "params", "weight_shared_mean_percent",
+                       "weight_shared_std_percent", "weight_shared_seeds", "fedavg_mean_percent",
+                       "fedavg_std_percent", "fedavg_seeds", "difference_points", "difference_std_points"]
+SEEDS_CSV_HEADER = ["arch", "side", "seed", "round", "test_accuracy_percent", "workdir"]
+COST_CSV_HEADER = ["quantity", "unit", "weight_shared", "fedavg", "fedavg_over_weight_shared"]
+COST_LABELS = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
+               "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
+               "total_bytes_per_direction": ("communication per direction", "B")}
+
+
+def _percent(value: float) -> float:
+    return 100 * value if not math.isnan(value) else math.nan
+
+
+def write_tables(combined: dict, out: str) -> list[str]:
+    """Writes the accuracy, per-seed and cost tables as CSV; returns the lines linking them."""
+    rows, cost = combined["rows"], combined["cost"]
+    accuracy = [[r["name"], arch_text(r["arch"]), r["macs"], r["params"],
+                 _percent(r["shared_test_accuracy"]), _percent(r["shared_test_accuracy_std"]),
+                 len(r["shared_test_accuracies"]), _percent(r["fedavg_test_accuracy"]),
+                 _percent(r["fedavg_test_accuracy_std"]), len(r["fedavg_test_accuracies"]),
+                 _percent(r["difference"]), _percent(r["difference_std"])] for r in rows]
+    shared_dirs = {run.config.get("seed"): run.workdir for run in combined["shared_runs"]}
+    seeds = [[r["name"], label, seed, r[f"{prefix}_rounds"][seed], _percent(value),
+              shared_dirs[seed] if prefix == "shared" else r["fedavg_workdirs"][seed]]
+             for r in rows for prefix, label, _, _ in SIDES
+             for seed, value in r[f"{prefix}_test_accuracies"].items()]
+    costs = [[*COST_LABELS[f], cost["weight_shared"][f], cost["fedavg"][f], cost.get("ratios", {}).get(f)]
+             for f in cost["weight_shared"]]
+    paths = [write_csv(os.path.join(out, "report_accuracy.csv"), ACCURACY_CSV_HEADER, accuracy),
+             write_csv(os.path.join(out, "report_seeds.csv"), SEEDS_CSV_HEADER, seeds),
+             write_csv(os.path.join(out, "report_cost.csv"), COST_CSV_HEADER, costs)]
+    return ["## Tables as CSV", "", "The tables above at full precision (accuracies and their spread in %, "
+            "differences in points, MACs and params as counts, costs per seed), and every run's own test "
+            "accuracy (report_seeds.csv).", "", files_line(out, paths), ""]
