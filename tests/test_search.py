@@ -194,6 +194,14 @@ def test_search_respects_every_budget_and_beats_a_random_sample():
         assert _within(result["best"], result["limits"])
         assert all(_within(entry, result["limits"]) for entry in result["front"])
         assert result["best"] == {**result["front"][-1], "test_accuracy": result["best"]["test_accuracy"]}
+        # Every candidate is recorded; the front is exactly the non-dominated set of them (checked pairwise).
+        evaluated = result["evaluated"]
+        assert all(len(column) == result["archs_evaluated"] for column in evaluated.values())
+        metric = result["front_metric"]
+        points = list(zip(evaluated[metric], evaluated["val_accuracy"]))
+        beaten = {p for p in points for q in points if q[0] <= p[0] and q[1] >= p[1] and q != p}
+        assert sorted({p for p in points if p not in beaten}) == sorted(
+            (e[metric], e["val_accuracy"]) for e in result["front"])
         # The same number of uniformly random archs within the budget, evaluated the same way.
         budget_fns = search.make_metric_fns(loaded.space)
         feasible_fn = search.make_feasible_fn(search.parse_budget(budget), budget_fns)

@@ -5,7 +5,8 @@ after training, a subnet is chosen by evolution over archs (`superfed_jax.posttr
 (MACs, params or measured latency); fitness is the accuracy on held-out data of the subnet evaluated
 straight from the trained supernet, with no retraining. This module parses the budgets, turns them and the
 trained run into the evolution's `feasible_fn` and `fitness_fn`, runs one evolution per budget and writes
-the best arch and the Pareto front of each to RUN_DIR/search.json.
+the best arch and the Pareto front of each to RUN_DIR/search.json, with every candidate evaluated, then
+redraws RUN_DIR/report.md, which plots them (superfed_jax/reports/search_front.py).
 
 Fitness is the run's validation accuracy, computed by the run's vmapped evaluation for `arch_batch` archs at
 a time (one compiled program) and cached per distinct subnet. Randomness is a NumPy generator seeded by
@@ -30,6 +31,7 @@ from absl import logging
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
+from superfed_jax.reports import run_report
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
 
@@ -171,13 +173,14 @@ def arch_entry(space, genes: np.ndarray, metric_fns: dict, keys, **accuracies) -
 
 def budget_report(space, budget: Budget, evolution: evolution_lib.Evolution, metric_fns: dict,
                   test_accuracy_fn: Callable) -> dict:
-    """The search.json entry of one budget: its best arch (with test accuracy) and the Pareto front.
+    """The search.json entry of one budget: its best arch (with test accuracy), the Pareto front and
+    ``evaluated``: the metrics and validation accuracy of every distinct candidate, in columns.
 
     `test_accuracy_fn` is None when the run has no test split (the entry then says null).
     """
     keys = ["macs", "params"] + (["latency_ms"] if "latency_ms" in dict(budget.limits) else [])
-    front = evolution_lib.pareto_front(np.asarray(metric_fns[budget.metric](evolution.genes), np.float64),
-                         evolution.fitness)
+    values = {key: np.asarray(metric_fns[key](evolution.genes), np.float64) for key in keys}
+    front = evolution_lib.pareto_front(values[budget.metric], evolution.fitness)
     best = evolution.genes[front[-1]]
     return {
         "budget": budget.text,
@@ -189,6 +192,9 @@ def budget_report(space, budget: Budget, evolution: evolution_lib.Evolution, met
         "front": [arch_entry(space, evolution.genes[i], metric_fns, keys,
                              val_accuracy=float(evolution.fitness[i])) for i in front],
         "archs_evaluated": len(evolution.genes),
+        # Every distinct candidate, as columns (the reports draw them and recompute the front from them).
+        "evaluated": {**{key: [float(v) if key == "latency_ms" else int(v) for v in values[key]]
+                         for key in keys}, "val_accuracy": [float(v) for v in evolution.fitness]},
         "best_val_accuracy_per_generation": [float(v) for v in evolution.best_per_generation],
     }
 
@@ -338,6 +344,22 @@ def main(argv) -> None:
         json.dump(report, f, indent=2)
     print(summary_table(report["results"]))
     print(f"wrote {out}")
+    if os.path.abspath(out) == os.path.abspath(os.path.join(values.workdir, SEARCH_FILE)):
+        print(refresh_report(values.workdir))
+
+
+def refresh_report(workdir: str) -> str:
+    """Rewrites the run's report.md, which then draws its new search.json (search.png); says what it did.
+
+    A report that cannot be written (a missing file, no matplotlib) leaves search.json as it is: the line
+    returned says why and how to draw it later.
+    """
+    try:
+        written = run_report.write_run_report(workdir)
+    except (ValueError, OSError, ImportError) as error:
+        return (f"report.md not redrawn ({error}); python -m superfed_jax.reports.cli {workdir} draws the "
+                "search front once that is fixed")
+    return f"report: {written['report']} now draws the search front (search.png, search.svg)"
 
 
 def _define_flags() -> None:
