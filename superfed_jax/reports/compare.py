@@ -56,6 +56,11 @@ def _seed(run: RunRecord):
     return setting(run.config, "seed")
 
 
+def _seed_order(seed):
+    """Sort key of seeds: integers in order, then anything else by its text."""
+    return (0, seed) if isinstance(seed, int) else (1, str(seed))
+
+
 def _seed_text(seeds) -> str:
     return ", ".join(str(s) for s in seeds)
 
@@ -85,7 +90,7 @@ def _split_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]
         if twin is not None:
             raise ValueError(f"more than one weight-shared run of seed {_seed(run)!r}: {twin.workdir}, "
                              f"{run.workdir}; give one per seed, plus FedAvg runs of single archs")
-    shared.sort(key=lambda r: (0, _seed(r)) if isinstance(_seed(r), int) else (1, str(_seed(r))))
+    shared.sort(key=lambda r: _seed_order(_seed(r)))
     for run in shared[1:]:
         _check_same_settings(shared[0], run)
     baselines = [r for r in runs if r not in shared]
@@ -110,7 +115,8 @@ def _fedavg_rows(baselines: list[RunRecord]) -> dict:
             raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])} with seed {_seed(run)!r}: "
                              f"{by_seed[_seed(run)][1].workdir} and {run.workdir}")
         by_seed[_seed(run)] = (row, run, name)
-    return rows
+    return {key: dict(sorted(by_seed.items(), key=lambda item: _seed_order(item[0])))
+            for key, by_seed in rows.items()}
 
 
 def _mean_cost(runs: list[RunRecord], field: str) -> float:

@@ -1,0 +1,309 @@
+"""The reports' figures and CSV files, on hand-made work directories (tests/test_report.py builds them).
+
+Figures are read back two ways: the SVG (every data artist has a gid, which the SVG keeps as the id of its
+group) and the matplotlib figure the writer returns (its artists' data). Expected values are computed by
+hand here: means, sample standard deviations (n - 1), min-max bands, paired differences, the non-dominated
+set of a hand-made search.json.
+"""
+import csv
+import json
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import test_report as R
+from superfed_jax.posttrain import evolution as evolution_lib
+from superfed_jax.posttrain import search as search_lib
+from superfed_jax.reports import combined_files
+from superfed_jax.reports import compare
+from superfed_jax.reports import run_report
+from superfed_jax.reports import search_front
+
+
+def svg_ids(path) -> set:
+    """Every id of an element of an SVG file."""
+    return {element.get("id") for element in ET.parse(path).iter() if element.get("id")}
+
+
+def svg_vertices(path, gid) -> int:
+    """The vertices of the first path drawn in the group ``gid`` (a line: one per point)."""
+    namespace = "{http://www.w3.org/2000/svg}"
+    [group] = [g for g in ET.parse(path).iter(f"{namespace}g") if g.get("id") == gid]
+    path_d = next(group.iter(f"{namespace}path")).get("d")
+    return len(re.findall(r"[ML]", path_d))
+
+
+def by_gid(figure, gid):
+    """The one artist of ``figure`` with this gid."""
+    [artist] = [a for a in figure.findobj() if a.get_gid() == gid]
+    return artist
+
+
+def capture(monkeypatch, module, name):
+    """Replaces module.name (a figure writer) by one that also keeps the figures it returns."""
+    figures, original = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: figures.append(original(*a, **k)) or figures[-1])
+    return figures
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def linked_files(report_path) -> list[str]:
+    """Files report.md links or shows, relative to it."""
+    text = open(report_path).read()
+    return re.findall(r"\]\(([^)]+)\)", text)
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+def test_run_report_writes_png_svg_curves_and_csv(tmp_path, monkeypatch):
+    curves = capture(monkeypatch, run_report, "plot_curves")
+    cost = R.make_cost(2_000_000, 6_000_000_000, 1_500_000, ratios=(3.5, 3.25, 3.0))
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, cost)
+    run_report.write_run_report(workdir)
+    for name in ("pareto", "curves"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0 and (tmp_path / f"{name}.svg").stat().st_size > 0
+    links = linked_files(tmp_path / "report.md")
+    assert {"pareto.svg", "curves.svg", "report_accuracy.csv", "report_cost.csv", "report_curves.csv"} <= set(links)
+    assert all((tmp_path / link).is_file() for link in links)
+    assert "search" not in " ".join(links)  # no search.json, no search figure
+
+    # The curves: one line per tracked arch and split, no band (one seed), the records' numbers.
+    ids = svg_ids(tmp_path / "curves.svg")
+    assert {"curve-val-tiny", "curve-val-big", "curve-test-tiny", "curve-test-big"} <= ids
+    assert not any(i.endswith("-band") for i in ids)
+    assert svg_vertices(tmp_path / "curves.svg", "curve-val-tiny") == 3
+    line = by_gid(curves[0], "curve-test-big")
+    assert list(line.get_xdata()) == [10, 20, 30] and list(line.get_ydata()) == pytest.approx([65, 55, 35])
+    assert svg_vertices(tmp_path / "pareto.svg", "pareto-tracked") == 2
+
+    # The CSVs hold the Markdown tables' numbers.
+    text = open(tmp_path / "report.md").read()
+    for row in read_csv(tmp_path / "report_accuracy.csv"):
+        cells = R.table_row(text, row["arch"])
+        assert cells[1] == f"`{row['d / e']}`" and cells[2] == f"{int(row['MACs']) / 1e6:.4g}"
+        assert cells[3] == f"{int(row['params']):,}"
+        assert cells[4:] == [f"{float(row['val_accuracy_percent']):.2f}",
+                             f"{float(row['test_accuracy_percent']):.2f}"]
+    cost_rows = read_csv(tmp_path / "report_cost.csv")
+    assert [(float(r["this_run"]), float(r["independent_fedavg"]), float(r["fedavg_over_this_run"]))
+            for r in cost_rows] == [(2e6, 2e7, 3.5), (6e9, 6e10, 3.0), (1.5e6, 1.5e7, 3.25)]
+    curve_rows = read_csv(tmp_path / "report_curves.csv")
+    assert [(r["arch"], r["split"], int(r["round"]), float(r["mean_accuracy_percent"])) for r in curve_rows
+            if r["arch"] == "tiny" and r["split"] == "val"] == [("tiny", "val", 10, 50.0), ("tiny", "val", 20, 80.0),
+                                                               ("tiny", "val", 30, 90.0)]
+
+
+# ----------------------------------------------------------------------------- a search's Pareto front
+
+# (MACs, val accuracy) of a hand-made search. By hand, the non-dominated points, by MACs:
+# (500, 0.40) beats the later (500, 0.30), (600, 0.40) and the duplicate (500, 0.40) (the first is kept);
+# (700, 0.55); (800, 0.55) is beaten by (700, 0.55); (900, 0.70); (950, 0.65) is beaten by (900, 0.70).
+CANDIDATES = [(700, 0.55), (500, 0.40), (900, 0.70), (500, 0.30), (600, 0.40), (800, 0.55), (950, 0.65),
+              (500, 0.40)]
+HAND_FRONT = [1, 0, 2]  # indices into CANDIDATES, by MACs
+
+
+def make_search(front_only=False):
+    evaluated = {"macs": [m for m, _ in CANDIDATES], "params": [m // 4 for m, _ in CANDIDATES],
+                 "val_accuracy": [a for _, a in CANDIDATES]}
+    front = [{"arch": {}, "macs": CANDIDATES[i][0], "params": CANDIDATES[i][0] // 4,
+              "val_accuracy": CANDIDATES[i][1]} for i in HAND_FRONT]
+    result = {"budget": "macs=1000", "limits": {"macs": 1000}, "front_metric": "macs", "front": front,
+              "archs_evaluated": len(CANDIDATES)}
+    if not front_only:
+        result["evaluated"] = evaluated
+    return {"checkpoint_round": 20, "results": [result]}
+
+
+def test_non_dominated_set_by_hand_and_as_the_search_computes_it():
+    assert search_front.non_dominated(CANDIDATES) == HAND_FRONT
+    macs, accuracy = map(list, zip(*CANDIDATES))
+    import numpy as np
+    assert list(evolution_lib.pareto_front(np.array(macs, float), np.array(accuracy))) == HAND_FRONT
+    assert search_front.non_dominated([]) == []
+
+
+def test_run_report_draws_the_front_of_search_json(tmp_path, monkeypatch):
+    figures = capture(monkeypatch, run_report, "plot_search")
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    (tmp_path / "search.json").write_text(json.dumps(make_search()))
+    run_report.write_run_report(workdir)
+    figure = figures[0]
+    front = by_gid(figure, "search-0-front")
+    assert list(front.get_xdata()) == pytest.approx([CANDIDATES[i][0] / 1e6 for i in HAND_FRONT])
+    assert list(front.get_ydata()) == pytest.approx([100 * CANDIDATES[i][1] for i in HAND_FRONT])
+    assert front.get_drawstyle() == "steps-post"
+    assert len(by_gid(figure, "search-0-evaluated").get_offsets()) == len(CANDIDATES)
+    # Tracked archs at the searched round (20): tiny 548 MACs val 0.8, big 980 MACs val 0.6.
+    tracked = by_gid(figure, "search-0-tracked").get_offsets()
+    assert [v for p in tracked for v in p] == pytest.approx([548e-6, 80.0, 980e-6, 60.0])
+    assert list(by_gid(figure, "search-0-limit").get_xdata()) == pytest.approx([1e-3, 1e-3])
+    assert {"search-0-front", "search-0-evaluated", "search-0-tracked"} <= svg_ids(tmp_path / "search.svg")
+    assert (tmp_path / "search.png").stat().st_size > 0
+    rows = read_csv(tmp_path / "report_search.csv")
+    assert [int(r["on_front"]) for r in rows] == [int(i in HAND_FRONT) for i in range(len(CANDIDATES))]
+    assert {"search.png", "search.svg", "report_search.csv"} <= set(linked_files(tmp_path / "report.md"))
+
+
+def test_search_json_without_candidates_shows_its_front(tmp_path, monkeypatch):
+    figures = capture(monkeypatch, run_report, "plot_search")
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    (tmp_path / "search.json").write_text(json.dumps(make_search(front_only=True)))
+    run_report.write_run_report(workdir)
+    assert len(by_gid(figures[0], "search-0-evaluated").get_offsets()) == len(HAND_FRONT)
+    assert "front only" in figures[0].axes[0].get_title()
+    (tmp_path / "search.json").write_text(json.dumps({"results": "no"}))
+    with pytest.raises(ValueError, match="search.json: not a search.json"):
+        run_report.write_run_report(workdir)
+
+
+def test_search_command_redraws_the_report(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    (tmp_path / "search.json").write_text(json.dumps(make_search()))
+    assert "now draws the search front" in search_lib.refresh_report(workdir)
+    assert (tmp_path / "search.svg").is_file()
+    assert "report.md not redrawn" in search_lib.refresh_report(str(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------------------------------------ seeds
+
+# Weight-shared runs of seeds 0 and 1 (best rounds: 10 and 20), FedAvg of TINY and BIG with seeds 0, 1.
+SHARED_SEEDS = {0: [R.record(10, tiny_val=0.6, tiny_test=0.60, big_val=0.8, big_test=0.80),
+                    R.record(20, tiny_val=0.5, tiny_test=0.90, big_val=0.8, big_test=0.90)],
+                1: [R.record(10, tiny_val=0.5, tiny_test=0.50, big_val=0.5, big_test=0.70),
+                    R.record(20, tiny_val=0.7, tiny_test=0.66, big_val=0.8, big_test=0.84)]}
+FEDAVG_SEEDS = {("tiny", 0): [R.record(10, fedavg_val=0.5, fedavg_test=0.52),
+                              R.record(20, fedavg_val=0.4, fedavg_test=0.70)],
+                ("tiny", 1): [R.record(10, fedavg_val=0.6, fedavg_test=0.58),
+                              R.record(20, fedavg_val=0.5, fedavg_test=0.90)],
+                ("big", 0): [R.record(10, fedavg_val=0.9, fedavg_test=0.86)],
+                ("big", 1): [R.record(10, fedavg_val=0.9, fedavg_test=0.74)]}
+
+
+def seed_workdirs(tmp_path):
+    workdirs = []
+    for seed, records in SHARED_SEEDS.items():
+        config = dict(R.make_config(), seed=seed)
+        workdirs.append(R.make_workdir(tmp_path / f"shared_{seed}", config, records,
+                                       R.make_cost(1000 + 200 * seed, 3000 + 600 * seed, 4000)))
+    for (name, seed), records in FEDAVG_SEEDS.items():
+        config = dict(R.make_config(fedavg=R.TINY if name == "tiny" else R.BIG), seed=seed)
+        macs = 1000 if name == "tiny" else 2000
+        workdirs.append(R.make_workdir(tmp_path / f"fedavg_{name}_{seed}", config, records,
+                                       R.make_cost(macs + 100 * seed, 3 * macs, 5000)))
+    return workdirs
+
+
+def test_several_seeds_give_mean_std_paired_differences_and_bands(tmp_path, monkeypatch):
+    pareto = capture(monkeypatch, combined_files, "plot_pareto")
+    curves = capture(monkeypatch, combined_files, "plot_curves")
+    workdirs = seed_workdirs(tmp_path)
+    out = tmp_path / "out"
+    result = compare.write_combined_report(workdirs[::-1], str(out))  # any order
+    # tiny: weight-shared 0.60 (seed 0, round 10), 0.66 (seed 1, round 20); FedAvg 0.52, 0.58 (round 10).
+    # Mean 63 and 55; sample std of (60, 66) = sqrt(18) = 4.2426 and of (52, 58) too; paired differences
+    # 8 and 8: +8.00, std 0.
+    # big: weight-shared 0.80, 0.84: mean 82, std sqrt(8) = 2.8284; FedAvg 0.86, 0.74: mean 80, std
+    # sqrt(72) = 8.4853; paired differences -6 and +10: +2.00, std sqrt(128) = 11.3137.
+    text = open(out / "report.md").read()
+    assert R.table_row(text, "tiny")[4:] == ["63.00 +- 4.24 (2)", "55.00 +- 4.24 (2)", "+8.00 +- 0.00"]
+    assert R.table_row(text, "big")[4:] == ["82.00 +- 2.83 (2)", "80.00 +- 8.49 (2)", "+2.00 +- 11.31"]
+    tiny = result["rows"][0]
+    assert tiny["shared_test_accuracies"] == {0: 0.60, 1: 0.66} and tiny["shared_rounds"] == {0: 10, 1: 20}
+    assert tiny["shared_round"] is None and tiny["fedavg_rounds"] == {0: 10, 1: 10}
+    # Cost per seed: weight-shared mean(1000, 1200) = 1100; FedAvg mean(1000, 1100) + mean(2000, 2100) = 3100.
+    assert result["cost"]["weight_shared"]["total_macs"] == 1100
+    assert result["cost"]["fedavg"]["total_macs"] == 3100
+    assert result["cost"]["ratios"]["total_macs"] == pytest.approx(3100 / 1100)
+    assert result["cost"]["fedavg_runs"] == 2 and result["cost"]["fedavg_runs_total"] == 4
+    assert result["warnings"] == []
+    assert "weight-shared run, per seed" in text and "seed 0, round 10" in text
+
+    # The accuracy-vs-MACs figure: means with min-max bars; the legend states each side's measured cost.
+    figure = pareto[0]
+    line = by_gid(figure, "pareto-weight-shared")
+    assert list(line.get_ydata()) == pytest.approx([63.0, 82.0])
+    segments = by_gid(figure, "pareto-weight-shared-spread").get_segments()
+    assert [y for s in segments for y in (s[0][1], s[1][1])] == pytest.approx([60.0, 66.0, 80.0, 84.0])
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    # training MACs per seed: weight-shared mean(3000, 3600) = 3300; FedAvg 3000 + 6000 = 9000.
+    assert legend == ["weight-shared subnets, one supernet: 1 run per seed (mean of 2 seeds), 3.3 kMACs of "
+                      "training", "FedAvg, each arch trained alone: 2 runs per seed (mean of 2 seeds), "
+                      "9 kMACs of training"]
+    assert "2.73x the compute" in figure.axes[0].get_title()  # 9000 / 3300
+
+    # The curves: per arch and split, mean over seeds at the common rounds with a min-max band.
+    figure = curves[0]
+    shared_val = by_gid(figure, "curve-val-tiny-weight-shared")
+    assert list(shared_val.get_xdata()) == [10, 20]
+    assert list(shared_val.get_ydata()) == pytest.approx([55.0, 60.0])  # (60+50)/2, (50+70)/2
+    band = by_gid(figure, "curve-val-tiny-weight-shared-band").get_paths()[0].vertices
+    assert {round(y, 6) for y in band[:, 1]} == {50.0, 60.0, 70.0}  # min 50, 50; max 60, 70
+    fedavg_big = by_gid(figure, "curve-test-big-fedavg")
+    assert list(fedavg_big.get_xdata()) == [10] and list(fedavg_big.get_ydata()) == pytest.approx([80.0])
+    ids = svg_ids(out / "curves.svg")
+    assert {"curve-val-tiny-weight-shared-band", "curve-val-tiny-fedavg-band", "panel-test-big"} <= ids
+    assert {"pareto-weight-shared", "pareto-fedavg", "pareto-weight-shared-spread"} <= svg_ids(out / "pareto.svg")
+
+    # CSV: the table at full precision, and every run's own number.
+    for row in read_csv(out / "report_accuracy.csv"):
+        cells = R.table_row(text, row["arch"])
+        assert cells[4] == (f"{float(row['weight_shared_mean_percent']):.2f} +- "
+                            f"{float(row['weight_shared_std_percent']):.2f} ({row['weight_shared_seeds']})")
+        assert cells[5] == (f"{float(row['fedavg_mean_percent']):.2f} +- "
+                            f"{float(row['fedavg_std_percent']):.2f} ({row['fedavg_seeds']})")
+        assert cells[6] == (f"{float(row['difference_points']):+.2f} +- "
+                            f"{float(row['difference_std_points']):.2f}")
+    seeds = read_csv(out / "report_seeds.csv")
+    tiny_seeds = [r for r in seeds if r["arch"] == "tiny"]
+    assert [(r["side"], r["seed"], r["round"]) for r in tiny_seeds] == [
+        ("weight-shared", "0", "10"), ("weight-shared", "1", "20"), ("FedAvg", "0", "10"), ("FedAvg", "1", "10")]
+    assert [float(r["test_accuracy_percent"]) for r in tiny_seeds] == pytest.approx([60, 66, 52, 58])
+    assert tiny_seeds[2]["workdir"] == str(tmp_path / "fedavg_tiny_0")
+    assert all(os.path.isfile(out / link) for link in linked_files(out / "report.md"))
+    assert sorted(os.path.basename(p) for p in result["files"]) == sorted(p.name for p in out.iterdir())
+
+
+def test_one_seed_keeps_plain_numbers_and_no_bands(tmp_path, monkeypatch):
+    curves = capture(monkeypatch, combined_files, "plot_curves")
+    out = tmp_path / "out"
+    compare.write_combined_report(R.combined_workdirs(tmp_path), str(out))
+    text = open(out / "report.md").read()
+    assert "+-" not in text and R.table_row(text, "tiny")[4:] == ["62.00", "57.00", "+5.00"]
+    assert not any(str(a.get_gid()).endswith("-band") for a in curves[0].findobj())
+    assert not any(i.endswith(("-band", "-spread")) for i in svg_ids(out / "curves.svg") | svg_ids(out / "pareto.svg"))
+    legend = [t.get_text() for t in curves[0].axes[0].get_legend().get_texts()]
+    assert legend == ["weight-shared", "FedAvg"]
+
+
+def test_seeds_must_agree_on_every_other_setting(tmp_path, capsys):
+    workdirs = seed_workdirs(tmp_path)
+    with open(os.path.join(workdirs[1], "config.json")) as f:
+        config = json.load(f)
+    config["fl"]["rounds"] = 40
+    with open(os.path.join(workdirs[1], "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match="differ in fl.rounds"):
+        compare.combine_runs(workdirs)
+    again = R.make_workdir(tmp_path / "fedavg_tiny_0_again", dict(R.make_config(fedavg=R.TINY), seed=0),
+                           FEDAVG_SEEDS[("tiny", 0)], R.make_cost(1, 1, 1))
+    with pytest.raises(ValueError, match="two FedAvg runs of the arch .* with seed 0"):
+        compare.combine_runs([workdirs[0], workdirs[2], again])
+
+
+def test_fedavg_seeds_missing_from_the_weight_shared_side_are_warned(tmp_path):
+    workdirs = seed_workdirs(tmp_path)
+    result = compare.combine_runs([w for w in workdirs if not w.endswith("fedavg_big_1")])
+    assert result["warnings"] == ['FedAvg of {"d":[0],"e":1.0}: seeds 0, the weight-shared runs: seeds 0, 1; '
+                                  "the paired difference uses the common seeds"]
+    big = result["rows"][1]
+    assert big["fedavg_test_accuracy"] == pytest.approx(0.86) and big["fedavg_test_accuracy_std"] == 0.0
+    assert math.isnan(big["difference_std"]) and big["paired_seeds"] == 1
