@@ -307,3 +307,13 @@ def test_fedavg_seeds_missing_from_the_weight_shared_side_are_warned(tmp_path):
     big = result["rows"][1]
     assert big["fedavg_test_accuracy"] == pytest.approx(0.86) and big["fedavg_test_accuracy_std"] == 0.0
     assert math.isnan(big["difference_std"]) and big["paired_seeds"] == 1
+
+
+def test_search_older_than_the_last_training_is_not_drawn(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    (tmp_path / "search.json").write_text(json.dumps(make_search()))
+    stamp = os.path.getmtime(tmp_path / "metrics.jsonl")
+    os.utime(tmp_path / "search.json", (stamp - 60, stamp - 60))  # searched before the last training
+    run_report.write_run_report(workdir)
+    assert "search.json is older than metrics.jsonl" in open(tmp_path / "report.md").read()
+    assert not (tmp_path / "search.png").exists()

@@ -16,10 +16,11 @@ def main(argv: Optional[list] = None) -> int:
     """The command line; returns the exit status (2 on bad input, with ``error: ...`` on stderr)."""
     parser = argparse.ArgumentParser(
         prog="python -m superfed_jax.reports.cli",
-        description="One RUN_DIR: its report. Several: one weight-shared run combined with FedAvg runs "
-                    "of single archs (configs/X.py:fedavg=ARCH) into one table and plot.")
+        description="One RUN_DIR: its report. Several: weight-shared runs (one per seed) combined with "
+                    "FedAvg runs of single archs (configs/X.py:fedavg=ARCH, one per arch and seed) into one "
+                    "report with tables (also as CSV) and figures (PNG and SVG).")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="work directories of finished runs")
-    parser.add_argument("--out", default=None, help="where report.md and pareto.png go "
+    parser.add_argument("--out", default=None, help="where report.md and its figures and CSV files go "
                                                    "(default: the first RUN_DIR)")
     args = parser.parse_args(argv)
     try:

@@ -111,7 +111,7 @@ def write_curves(combined: dict, out: str) -> list[str]:
                 if drawn:
                     curves.append(drawn[0])
                     csv_rows += curves_lib.curve_csv_rows(side[1], row["name"], split, drawn[1])
-            panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {split}",
+            panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {curves_lib.SPLITS[split].split(' ')[0]}",
                                 curves_lib.SPLITS[split], curves, gid_of("panel", split, name)))
     plot_curves(os.path.join(out, "curves.png"), panels,
                 f"{runs_title(combined['shared'])}: accuracy by round, weight-shared (solid) and FedAvg "

@@ -1,14 +1,17 @@
-"""Weight-shared vs independent FedAvg: one SuperFed run combined with FedAvg runs of single archs.
+"""Weight-shared vs independent FedAvg: SuperFed runs combined with FedAvg runs of single archs.
 
 Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
 supernet matches every subnet trained alone by FedAvg at a fraction of the cost (docs/algorithm.md 8, 10). The
 one-run report (`run_report`) can only set a run against its own cost estimate; this module checks the claim
-on measured runs: one weight-shared work directory plus FedAvg baselines (one arch each,
-`config.fedavg_baseline`), each read with `run_record.read_run`:
+on measured runs: weight-shared work directories (one per seed, otherwise alike) plus FedAvg baselines (one
+arch each, `config.fedavg_baseline`, one per arch and seed), each read with `run_record.read_run`:
 
-* `combine_runs(workdirs)`: accuracy per arch on both sides, the measured cost of both approaches (the
-  baselines' own ``cost.json`` totals, summed) and the settings that differ.
-* `write_combined_report(workdirs, out)`: that comparison as ``OUT/report.md`` and ``OUT/pareto.png``.
+* `combine_runs(workdirs)`: accuracy per arch on both sides (with several seeds: every seed's, their mean,
+  sample std and min-max, and the paired per-seed differences), the measured cost of both approaches per
+  seed (the runs' own ``cost.json`` totals; FedAvg summed over its archs) and the settings that differ.
+* `write_combined_report(workdirs, out)`: that comparison as ``OUT/report.md`` with ``pareto.png`` and
+  ``curves.png`` (also as SVG) and its tables as CSV (`combined_files`). One seed on each side gives the
+  plain numbers of those runs.
 
 The command line (`python -m superfed_jax.reports.cli` with several RUN_DIRs) calls it.
 """
@@ -238,8 +241,8 @@ def _combined_cost_lines(combined: dict) -> list[str]:
     else:
         lines = ["## Cost", "", "Measured: each run's own cost.json (its clients and archs, round by round), "
                  f"per seed: the mean over the {seeds} seeds of the weight-shared run, and FedAvg's sum over "
-                 f"its {runs} (one per arch, each the mean over its seeds). All {seeds} seeds together cost "
-                 f"{seeds}x the weight-shared column.", "",
+                 f"its {runs} (one per arch, each the mean over its seeds). Running all {seeds} seeds costs "
+                 f"{seeds} times each column.", "",
                  f"| | weight-shared run, per seed | FedAvg, {runs} per seed | FedAvg / weight-shared |",
                  "|---|---|---|---|"]
     for field, value in cost["weight_shared"].items():
@@ -247,7 +250,7 @@ def _combined_cost_lines(combined: dict) -> list[str]:
         ratio = f"{cost['ratios'][field]:.2f}x" if "ratios" in cost else "n/a"
         lines.append(f"| {label} | {si(value, unit)} | {si(cost['fedavg'][field], unit)} | {ratio} |")
     estimate = shared.cost["ratios"]
-    whose = "The weight-shared run's" if seeds == 1 else f"The weight-shared run of seed {_seed(shared)}:"
+    whose = "The weight-shared run's" if seeds == 1 else f"The weight-shared run (seed {_seed(shared)})'s"
     lines += ["", f"{whose} own estimate (its cost.json: independent FedAvg of "
               f"{len(shared.cost['baseline']['archs'])} archs at its rounds and clients per round): "
               f"{estimate['compute_ratio']:.2f}x the compute, {estimate['comm_ratio']:.2f}x the "

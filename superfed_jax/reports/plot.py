@@ -139,8 +139,10 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
         axes = figure.add_subplot(rows, columns, index + 1, gid=panel.gid)
         for curve in panel.curves:
             ys = [100 * v for v in curve.values]
+            # Markers while they stay readable: a curve of one evaluation is a point, not an empty line.
             [line] = axes.plot(curve.rounds, ys, label=curve.label, gid=curve.gid, color=curve.color,
-                               linestyle=curve.linestyle, linewidth=1.4)
+                               linestyle=curve.linestyle, linewidth=1.4,
+                               marker="o" if len(ys) <= 60 else None, markersize=2.5)
             if curve.low is not None and curve.high is not None:
                 axes.fill_between(curve.rounds, [100 * v for v in curve.low], [100 * v for v in curve.high],
                                   color=line.get_color(), alpha=0.2, linewidth=0, gid=curve.gid + "-band")

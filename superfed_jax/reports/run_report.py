@@ -147,6 +147,10 @@ def _search_lines(run: RunRecord, out: str) -> list[str]:
     search = search_front.read_search(run.workdir)
     if search is None or not search["results"]:
         return []
+    if search_front.is_stale(run.workdir):
+        return ["## Post-training search", "", "search.json is older than metrics.jsonl: it searched a "
+                "checkpoint that later training replaced, so its front is not drawn. Run the search again "
+                "(python -m superfed_jax.posttrain.search) to draw it.", ""]
     plot_search(os.path.join(out, "search.png"), search_front.search_panels(run, search),
                 f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}")
     csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.SEARCH_CSV_HEADER,

@@ -7,7 +7,8 @@ search also records them, ``evaluated``: the metric values and validation accura
 candidate (columns of equal length). This module recomputes the non-dominated set from all points
 (`non_dominated`), so the figure does not rest on the search's own bookkeeping, and places the run's
 tracked subnets at their validation accuracy in the evaluation of the searched checkpoint's round.
-A search.json without ``evaluated`` (written before it was recorded) shows its front only.
+A search.json without ``evaluated`` (written before it was recorded) shows its front only; one older than
+the run's metrics.jsonl searched a checkpoint that later training replaced (`is_stale`) and is not drawn.
 """
 import os
 from typing import Optional
@@ -15,7 +16,7 @@ from typing import Optional
 from superfed_jax.reports.plot import SearchPanel, gid_of
 from superfed_jax.reports.run_record import RunRecord, arch_rows, read_json
 
-__all__ = ["SEARCH_FILE", "read_search", "non_dominated", "search_points", "search_panels",
+__all__ = ["SEARCH_FILE", "read_search", "is_stale", "non_dominated", "search_points", "search_panels",
            "SEARCH_CSV_HEADER", "search_csv_rows"]
 
 SEARCH_FILE = "search.json"  # the name posttrain.search writes (the reports layer may not import it)
@@ -36,6 +37,13 @@ def read_search(workdir: str) -> Optional[dict]:
         raise ValueError(f"{path}: not a search.json (a 'results' list of budgets, each with a 'front' "
                          "list); write it with python -m superfed_jax.posttrain.search")
     return search
+
+
+def is_stale(workdir: str) -> bool:
+    """Whether search.json predates the run's last training (metrics.jsonl modified after it): a rerun
+    with --config.overwrite=True or a resumed run has replaced the checkpoint the search evaluated."""
+    search, metrics = (os.path.join(workdir, name) for name in (SEARCH_FILE, "metrics.jsonl"))
+    return os.path.getmtime(search) < os.path.getmtime(metrics)
 
 
 def non_dominated(points: list[tuple[float, float]]) -> list[int]:
