@@ -71,7 +71,8 @@ def test_run_report_writes_png_svg_curves_and_csv(tmp_path, monkeypatch):
     for name in ("pareto", "curves"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0 and (tmp_path / f"{name}.svg").stat().st_size > 0
     links = linked_files(tmp_path / "report.md")
-    assert {"pareto.svg", "curves.svg", "report_accuracy.csv", "report_cost.csv", "report_curves.csv"} <= set(links)
+    assert {"pareto.svg", "curves.svg", "report_accuracy.csv", "report_cost.csv",
+            "report_curves.csv"} <= set(links)
     assert all((tmp_path / link).is_file() for link in links)
     assert "search" not in " ".join(links)  # no search.json, no search figure
 
@@ -83,6 +84,7 @@ def test_run_report_writes_png_svg_curves_and_csv(tmp_path, monkeypatch):
     line = by_gid(curves[0], "curve-test-big")
     assert list(line.get_xdata()) == [10, 20, 30] and list(line.get_ydata()) == pytest.approx([65, 55, 35])
     assert svg_vertices(tmp_path / "pareto.svg", "pareto-tracked") == 2
+    assert list(by_gid(curves[0], "panel-val-marked").get_xdata()) == [20, 20]  # the table's round
 
     # The CSVs hold the Markdown tables' numbers.
     text = open(tmp_path / "report.md").read()
@@ -97,8 +99,8 @@ def test_run_report_writes_png_svg_curves_and_csv(tmp_path, monkeypatch):
             for r in cost_rows] == [(2e6, 2e7, 3.5), (6e9, 6e10, 3.0), (1.5e6, 1.5e7, 3.25)]
     curve_rows = read_csv(tmp_path / "report_curves.csv")
     assert [(r["arch"], r["split"], int(r["round"]), float(r["mean_accuracy_percent"])) for r in curve_rows
-            if r["arch"] == "tiny" and r["split"] == "val"] == [("tiny", "val", 10, 50.0), ("tiny", "val", 20, 80.0),
-                                                               ("tiny", "val", 30, 90.0)]
+            if r["arch"] == "tiny" and r["split"] == "val"] == [
+        ("tiny", "val", 10, 50.0), ("tiny", "val", 20, 80.0), ("tiny", "val", 30, 90.0)]
 
 
 # ----------------------------------------------------------------------------- a search's Pareto front
@@ -251,7 +253,8 @@ def test_several_seeds_give_mean_std_paired_differences_and_bands(tmp_path, monk
     assert list(fedavg_big.get_xdata()) == [10] and list(fedavg_big.get_ydata()) == pytest.approx([80.0])
     ids = svg_ids(out / "curves.svg")
     assert {"curve-val-tiny-weight-shared-band", "curve-val-tiny-fedavg-band", "panel-test-big"} <= ids
-    assert {"pareto-weight-shared", "pareto-fedavg", "pareto-weight-shared-spread"} <= svg_ids(out / "pareto.svg")
+    assert {"pareto-weight-shared", "pareto-fedavg",
+            "pareto-weight-shared-spread"} <= svg_ids(out / "pareto.svg")
 
     # CSV: the table at full precision, and every run's own number.
     for row in read_csv(out / "report_accuracy.csv"):
@@ -265,11 +268,13 @@ def test_several_seeds_give_mean_std_paired_differences_and_bands(tmp_path, monk
     seeds = read_csv(out / "report_seeds.csv")
     tiny_seeds = [r for r in seeds if r["arch"] == "tiny"]
     assert [(r["side"], r["seed"], r["round"]) for r in tiny_seeds] == [
-        ("weight-shared", "0", "10"), ("weight-shared", "1", "20"), ("FedAvg", "0", "10"), ("FedAvg", "1", "10")]
+        ("weight-shared", "0", "10"), ("weight-shared", "1", "20"),
+        ("FedAvg", "0", "10"), ("FedAvg", "1", "10")]
     assert [float(r["test_accuracy_percent"]) for r in tiny_seeds] == pytest.approx([60, 66, 52, 58])
     assert tiny_seeds[2]["workdir"] == str(tmp_path / "fedavg_tiny_0")
     assert all(os.path.isfile(out / link) for link in linked_files(out / "report.md"))
     assert sorted(os.path.basename(p) for p in result["files"]) == sorted(p.name for p in out.iterdir())
+    assert set(linked_files(out / "report.md")) == {os.path.basename(p) for p in result["files"][1:]}
 
 
 def test_one_seed_keeps_plain_numbers_and_no_bands(tmp_path, monkeypatch):
@@ -279,7 +284,8 @@ def test_one_seed_keeps_plain_numbers_and_no_bands(tmp_path, monkeypatch):
     text = open(out / "report.md").read()
     assert "+-" not in text and R.table_row(text, "tiny")[4:] == ["62.00", "57.00", "+5.00"]
     assert not any(str(a.get_gid()).endswith("-band") for a in curves[0].findobj())
-    assert not any(i.endswith(("-band", "-spread")) for i in svg_ids(out / "curves.svg") | svg_ids(out / "pareto.svg"))
+    ids = svg_ids(out / "curves.svg") | svg_ids(out / "pareto.svg")
+    assert not any(i.endswith(("-band", "-spread")) for i in ids)
     legend = [t.get_text() for t in curves[0].axes[0].get_legend().get_texts()]
     assert legend == ["weight-shared", "FedAvg"]
 

@@ -19,7 +19,12 @@ from superfed_jax.reports.format import arch_text, runs_title, si
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto
 from superfed_jax.reports.tables import files_line, write_csv
 
-__all__ = ["headline_cost_field", "cost_legends", "several_seeds", "write_pareto", "write_curves", "write_tables"]
+__all__ = ["FILES", "headline_cost_field", "cost_legends", "several_seeds", "write_pareto", "write_curves",
+           "write_tables"]
+
+# Every file the writers may put beside report.md.
+FILES = ("pareto.png", "pareto.svg", "curves.png", "curves.svg", "report_accuracy.csv", "report_seeds.csv",
+         "report_cost.csv", "report_curves.csv")
 
 SIDES = (("shared", "weight-shared", "C0", "-"), ("fedavg", "FedAvg", "C1", "--"))
 
@@ -37,7 +42,8 @@ def cost_legends(cost: dict) -> tuple[str, str]:
     seeds = len(cost.get("seeds", [None]))
     per = f" per seed (mean of {seeds} seeds)" if seeds > 1 else ""
     runs = cost["fedavg_runs"]
-    return (f"weight-shared subnets, one supernet: 1 run{per}, {si(cost['weight_shared'][field], 'MACs')} {kind}",
+    return (f"weight-shared subnets, one supernet: 1 run{per}, "
+            f"{si(cost['weight_shared'][field], 'MACs')} {kind}",
             f"FedAvg, each arch trained alone: {runs} run{'s' if runs != 1 else ''}{per}, "
             f"{si(cost['fedavg'][field], 'MACs')} {kind}")
 
@@ -111,7 +117,8 @@ def write_curves(combined: dict, out: str) -> list[str]:
                 if drawn:
                     curves.append(drawn[0])
                     csv_rows += curves_lib.curve_csv_rows(side[1], row["name"], split, drawn[1])
-            panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {curves_lib.SPLITS[split].split(' ')[0]}",
+            split_name = curves_lib.SPLITS[split].split(" ")[0]  # 'validation' or 'test'
+            panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {split_name}",
                                 curves_lib.SPLITS[split], curves, gid_of("panel", split, name)))
     plot_curves(os.path.join(out, "curves.png"), panels,
                 f"{runs_title(combined['shared'])}: accuracy by round, weight-shared (solid) and FedAvg "

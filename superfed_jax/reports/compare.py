@@ -78,7 +78,8 @@ def _check_same_settings(first: RunRecord, run: RunRecord) -> None:
                              "several seeds must agree on every setting but the seed")
     if run.space != first.space or run.tracked != first.tracked:
         raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in their search "
-                         "space or tracked archs; runs of several seeds must agree on every setting but the seed")
+                         "space or tracked archs; runs of several seeds must agree on every setting but the "
+                         "seed")
 
 
 def _split_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
@@ -188,7 +189,8 @@ def combine_runs(workdirs: list[str]) -> dict:
     fedavg_only = dict(fedavg)  # what is left once the weight-shared runs' archs are taken out
     pairs = []
     for name in shared_runs[0].tracked:
-        shared_side = {_seed(run): (by_name[name], run, name) for run, by_name in zip(shared_runs, shared_rows)}
+        shared_side = {_seed(run): (by_name[name], run, name)
+                       for run, by_name in zip(shared_runs, shared_rows)}
         fedavg_side = fedavg_only.pop(arch_key(shared_runs[0].space, shared_runs[0].tracked[name]), {})
         pairs.append((shared_side, fedavg_side))
     pairs += sorted(((({}, side) for side in fedavg_only.values())),
@@ -207,7 +209,8 @@ def _side(prefix: str, side: dict) -> dict:
     fields = {"test_accuracies": accuracies,
               "rounds": {seed: row["round"] for seed, (row, _, _) in side.items()},
               "test_accuracy": statistics.fmean(values) if values else math.nan,
-              "test_accuracy_std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan),
+              "test_accuracy_std": (statistics.stdev(values) if len(values) > 1
+                                    else 0.0 if values else math.nan),
               "test_accuracy_low": min(values) if values else math.nan,
               "test_accuracy_high": max(values) if values else math.nan,
               "round": next(iter(side.values()))[0]["round"] if len(side) == 1 else None}
@@ -263,8 +266,9 @@ def _side_source_lines(combined: dict) -> list[str]:
     shared_runs, rows = combined["shared_runs"], combined["rows"]
     tracked = len(shared_runs[0].tracked)
     if len(shared_runs) == 1:
-        lines = [f"- weight-shared: `{shared_runs[0].workdir}`, test accuracy at round {rows[0]['shared_round']} "
-                 f"(the best mean validation accuracy over its {tracked} tracked archs)"]
+        lines = [f"- weight-shared: `{shared_runs[0].workdir}`, test accuracy at round "
+                 f"{rows[0]['shared_round']} (the best mean validation accuracy over its {tracked} tracked "
+                 "archs)"]
     else:
         rounds = rows[0]["shared_rounds"]
         lines = [f"- weight-shared, {len(shared_runs)} seeds, each at its round of best mean validation "
@@ -289,7 +293,8 @@ def _seed_cell(row: dict, prefix: str) -> str:
     count = len(row[f"{prefix}_test_accuracies"])
     if not count or math.isnan(row[f"{prefix}_test_accuracy"]):
         return "n/a"
-    return f"{percent(row[f'{prefix}_test_accuracy'])} +- {percent(row[f'{prefix}_test_accuracy_std'])} ({count})"
+    mean, std = percent(row[f"{prefix}_test_accuracy"]), percent(row[f"{prefix}_test_accuracy_std"])
+    return f"{mean} +- {std} ({count})"
 
 
 def _accuracy_table_lines(rows: list[dict], several: bool) -> list[str]:
@@ -343,5 +348,6 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     result = {k: v for k, v in combined.items() if k not in ("shared", "shared_runs", "baselines", "sources")}
-    files = [os.path.join(out, n) for n in sorted(os.listdir(out)) if n.startswith(("report", "pareto", "curves"))]
+    files = [report_path] + [os.path.join(out, n) for n in combined_files.FILES
+                             if os.path.isfile(os.path.join(out, n))]
     return dict(result, report=report_path, plot=plot_path, files=files)

@@ -34,7 +34,7 @@ def _new_figure(width: float, height: float):
 
 
 def gid_of(*parts) -> str:
-    """An SVG-safe id from parts: lower case, runs of other characters as '-' ('FedAvg, big' -> 'fedavg-big')."""
+    """An SVG-safe id from parts: lower case, other characters as '-' ('FedAvg, big' -> 'fedavg-big')."""
     return "-".join(re.sub(r"[^a-z0-9]+", "-", str(p).lower()).strip("-") for p in parts)
 
 
@@ -118,12 +118,14 @@ class Curve(NamedTuple):
 
 
 class Panel(NamedTuple):
-    """One axes of `plot_curves`: a title, its y label and its curves."""
+    """One axes of `plot_curves`: a title, its y label, its curves and optionally a round to mark (the
+    round a table quotes), drawn as a dotted vertical line with gid ``GID-marked``."""
 
     title: str
     ylabel: str
     curves: list
     gid: str
+    marked_round: Optional[int] = None
 
 
 def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
@@ -146,6 +148,9 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
             if curve.low is not None and curve.high is not None:
                 axes.fill_between(curve.rounds, [100 * v for v in curve.low], [100 * v for v in curve.high],
                                   color=line.get_color(), alpha=0.2, linewidth=0, gid=curve.gid + "-band")
+        if panel.marked_round is not None:
+            axes.axvline(panel.marked_round, color="0.3", linestyle=":", linewidth=1,
+                         label=f"round {panel.marked_round} (the table's)", gid=panel.gid + "-marked")
         axes.set_title(panel.title, fontsize=9)
         axes.set_xlabel("round")
         axes.set_ylabel(panel.ylabel)

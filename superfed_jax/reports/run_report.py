@@ -82,8 +82,8 @@ def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
                 f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")
-    lines += (_figure_files_lines(out, "pareto") + _curve_lines(run, out) + _search_lines(run, out)
-              + _table_files_lines(out, rows, run.cost))
+    lines += _figure_files_lines(out, "pareto") + _curve_lines(run, out, int(best["round"]))
+    lines += _search_lines(run, out) + _table_files_lines(out, rows, run.cost)
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
@@ -119,8 +119,9 @@ def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict]) -> list
             "as counts).", "", files_line(out, paths), ""]
 
 
-def _curve_lines(run: RunRecord, out: str) -> list[str]:
-    """Draws accuracy by round of every tracked arch (curves.png/.svg, report_curves.csv); its section."""
+def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
+    """Draws accuracy by round of every tracked arch (curves.png/.svg, report_curves.csv), marking the
+    table's round; returns its section."""
     splits = curves_lib.splits_recorded(run.records, run.tracked)
     if not splits:
         return []
@@ -134,11 +135,11 @@ def _curve_lines(run: RunRecord, out: str) -> list[str]:
                 csv_rows += curves_lib.curve_csv_rows("run", name, split,
                                                       curves_lib.over_seeds([(rounds, values)]))
         panels.append(Panel(curves_lib.SPLITS[split].replace(" (%)", ""), curves_lib.SPLITS[split], curves,
-                            gid_of("panel", split)))
+                            gid_of("panel", split), marked_round=best_round))
     plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: accuracy by round")
     csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.CURVE_CSV_HEADER, csv_rows)
     return ["## Accuracy by round", "", "Every evaluation of every tracked arch (metrics.jsonl); the table "
-            "above quotes one round of these curves.", "", "![accuracy by round](curves.png)", "",
+            "above quotes the dotted round.", "", "![accuracy by round](curves.png)", "",
             files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
 
 
