@@ -323,3 +323,19 @@ def test_search_older_than_the_last_training_is_not_drawn(tmp_path):
     run_report.write_run_report(workdir)
     assert "search.json is older than metrics.jsonl" in open(tmp_path / "report.md").read()
     assert not (tmp_path / "search.png").exists()
+
+
+def test_seeds_of_a_two_stage_space_combine_and_must_track_the_same_archs(tmp_path):
+    """Archs of several blocks (arrays of depths) are compared by value, not by array truth."""
+    space = dict(R.SPACE, stage_widths=(4, 4), stage_strides=(1, 1))
+    tracked = {"tiny": {"d": [0, 0], "e": 0.5}, "big": {"d": [0, 0], "e": 1.0}}
+    workdirs = []
+    for seed, archs in ((0, tracked), (1, tracked), (2, dict(tracked, big={"d": [0, 0], "e": 0.75}))):
+        config = dict(R.make_config(space=space), seed=seed)
+        config["eval"]["tracked"] = json.dumps(archs)
+        workdirs.append(R.make_workdir(tmp_path / f"shared_{seed}", config, SHARED_SEEDS[seed % 2],
+                                       R.make_cost(1000, 3000, 4000)))
+    result = compare.combine_runs(workdirs[:2])
+    assert [r["shared_test_accuracies"] for r in result["rows"]] == [{0: 0.60, 1: 0.66}, {0: 0.80, 1: 0.84}]
+    with pytest.raises(ValueError, match="differ in their search space or tracked archs"):
+        compare.combine_runs(workdirs)

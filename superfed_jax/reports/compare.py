@@ -29,7 +29,8 @@ from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_
 
 __all__ = ["combine_runs", "write_combined_report"]
 
-# Settings that must agree for the accuracy and cost comparison to be like for like.
+# Settings that must agree for the accuracy and cost comparison to be like for like. The seed comes first:
+# runs of several seeds are compared on the rest (_SHARED_SETTINGS[1:]).
 _SHARED_SETTINGS = ("seed", "data.name", "data.partition", "data.alpha", "data.val_fraction",
                     "fl.num_clients", "fl.clients_per_round", "fl.rounds", "client.epochs",
                     "client.batch_size", "client.learning_rate")
@@ -76,7 +77,8 @@ def _check_same_settings(first: RunRecord, run: RunRecord) -> None:
             raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in {name} "
                              f"({setting(first.config, name)!r} vs {setting(run.config, name)!r}); runs of "
                              "several seeds must agree on every setting but the seed")
-    if run.space != first.space or run.tracked != first.tracked:
+    tracked = [{name: arch_key(r.space, arch) for name, arch in r.tracked.items()} for r in (first, run)]
+    if run.space != first.space or tracked[0] != tracked[1]:  # archs hold arrays: compare their keys
         raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in their search "
                          "space or tracked archs; runs of several seeds must agree on every setting but the "
                          "seed")
@@ -150,7 +152,7 @@ def _seed_warnings(shared: list[RunRecord], fedavg: dict) -> list[str]:
     by_seed = {_seed(r): r for r in shared}
     warnings = []
     for runs in fedavg.values():
-        for seed, (row, run, _) in runs.items():
+        for seed, (_, run, _) in runs.items():
             other = by_seed.get(seed, shared[0])
             names = _SHARED_SETTINGS if len(shared) == 1 else _SHARED_SETTINGS[1:]
             warnings += [f"{run.workdir}: {name} = {setting(run.config, name)!r}, the weight-shared run has "
@@ -193,7 +195,7 @@ def combine_runs(workdirs: list[str]) -> dict:
                        for run, by_name in zip(shared_runs, shared_rows)}
         fedavg_side = fedavg_only.pop(arch_key(shared_runs[0].space, shared_runs[0].tracked[name]), {})
         pairs.append((shared_side, fedavg_side))
-    pairs += sorted(((({}, side) for side in fedavg_only.values())),
+    pairs += sorted((({}, side) for side in fedavg_only.values()),
                     key=lambda pair: next(iter(pair[1].values()))[0]["macs"])
     return {"shared": shared_runs[0], "shared_runs": shared_runs, "baselines": baselines,
             "rows": [_combined_row(*pair) for pair in pairs], "cost": cost, "warnings": warnings,
