@@ -134,6 +134,7 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
     A curve's line has its ``gid``; its band (drawn where ``low`` and ``high`` are given) has
     ``GID-band``. Returns the `Figure` (already saved).
     """
+    MaxNLocator = _extras.require("matplotlib.ticker", "plots").MaxNLocator
     columns = max(1, min(columns, len(panels)))
     rows = math.ceil(len(panels) / columns)
     figure = _new_figure(3.6 * columns + 0.8, 3.0 * rows + 0.7)
@@ -153,6 +154,7 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
                          label=f"round {panel.marked_round} (the table's)", gid=panel.gid + "-marked")
         axes.set_title(panel.title, fontsize=9)
         axes.set_xlabel("round")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         axes.set_ylabel(panel.ylabel)
         axes.grid(alpha=0.3)
         if panel.curves:
