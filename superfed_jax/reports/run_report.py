@@ -59,7 +59,9 @@ def _run_title(run: RunRecord) -> str:
 
 
 def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
-    """Writes ``report.md`` and ``pareto.png`` of one run into ``out`` (default: the work directory).
+    """Writes ``report.md`` and ``pareto.png`` of one run into ``out`` (default: the work directory), with
+    ``curves.png``, ``search.png`` (when the run has a current search.json), each figure also as SVG, and
+    the tables as ``report_*.csv``.
 
     Returns:
       ``best_round``, ``rows`` (`arch_rows`), ``cost`` (cost.json or None) and the written ``report`` and
