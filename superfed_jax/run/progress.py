@@ -97,13 +97,18 @@ class Progress:
     def evaluated(self, done: int, accuracies: Mapping[str, float]) -> None:
         """Records the validation accuracies measured after round `done`; later lines show them.
 
-        When the line on screen is for round `done` itself (the evaluation ran right after it), it is
-        shown again with them, so the line of an evaluation round, the last one included, carries its own
-        accuracies rather than the previous evaluation's.
+        When the last line is for round `done` itself (the evaluation ran right after it), they are shown
+        at once, so that round, the last one included, is seen with its own accuracies rather than the
+        previous evaluation's: a terminal's line is redrawn with them; a log (not a terminal) gets a short
+        line `round 25/150 | val ...` rather than the whole line again.
         """
         self.evaluation = (done, dict(accuracies))
-        if self.shown is not None and self.shown[0] == done:
+        if self.shown is None or self.shown[0] != done:
+            return
+        if self.tty:
             self.update(*self.shown)
+        else:
+            self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done)}")
 
     def note_record(self, record: Mapping, tracked) -> None:
         """`evaluated` for an evaluation record of metrics.jsonl (its round and tracked validation accuracies)."""
