@@ -30,7 +30,8 @@ def read_metrics(workdir):
 def test_digits_default_writes_config_metrics_and_summary(tmp_path):
     # JAX_PLATFORMS='' lets JAX probe every backend, as on a user's machine (console checks below);
     # JAX_LOG_COMPILES=1 logs every compilation, so the test can count them.
-    result = launch(SMOKE, f"--workdir={tmp_path}", env_changes={"JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"})
+    result = launch(SMOKE, f"--workdir={tmp_path}",
+                    env_changes={"JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.load(open(tmp_path / "config.json"))
     assert config["data"]["name"] == "digits" and config["fl"]["rounds"] == 2
@@ -65,10 +66,11 @@ def check_console(result, last_record):
     assert compiled.count("jit(round_fn)") == 1 and compiled.count("jit(evaluate)") == 2, compiled
     assert "Unable to initialize backend" not in result.stderr
     assert "0.00 rounds/s" not in result.stderr and "eta ?" not in result.stderr
-    progress_lines = [line[line.index("round "):] for line in result.stderr.splitlines() if "round 2/2 |" in line]
+    progress_lines = [line[line.index("round "):] for line in result.stderr.splitlines()
+                      if "round 2/2 |" in line]
     shown = " ".join(f"{name}={last_record[f'{name}/val_accuracy']:.3f}"
                      for name in ("smallest", "small", "medium", "largest"))
-    assert "| done | val@1 " in progress_lines[-2], progress_lines  # the line of round 2, before its evaluation
+    assert "| done | val@1 " in progress_lines[-2], progress_lines  # round 2's line, before its evaluation
     assert progress_lines[-1] == f"round 2/2 | val {shown}", progress_lines  # the final evaluation
 
 

@@ -1,10 +1,11 @@
-"""The run's console line: rounds, loss, rate, ETA and the latest validation accuracies (stderr, no dependency).
+"""The run's console line: rounds, loss, rate, ETA and the latest validation accuracies (stderr).
 
 It says what is happening at every moment of a run, including the silent ones:
 
 * the round and the evaluation are compiled ahead of the first round (`Progress.compile` with
-  `build.compile_ahead`), with a line before (a digits round takes 20-35 s to compile on 2 CPU cores,
-  with nothing else on screen) and its duration after;
+  `build.compile_ahead`), with a line before and its duration after: tens of seconds with nothing else
+  on screen otherwise (50 s for `configs/digits.py:smoke`, 125 s for `configs/digits.py`, on the
+  project's 2-core AMD EPYC machine shared with other jobs, jax 0.10.2);
 * rates and ETAs count rounds from the end of that compilation, so the first line already has a rate, and
   the last line of a run (round T/T) says `done` instead of an ETA;
 * validation accuracies are labelled `val`, and when the line is for a later round than the evaluation
@@ -111,7 +112,7 @@ class Progress:
             self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done)}")
 
     def note_record(self, record: Mapping, tracked) -> None:
-        """`evaluated` for an evaluation record of metrics.jsonl (its round and tracked validation accuracies)."""
+        """`evaluated` for a record of metrics.jsonl: its round and the tracked validation accuracies."""
         self.evaluated(int(record["round"]), record_accuracies(record, tracked))
 
     def close(self) -> None:

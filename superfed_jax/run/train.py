@@ -159,7 +159,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
     clients = config.fl.clients_per_round
 
     bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
-    bar.compile(build.compile_ahead, run, state)  # the silent 20-35 s on digits, announced and timed
+    bar.compile(build.compile_ahead, run, state)  # tens of silent seconds on CPU, announced and timed
     metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
     # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
     scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
