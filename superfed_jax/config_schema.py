@@ -290,6 +290,9 @@ FIELDS = (
           "RAM on CPU)", "number", _AT_LEAST_0, " (0 = ask the device)", resumable=True),
 
     Field("log_every_rounds", 1, "progress line cadence", "int", _AT_LEAST_1, resumable=True),
+    Field("note", "", "a line the training command prints once, at the start, about what to expect of "
+          "this config (e.g. digits: the first rounds sit near chance); '' prints nothing", "text",
+          resumable=True, absent=""),
 )
 
 _BY_NAME = {f.name: f for f in FIELDS}

@@ -188,8 +188,8 @@ def unknown_field(name: str) -> Optional[str]:
 
 
 def _check_top(report: _Report) -> None:
-    """seed, dry_run, log_every_rounds."""
-    for field in ("seed", "dry_run", "log_every_rounds"):
+    """seed, dry_run, log_every_rounds, note."""
+    for field in ("seed", "dry_run", "log_every_rounds", "note"):
         report.check(field)
 
 

@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=configs/digits.py:smoke"
 
 
-def launch(*args, timeout=300):
+def launch(*args, timeout=300, env_changes=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.update(env_changes or {})
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
     return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -27,7 +28,10 @@ def read_metrics(workdir):
 
 
 def test_digits_default_writes_config_metrics_and_summary(tmp_path):
-    result = launch(SMOKE, f"--workdir={tmp_path}")
+    # JAX_PLATFORMS='' lets JAX probe every backend, as on a user's machine (console checks below);
+    # JAX_LOG_COMPILES=1 logs every compilation, so the test can count them.
+    result = launch(SMOKE, f"--workdir={tmp_path}",
+                    env_changes={"JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.load(open(tmp_path / "config.json"))
     assert config["data"]["name"] == "digits" and config["fl"]["rounds"] == 2
@@ -46,7 +50,28 @@ def test_digits_default_writes_config_metrics_and_summary(tmp_path):
     assert "round 2/2" in result.stderr  # progress with ETA
     cost = json.load(open(tmp_path / "cost.json"))
     assert cost["rounds"] == 2 and cost["clients_per_round"] == 2
-    assert "independent FedAvg" in result.stdout
+    assert "independent FedAvg of 4 archs costs" in result.stdout
+    check_console(result, records[-1])
+
+
+def check_console(result, last_record):
+    """What the smoke run's terminal says (superfed_jax/run/progress.py, superfed_jax/_console.py)."""
+    # The config's start-up note (configs/digits.py), once.
+    assert result.stdout.count("note: ") == 1 and "near chance" in result.stdout
+    assert "compiling the round and the evaluation (first time only) ..." in result.stderr
+    # Compiled ahead, and the rounds and evaluations then reuse those programs: one round, one
+    # evaluation per split (val, test).
+    compiled = [line.split("Finished XLA compilation of ", 1)[1].split(" in ")[0]
+                for line in result.stderr.splitlines() if "Finished XLA compilation of " in line]
+    assert compiled.count("jit(round_fn)") == 1 and compiled.count("jit(evaluate)") == 2, compiled
+    assert "Unable to initialize backend" not in result.stderr
+    assert "0.00 rounds/s" not in result.stderr and "eta ?" not in result.stderr
+    progress_lines = [line[line.index("round "):] for line in result.stderr.splitlines()
+                      if "round 2/2 |" in line]
+    shown = " ".join(f"{name}={last_record[f'{name}/val_accuracy']:.3f}"
+                     for name in ("smallest", "small", "medium", "largest"))
+    assert "| done | val@1 " in progress_lines[-2], progress_lines  # round 2's line, before its evaluation
+    assert progress_lines[-1] == f"round 2/2 | val {shown}", progress_lines  # the final evaluation
 
 
 def test_cifar10_dry_run_reproduces_the_paper_cost_ratio(tmp_path):

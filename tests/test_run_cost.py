@@ -251,3 +251,33 @@ def test_dry_run_of_1500_rounds_is_one_compiled_scan():
     largest, smallest = (cost.macs(space, space_lib.largest(space)),
                          cost.macs(space, space_lib.smallest(space)))
     assert np.all(macs.max(axis=1) == largest) and np.all(macs.min(axis=1) == smallest)
+
+
+# ------------------------------------------------------------------------------- the printed summary
+
+
+def test_summary_of_a_fedavg_baseline_run_has_no_ratio_against_itself():
+    # The cost of the real `configs/digits.py:smoke,fedavg=smallest` run, replayed without data.
+    config = load_config("digits", "smoke,fedavg=smallest")
+    space = config_lib.search_space(config)
+    sequence = dry_run.assignment_sequence(space, build_lib.round_settings(config, space), config.seed,
+                                           config.fl.rounds)
+    baseline = space_lib.parse_archs(space, config.cost.baseline, "cost.baseline")
+    report = rc.cost_report(space, sequence, baseline)
+    assert report["ratios"]["compute_ratio"] == 1.0  # what the summary used to print as "1.00x"
+    assert rc.trains_only_its_baseline(report)
+    summary = rc.cost_summary(report)
+    assert summary.startswith("cost: ") and "costs 1.00x" not in summary and "1 archs" not in summary
+    assert "FedAvg baseline" in summary and "superfed-report" in summary
+
+
+def test_summary_of_a_weight_shared_run_gives_its_ratios():
+    report = rc.cost_report(SPACE, HAND_SEQUENCE, [B, D])
+    assert not rc.trains_only_its_baseline(report)
+    assert rc.cost_summary(report).splitlines()[1] == (
+        f"independent FedAvg of 2 archs costs {report['ratios']['compute_ratio']:.2f}x the compute and "
+        f"{report['ratios']['comm_ratio']:.2f}x the communication")
+    # One baseline arch that the run did not train alone (A, B, C and D were trained): still a ratio.
+    one = rc.cost_report(SPACE, HAND_SEQUENCE, [B])
+    assert not rc.trains_only_its_baseline(one)
+    assert "independent FedAvg of 1 arch costs" in rc.cost_summary(one)

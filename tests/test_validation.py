@@ -356,8 +356,9 @@ def test_resumable_fields_come_from_the_schema():
     before = {"fl.rounds", "fl.chunk_size", "fl.client_layout", "client.scan_unroll", "eval.",
               "log_every_rounds", "checkpoint.", "distributed.", "memory.", "cost.", "dry_run"}
     # Added since: overwrite (start over in an earlier run's workdir; says nothing of the result) and
-    # model.execution (masked or sliced compute the same state, to float rounding).
-    added = {"overwrite", "model.execution"}
+    # model.execution (masked or sliced compute the same state, to float rounding); note (a line printed
+    # at the start).
+    added = {"overwrite", "model.execution", "note"}
     assert set(resume.RESUMABLE_FIELDS) == before | added
     resumable = {f.name for f in schema.FIELDS if f.resumable}
     base = config_lib.base_config().to_dict()

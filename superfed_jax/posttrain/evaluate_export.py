@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from superfed_jax import _console
 from superfed_jax.data import load as load_lib
 from superfed_jax.federated import evaluation
 from superfed_jax.posttrain import export
@@ -150,6 +151,7 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-evaluate` command: the same as `python -m superfed_jax.posttrain.evaluate_export`."""
+    _console.quiet_backend_probe()
     _define_flags()
     app.run(main)
 

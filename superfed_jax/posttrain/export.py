@@ -35,6 +35,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from superfed_jax import _console
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
 from superfed_jax.posttrain import run_dir
@@ -402,6 +403,7 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-export` command: the same as `python -m superfed_jax.posttrain.export`."""
+    _console.quiet_backend_probe()
     _define_flags()
     app.run(main)
 

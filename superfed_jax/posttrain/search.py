@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from superfed_jax import _console
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
@@ -388,6 +389,7 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-search` command: the same as `python -m superfed_jax.posttrain.search`."""
+    _console.quiet_backend_probe()
     _define_flags()
     app.run(main)
 

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from superfed_jax import _console
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.supernet import cost
@@ -60,6 +61,7 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-cost` command: the same as `python -m superfed_jax.reports.arch_size`."""
+    _console.quiet_backend_probe()
     problem = validation.config_file_problem(sys.argv)
     if problem:
         _fail(problem)

@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Optional
 
+from superfed_jax import _console
 from superfed_jax.reports import compare
 from superfed_jax.reports import run_report
 
@@ -37,6 +38,7 @@ def main(argv: Optional[list] = None) -> int:
 
 def console() -> None:
     """The `superfed-report` command: the same as `python -m superfed_jax.reports.cli`."""
+    _console.quiet_backend_probe()
     sys.exit(main())
 
 

@@ -30,7 +30,7 @@ from superfed_jax.supernet import space as space_lib
 
 __all__ = ["PAPER_BASELINE", "BACKWARD_FACTOR", "run_cost", "independent_fedavg_cost", "compare",
            "default_baseline_archs", "is_paper_family", "conventions", "cost_report",
-           "write_cost_report", "cost_summary"]
+           "write_cost_report", "trains_only_its_baseline", "cost_summary"]
 
 # docs/algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison.
 PAPER_BASELINE = (
@@ -313,11 +313,32 @@ def write_cost_report(config, space: space_lib.SearchSpace, sequence: dict, work
     return report
 
 
+def trains_only_its_baseline(report: dict) -> bool:
+    """Whether a cost report is that of a FedAvg baseline: every client trained the one baseline arch.
+
+    Then the run and "independent FedAvg of its baseline set" are the same training, and the ratio is 1 by
+    construction (`config.fedavg_baseline` sets `cost.baseline` to the run's own arch). Read from the
+    figures alone: one baseline arch, and the run's compute and communication equal to training it alone.
+    """
+    run, baseline = report["superfed"], report["baseline"]
+    return (len(baseline["archs"]) == 1 and run["total_macs"] == baseline["total_macs"]
+            and run["total_bytes_per_direction"] == baseline["total_bytes_per_direction"])
+
+
 def cost_summary(report: dict) -> str:
-    """Two lines for stdout: the run's cost and its ratios against independent FedAvg."""
+    """Two lines for stdout: the run's cost, then its ratios against independent FedAvg.
+
+    A FedAvg baseline run (`trains_only_its_baseline`) gets, instead of a ratio of 1 against itself, the
+    command that sets it against a weight-shared run.
+    """
     superfed, ratios = report["superfed"], report["ratios"]
-    return (f"cost: {superfed['total_macs']:.4g} forward MACs per image summed over the run's clients "
-            f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
-            f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction\n"
-            f"independent FedAvg of {len(report['baseline']['archs'])} archs costs "
+    first = (f"cost: {superfed['total_macs']:.4g} forward MACs per image summed over the run's clients "
+             f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
+             f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction")
+    if trains_only_its_baseline(report):
+        return (f"{first}\nthis is a FedAvg baseline (one arch on every client): its cost is the "
+                "FedAvg side of a comparison; `superfed-report WEIGHT_SHARED_WORKDIR THIS_WORKDIR ...` "
+                "sets it against a weight-shared run")
+    archs = len(report["baseline"]["archs"])
+    return (f"{first}\nindependent FedAvg of {archs} arch{'' if archs == 1 else 's'} costs "
             f"{ratios['compute_ratio']:.2f}x the compute and {ratios['comm_ratio']:.2f}x the communication")

@@ -165,3 +165,18 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
         objective.make_logits_fn(model, dataset.mean, dataset.std)))
     return RunSetup(space, dataset, settings, space_lib.tracked_archs(space, config.eval.tracked), mesh,
                     data, model, state, round_fn, evaluate, _eval_sets(dataset, config.eval.batch_size, mesh))
+
+
+def compile_ahead(run: RunSetup, state: federated_round.ServerState) -> None:
+    """Compiles the run's round and its evaluation of the tracked archs (every split) for `state`'s shapes.
+
+    For a run to announce and time its compilation (`progress.Progress.compile`) instead of a silent first
+    round and first evaluation. `jit(f).lower(*args).compile()` fills the cache the call `f(*args)` reads,
+    so each compiles once (tests/test_launch.py counts the compilations of a run); the arguments are
+    those `train` and `evaluation.evaluate_tracked` pass. Lowering reads only shapes, so the donated state
+    is still usable.
+    """
+    run.round_fn.lower(state, run.data).compile()
+    archs = space_lib.stack(list(run.tracked.values()))
+    for eval_set in run.eval_sets.values():
+        run.evaluate.lower(state.params, archs, eval_set).compile()

@@ -27,6 +27,8 @@ from absl import logging
 from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
+from superfed_jax import _console
+
 __all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
 # The package's own default config, found next to the installed modules (superfed_jax/configs/).
@@ -209,6 +211,8 @@ def _run(argv: Sequence[str]) -> None:
             distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
             if distributed.is_writer():
                 print(f"workdir: {workdir}", flush=True)
+                if config.get("note") and not config.dry_run:  # config_schema: field 'note'
+                    print(f"note: {config.note}", flush=True)
             train.train_and_evaluate(config, workdir)
     except preemption.Interrupted as interrupted:  # checkpointed: the same command resumes
         print(f"{interrupted}{_without_overwrite(config)}", file=sys.stderr)
@@ -249,6 +253,7 @@ def main(argv: Sequence[str]) -> None:
     same command then continues. The flags are defined on absl's global flags once per process, so call
     it once per process.
     """
+    _console.quiet_backend_probe()
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = last_override_wins(argv)
     problems = override_problems(argv)  # before ml_collections, which raises on an unknown field

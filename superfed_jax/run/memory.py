@@ -55,6 +55,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from superfed_jax import _console
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.supernet import cost
@@ -377,6 +378,7 @@ def _parse_flags(argv):
 
 def console() -> None:
     """The `superfed-memory` command: the same as `python -m superfed_jax.run.memory`."""
+    _console.quiet_backend_probe()
     problem = validation.config_file_problem(sys.argv)
     if problem:
         _fail(problem)

@@ -1,6 +1,20 @@
-"""A one-line progress display with rate and ETA for long runs (stderr, no dependency)."""
+"""The run's console line: rounds, loss, rate, ETA and the latest validation accuracies (stderr).
+
+It says what is happening at every moment of a run, including the silent ones:
+
+* the round and the evaluation are compiled ahead of the first round (`Progress.compile` with
+  `build.compile_ahead`), with a line before and its duration after: tens of seconds with nothing else
+  on screen otherwise (50 s for `configs/digits.py:smoke`, 125 s for `configs/digits.py`, on the
+  project's 2-core AMD EPYC machine shared with other jobs, jax 0.10.2);
+* rates and ETAs count rounds from the end of that compilation, so the first line already has a rate, and
+  the last line of a run (round T/T) says `done` instead of an ETA;
+* validation accuracies are labelled `val`, and when the line is for a later round than the evaluation
+  they come from, they say which round they were measured at (`val@25`).
+"""
+import math
 import sys
 import time
+from typing import Callable, Mapping, Optional
 
 
 def format_seconds(seconds: float) -> str:
@@ -11,31 +25,95 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def validation_text(accuracies: Mapping[str, float], measured_at: int, line_round: int) -> str:
+    """`val smallest=0.912 ...`, or `val@25 smallest=0.912 ...` on the line of a round after round 25.
+
+    Args:
+      accuracies: tracked arch name -> validation accuracy (NaN when the run has no validation split).
+      measured_at: the round after which they were evaluated.
+      line_round: the round the line is about.
+    """
+    label = "val" if measured_at == line_round else f"val@{measured_at}"
+    return " ".join([label] + [f"{name}={value:.3f}" for name, value in accuracies.items()])
+
+
+def record_accuracies(record: Mapping, tracked) -> dict:
+    """Tracked arch name -> `<name>/val_accuracy` of an evaluation record (NaN if the record lacks it)."""
+    return {name: float(record.get(f"{name}/val_accuracy", math.nan)) for name in tracked}
+
+
 class Progress:
-    """Tracks rounds done; the ETA excludes the first update, which includes compilation."""
+    """The progress line of rounds `start+1 .. total`: one line per `update` (overwritten on a terminal)."""
 
     def __init__(self, total: int, start: int = 0, stream=sys.stderr):
         self.total, self.start, self.stream = total, start, stream
         self.t0 = time.perf_counter()
-        self.first = None  # (rounds, time) at the first update, after compilation
-        self.extra = ""
+        self.loop_t0 = self.t0  # rates count from here: the end of compilation once `compile` ran
         self.tty = stream.isatty()
+        self.evaluation: Optional[tuple[int, dict]] = None  # (round, accuracies) of the latest one
+        self.shown: Optional[tuple[int, float]] = None  # (round, loss) of the line on screen
 
-    def update(self, done: int, loss: float) -> None:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = (done, now)
-        rounds, since = done - self.first[0], now - self.first[1]
-        rate = rounds / since if since > 0 and rounds > 0 else 0.0
-        eta = format_seconds((self.total - done) / rate) if rate else "?"
-        line = (f"round {done}/{self.total} | loss {loss:.4f} | {rate:.2f} rounds/s | "
-                f"elapsed {format_seconds(now - self.t0)} | eta {eta}{self.extra}")
+    def _write(self, line: str) -> None:
         self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()
 
-    def note(self, text: str) -> None:
-        """Appends `text` (e.g. the latest validation accuracies) to following lines."""
-        self.extra = f" | {text}"
+    def compile(self, compile_fn: Callable, *args) -> Optional[float]:
+        """Runs `compile_fn(*args)` (e.g. `build.compile_ahead`) before the first round, saying so before
+        and after, and starts the rate's clock after it.
+
+        Nothing is compiled when no round is left to run (a resumed run that had finished). Returns the
+        seconds taken, or None.
+        """
+        if self.start >= self.total:
+            return None
+        self.stream.write("compiling the round and the evaluation (first time only) ...")
+        self.stream.flush()
+        began = time.perf_counter()
+        compile_fn(*args)
+        self.loop_t0 = time.perf_counter()
+        seconds = self.loop_t0 - began
+        self.stream.write(f" {seconds:.1f} s\n")
+        self.stream.flush()
+        return seconds
+
+    def line(self, done: int, loss: float, now: float) -> str:
+        """The text of the line for `done` rounds at time `now` (`time.perf_counter`)."""
+        since = now - self.loop_t0
+        rate = (done - self.start) / since if since > 0 else math.inf
+        if done >= self.total:
+            eta = "done"
+        else:
+            eta = f"eta {format_seconds((self.total - done) / rate)}" if math.isfinite(rate) else "eta ?"
+        text = (f"round {done}/{self.total} | loss {loss:.4f} | {rate:.2f} rounds/s | "
+                f"elapsed {format_seconds(now - self.t0)} | {eta}")
+        if self.evaluation is not None:
+            text += " | " + validation_text(self.evaluation[1], self.evaluation[0], done)
+        return text
+
+    def update(self, done: int, loss: float) -> None:
+        """Shows the line for `done` rounds completed, with `loss` the latest training loss."""
+        self.shown = (done, loss)
+        self._write(self.line(done, loss, time.perf_counter()))
+
+    def evaluated(self, done: int, accuracies: Mapping[str, float]) -> None:
+        """Records the validation accuracies measured after round `done`; later lines show them.
+
+        When the last line is for round `done` itself (the evaluation ran right after it), they are shown
+        at once, so that round, the last one included, is seen with its own accuracies rather than the
+        previous evaluation's: a terminal's line is redrawn with them; a log (not a terminal) gets a short
+        line `round 25/150 | val ...` rather than the whole line again.
+        """
+        self.evaluation = (done, dict(accuracies))
+        if self.shown is None or self.shown[0] != done:
+            return
+        if self.tty:
+            self.update(*self.shown)
+        else:
+            self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done)}")
+
+    def note_record(self, record: Mapping, tracked) -> None:
+        """`evaluated` for a record of metrics.jsonl: its round and the tracked validation accuracies."""
+        self.evaluated(int(record["round"]), record_accuracies(record, tracked))
 
     def close(self) -> None:
         if self.tty:

@@ -159,6 +159,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
     clients = config.fl.clients_per_round
 
     bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
+    bar.compile(build.compile_ahead, run, state)  # tens of silent seconds on CPU, announced and timed
     metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
     # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
     scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
@@ -182,8 +183,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
                     tb_writer.write_record(scalars, record)
                 records.append(record)
                 pending = []
-                bar.note(" ".join(f"{n}={record.get(f'{n}/val_accuracy', float('nan')):.3f}"
-                                  for n in run.tracked))
+                bar.note_record(record, run.tracked)
             if done % config.checkpoint.every_rounds == 0 or last or signal_flag.name:
                 pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
                 try:
