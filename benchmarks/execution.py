@@ -8,8 +8,9 @@ compile and run in a few minutes on a 2-core CPU. For each of `model.execution` 
 compile time, seconds per round (after one warm-up round), and computed MACs over useful MACs:
 
 * useful: the forward MACs of each client's arch x its real images x epochs x 3 (forward + backward);
-* computed: what the program executes on every row of every step, padding included: the supernet's MACs
-  for 'masked', the chunk envelope's (`supernet/sliced.py`) for 'sliced'.
+* computed: what the program executes on every row of every step, padding included (a chunk runs its
+  largest client's steps): the supernet's MACs for 'masked', the envelope's (`supernet/sliced.py`) for
+  'sliced' (`suite.round_work`).
 
 Both executions see the same clients, archs and data (same config and seed). The last line printed is one
 JSON object: masked_s_per_round, sliced_s_per_round, speedup, computed_over_useful_masked,
@@ -25,14 +26,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import suite  # noqa: E402
-from superfed_jax.federated import client as client_lib  # noqa: E402
 from superfed_jax.run import build as build_lib  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
-from superfed_jax.supernet import space as space_lib  # noqa: E402
 
 # Small enough for about 3 minutes on 2 CPU cores: a masked step of the paper space costs ~20 GFLOP per image.
 SETTINGS = dict(num_clients=4, clients_per_round=2, chunk_size=1, epochs=1, batch_size=8, examples=64,
@@ -50,37 +47,15 @@ def make_config(settings: dict, alpha: float, npz_path: str, execution: str):
     return config
 
 
-def envelope_macs(space, depth: np.ndarray, expand: np.ndarray) -> int:
-    """Forward MACs per image of the envelope of a chunk of archs (depth [C, stages], expand [C, blocks])."""
-    active = np.asarray(space_lib.block_active(space, space_lib.Arch(depth, expand)))
-    widest = np.where(active, expand, 0).max(axis=0)
-    # Kept blocks are a prefix of every stage, so the chunk's kept blocks are those of its deepest client.
-    return int(cost.macs_batch(space, depth.max(axis=0)[None], widest[None])[0])
-
-
-def computed_and_useful(space, sizes, max_size, metrics_list, config, execution: str) -> tuple[int, int]:
-    """(computed, useful) MACs of the timed rounds, forward + backward (x3)."""
-    steps = config.client.epochs * client_lib.steps_per_epoch(max_size, config.client.batch_size)
-    rows = steps * config.client.batch_size  # per client, padding included
-    supernet = cost.macs(space, space_lib.largest(space))
-    computed = useful = 0
-    for m in metrics_list:
-        clients, depth, expand = (np.asarray(m[k]) for k in ("clients", "arch_depth", "arch_expand"))
-        arch_macs = cost.macs_batch(space, depth, expand)
-        useful += int(3 * config.client.epochs * np.sum(arch_macs * sizes[clients].astype(np.int64)))
-        for start in range(0, len(clients), config.fl.chunk_size):
-            chunk = slice(start, start + config.fl.chunk_size)
-            per_image = supernet if execution == "masked" else envelope_macs(space, depth[chunk], expand[chunk])
-            computed += 3 * rows * len(clients[chunk]) * per_image
-    return computed, useful
-
-
 def measure(config, rounds: int, execution: str) -> dict:
     run = build_lib.build(config)
     start = time.perf_counter()
     compiled, compile_s, times, metrics, _ = suite.time_rounds(run, rounds)
     sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
-    computed, useful = computed_and_useful(run.space, sizes, max_size, metrics, config, execution)
+    work = suite.round_work(run.space, sizes, max_size, metrics, config.client.epochs, config.client.batch_size,
+                            config.fl.chunk_size or config.fl.clients_per_round, execution,
+                            build_lib.client_layout(config, run.mesh))
+    computed, useful = work["computed_macs"], work["useful_macs"]
     print(f"{execution}: compile {compile_s:.1f} s, {np.mean(times):.2f} s per round, computed/useful MACs "
           f"{computed / useful:.2f} (total {time.perf_counter() - start:.0f} s)", flush=True)
     return dict(compile_s=compile_s, s_per_round=float(np.mean(times)), round_times_s=times,

@@ -3,13 +3,16 @@
     python benchmarks/suite.py [--quick] [--out benchmarks/suite_<platform>.json]
         [--conv_impl=auto|xla|im2col] [--dtype=float32|bfloat16] [--only=digits,cifar] [--skip=loop,scaling]
         [--client_layout=auto|vmap|side_by_side] [--cifar='{"chunk_size": 2}'] [--rounds=N]
+        [--executions=masked,sliced] [--cifar_alphas=100,0.1]
 
 On a GPU: `python benchmarks/suite.py --conv_impl=xla --dtype=bfloat16 --out=benchmarks/suite_gpu_bf16.json`.
 
 Two workloads: `configs/digits.py` as it is, and a CIFAR-shaped one: the paper space of
-`configs/cifar10.py` (32x32x3 inputs, 10 classes) on synthetic data of those shapes, with fewer clients,
-examples and local steps on CPU so that it finishes (the exact settings are in the JSON). Per workload,
-after compiling and one warm-up round:
+`configs/cifar10.py` (32x32x3 inputs, 10 classes) on synthetic data of those shapes split over clients by
+a Dirichlet partition (one workload per `--cifar_alphas` value; 0 is IID), with fewer clients, examples
+and local steps on CPU so that it finishes (the exact settings are in the JSON). Each workload runs once
+per `model.execution` of `--executions` (masked, sliced: docs/performance.md 16); the same seed gives
+both the same clients, archs and data. Per workload and execution, after compiling and one warm-up round:
 
 * seconds per round (mean, and every round's time: a shared machine is noisy), real client-steps/s,
   real images/s;
@@ -25,6 +28,8 @@ after compiling and one warm-up round:
   K 20 (the digits and the CIFAR-10 training-set sizes);
 * masked waste: the supernet MACs computed on real images minus the useful MACs, as a fraction (the
   masked supernet always computes its full width);
+* computed MACs over useful MACs (padding and masked waste together): computed is what the program runs
+  on every row of every step, the supernet's MACs for masked, the envelope's for sliced (`round_work`);
 * the compiled round against a Python loop of a jitted step on the same clients and archs
   (`benchmarks/round_speed.py`);
 * scaling of the digits round (vmap layout) over 1, 2, 4 and 8 fake CPU devices, each in a subprocess
@@ -102,12 +107,18 @@ def write_synthetic_cifar(path: str, num_train: int, seed: int = 0) -> None:
              y_test=(np.arange(20) % 10).astype(np.int32))
 
 
-def cifar_config(settings: dict, npz_path: str):
-    """configs/cifar10.py on the synthetic data, with the reduced clients / examples / steps of `settings`."""
+def cifar_config(settings: dict, npz_path: str, alpha: float = 0.0):
+    """configs/cifar10.py on the synthetic data, with the reduced clients / examples / steps of `settings`.
+
+    alpha 0: an IID partition (equal client sizes); else Dirichlet with that alpha (skewed sizes and
+    labels, the paper's setting at 0.1), clients of at least `min_client_size` examples.
+    """
     config = load_config("cifar10")
-    # IID: equal client sizes, so the timed rounds hold exactly the intended steps (Dirichlet padding is
-    # reported separately, from the partition alone).
-    config.data.update(name="npz", path=npz_path, val_fraction=0.0, partition="iid")
+    if alpha:
+        config.data.update(name="npz", path=npz_path, val_fraction=0.0, partition="dirichlet", alpha=alpha,
+                           min_client_size=settings.get("min_client_size", 4))
+    else:
+        config.data.update(name="npz", path=npz_path, val_fraction=0.0, partition="iid")
     config.fl.update(num_clients=settings["num_clients"], clients_per_round=settings["clients_per_round"],
                      chunk_size=settings["chunk_size"], rounds=settings["rounds"] + 1)
     config.client.update(epochs=settings["epochs"], batch_size=settings["batch_size"])
@@ -132,13 +143,26 @@ def peak_matmul_flops(dtype: str, repeats: int = 5) -> dict:
     return {"n": n, "dtype": dtype, "best_s": min(times), "flops_per_s": 2 * n ** 3 / min(times)}
 
 
+def envelope_macs(space, depth: np.ndarray, expand: np.ndarray) -> int:
+    """Forward MACs per image of the envelope of a group of archs (depth [C, stages], expand [C, blocks]).
+
+    The host twin of `sliced.chunk_envelope`: per block the widest expand among the archs that keep it.
+    """
+    active = np.asarray(space_lib.block_active(space, space_lib.Arch(depth, expand)))
+    widest = np.where(active, expand, 0).max(axis=0)
+    # Kept blocks are a prefix of every stage, so the group's kept blocks are those of its deepest arch.
+    return int(cost.macs_batch(space, depth.max(axis=0)[None], widest[None])[0])
+
+
 def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epochs: int,
-               batch_size: int, chunk_size: int) -> dict:
+               batch_size: int, chunk_size: int, execution: str = "masked", layout: str = "vmap") -> dict:
     """Real and computed work of rounds, from their clients and archs (host arithmetic, exact).
 
     Computed steps: every client of a chunk runs the chunk's largest step count, chunks cut from the
     clients ordered by steps then MACs (`round.chunk_order`; benchmarks/chunks.py). `padded_steps` is what
     the round computed before that, every client as many steps as the partition's largest client.
+    Computed MACs per image: the supernet's for `execution='masked'`; for 'sliced' the envelope's
+    (`supernet/sliced.py`): the chunk's with vmapped clients, each client's own arch side by side.
     """
     supernet_macs = cost.macs(space, space_lib.largest(space))
     padded_steps_per_client = epochs * client_lib.steps_per_epoch(max_size, batch_size)
@@ -146,10 +170,21 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
                   useful_macs=0, supernet_macs_on_real_images=0, computed_macs=0)
     for m in assignments:
         clients = np.asarray(m["clients"])
+        depth, expand = np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"])
         n = sizes[clients].astype(np.int64)
-        arch_macs = cost.macs_batch(space, np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"]))
+        arch_macs = cost.macs_batch(space, depth, expand)
         steps = epochs * -(-n // batch_size)
-        computed_steps = chunks.chunked_steps(steps, chunk_size, chunks.sorted_positions(steps, arch_macs))
+        order = chunks.sorted_positions(steps, arch_macs)
+        computed_steps = chunks.chunked_steps(steps, chunk_size, order)
+        for chunk in order.reshape(-1, chunk_size):
+            chunk_steps = int(steps[chunk].max())
+            if execution == "masked":
+                per_image = [supernet_macs] * len(chunk)
+            elif layout == "side_by_side":
+                per_image = [int(arch_macs[i]) for i in chunk]
+            else:
+                per_image = [envelope_macs(space, depth[chunk], expand[chunk])] * len(chunk)
+            totals["computed_macs"] += 3 * chunk_steps * batch_size * int(sum(per_image))
         totals["padded_steps"] += len(clients) * padded_steps_per_client
         totals["real_steps"] += int(epochs * np.sum(-(-n // batch_size)))
         totals["computed_steps"] += computed_steps
@@ -157,7 +192,6 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
         totals["computed_rows"] += computed_steps * batch_size
         totals["useful_macs"] += int(3 * epochs * np.sum(arch_macs * n))
         totals["supernet_macs_on_real_images"] += int(3 * epochs * n.sum() * supernet_macs)
-        totals["computed_macs"] += int(3 * computed_steps * batch_size * supernet_macs)
     return totals
 
 
@@ -191,24 +225,27 @@ def time_rounds(run, rounds: int):
 
 
 def measure(name: str, config, rounds: int, loop_impls) -> dict:
-    """Every per-workload number of the module docstring for one config."""
+    """Every per-workload number of the module docstring for one config (its `model.execution` resolved)."""
     run = build_lib.build(config)
+    layout = build_lib.client_layout(config, run.mesh)
+    execution = build_lib.execution(config, layout, run.space)
     estimate = memory.config_estimate(config, run.space, num_devices=run.mesh.devices.size,
                                       data_bytes=memory.data_bytes(run.data))
     compiled, compile_s, times, assignments, state = time_rounds(run, rounds)
     elapsed = sum(times)
     sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
     work = round_work(run.space, sizes, max_size, assignments, config.client.epochs,
-                      config.client.batch_size, config.fl.chunk_size or config.fl.clients_per_round)
+                      config.client.batch_size, config.fl.chunk_size or config.fl.clients_per_round,
+                      execution, layout)
     mem = peak_memory(compiled)
     result = {
         "workload": name, "rounds_timed": rounds, "devices": int(run.mesh.devices.size),
         "conv_impl": config.model.conv_impl, "dtype": config.model.dtype,
-        "client_layout": build_lib.client_layout(config, run.mesh),
+        "client_layout": layout, "execution": execution,
         "settings": {"num_clients": config.fl.num_clients, "clients_per_round": config.fl.clients_per_round,
                      "chunk_size": config.fl.chunk_size, "epochs": config.client.epochs,
                      "batch_size": config.client.batch_size, "train_examples": int(sizes.sum()),
-                     "max_client_size": max_size},
+                     "max_client_size": max_size, "client_sizes": sizes.tolist()},
         "compile_s": compile_s, "s_per_round": elapsed / rounds, "round_times_s": times,
         "real_client_steps_per_s": work["real_steps"] / elapsed,
         "computed_client_steps_per_s": work["computed_steps"] / elapsed,
@@ -220,6 +257,7 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
         "padding_waste_rows": 1 - work["real_images"] / work["computed_rows"],
         "masked_waste": 1 - work["useful_macs"] / work["supernet_macs_on_real_images"],
         "useful_fraction_of_computed_macs": work["useful_macs"] / work["computed_macs"],
+        "computed_over_useful_macs": work["computed_macs"] / work["useful_macs"],
         "work": work, "memory": {**mem, "estimate_bytes": estimate["total_bytes"],
                                  "estimate_over_peak": estimate["total_bytes"] / mem["peak_bytes"]},
     }
@@ -346,18 +384,19 @@ def format_table(results: dict) -> str:
              f"{end.get('flops_per_s', float('nan')) / 1e9:.1f} at the end ({peak['dtype']}, n={peak['n']}); "
              f"load average {results['machine']['load_average_at_start'][0]:.1f} -> "
              f"{results['machine'].get('load_average_at_end', [float('nan')])[0]:.1f}", ""]
-    header = (f"{'workload':<18}{'s/round':>9}{'min s':>8}{'steps/s':>9}{'img/s':>9}{'GMAC/s':>9}{'%peak':>7}"
-              f"{'compile':>9}{'peak MB':>9}{'est/peak':>9}{'pad':>6}{'mask':>6}{'loop/cmp':>9}")
+    header = (f"{'workload / execution':<26}{'s/round':>9}{'min s':>8}{'steps/s':>9}{'img/s':>9}{'GMAC/s':>9}{'%peak':>7}"
+              f"{'compile':>9}{'peak MB':>9}{'est/peak':>9}{'pad':>6}{'mask':>6}{'cmp/use':>8}{'loop/cmp':>9}")
     lines.append(header)
     for name, r in results["workloads"].items():
         loop = r.get("loop_over_compiled", {})
         best_loop = min(loop.values()) if loop else float("nan")
-        lines.append(f"{name:<18}{r['s_per_round']:>9.3f}{min(r['round_times_s']):>8.3f}"
+        lines.append(f"{name:<26}{r['s_per_round']:>9.3f}{min(r['round_times_s']):>8.3f}"
                      f"{r['real_client_steps_per_s']:>9.1f}"
                      f"{r['images_per_s']:>9.1f}{r['useful_macs_per_s'] / 1e9:>9.2f}"
                      f"{100 * r['useful_fraction_of_peak']:>7.1f}{r['compile_s']:>9.1f}"
                      f"{r['memory']['peak_bytes'] / 1e6:>9.0f}{r['memory']['estimate_over_peak']:>9.2f}"
-                     f"{r['padding_waste_steps']:>6.2f}{r['masked_waste']:>6.2f}{best_loop:>9.2f}")
+                     f"{r['padding_waste_steps']:>6.2f}{r['masked_waste']:>6.2f}"
+                     f"{r['computed_over_useful_macs']:>8.2f}{best_loop:>9.2f}")
     for name, by_alpha in results.get("padding_by_alpha", {}).items():
         lines.append(f"\nexpected padding waste, {name} (steps / rows, padded to the largest client; "
                      "steps, sorted chunks with own steps): " + ", ".join(
@@ -387,6 +426,10 @@ def parse_args(argv=None):
                         help="fl.client_layout of both workloads")
     parser.add_argument("--cifar", default="{}", help='JSON overrides of the CIFAR settings, e.g. '
                         '\'{"chunk_size": 1, "examples_per_client": 16}\'')
+    parser.add_argument("--executions", default="masked,sliced",
+                        help="comma list of model.execution values, each workload runs once per value")
+    parser.add_argument("--cifar_alphas", default="100,0.1",
+                        help="Dirichlet alphas of the CIFAR-shaped workload, one workload each (0: IID)")
     parser.add_argument("--scaling_worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -403,25 +446,30 @@ def main(argv=None) -> dict:
     results = {"machine": machine_info(), "quick": args.quick, "workloads": {}}
     # Measured at the start and at the end, the best is the peak: other processes may share the machine.
     results["peak_matmul"] = peak_matmul_flops(args.dtype)
+    executions = args.executions.split(",")
+    # The loop comparison runs the masked step: once per workload, with the first execution.
     if "digits" in only:
-        config = load_config("digits")
-        config.model.update(conv_impl=conv_impl, dtype=args.dtype)
-        config.fl.client_layout = args.client_layout
-        loop = [] if "loop" in skip else ["im2col", "xla_mmgrad", "xla"]
-        rounds = args.rounds or (2 if args.quick else 5)
-        results["workloads"]["digits"] = measure("digits", config, rounds, loop)
+        for execution in executions:
+            config = load_config("digits")
+            config.model.update(conv_impl=conv_impl, dtype=args.dtype, execution=execution)
+            config.fl.client_layout = args.client_layout
+            loop = [] if "loop" in skip or execution != executions[0] else ["im2col", "xla_mmgrad", "xla"]
+            rounds = args.rounds or (2 if args.quick else 5)
+            results["workloads"][f"digits/{execution}"] = measure("digits", config, rounds, loop)
     if "cifar" in only:
         settings = {**CIFAR_SETTINGS[(kind, args.quick)], **json.loads(args.cifar)}
         settings["rounds"] = args.rounds or settings["rounds"]
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "cifar_synthetic.npz")
             write_synthetic_cifar(path, settings["num_clients"] * settings["examples_per_client"])
-            config = cifar_config(settings, path)
-            config.model.update(conv_impl=conv_impl, dtype=args.dtype)
-            config.fl.client_layout = args.client_layout
-            loop = [] if "loop" in skip else [conv_impl]
-            results["workloads"]["cifar10_synthetic"] = measure(
-                "cifar10_synthetic", config, settings["rounds"], loop)
+            for alpha in [float(a) for a in args.cifar_alphas.split(",")]:
+                name = f"cifar_alpha{alpha:g}" if alpha else "cifar_iid"
+                for execution in executions:
+                    config = cifar_config(settings, path, alpha)
+                    config.model.update(conv_impl=conv_impl, dtype=args.dtype, execution=execution)
+                    config.fl.client_layout = args.client_layout
+                    loop = [] if "loop" in skip or execution != executions[0] else [conv_impl]
+                    results["workloads"][f"{name}/{execution}"] = measure(name, config, settings["rounds"], loop)
     if "padding" not in skip:
         results["padding_by_alpha"] = padding_tables()
     if "scaling" not in skip:

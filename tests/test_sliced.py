@@ -180,9 +180,11 @@ class Rounds:
         return records
 
 
-# (layout, devices, chunk_size, heuristic): unchunked and chunked, vmapped over 8 fake devices and side by
-# side on one, three heuristics (one drawing from a pool). Each case compiles two rounds, so few cases.
-CASES = [("vmap", 8, 4, "tracking_sandwich"), ("vmap", 8, 2, "dynamic"), ("side_by_side", 1, 2, "sandwich")]
+# (layout, devices, chunk_size, heuristic), P = 4: every heuristic once (static and dynamic draw from a
+# pool), each layout chunked (chunk 2) and unchunked (chunk 4), vmap over 8 fake devices and over one.
+# Each case compiles two rounds, so one case per heuristic.
+CASES = [("vmap", 8, 4, "tracking_sandwich"), ("vmap", 8, 2, "dynamic"), ("side_by_side", 1, 2, "sandwich"),
+         ("side_by_side", 1, 4, "random"), ("vmap", 1, 2, "static")]
 
 
 @pytest.mark.parametrize("layout,devices,chunk_size,heuristic", CASES)

@@ -58,8 +58,10 @@ def client_layout(config, mesh) -> str:
 
 
 # Forward MACs per image of the supernet above which 'auto' slices on CPU. Measured (docs/performance.md
-# 15): the digits supernet (about 1 MMAC) trains no faster sliced (4.31 vs 4.17 rounds/s) and compiles 3x
-# longer; the paper's CIFAR supernet (3.4 GMACs) runs 2.6x faster sliced. Between the two, unmeasured.
+# 16, benchmarks/RESULTS.md): a 150-round digits run (1.7-MMAC supernet) finishes first masked, its
+# longer compile outweighing what sliced rounds save; the paper's CIFAR supernet (3.4 GMACs) runs 1.3-1.4x
+# faster per round sliced (suite, alpha 100 and 0.1) and repays the compile within ~30 rounds. Between
+# the two, unmeasured.
 SLICED_MIN_SUPERNET_MACS = 100e6
 
 

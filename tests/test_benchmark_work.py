@@ -1,0 +1,48 @@
+"""The suite's work accounting (benchmarks/suite.py `round_work`) against hand-counted MACs.
+
+Computed over useful MACs is the figure that compares the masked and the sliced execution
+(docs/performance.md 16), so its host arithmetic is checked on one round of two clients of the paper space:
+the smallest arch on 20 examples (3 steps of batch 8) and the largest on 9 (2 steps).
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import suite  # noqa: E402
+from superfed_jax.supernet import cost  # noqa: E402
+from superfed_jax.supernet import space as space_lib  # noqa: E402
+
+SPACE = space_lib.SearchSpace()
+SMALL, LARGE = space_lib.smallest(SPACE), space_lib.largest(SPACE)
+SIZES = np.array([4, 20, 9, 4])
+ROUND = dict(clients=np.array([1, 2]), arch_depth=np.stack([SMALL.depth, LARGE.depth]),
+             arch_expand=np.stack([SMALL.expand, LARGE.expand]))
+S, L = cost.macs(SPACE, SMALL), cost.macs(SPACE, LARGE)  # forward MACs per image
+ROWS = 8 * 3  # a step's rows (batch 8) x 3 (forward + backward)
+
+
+@pytest.mark.parametrize("execution,layout,chunk_size,expected", [
+    ("masked", "side_by_side", 1, ROWS * L * (3 + 2)),  # the supernet on every row of each own step
+    ("sliced", "side_by_side", 1, ROWS * (S * 3 + L * 2)),  # each client its own arch and steps
+    ("sliced", "side_by_side", 2, ROWS * 3 * (S + L)),  # one chunk: the most steps, own archs
+    ("sliced", "vmap", 2, ROWS * 3 * 2 * L),  # one chunk: the most steps at the chunk's envelope
+])
+def test_round_work_counts_computed_macs_by_execution_and_layout(execution, layout, chunk_size, expected):
+    work = suite.round_work(SPACE, SIZES, 20, [ROUND], 1, 8, chunk_size, execution, layout)
+    assert work["computed_macs"] == expected
+    assert work["useful_macs"] == 3 * (20 * S + 9 * L)
+    assert work["computed_steps"] == (5 if chunk_size == 1 else 6)
+
+
+def test_envelope_macs_is_the_widest_kept_arch():
+    medium_depth = np.array([1, 1, 1, 1])
+    depth = np.stack([SMALL.depth, medium_depth])
+    expand = np.stack([LARGE.expand, SMALL.expand])  # widest everywhere, but only in the shallow arch
+    # Blocks kept by the deep arch alone run at its (smallest) width; the others at the widest.
+    widest = np.where(np.asarray(space_lib.block_active(SPACE, space_lib.Arch(SMALL.depth, LARGE.expand))),
+                      LARGE.expand, SMALL.expand)
+    assert suite.envelope_macs(SPACE, depth, expand) == cost.macs(SPACE, space_lib.Arch(medium_depth, widest))
