@@ -294,6 +294,13 @@ def parse_args(argv):
     if args.out is None:
         name = os.path.splitext(os.path.basename(args.config_file))[0]
         args.out = os.path.join("workdirs", f"claim_{name}" + ("_smoke" if args.smoke else ""))
+    # The runs start in the repository root: paths given relative to the caller's directory are made
+    # absolute (a config file inside the repository is named relative to it, as claim.json records it).
+    args.out = os.path.abspath(args.out)
+    if os.path.isfile(args.config_file):
+        path = os.path.abspath(args.config_file)
+        inside = os.path.commonpath([path, ROOT]) == ROOT
+        args.config_file = os.path.relpath(path, ROOT) if inside else path
     return args, overrides
 
 
