@@ -20,8 +20,9 @@ this seed, metrics.jsonl up to its last round, cost.json and report.md) is skipp
 incomplete one is started again and resumes from its last checkpoint. Writes:
 
 * OUT/seed_S/report.md and pareto.png: the combined report of that seed (`reports.compare`);
-* OUT/claim.json: every per-seed number, the summary per arch, the cost over seeds, each run's wall time,
-  the environment (versions, CPU, commit);
+* OUT/claim.json: every per-seed number, the summary per arch, the cost over seeds, each run's wall time
+  (kept in OUT/seed_S/wall_seconds.json, so a run skipped later keeps its time), the environment (versions,
+  CPU, commit); paths in it are relative to OUT;
 * OUT/claim.md: the table (per arch MMACs, params, both sides' mean +- std, the paired difference with its
   interval, the verdict), the per-seed numbers and the cost ratios.
 
@@ -339,7 +340,7 @@ def run_seed(args, overrides, seed: int, index: int) -> dict:
             "fedavg_round", "difference")
     return {"rows": [{k: row[k] for k in keys} for row in combined["rows"]], "cost": combined["cost"],
             "warnings": combined["warnings"], "wall_seconds": {n: walls.get(n) for n in names},
-            "skipped": skipped, "report": combined["report"]}
+            "skipped": skipped, "report": os.path.relpath(combined["report"], args.out)}  # relative: OUT moves
 
 
 def main(argv=None) -> int:
@@ -367,7 +368,7 @@ def main(argv=None) -> int:
         f.write(text)
     print(text)
     print(f"wrote {json_path}, {md_path} and the per-seed reports "
-          + ", ".join(e["report"] for e in per_seed.values()), flush=True)
+          + ", ".join(os.path.join(args.out, e["report"]) for e in per_seed.values()), flush=True)
     return 0
 
 
