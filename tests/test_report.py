@@ -317,23 +317,24 @@ def test_fedavg_run_without_cost_or_with_another_space(tmp_path, capsys):
 
 
 def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
-    """Trains a tiny weight-shared run and FedAvg of 'largest' (benchmarks/claim_digits.py), then the CLI."""
+    """Trains a tiny weight-shared run and FedAvg of 'largest' (benchmarks/claim.py, one seed), then the CLI."""
     # The :smoke variant with one stage of two blocks: the smallest space that still has distinct
     # tracked archs.
     tiny = ["--smoke", "--config.space.stage_widths=(32,)", "--config.space.stage_strides=(1,)"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
     out = tmp_path / "claim"
-    result = subprocess.run([sys.executable, "benchmarks/claim_digits.py", f"--out={out}", "--archs=largest",
-                             *tiny], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "benchmarks/claim.py", "--config=configs/digits.py", "--seeds=0",
+                             f"--out={out}", "--archs=largest", *tiny], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    shared_dir, fedavg_dir = out / "superfed", out / "fedavg_largest"
+    shared_dir, fedavg_dir = out / "seed_0" / "superfed", out / "seed_0" / "fedavg_largest"
     cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.cli", str(shared_dir), str(fedavg_dir),
                           f"--out={tmp_path / 'cli'}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert cli.returncode == 0, cli.stderr[-3000:]
     text = open(tmp_path / "cli" / "report.md").read()
-    assert text == open(out / "report.md").read()
+    assert text == open(out / "seed_0" / "report.md").read()
 
     # Independent reference: best rounds and accuracies straight from metrics.jsonl.
     def metrics(path):
@@ -354,7 +355,7 @@ def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
     assert f"| {ratio:.2f}x |" in text
     claim = json.load(open(out / "claim.json"))
     assert claim["cost"]["ratios"]["total_macs"] == pytest.approx(ratio)
-    assert set(claim["wall_seconds"]) == {"superfed", "fedavg_largest"}
+    assert set(claim["per_seed"]["0"]["wall_seconds"]) == {"superfed", "fedavg_largest"}
     # The weight-shared run's own report, as train.py will write it.
     single = report.write_run_report(str(shared_dir))
     assert single["best_round"] == shared_best["round"]

@@ -1,0 +1,376 @@
+"""The paper's claim over several seeds: weight-shared runs against FedAvg of each arch alone, any config.
+
+    python benchmarks/claim.py --config=CONFIG [--seeds=0,1,2,3,4] [--archs=smallest,small,medium,largest]
+                               [--out=DIR] [--smoke] [--config.x=...]
+
+Khare et al., "SuperFed: Weight Shared Federated Learning", arXiv 2301.10879, claim that one weight-shared
+supernet gives every subnet an accuracy at least that of training it alone with FedAvg, for a fraction of
+the compute and communication (docs/algorithm.md 8 and 10). For every seed S this script trains, through the
+real entry point (`launch.py`, one subprocess per run, the same config and overrides for all, plus
+`--config.seed=S`):
+
+* the weight-shared run of CONFIG into OUT/seed_S/superfed, and
+* FedAvg of every arch of --archs (`CONFIG:fedavg=ARCH`: same rounds, clients per round, data split and
+  client training; only that arch in every client) into OUT/seed_S/fedavg_ARCH.
+
+Runs of one seed share the data split and the clients of every round, so the per-seed difference
+weight-shared minus FedAvg is paired; `superfed_jax.reports.claim` gives its mean, std, 95% Student-t
+interval and the verdict the interval implies. A run whose work directory is complete (config.json of
+this seed, metrics.jsonl up to its last round, cost.json and report.md) is skipped without a subprocess; an
+incomplete one is started again and resumes from its last checkpoint. Writes:
+
+* OUT/seed_S/report.md and pareto.png: the combined report of that seed (`reports.compare`);
+* OUT/claim.json: every per-seed number, the summary per arch, the cost over seeds, each run's wall time
+  (kept in OUT/seed_S/wall_seconds.json, so a run skipped later keeps its time), the environment (versions,
+  CPU, commit); paths in it are relative to OUT;
+* OUT/claim.md: the table (per arch MMACs, params, both sides' mean +- std, the paired difference with its
+  interval, the verdict), the per-seed numbers and the cost ratios.
+
+CONFIG is any config file (`configs/digits.py`, `configs/cifar10.py` with its data present, or any `.npz`
+via `--config.data.name=npz --config.data.path=FILE`), optionally with its own `:variant`. `--smoke` adds
+the `:smoke` variant (seconds per run, to try the pipeline, not to measure the claim).
+"""
+import argparse
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from superfed_jax.reports import claim as claim_lib  # noqa: E402
+from superfed_jax.reports import compare as report_compare  # noqa: E402
+from superfed_jax.reports.format import arch_text, si  # noqa: E402
+from superfed_jax.reports.run_record import is_fedavg_baseline  # noqa: E402
+
+WALL_FILE = "wall_seconds.json"  # OUT/seed_S/: each run's training wall time, kept across invocations
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "amx_tile")
+
+
+# --------------------------------------------------------------------------------------- the runs
+
+
+def split_config(config: str) -> tuple[str, list[str]]:
+    """('FILE.py', [its variants]) of a --config value 'FILE.py[:variant,...]'."""
+    match = re.match(r"^(.*?\.py)(?::(.*))?$", config)
+    if not match:
+        raise ValueError(f"--config={config!r}: expected a config file path ending in .py, optionally with "
+                         "':variant' (e.g. configs/digits.py or configs/digits.py:smoke)")
+    return match.group(1), [match.group(2)] if match.group(2) else []
+
+
+def config_arg(config_file: str, variants: list[str], smoke: bool, fedavg_arch: str) -> str:
+    """The --config value of one run: the file, its variants, smoke and fedavg=ARCH comma-joined."""
+    parts = list(variants) + (["smoke"] if smoke and "smoke" not in variants else [])
+    parts += [f"fedavg={fedavg_arch}"] if fedavg_arch else []
+    return config_file + (":" + ",".join(parts) if parts else "")
+
+
+def last_override(overrides: list[str], name: str):
+    """The value of the last `--config.NAME=value` in ``overrides``, or None."""
+    values = [a.split("=", 1)[1] for a in overrides if a.startswith(f"--config.{name}=")]
+    return values[-1] if values else None
+
+
+def completion(workdir: str, seed: int, fedavg: bool, rounds_override) -> tuple[bool, str]:
+    """(whether ``workdir`` holds a finished run of this seed, why not / what it holds).
+
+    Complete: config.json of seed ``seed`` and of the expected kind (FedAvg or weight-shared), metrics.jsonl
+    whose last record is round fl.rounds (and that equals an ``--config.fl.rounds`` override, if any),
+    cost.json and report.md (train.py writes these last). A run of another seed or kind in the directory
+    is an error (ValueError), not something to resume over.
+    """
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+        return False, "not started"
+    with open(config_path) as f:
+        config = json.load(f)
+    if config.get("seed") != seed:
+        raise ValueError(f"{workdir}: config.json has seed {config.get('seed')!r}, this run is seed {seed}; "
+                         "use another --out or remove the directory")
+    if is_fedavg_baseline(config) != fedavg:
+        kind = "FedAvg of one arch" if fedavg else "weight-shared"
+        raise ValueError(f"{workdir}: config.json is not a {kind} run; use another --out or remove it")
+    rounds = config.get("fl", {}).get("rounds")
+    if rounds_override is not None and str(rounds) != str(rounds_override).strip():
+        return False, f"config.json has fl.rounds={rounds}, asked for {rounds_override}"
+    last = None
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            lines = [line for line in f if line.strip()]
+        last = json.loads(lines[-1]).get("round") if lines else None
+    if last != rounds:
+        return False, f"evaluated up to round {last} of {rounds}"
+    missing = [name for name in ("cost.json", "report.md") if not os.path.isfile(os.path.join(workdir, name))]
+    if missing:
+        return False, f"all {rounds} rounds done, no {' or '.join(missing)}"
+    return True, f"complete: {rounds} of {rounds} rounds, report.md present"
+
+
+def train(config: str, workdir: str, seed: int, overrides: list[str]) -> float:
+    """Runs `launch.py --config=CONFIG --workdir=WORKDIR --config.seed=SEED OVERRIDES`; its wall seconds."""
+    command = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config}", f"--workdir={workdir}",
+               f"--config.seed={seed}", *overrides]
+    print("$ " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command)} failed with exit status {result.returncode}")
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------- environment
+
+
+def cpu_info() -> dict:
+    """CPU model and the SIMD flags that decide XLA's vector width (from /proc/cpuinfo on Linux)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.processor() or platform.machine()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = [flag for flag in SIMD_FLAGS if flag in value.split()]
+    except OSError:
+        pass
+    return {"model": model, "simd_flags": flags, "cores": os.cpu_count(), "machine": platform.machine()}
+
+
+def git_commit() -> dict:
+    """The repository's commit and whether the tree differs from it (None where git is unavailable)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    commit = git("rev-parse", "HEAD") or None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if commit is None or status is None else bool(status)}
+
+
+def environment() -> dict:
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_info(),
+            "versions": versions, "git": git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+# ----------------------------------------------------------------------------------- the outputs
+
+
+def strict(value):
+    """``value`` with NaN as None, so claim.json stays strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def points(value, sign: bool = False) -> str:
+    """An accuracy fraction or difference as percentage points ('n/a' for None/NaN)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def mean_std_text(side: dict) -> str:
+    if side["std"] is None:
+        return points(side["mean"])
+    return f"{points(side['mean'])} +- {points(side['std'])}"
+
+
+def interval_text(difference: dict) -> str:
+    if difference["mean"] is None:
+        return "n/a"
+    if difference["low"] is None:
+        return f"{points(difference['mean'], True)} (one seed, no interval)"
+    return (f"{points(difference['mean'], True)} [{points(difference['low'], True)}, "
+            f"{points(difference['high'], True)}]")
+
+
+def claim_markdown(result: dict) -> str:
+    """The claim table, the per-seed numbers and the cost over seeds as Markdown."""
+    seeds, summary, cost = result["seeds"], result["summary"], result["cost"]
+    env = result["environment"]
+    lines = [f"# The claim over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: `{result['config']}`", "",
+             f"Seeds {', '.join(map(str, seeds))}; overrides: {' '.join(result['overrides']) or 'none'}. "
+             f"Test accuracy of each run at its best validation round (`reports.compare`). Mean +- sample "
+             f"std over seeds; the difference is weight-shared minus FedAvg of the same seed (same data split "
+             f"and clients), with its 95% Student-t interval. Verdict: interval lower bound >= 0 -> "
+             f"\"{claim_lib.AT_LEAST}\", upper bound < 0 -> \"{claim_lib.BEHIND}\", otherwise "
+             f"\"{claim_lib.ON_A_PAR}\".", "",
+             f"Machine: {env['cpu']['model']} ({env['cpu']['cores']} cores; SIMD "
+             f"{', '.join(env['cpu']['simd_flags']) or 'unknown'}), Python {env['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+             + f"; commit {env['git']['commit']}{' (dirty tree)' if env['git']['dirty'] else ''}; "
+             f"{env['date']}.", "",
+             "| arch | d / e | MMACs | params | weight-shared test acc (%) | FedAvg test acc (%) "
+             "| difference (points), mean [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['name']} | `{arch_text(row['arch'])}` | {row['macs'] / 1e6:.4g} | {row['params']:,} "
+                     f"| {mean_std_text(row['shared'])} | {mean_std_text(row['fedavg'])} "
+                     f"| {interval_text(row['difference'])} | {row['verdict']} |")
+    lines += ["", "Per seed, test accuracy (%) weight-shared / FedAvg:", "",
+              "| arch | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for row in summary:
+        cells = [f"{points(a)} / {points(b)}" for a, b in zip(row["shared_test_accuracy"],
+                                                             row["fedavg_test_accuracy"])]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    labels = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
+              "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
+              "total_bytes_per_direction": ("communication per direction", "B")}
+    runs = cost["fedavg_runs_per_seed"]
+    lines += ["", f"Cost, measured from each run's own cost.json, summed over the {len(seeds)} seeds "
+              f"(FedAvg: {runs[0] if len(set(runs)) == 1 else runs} runs per seed):", "",
+              "| | weight-shared runs | FedAvg runs | FedAvg / weight-shared | per seed |", "|---|---|---|---|---|"]
+    for field, (label, unit) in labels.items():
+        if field not in cost["weight_shared"]:
+            continue
+        ratio = f"{cost['ratios'][field]:.2f}x" if "ratios" in cost else "n/a"
+        per_seed = (", ".join(f"{r:.2f}x" for r in cost["per_seed_ratios"][field])
+                    if "per_seed_ratios" in cost else "n/a")
+        lines.append(f"| {label} | {si(cost['weight_shared'][field], unit)} | {si(cost['fedavg'][field], unit)} "
+                     f"| {ratio} | {per_seed} |")
+    lines += ["", "Wall seconds per run (None: skipped with no recorded time):", ""]
+    for seed in seeds:
+        walls = result["per_seed"][str(seed)]["wall_seconds"]
+        lines.append(f"- seed {seed}: " + ", ".join(f"{name} {value}" for name, value in walls.items()))
+    if any(result["per_seed"][str(s)]["warnings"] for s in seeds):
+        lines += ["", "## Warnings: settings differ", ""]
+        lines += [f"- seed {s}: {w}" for s in seeds for w in result["per_seed"][str(s)]["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=os.path.join("configs", "digits.py"),
+                        help="config file, optionally with ':variant' (default configs/digits.py)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
+    parser.add_argument("--archs", default="smallest,small,medium,largest",
+                        help="tracked arch names to train alone with FedAvg, comma-separated")
+    parser.add_argument("--out", default=None, help="directory for the runs and the reports "
+                        "(default workdirs/claim_<config name>)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="train every run with the :smoke config variant (a seconds-long try)")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [a for a in overrides if not a.startswith("--config.")]
+    if unknown:
+        parser.error(f"unknown arguments {unknown}; only --config.x=value overrides are passed on")
+    if any(a.startswith("--config.seed=") for a in overrides):
+        parser.error("--config.seed: the seeds come from --seeds")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds={args.seeds!r}: allowed: comma-separated integers, e.g. 0,1,2,3,4")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds: {args.seeds}: give at least one seed, each once")
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    try:
+        args.config_file, args.variants = split_config(args.config)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.out is None:
+        name = os.path.splitext(os.path.basename(args.config_file))[0]
+        args.out = os.path.join("workdirs", f"claim_{name}" + ("_smoke" if args.smoke else ""))
+    # The runs start in the repository root: paths given relative to the caller's directory are made
+    # absolute (a config file inside the repository is named relative to it, as claim.json records it).
+    args.out = os.path.abspath(args.out)
+    if os.path.isfile(args.config_file):
+        path = os.path.abspath(args.config_file)
+        inside = os.path.commonpath([path, ROOT]) == ROOT
+        args.config_file = os.path.relpath(path, ROOT) if inside else path
+    return args, overrides
+
+
+def read_walls(path: str) -> dict:
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def run_seed(args, overrides, seed: int, index: int) -> dict:
+    """Trains (or skips) the runs of one seed; writes its combined report; returns its claim.json entry."""
+    seed_dir = os.path.join(args.out, f"seed_{seed}")
+    os.makedirs(seed_dir, exist_ok=True)
+    names = ["superfed"] + [f"fedavg_{a}" for a in args.archs]
+    wall_path = os.path.join(seed_dir, WALL_FILE)
+    walls, skipped = read_walls(wall_path), []
+    rounds_override = last_override(overrides, "fl.rounds")
+    for number, name in enumerate(names, 1):
+        workdir = os.path.join(seed_dir, name)
+        arch = name[len("fedavg_"):] if name != "superfed" else ""
+        tag = f"[seed {seed} ({index}/{len(args.seeds)}), run {number}/{len(names)}: {name}]"
+        done, why = completion(workdir, seed, bool(arch), rounds_override)
+        if done:
+            print(f"{tag} skipped, {workdir} is {why}", flush=True)
+            skipped.append(name)
+            continue
+        print(f"{tag} training ({why})", flush=True)
+        walls[name] = round(train(config_arg(args.config_file, args.variants, args.smoke, arch), workdir, seed,
+                                  overrides), 1)
+        with open(wall_path, "w") as f:
+            json.dump(walls, f, indent=2)
+        print(f"{tag} done in {walls[name]:.1f} s", flush=True)
+    combined = report_compare.write_combined_report([os.path.join(seed_dir, n) for n in names], seed_dir)
+    keys = ("name", "arch", "macs", "params", "shared_test_accuracy", "shared_round", "fedavg_test_accuracy",
+            "fedavg_round", "difference")
+    return {"rows": [{k: row[k] for k in keys} for row in combined["rows"]], "cost": combined["cost"],
+            "warnings": combined["warnings"], "wall_seconds": {n: walls.get(n) for n in names},
+            "skipped": skipped, "report": os.path.relpath(combined["report"], args.out)}  # relative: OUT moves
+
+
+def main(argv=None) -> int:
+    """Trains the runs of every seed, writes the per-seed reports, claim.json and claim.md."""
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    per_seed = {}
+    for index, seed in enumerate(args.seeds, 1):
+        per_seed[seed] = run_seed(args, overrides, seed, index)
+    summary = claim_lib.summarize({s: e["rows"] for s, e in per_seed.items()})
+    cost = claim_lib.cost_over_seeds({s: e["cost"] for s, e in per_seed.items()})
+    result = {"config": config_arg(args.config_file, args.variants, args.smoke, ""), "seeds": args.seeds,
+              "archs": args.archs, "overrides": overrides, "confidence": 0.95,
+              "verdict_rule": "95% interval of the paired difference: lower bound >= 0 -> at least as accurate, "
+                              "upper bound < 0 -> behind, otherwise on a par; one seed -> no verdict",
+              "summary": summary, "cost": cost, "per_seed": {str(s): e for s, e in per_seed.items()},
+              "environment": environment(), "invocation_seconds": round(time.perf_counter() - start, 1)}
+    result = strict(result)
+    json_path, md_path = os.path.join(args.out, "claim.json"), os.path.join(args.out, "claim.md")
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=2)
+    text = claim_markdown(result)
+    with open(md_path, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"wrote {json_path}, {md_path} and the per-seed reports "
+          + ", ".join(os.path.join(args.out, e["report"]) for e in per_seed.values()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
