@@ -23,7 +23,8 @@ import socket
 LOCK_FILE = ".lock"
 # Everything a training run writes into its workdir; `overwrite=True` clears these and nothing else.
 RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", "cost.json", "report.md",
-             "pareto.png", "tb", "checkpoints", "checkpoints_damaged")
+             "pareto.png", "tb", "checkpoints", "checkpoints_damaged", "rounds.jsonl", "rounds.jsonl.tmp",
+             "provenance.json", "provenance.json.tmp")
 # What a training run leaves that a dry run must not write beside (a dry run writes only cost.json).
 TRAINED_RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "checkpoints", "report.md")
 
