@@ -36,6 +36,7 @@ class RoundClock:
         self._stamps = {}  # round -> (wall_time, seconds)
         self._ready = threading.Condition()
         self._previous = None  # perf_counter at the last completion (or at start)
+        self._observed = None  # the newest round observed finished
         self._failure = None
         self._thread = threading.Thread(target=self._observe, name="round-clock", daemon=True)
 
@@ -61,7 +62,7 @@ class RoundClock:
             now, wall_time = time.perf_counter(), time.time()
             with self._ready:
                 self._stamps[round_] = (wall_time, now - self._previous)
-                self._previous = now
+                self._previous, self._observed = now, round_
                 self._ready.notify_all()
 
     def stamps_through(self, round_: int, timeout: float = 600.0) -> dict:
@@ -74,10 +75,10 @@ class RoundClock:
           RuntimeError: a round's outputs failed, or `round_` was not noted within `timeout` seconds.
         """
         with self._ready:
-            if not self._ready.wait_for(lambda: round_ in self._stamps or self._failure is not None,
-                                        timeout=timeout):
+            observed = lambda: self._observed is not None and self._observed >= round_  # noqa: E731
+            if not self._ready.wait_for(lambda: observed() or self._failure is not None, timeout=timeout):
                 raise RuntimeError(f"round {round_} was not observed finished within {timeout} s")
-            if self._failure is not None and round_ not in self._stamps:
+            if not observed():
                 raise RuntimeError(f"waiting for round {round_} failed: {self._failure}")
             taken = {r: stamp for r, stamp in self._stamps.items() if r <= round_}
             for r in taken:
