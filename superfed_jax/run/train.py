@@ -2,8 +2,9 @@
 
 Build (data on the devices, compiled round and evaluation) -> start fresh or resume the newest intact
 checkpoint -> run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds and
-checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report.
-This file only tells that story; every step lives in the layer it belongs to.
+checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report. Every start or
+resume adds its session to provenance.json; every round gets a row in rounds.jsonl and TensorBoard
+(docs/run_outputs.md). This file only tells that story; every step lives in the layer it belongs to.
 """
 import contextlib
 import dataclasses
