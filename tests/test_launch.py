@@ -51,7 +51,7 @@ def test_digits_default_writes_config_metrics_and_summary(tmp_path):
             k: row[k] for k in ("beta", "train_loss", "clients_nonfinite")}
         assert row["seconds"] > 0
     assert rows[0]["wall_time"] < rows[1]["wall_time"]
-    assert rows[1]["wall_time"] - rows[0]["wall_time"] == pytest.approx(rows[1]["seconds"], abs=1e-3)
+    assert rows[1]["wall_time"] - rows[0]["wall_time"] == pytest.approx(rows[1]["seconds"], abs=0.05)
     [session] = json.load(open(tmp_path / "provenance.json"))["sessions"]
     assert session["from_round"] == 0 and session["packages"]["jax"] and session["jax"]["device_count"] == 1
     assert "## Provenance" in (tmp_path / "report.md").read_text()

@@ -23,8 +23,8 @@ def test_rows_join_host_metrics_and_stamps_round_by_round():
 
 
 def test_the_clock_stamps_each_round_when_its_outputs_are_ready():
-    """Rounds that end 0.2 s apart (host callbacks that sleep) are stamped 0.2 s apart; the first counts
-    from start(), as the first round of a session (its compilation) does."""
+    """Rounds of 0.2 s each (host callbacks that sleep) are stamped in order as they end; the first
+    counts from start(), as the first round of a session (its compilation) does."""
     @jax.jit
     def slow_round(x):
         return jax.pure_callback(lambda v: (time.sleep(0.2), v + 1)[1], jax.ShapeDtypeStruct((), x.dtype), x)
@@ -42,11 +42,13 @@ def test_the_clock_stamps_each_round_when_its_outputs_are_ready():
     elapsed = time.perf_counter() - before
     assert sorted(stamps) == [1, 2, 3]
     seconds = [stamps[r][1] for r in (1, 2, 3)]
-    assert seconds[0] >= 0.3 - 0.01 and all(s >= 0.2 - 0.01 for s in seconds[1:])
+    # A round is never seen finished before it is (the thread may see it late on a busy machine, which
+    # moves time from one round to the next): round k ends at least 0.1 + 0.2 k s after the start.
+    assert all(sum(seconds[:k]) >= 0.1 + 0.2 * k - 0.01 for k in (1, 2, 3)), seconds
     assert sum(seconds) == pytest.approx(elapsed, abs=0.05)  # consecutive, nothing counted twice
     walls = [stamps[r][0] for r in (1, 2, 3)]
     assert started < walls[0] < walls[1] < walls[2] <= time.time()
-    assert walls[2] - walls[1] == pytest.approx(seconds[2], abs=0.01)
+    assert walls[2] - walls[1] == pytest.approx(seconds[2], abs=0.05)
     assert clock.stamps_through(3) == {}  # taken once
     clock.close()
 
