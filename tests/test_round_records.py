@@ -45,7 +45,7 @@ def test_the_clock_stamps_each_round_when_its_outputs_are_ready():
     # A round is never seen finished before it is (the thread may see it late on a busy machine, which
     # moves time from one round to the next): round k ends at least 0.1 + 0.2 k s after the start.
     assert all(sum(seconds[:k]) >= 0.1 + 0.2 * k - 0.01 for k in (1, 2, 3)), seconds
-    assert sum(seconds) == pytest.approx(elapsed, abs=0.05)  # consecutive, nothing counted twice
+    assert sum(seconds) <= elapsed + 0.01  # consecutive: no time counted twice
     walls = [stamps[r][0] for r in (1, 2, 3)]
     assert started < walls[0] < walls[1] < walls[2] <= time.time()
     assert walls[2] - walls[1] == pytest.approx(seconds[2], abs=0.05)
