@@ -45,6 +45,20 @@ def test_digits_default_writes_config_metrics_and_summary(tmp_path):
                 value = record[f"{name}/{field}"]
                 assert np.isfinite(value)
             assert 0.0 <= record[f"{name}/test_accuracy"] <= 1.0
+    with open(tmp_path / "rounds.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["round"] for r in rows] == [1, 2]
+    for row, record in zip(rows, records):
+        assert set(row) == {"round", "beta", "train_loss", "clients_nonfinite", "seconds", "wall_time"}
+        # The smoke run evaluates every round, so each record summarises exactly that round.
+        assert {k: record[k] for k in ("beta", "train_loss", "clients_nonfinite")} == {
+            k: row[k] for k in ("beta", "train_loss", "clients_nonfinite")}
+        assert row["seconds"] > 0
+    assert rows[0]["wall_time"] < rows[1]["wall_time"]
+    assert rows[1]["wall_time"] - rows[0]["wall_time"] == pytest.approx(rows[1]["seconds"], abs=0.05)
+    [session] = json.load(open(tmp_path / "provenance.json"))["sessions"]
+    assert session["from_round"] == 0 and session["packages"]["jax"] and session["jax"]["device_count"] == 1
+    assert "## Provenance" in (tmp_path / "report.md").read_text()
     for name in ("smallest", "largest"):  # the summary table on stdout
         assert any(line.startswith(name) for line in result.stdout.splitlines())
     assert "round 2/2" in result.stderr  # progress with ETA

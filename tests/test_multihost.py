@@ -88,12 +88,15 @@ def test_two_processes_match_one_process(runs):
 def test_only_process_zero_writes_and_prints(runs):
     _, multi, outputs = runs
     assert sorted(os.listdir(multi)) == [".lock", "checkpoints", "config.json", "cost.json", "curves.png",
-                                         "curves.svg", "metrics.jsonl", "pareto.png", "pareto.svg", "report.md",
-                                         "report_accuracy.csv", "report_cost.csv", "report_curves.csv",
+                                         "curves.svg", "metrics.jsonl", "pareto.png", "pareto.svg",
+                                         "provenance.json", "report.md", "report_accuracy.csv",
+                                         "report_cost.csv", "report_curves.csv", "rounds.jsonl",
                                          "space.json", "tb"]  # .lock: process 0's
     summary_lines = [[l for l in out.splitlines() if l.startswith(("largest", "cost:"))] for out in outputs]
     assert len(summary_lines[1]) == 2 and summary_lines[2] == []  # the summary from process 0 only
     assert json.load(open(os.path.join(multi, "config.json")))["distributed"]["process_id"] == 0
+    [session] = json.load(open(os.path.join(multi, "provenance.json")))["sessions"]
+    assert session["jax"]["process_count"] == 2
 
 
 def test_training_rows_are_split_over_devices():

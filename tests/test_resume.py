@@ -6,6 +6,7 @@ digest of every state array, stored in the final checkpoint) and metrics.jsonl a
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,30 @@ def outputs(workdir):
         return metrics, json.load(f)
 
 
+CLOCK_FIELDS = ("seconds", "wall_time")  # differ between any two runs
+
+
+def round_rows(workdir, clock=False):
+    """The rows of rounds.jsonl, without their wall-clock fields unless `clock`."""
+    with open(os.path.join(workdir, "rounds.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return rows if clock else [{k: v for k, v in row.items() if k not in CLOCK_FIELDS} for row in rows]
+
+
+def tensorboard_rounds(workdir, field="train_loss"):
+    """[(step, value)] of TensorBoard's rounds/<field>, as TensorBoard shows it (purged events dropped)."""
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator").EventAccumulator(
+        os.path.join(workdir, "tb"), purge_orphaned_data=True)
+    accumulator.Reload()
+    return [(event.step, event.value) for event in accumulator.Scalars(f"rounds/{field}")]
+
+
+def sessions(workdir):
+    with open(os.path.join(workdir, "provenance.json")) as f:
+        return json.load(f)["sessions"]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
@@ -77,6 +102,17 @@ def test_reference_run_writes_checkpoints(reference):
     assert [r["round"] for r in metrics] == [3, 6, 8]
     steps = sorted(int(s) for s in os.listdir(os.path.join(reference, "checkpoints")))
     assert steps == [4, 6, 8]  # every 2 rounds, the newest 3 kept
+    rows = round_rows(reference, clock=True)
+    assert [r["round"] for r in rows] == list(range(1, ROUNDS + 1))
+    assert all(r["seconds"] > 0 for r in rows)
+    assert [r["wall_time"] for r in rows] == sorted(r["wall_time"] for r in rows)
+    # Each evaluation record's train_loss is the mean over the rounds since the previous one.
+    for record, first in zip(metrics, (1, 4, 7)):
+        losses = [r["train_loss"] for r in rows if first <= r["round"] <= record["round"]]
+        assert record["train_loss"] == pytest.approx(np.mean(losses), rel=1e-6)
+    points = tensorboard_rounds(reference)
+    assert points == [(r["round"], pytest.approx(r["train_loss"], rel=1e-6)) for r in rows]
+    assert [s["from_round"] for s in sessions(reference)] == [0]
 
 
 def test_sigkill_at_a_random_round_then_resume_is_bit_identical(reference, tmp_path):
@@ -87,6 +123,12 @@ def test_sigkill_at_a_random_round_then_resume_is_bit_identical(reference, tmp_p
     assert resumed.returncode == 0, f"kill after round {kill_after}: {resumed.stderr[-3000:]}"
     assert final_digest(str(tmp_path)) == final_digest(reference), f"kill after round {kill_after}"
     assert outputs(str(tmp_path)) == outputs(reference), f"kill after round {kill_after}"
+    # One row per round, rewound to the checkpoint and rewritten: equal but for the wall clock.
+    assert round_rows(str(tmp_path)) == round_rows(reference), f"kill after round {kill_after}"
+    assert [step for step, _ in tensorboard_rounds(str(tmp_path))] == list(range(1, ROUNDS + 1))
+    resumed_from = re.search(r"resuming .* after round (\d+)", resumed.stderr)
+    expected = [0] + ([int(resumed_from.group(1))] if resumed_from else [])  # none: killed before a checkpoint
+    assert [s["from_round"] for s in sessions(str(tmp_path))] == expected, f"kill after round {kill_after}"
 
 
 def test_sigterm_checkpoints_exits_resumable_and_resumes_exactly(reference, tmp_path):
@@ -102,6 +144,8 @@ def test_sigterm_checkpoints_exits_resumable_and_resumes_exactly(reference, tmp_
     assert f"resuming {tmp_path} after round {interrupted_at}" in resumed.stderr
     assert final_digest(str(tmp_path)) == final_digest(reference)
     assert outputs(str(tmp_path)) == outputs(reference)
+    assert round_rows(str(tmp_path)) == round_rows(reference)
+    assert [s["from_round"] for s in sessions(str(tmp_path))] == [0, interrupted_at]
 
 
 def test_changed_config_is_refused_naming_the_fields(reference, tmp_path):

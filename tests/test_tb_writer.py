@@ -1,4 +1,5 @@
 """superfed_jax.run.tb_writer: scalars read back from the event files with TensorBoard's own reader."""
+import json
 import math
 
 import pytest
@@ -71,3 +72,44 @@ def test_record_without_round_is_rejected(tmp_path):
 def test_scalars_of_keeps_numbers_only():
     record = {"round": 7, "a": 1, "b": 0.5, "c": True, "d": "x", "e": None, "f": [1]}
     assert tb_writer.scalars_of(record) == {"a": 1.0, "b": 0.5}
+
+
+def test_rounds_are_points_per_round_stamped_when_each_round_finished(tmp_path):
+    rows = [{"round": r, "beta": 1.0 / r, "train_loss": 3.0 - r / 4, "clients_nonfinite": r % 2,
+             "seconds": 0.25 * r, "wall_time": 1000.0 + r} for r in (1, 2, 3)]
+    with tb_writer.open_writer(str(tmp_path)) as writer:
+        tb_writer.write_rounds(writer, rows)
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+    accumulator.Reload()
+    assert set(accumulator.Tags()["scalars"]) == {"rounds/beta", "rounds/train_loss",
+                                                  "rounds/clients_nonfinite", "rounds/seconds"}
+    for field in ("beta", "train_loss", "clients_nonfinite", "seconds"):
+        events = accumulator.Scalars(f"rounds/{field}")
+        assert [e.step for e in events] == [1, 2, 3]
+        assert [e.value for e in events] == pytest.approx([row[field] for row in rows], rel=1e-7)
+        assert [e.wall_time for e in events] == [1001.0, 1002.0, 1003.0]
+
+
+def test_config_is_text_and_flat_hparams(tmp_path):
+    config = {"seed": 3, "fl": {"rounds": 150, "chunk_size": None},
+              "space": {"stage_widths": [32, 64], "name": "digits", "flip": False}}
+    assert tb_writer.flat_hparams(config) == {"seed": 3, "fl.rounds": 150, "fl.chunk_size": "None",
+                                              "space.stage_widths": "[32, 64]", "space.name": "digits",
+                                              "space.flip": False}
+    with tb_writer.open_writer(str(tmp_path)) as writer:
+        tb_writer.write_config(writer, config, ["smallest/val_accuracy"], step=4)
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+    accumulator.Reload()
+    [text] = accumulator.Tensors("config/text_summary")
+    assert text.step == 4
+    shown = text.tensor_proto.string_val[0].decode()
+    assert json.loads("\n".join(line[4:] for line in shown.splitlines())) == config
+    from tensorboardX.proto import plugin_hparams_pb2
+    content = accumulator.PluginTagToContent("hparams")
+    start = plugin_hparams_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["seed"].number_value == 3 and values["fl.rounds"].number_value == 150
+    assert values["space.name"].string_value == "digits" and values["space.flip"].bool_value is False
+    assert values["space.stage_widths"].string_value == "[32, 64]"
+    experiment = plugin_hparams_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert [m.name.tag for m in experiment.experiment.metric_infos] == ["smallest/val_accuracy"]

@@ -15,6 +15,7 @@ training driver calls it at the end of every run:
 
 The comparison of a weight-shared run with FedAvg runs is `compare`; the command line is `cli`.
 """
+import json
 import os
 from typing import Optional
 
@@ -26,7 +27,7 @@ from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
 from superfed_jax.supernet import cost as cost_lib
 
-__all__ = ["write_run_report", "summary_table"]
+__all__ = ["write_run_report", "summary_table", "provenance_lines"]
 
 
 def _cost_lines(cost: Optional[dict]) -> list[str]:
@@ -58,6 +59,32 @@ def _run_title(run: RunRecord) -> str:
 
 
 
+def provenance_lines(workdir: str) -> list[str]:
+    """The Markdown provenance section: one row per session of WORKDIR/provenance.json (written by
+    `superfed_jax.run.provenance`); one line saying so when the file is missing or unreadable."""
+    path = os.path.join(workdir, "provenance.json")
+    try:
+        with open(path) as f:
+            sessions = json.load(f)["sessions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["## Provenance", "", "No readable provenance.json in the work directory.", ""]
+    lines = ["## Provenance", "", "Each start or resume of the run that computed the rounds reported here "
+             "(from `provenance.json`; a commit marked *dirty* had uncommitted changes).", "",
+             "| from round | started (UTC) | commit | jax / jaxlib / flax / optax / orbax / numpy | Python "
+             "| platform | devices | CPU, SIMD flags |", "|---|---|---|---|---|---|---|---|"]
+    for s in sessions:
+        git, versions, device, cpu = (s.get(k) or {} for k in ("git", "packages", "jax", "cpu"))
+        commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+        packages = " / ".join(str(versions.get(n)) for n in ("jax", "jaxlib", "flax", "optax",
+                                                              "orbax-checkpoint", "numpy"))
+        lines.append(f"| {s.get('from_round')} | {s.get('started_at')} | `{commit}` | {packages} "
+                     f"| {(s.get('python') or {}).get('version')} | {(s.get('platform') or {}).get('platform')} "
+                     f"| {device.get('device_count')} x {device.get('device_kind')} ({device.get('backend')}, "
+                     f"{device.get('process_count')} processes) "
+                     f"| {cpu.get('model')}: {' '.join(cpu.get('simd_flags') or []) or 'flags unknown'} |")
+    return lines + [""]
+
+
 def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
     """Writes ``report.md`` and ``pareto.png`` of one run into ``out`` (default: the work directory), with
     ``curves.png``, ``search.png`` (when the run has a current search.json), each figure also as SVG, and
@@ -81,6 +108,7 @@ def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
     lines += [f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
               f"| {percent(r['val_accuracy'])} | {percent(r['test_accuracy'])} |" for r in rows]
     lines += ["", size_note(rows), ""] + _cost_lines(run.cost) + ["![accuracy vs MACs](pareto.png)", ""]
+    lines += provenance_lines(workdir)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
                 f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")

@@ -1,5 +1,8 @@
-"""Per-round metrics as the driver records them: read from the device in batches, summarised per
-evaluation, appended to `metrics.jsonl`."""
+"""Per-round metrics as the driver records them: read from the device in batches, one row per round
+appended to `rounds.jsonl`, summarised per evaluation in `metrics.jsonl`.
+
+What every number means: docs/run_outputs.md.
+"""
 import json
 
 import jax.numpy as jnp
@@ -32,6 +35,32 @@ def shown_loss(round_metrics: dict, clients_per_round: int):
     client failed, where the device value averages over no client and reads 0.0."""
     failed = round_metrics["clients_nonfinite"] >= clients_per_round
     return jnp.where(failed, jnp.nan, round_metrics["train_loss"])
+
+
+# The fields of an evaluation record that summarise the rounds since the previous evaluation
+# (`round_summary`); rounds.jsonl holds them per round.
+SUMMARY_FIELDS = ("beta", "train_loss", "clients_nonfinite")
+
+
+def round_rows(host_rows: list[dict], first_round: int, stamps: dict) -> list[dict]:
+    """The rows of rounds.jsonl for consecutive rounds from `first_round`.
+
+    Args:
+      host_rows: `host_round_metrics` of those rounds, in order.
+      first_round: the number of the first of them (rounds count from 1).
+      stamps: round -> (wall_time, seconds) from `round_clock.RoundClock`, for every one of them.
+    """
+    rows = []
+    for round_, values in enumerate(host_rows, start=first_round):
+        wall_time, seconds = stamps[round_]
+        rows.append({"round": round_, **values, "seconds": seconds, "wall_time": wall_time})
+    return rows
+
+
+def append_rows(rounds_file, rows: list[dict]) -> None:
+    """Appends rows of rounds.jsonl (one JSON line each) and flushes them."""
+    rounds_file.writelines(json.dumps(row) + "\n" for row in rows)
+    rounds_file.flush()
 
 
 def round_summary(pending: list[dict]) -> dict:

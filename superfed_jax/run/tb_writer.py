@@ -1,7 +1,9 @@
-"""TensorBoard scalars of a run's evaluation records, written with tensorboardX (no TensorFlow needed).
+"""TensorBoard scalars and config of a run, written with tensorboardX (no TensorFlow needed).
 
-Every record of `metrics.jsonl` becomes one scalar per numeric field at step ``record["round"]``, under
-``WORKDIR/tb/``; view with ``tensorboard --logdir WORKDIR/tb``. A resumed run opens its writer with
+Under ``WORKDIR/tb/``; view with ``tensorboard --logdir WORKDIR/tb``. `write_record` writes every numeric
+field of a record as one scalar at step ``record["round"]``; `write_rounds` writes the rows of
+``rounds.jsonl`` as ``rounds/<field>`` scalars (a point per round, at the time the round finished);
+`write_config` writes the config as text (``config``) and as hparams (flat ``section.field`` values). A resumed run opens its writer with
 ``purge_step`` = the first round it will write again, so TensorBoard hides the events the interrupted run
 wrote at or after that round instead of drawing two overlapping curves.
 
@@ -14,6 +16,7 @@ Events are written synchronously through tensorboardX's event-file writer and it
 record could still be missing from disk after a flush (or lost if the process is killed); here a record is
 on disk when `write_record` returns.
 """
+import json
 import numbers
 import os
 import time
@@ -21,7 +24,10 @@ from typing import Optional
 
 from superfed_jax import _extras
 
-__all__ = ["ScalarWriter", "open_writer", "write_record", "close_writer", "scalars_of"]
+__all__ = ["ScalarWriter", "open_writer", "write_record", "write_rounds", "write_config", "close_writer",
+           "scalars_of", "flat_hparams", "ROUNDS_PREFIX"]
+
+ROUNDS_PREFIX = "rounds/"  # tags of the per-round scalars: rounds/train_loss, rounds/seconds, ...
 
 
 def _tensorboardx():
@@ -53,14 +59,27 @@ class ScalarWriter:
                 status=event_pb2.SessionLog.START)))
         self._closed = False
 
-    def _write(self, event) -> None:
-        event.wall_time = time.time()
+    def _write(self, event, wall_time: Optional[float] = None) -> None:
+        event.wall_time = time.time() if wall_time is None else wall_time
         self._events.write_event(event)
 
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        """Appends one scalar event (not yet flushed)."""
+    def add_scalar(self, tag: str, value: float, step: int, wall_time: Optional[float] = None) -> None:
+        """Appends one scalar event (not yet flushed), stamped `wall_time` (default: now)."""
         summary = self._summary_lib.scalar(tag, float(value))
-        self._write(self._event_pb2.Event(step=int(step), summary=summary))
+        self._write(self._event_pb2.Event(step=int(step), summary=summary), wall_time)
+
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        """Appends one text event (Markdown, shown by TensorBoard's text plugin; not yet flushed)."""
+        self._write(self._event_pb2.Event(step=int(step), summary=self._summary_lib.text(tag, text)))
+
+    def add_hparams(self, hparams: dict, metric_tags: list[str]) -> None:
+        """Appends the hparams plugin's experiment and session for this event file's run.
+
+        The metrics shown beside the hparams are the scalars `metric_tags` of the same directory (their
+        last values); tensorboardX's own `add_hparams` would instead open a second run directory.
+        """
+        for summary in self._summary_lib.hparams(hparams, dict.fromkeys(metric_tags, 0.0)):
+            self._write(self._event_pb2.Event(summary=summary))
 
     def flush(self) -> None:
         """Writes everything appended so far to disk."""
@@ -107,6 +126,54 @@ def write_record(writer: ScalarWriter, record: dict) -> None:
     step = int(record["round"])
     for key, value in scalars_of(record).items():
         writer.add_scalar(key, value, step)
+    writer.flush()
+
+
+def write_rounds(writer: ScalarWriter, rows: list[dict]) -> None:
+    """Writes each row of rounds.jsonl as ``rounds/<field>`` scalars at step ``row["round"]``, then flushes.
+
+    Every numeric field but ``round`` and ``wall_time`` is a scalar; ``wall_time`` (when the round
+    finished) stamps its events, so TensorBoard's 'relative' and 'wall' axes show the run's real pace.
+    """
+    for row in rows:
+        wall_time = row.get("wall_time")
+        for key, value in scalars_of(row).items():
+            if key != "wall_time":
+                writer.add_scalar(ROUNDS_PREFIX + key, value, int(row["round"]), wall_time)
+    writer.flush()
+
+
+def flat_hparams(config: dict, prefix: str = "") -> dict:
+    """A nested config as flat ``section.field`` -> value for TensorBoard's hparams.
+
+    Numbers, booleans and strings stay as they are; None becomes 'None' and any other value (a tuple of
+    stage widths, a list) its JSON text, since hparams hold scalars only.
+    """
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, name + "."))
+        elif isinstance(value, (bool, numbers.Real, str)):
+            flat[name] = value
+        else:
+            flat[name] = "None" if value is None else json.dumps(value)
+    return flat
+
+
+def write_config(writer: ScalarWriter, config: dict, metric_tags: list[str], step: int = 0) -> None:
+    """Writes the run's config as text (tag ``config``, the JSON of config.json) and as hparams, then flushes.
+
+    Args:
+      config: the config as a nested dict (`ConfigDict.to_dict()`).
+      metric_tags: scalar tags the hparams view shows beside the config (e.g. the tracked archs'
+        validation and test accuracies).
+      step: the round the session starts from.
+    """
+    # Indented by four spaces: Markdown code, so TensorBoard shows the JSON as written.
+    text = "\n".join("    " + line for line in json.dumps(config, indent=2, sort_keys=True).splitlines())
+    writer.add_text("config", text, step)
+    writer.add_hparams(flat_hparams(config), metric_tags)
     writer.flush()
 
 

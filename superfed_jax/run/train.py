@@ -2,8 +2,9 @@
 
 Build (data on the devices, compiled round and evaluation) -> start fresh or resume the newest intact
 checkpoint -> run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds and
-checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report.
-This file only tells that story; every step lives in the layer it belongs to.
+checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report. Every start or
+resume adds its session to provenance.json; every round gets a row in rounds.jsonl and TensorBoard
+(docs/run_outputs.md). This file only tells that story; every step lives in the layer it belongs to.
 """
 import contextlib
 import dataclasses
@@ -11,7 +12,7 @@ import io
 import json
 import os
 import sys
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import ml_collections
 
@@ -29,7 +30,9 @@ from superfed_jax.run import dry_run
 from superfed_jax.run import metrics
 from superfed_jax.run import preemption
 from superfed_jax.run import progress
+from superfed_jax.run import provenance
 from superfed_jax.run import resume
+from superfed_jax.run import round_clock
 from superfed_jax.run import tb_writer
 from superfed_jax.run import workdir as workdir_lib
 
@@ -70,6 +73,7 @@ def check_resume_allowed(config, workdir: str, writer: bool) -> None:
         return
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     resume.read_metrics(metrics_path)
+    resume.read_metrics(os.path.join(workdir, "rounds.jsonl"))  # same rules: a damaged line stops here
     step = workdir_lib.newest_checkpoint(workdir)
     if step is not None and not os.path.exists(metrics_path):
         raise workdir_lib.WorkdirError(
@@ -99,14 +103,16 @@ def check_same_data_shapes(workdir: str, space) -> None:
 def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start:
     """Restores the newest intact checkpoint of `workdir` (checking the config may resume it) or starts.
 
-    metrics.jsonl is rewound to the checkpoint, so no round is written twice or lost. A damaged newest
-    checkpoint is skipped with a warning; if checkpoints exist but none is intact, this raises.
+    metrics.jsonl and rounds.jsonl are rewound to the checkpoint, so no round is written twice or lost.
+    A damaged newest checkpoint is skipped with a warning; if checkpoints exist but none is intact, this
+    raises.
     """
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     writer = distributed.is_writer()
     check_same_data_shapes(workdir, run.space)
     restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:
+        rewind_rounds(workdir, 0, writer)
         return Start(run.state, 0, [], resume.rewind_metrics(metrics_path, 0, write=writer))
     for skipped in restored.skipped:
         print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
@@ -116,8 +122,19 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
         raise ValueError(f"fl.rounds={config.fl.rounds}: {workdir} already holds a checkpoint after round "
                          f"{done}; set fl.rounds >= {done} or use another --workdir")
     print(f"resuming {workdir} after round {done}", file=sys.stderr, flush=True)
+    rewind_rounds(workdir, done, writer)
     return Start(restored.state, done, restored.host["pending"],
                  resume.rewind_metrics(metrics_path, done, write=writer))
+
+
+def rewind_rounds(workdir: str, done: int, writer: bool) -> None:
+    """Keeps the rows of rounds <= `done` in WORKDIR/rounds.jsonl; warns when some of them are missing
+    (a run started by a version without the file, or the file was removed): the file stays incomplete."""
+    kept = resume.rewind_metrics(os.path.join(workdir, "rounds.jsonl"), done, write=writer)
+    if writer and [row["round"] for row in kept] != list(range(1, done + 1)):
+        print(f"warning: {os.path.join(workdir, 'rounds.jsonl')} holds {len(kept)} of the {done} rounds "
+              "before the checkpoint being resumed (written by an older version, or removed); the rounds "
+              "that follow are added to it, the missing ones stay missing", file=sys.stderr, flush=True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -154,52 +171,139 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
     if writer:
         _write_json(os.path.join(workdir, "config.json"), config.to_dict())
         _write_json(os.path.join(workdir, "space.json"), dataclasses.asdict(run.space))  # the data's shapes
-    state, pending, records = start.state, list(start.pending), list(start.records)
-    rounds, in_flight = config.fl.rounds, []  # in_flight: device metrics not yet read by the host
-    clients = config.fl.clients_per_round
-
-    bar = progress.Progress(rounds, start=start.round, stream=sys.stderr if writer else io.StringIO())
-    bar.compile(build.compile_ahead, run, state)  # tens of silent seconds on CPU, announced and timed
-    metrics_path = os.path.join(workdir, "metrics.jsonl") if writer else os.devnull
-    # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
-    scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
-    with preemption.catch_termination() as signal_flag, open(metrics_path, "a") as metrics_file:
+        provenance.record_session(workdir, start.round)  # beside config.json: which code on which machine
+    state, rounds = start.state, config.fl.rounds
+    with preemption.catch_termination() as signal_flag, open_session(config, run, workdir, writer, manager,
+                                                                     start) as loop:
         for t in range(start.round, rounds):
             state, round_metrics = run.round_fn(state, run.data)
-            in_flight.append(round_metrics)
             done, last = t + 1, t + 1 == rounds
+            loop.dispatched(done, round_metrics)
             if done % config.log_every_rounds == 0 or last:
-                bar.update(done, float(sharding.to_host(metrics.shown_loss(round_metrics, clients))))
+                show_progress(loop, done, round_metrics)
             if done % config.eval.every_rounds == 0 or last:
-                pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
-                failed = metrics.failed_rounds_warning(pending, clients, done)
-                if failed and writer:
-                    print(("\n" if bar.tty else "") + failed, file=sys.stderr, flush=True)
-                record = {"round": done, **metrics.round_summary(pending),
-                          **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked,
-                                                        run.eval_sets)}
-                metrics.append_record(metrics_file, record)
-                if scalars:
-                    tb_writer.write_record(scalars, record)
-                records.append(record)
-                pending = []
-                bar.note_record(record, run.tracked)
+                evaluate_and_record(loop, state, done)
             if done % config.checkpoint.every_rounds == 0 or last or signal_flag.name:
-                pending, in_flight = pending + metrics.host_round_metrics(in_flight, clients), []
-                try:
-                    checkpoint.save(manager, done, state, {"pending": pending, "config": config.to_dict()})
-                except Exception as error:  # orbax wraps a full disk in ValueError('RESOURCE_EXHAUSTED')
-                    if not workdir_lib.is_io_failure(error):
-                        raise
-                    raise workdir_lib.io_failure(error, workdir, f"saving the checkpoint after round {done}",
-                                                 checkpoint.checkpoint_dir(workdir)) from error
+                save_checkpoint(loop, state, done)
             if signal_flag.name:
-                bar.close()
                 raise preemption.Interrupted(signal_flag.name, done, workdir)
-    bar.close()
-    if scalars:
-        tb_writer.close_writer(scalars)
-    return finish(config, run, records, workdir)
+    return finish(config, run, loop.records, workdir)
+
+
+@dataclasses.dataclass
+class RoundLoop:
+    """What the rounds of one session read and write besides the server state.
+
+    Per-round metrics stay on the device (`in_flight`) until the host reads them at a progress line, an
+    evaluation or a checkpoint, where it waits for the device anyway; then they become `pending` (rounds
+    not yet summarised in metrics.jsonl) and rows of rounds.jsonl, so no round costs a device sync of its
+    own. Only process 0 (`writer`) writes files and prints; the other processes write to os.devnull.
+    """
+
+    config: ml_collections.ConfigDict
+    run: build.RunSetup
+    workdir: str
+    writer: bool
+    manager: Any  # the checkpoint manager
+    bar: progress.Progress
+    metrics_file: Any  # metrics.jsonl, open for appending
+    rounds_file: Any  # rounds.jsonl, open for appending
+    scalars: Optional[tb_writer.ScalarWriter]  # None on processes other than 0
+    clock: round_clock.RoundClock
+    pending: list  # host metrics of completed rounds not yet summarised in metrics.jsonl
+    records: list  # the evaluation records in metrics.jsonl
+    next_row: int  # the first round whose row is not yet in rounds.jsonl
+    in_flight: list = dataclasses.field(default_factory=list)  # device metrics not yet read by the host
+
+    def dispatched(self, round_: int, round_metrics: dict) -> None:
+        """Notes a round just dispatched to the device (its metrics are read later)."""
+        self.in_flight.append(round_metrics)
+        self.clock.watch(round_, round_metrics)
+
+
+@contextlib.contextmanager
+def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manager, start: Start):
+    """The session's outputs (progress line, metrics.jsonl, rounds.jsonl, TensorBoard, round clock) as a
+    `RoundLoop`; closes them however the block ends."""
+    bar = progress.Progress(config.fl.rounds, start=start.round,
+                            stream=sys.stderr if writer else io.StringIO())
+    metrics_path, rounds_path = (os.path.join(workdir, name) if writer else os.devnull
+                                 for name in ("metrics.jsonl", "rounds.jsonl"))
+    # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
+    scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
+    bar.compile(build.compile_ahead, run, start.state)  # tens of silent seconds on CPU, announced and timed
+    clock = round_clock.RoundClock()
+    try:
+        with open(metrics_path, "a") as metrics_file, open(rounds_path, "a") as rounds_file:
+            if scalars:
+                tb_writer.write_config(scalars, config.to_dict(), _metric_tags(run.tracked), start.round)
+            clock.start()  # just before the first round, after compiling it ahead
+            yield RoundLoop(config, run, workdir, writer, manager, bar, metrics_file, rounds_file, scalars,
+                            clock, list(start.pending), list(start.records), start.round + 1)
+    finally:
+        clock.close()
+        bar.close()
+        if scalars:
+            tb_writer.close_writer(scalars)
+
+
+def _metric_tags(tracked: dict) -> list[str]:
+    """The scalars TensorBoard's hparams view shows beside the config: the tracked archs' accuracies."""
+    return [f"{name}/{split}_accuracy" for name in tracked for split in ("val", "test")]
+
+
+def show_progress(loop: RoundLoop, done: int, round_metrics: dict) -> None:
+    """The progress line after round `done` (reading its loss waits for it), then its rows are written."""
+    clients = loop.config.fl.clients_per_round
+    loop.bar.update(done, float(sharding.to_host(metrics.shown_loss(round_metrics, clients))))
+    record_rounds(loop)  # every round up to `done` has finished: reading their metrics costs no wait
+
+
+def record_rounds(loop: RoundLoop) -> None:
+    """Reads the metrics of the rounds in flight to the host, as `pending` and as rows of rounds.jsonl
+    and TensorBoard. Waits for the device when called before those rounds finished."""
+    if not loop.in_flight:
+        return
+    host_rows = metrics.host_round_metrics(loop.in_flight, loop.config.fl.clients_per_round)
+    last = loop.next_row + len(host_rows) - 1
+    rows = metrics.round_rows(host_rows, loop.next_row, loop.clock.stamps_through(last))
+    loop.pending, loop.in_flight, loop.next_row = loop.pending + host_rows, [], last + 1
+    metrics.append_rows(loop.rounds_file, rows)
+    if loop.scalars:
+        tb_writer.write_rounds(loop.scalars, rows)
+
+
+def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
+    """Evaluates the tracked archs after round `done`; appends the record (with the summary of the rounds
+    since the previous one) to metrics.jsonl and TensorBoard, and shows the validation accuracies."""
+    record_rounds(loop)
+    clients = loop.config.fl.clients_per_round
+    failed = metrics.failed_rounds_warning(loop.pending, clients, done)
+    if failed and loop.writer:
+        print(("\n" if loop.bar.tty else "") + failed, file=sys.stderr, flush=True)
+    run = loop.run
+    record = {"round": done, **metrics.round_summary(loop.pending),
+              **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets)}
+    metrics.append_record(loop.metrics_file, record)
+    if loop.scalars:  # the summary fields are in TensorBoard per round already (rounds/...)
+        tb_writer.write_record(loop.scalars, {key: value for key, value in record.items()
+                                              if key not in metrics.SUMMARY_FIELDS})
+    loop.records.append(record)
+    loop.pending = []
+    loop.bar.note_record(record, run.tracked)
+
+
+def save_checkpoint(loop: RoundLoop, state, done: int) -> None:
+    """Saves the state after round `done` with the rounds not yet in metrics.jsonl (their rows are
+    written first, so rounds.jsonl holds every round a checkpoint holds); a full disk is a RunIOError."""
+    record_rounds(loop)
+    try:
+        checkpoint.save(loop.manager, done, state, {"pending": loop.pending, "config": loop.config.to_dict()})
+    except Exception as error:  # orbax wraps a full disk in ValueError('RESOURCE_EXHAUSTED')
+        if not workdir_lib.is_io_failure(error):
+            raise
+        raise workdir_lib.io_failure(error, loop.workdir, f"saving the checkpoint after round {done}",
+                                     checkpoint.checkpoint_dir(loop.workdir)) from error
 
 
 def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> dict:

@@ -23,7 +23,8 @@ import socket
 LOCK_FILE = ".lock"
 # Everything a training run writes into its workdir; `overwrite=True` clears these and nothing else.
 RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", "cost.json", "report.md",
-             "pareto.png", "tb", "checkpoints", "checkpoints_damaged",
+             "pareto.png", "tb", "checkpoints", "checkpoints_damaged", "rounds.jsonl", "rounds.jsonl.tmp",
+             "provenance.json", "provenance.json.tmp",
              # the report's other figures (PNG + SVG) and its tables as CSV
              "pareto.svg", "curves.png", "curves.svg", "search.png", "search.svg", "report_accuracy.csv",
              "report_cost.csv", "report_curves.csv", "report_search.csv")
