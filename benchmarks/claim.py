@@ -19,7 +19,9 @@ interval and the verdict the interval implies. A run whose work directory is com
 this seed, metrics.jsonl up to its last round, cost.json and report.md) is skipped without a subprocess; an
 incomplete one is started again and resumes from its last checkpoint. Writes:
 
-* OUT/seed_S/report.md and pareto.png: the combined report of that seed (`reports.compare`);
+* OUT/seed_S/report.md and its figures: the combined report of that seed (`reports.compare`);
+* OUT/report.md and its figures: the combined report of all seeds (mean +- std tables, accuracy curves with
+  min-max bands over seeds);
 * OUT/claim.json: every per-seed number, the summary per arch, the cost over seeds, each run's wall time
   (kept in OUT/seed_S/wall_seconds.json, so a run skipped later keeps its time), the environment (versions,
   CPU, commit); paths in it are relative to OUT;
@@ -32,7 +34,6 @@ the `:smoke` variant (seconds per run, to try the pipeline, not to measure the c
 """
 import argparse
 import datetime
-import importlib.metadata
 import json
 import math
 import os
@@ -49,10 +50,9 @@ from superfed_jax.reports import claim as claim_lib  # noqa: E402
 from superfed_jax.reports import compare as report_compare  # noqa: E402
 from superfed_jax.reports.format import arch_text, si  # noqa: E402
 from superfed_jax.reports.run_record import is_fedavg_baseline  # noqa: E402
+from superfed_jax.run import provenance  # noqa: E402
 
 WALL_FILE = "wall_seconds.json"  # OUT/seed_S/: each run's training wall time, kept across invocations
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-              "amx_tile")
 
 
 # --------------------------------------------------------------------------------------- the runs
@@ -131,44 +131,15 @@ def train(config: str, workdir: str, seed: int, overrides: list[str]) -> float:
 # ---------------------------------------------------------------------------------- environment
 
 
-def cpu_info() -> dict:
-    """CPU model and the SIMD flags that decide XLA's vector width (from /proc/cpuinfo on Linux)."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model in ("", platform.processor() or platform.machine()):
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = [flag for flag in SIMD_FLAGS if flag in value.split()]
-    except OSError:
-        pass
-    return {"model": model, "simd_flags": flags, "cores": os.cpu_count(), "machine": platform.machine()}
-
-
-def git_commit() -> dict:
-    """The repository's commit and whether the tree differs from it (None where git is unavailable)."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    commit = git("rev-parse", "HEAD") or None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if commit is None or status is None else bool(status)}
-
-
 def environment() -> dict:
-    versions = {}
-    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_info(),
-            "versions": versions, "git": git_commit(),
+    """Where the claim was measured: the run provenance's CPU, versions and commit (`run.provenance`),
+    flattened for claim.json and the table's machine line."""
+    cpu = provenance.cpu_info()
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu": {"model": cpu["model"] or platform.machine(), "simd_flags": cpu["simd_flags"],
+                    "cores": cpu["logical_cpus"], "machine": platform.machine()},
+            "versions": provenance.package_versions(),
+            "git": {k: v for k, v in provenance.git_state(ROOT).items() if k != "source"},  # no local path
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -351,6 +322,10 @@ def main(argv=None) -> int:
     per_seed = {}
     for index, seed in enumerate(args.seeds, 1):
         per_seed[seed] = run_seed(args, overrides, seed, index)
+    # All seeds in one combined report: mean +- std tables and accuracy curves with min-max seed bands.
+    all_runs = [os.path.join(args.out, f"seed_{seed}", name) for seed in args.seeds
+                for name in ["superfed"] + [f"fedavg_{a}" for a in args.archs]]
+    combined = report_compare.write_combined_report(all_runs, args.out)
     summary = claim_lib.summarize({s: e["rows"] for s, e in per_seed.items()})
     cost = claim_lib.cost_over_seeds({s: e["cost"] for s, e in per_seed.items()})
     result = {"config": config_arg(args.config_file, args.variants, args.smoke, ""), "seeds": args.seeds,
@@ -358,6 +333,7 @@ def main(argv=None) -> int:
               "verdict_rule": "95% interval of the paired difference: lower bound >= 0 -> at least as accurate, "
                               "upper bound < 0 -> behind, otherwise on a par; one seed -> no verdict",
               "summary": summary, "cost": cost, "per_seed": {str(s): e for s, e in per_seed.items()},
+              "report": os.path.relpath(combined["report"], args.out),
               "environment": environment(), "invocation_seconds": round(time.perf_counter() - start, 1)}
     result = strict(result)
     json_path, md_path = os.path.join(args.out, "claim.json"), os.path.join(args.out, "claim.md")
@@ -367,7 +343,7 @@ def main(argv=None) -> int:
     with open(md_path, "w") as f:
         f.write(text)
     print(text)
-    print(f"wrote {json_path}, {md_path} and the per-seed reports "
+    print(f"wrote {json_path}, {md_path}, the all-seed report {combined['report']} and the per-seed reports "
           + ", ".join(os.path.join(args.out, e["report"]) for e in per_seed.values()), flush=True)
     return 0
 
