@@ -9,7 +9,8 @@ on meanwhile) and notes the wall-clock time the moment they are ready. So
 * ``seconds`` of a round is the wall-clock time between the previous round's completion and its own: the
   round's computation plus whatever the device or the host did between the two (an evaluation or a
   checkpoint after the previous round, a slow dispatch). The first round of a session counts from
-  `start()`, so it includes compiling the round program.
+  `start()`, which the driver calls after compiling the round and the evaluation ahead of time, so no
+  round's time holds a compilation.
 
     clock = RoundClock()
     clock.start()
