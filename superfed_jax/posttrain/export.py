@@ -28,19 +28,18 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app
 from absl import flags
 from absl import logging
 
+from superfed_jax import _json_file
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
 from superfed_jax.run import checkpoint
-from superfed_jax.run import resume
 from superfed_jax.supernet import conv
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import model as model_lib
@@ -62,8 +61,11 @@ def search_result_arch(space: space_lib.SearchSpace, workdir: str, budget: str) 
     path = os.path.join(workdir, search.SEARCH_FILE)
     if not os.path.exists(path):
         raise ValueError(f"arch 'search:{budget}': {path} does not exist; run superfed_jax.posttrain.search first")
-    with open(path) as f:
-        results = {r["budget"]: r for r in json.load(f)["results"]}
+    found = _json_file.read_object(path, "run superfed_jax.posttrain.search again to rewrite it").get("results")
+    if not isinstance(found, list) or not all(isinstance(r, dict) and "budget" in r for r in found):
+        raise ValueError(f"{path}: 'results' is not a list of search results with a 'budget' each; run "
+                         "superfed_jax.posttrain.search again to rewrite it")
+    results = {r["budget"]: r for r in found}
     if budget not in results:
         raise ValueError(f"arch 'search:{budget}': {path} has no budget {budget!r}; it has "
                          f"{list(results)}")
@@ -185,13 +187,9 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run_dir.check_run_dir(workdir)
-    try:
-        config = resume.read_saved_config(workdir)
-    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{os.path.join(workdir, 'config.json')}: not valid JSON ({error}); it is "
-                         "damaged, restore it from a copy of the run") from error
-    space = config_lib.search_space(ml_collections.ConfigDict(config))
-    resolve_arch(space, space_lib.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
+    config = run_dir.saved_config(workdir)  # a damaged one: ValueError naming the file and a copy
+    space = config_lib.search_space(config)
+    resolve_arch(space, space_lib.tracked_archs(space, config.eval.tracked), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
     return export_loaded(run_dir.load_trained_run(workdir), arch_text, out_dir, overwrite)
 
@@ -304,12 +302,7 @@ def read_description(model_dir: str) -> dict:
     path = os.path.join(model_dir, MODEL_JSON)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{model_dir} is not an exported model: it has no {MODEL_JSON}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            description = json.load(f)
-    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from error
-    return check_description(path, description)
+    return check_description(path, _json_file.read_object(path, "re-export the model"))
 
 
 def _restore_params(model_dir: str, target) -> Any:
