@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app
 from absl import flags
 from absl import logging
 
+from superfed_jax import _cli
 from superfed_jax import _json_file
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
@@ -371,13 +371,8 @@ def main(argv) -> None:
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    try:
+    with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         description = export_run(values.workdir, values.arch, values.out, values.overwrite)
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("SUPERFED_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a user error: a message, no traceback
-        sys.exit(2)
     print(json.dumps({"out": os.path.abspath(values.out), "arch": description["arch"],
                       "macs": description["macs"], "params": description["params"]}))
 
@@ -395,8 +390,7 @@ def _define_flags() -> None:
 
 def console() -> None:
     """The `superfed-export` command: the same as `python -m superfed_jax.posttrain.export`."""
-    _define_flags()
-    app.run(main)
+    _cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":
