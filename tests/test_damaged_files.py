@@ -175,3 +175,15 @@ def test_posttrain_names_a_config_json_it_cannot_use(tmp_path, edit, problem):
 def test_posttrain_reads_an_intact_config_json_as_the_run_had_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(SMOKE.to_dict()))
     assert run_dir.saved_config(str(tmp_path)).to_dict() == SMOKE.to_dict()
+
+
+def test_a_damaged_latency_cache_is_named_with_what_to_do(tmp_path):
+    from superfed_jax.posttrain import latency
+    path = tmp_path / "latency_cache.json"
+    path.write_text('{"machine": {"arch": 1.5')
+    with pytest.raises(ValueError) as info:
+        latency.load_cache(str(path))
+    assert str(info.value).startswith(f"{path}: not valid JSON")
+    assert str(info.value).endswith("delete it to measure them again")
+    path.write_text('{"machine": {"arch": 1.5}}')
+    assert latency.load_cache(str(path)) == {"machine": {"arch": 1.5}}
