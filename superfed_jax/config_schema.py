@@ -281,8 +281,8 @@ FIELDS = (
           "Open MPI, ...)", "int", _AT_LEAST_0, " (0 = from the environment)", resumable=True),
     Field("distributed.process_id", -1, "-1 = JAX_PROCESS_ID or auto-detected", "int", Range(-1),
           " (-1 = from the environment)", resumable=True),
-    Field("distributed.timeout_s", 300, "seconds to wait for every process to connect before giving up "
-          "(JAX then ends the process)", "int", _AT_LEAST_1, resumable=True, absent=300),
+    Field("distributed.timeout_s", 300, "seconds to wait for every process to connect; then one "
+          "error message and exit status 2", "int", _AT_LEAST_1, resumable=True, absent=300),
 
     Field("memory.check", True, "estimate a round's device memory before compiling; stop with a "
           "chunk-size advice", "flag", resumable=True),

@@ -225,6 +225,12 @@ def test_train_step_with_only_padding_changes_nothing():
 # ------------------------------------------------------------------------------- a client's own steps
 
 
+# Jitted once for every size below (the size is traced): one compile each, not one per test.
+_SCHEDULE_ARGS = ("epochs", "max_size", "batch_size")
+_schedule = jax.jit(client.client_schedule, static_argnames=_SCHEDULE_ARGS)
+_real_step = jax.jit(client.real_step, static_argnames=_SCHEDULE_ARGS)
+
+
 @pytest.mark.parametrize("size", [0, 5, 13, 16])
 def test_real_steps_cover_each_epoch_once_then_only_padding(size):
     """Step i of a client is batch i % b of epoch i // b (b = its real batches per epoch): every real
@@ -233,9 +239,9 @@ def test_real_steps_cover_each_epoch_once_then_only_padding(size):
     schedule = dict(epochs=EPOCHS, max_size=max_size, batch_size=BATCH)
     own = client.client_steps(size, epochs=EPOCHS, batch_size=BATCH)
     assert own == EPOCHS * -(-size // BATCH)
-    orders, keys = client.client_schedule(key, np.int32(size), **schedule)
-    step = jax.jit(lambda i: client.real_step(orders, keys, np.int32(size), i, **schedule))
-    steps = [step(np.int32(i)) for i in range(EPOCHS * client.steps_per_epoch(max_size, BATCH) + 2)]
+    orders, keys = _schedule(key, np.int32(size), **schedule)
+    steps = [_real_step(orders, keys, np.int32(size), np.int32(i), **schedule)
+             for i in range(EPOCHS * client.steps_per_epoch(max_size, BATCH) + 2)]
     batches = max(-(-size // BATCH), 1)
     for i, (positions, step_key) in enumerate(steps):
         positions = np.asarray(positions)

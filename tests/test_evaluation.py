@@ -113,9 +113,10 @@ def test_every_arch_matches_its_dense_subnet_on_a_split_with_a_partial_batch():
     assert np.ptp(expected_loss) > 1e-3
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 37, 64])
+@pytest.mark.parametrize("batch_size", [1, 37, 64])
 def test_batch_size_does_not_change_the_result(batch_size):
-    """Whole split in one batch, one partial batch larger than the split, one example per batch."""
+    """Whole split in one batch, one partial batch larger than the split, one example per batch (each
+    batch size is a compile; several batches with a partial last one are the test above)."""
     params = tiny_setup.init_params(3)
     images, labels = random_split(2)
     archs = arch_list()[:3]

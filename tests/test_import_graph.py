@@ -25,8 +25,9 @@ PACKAGE = "superfed_jax"
 # Lowest first. A layer is named by the first component of a module's name below the package; the
 # config layer also holds any future `config_*` module. The package's own `__init__` is above them all.
 LAYERS = (
-    ("foundation", ("aggregation", "_extras", "_console")),  # no internal imports: the public
-    # aggregation API, the optional-dependency helper every layer may use, and what every command does first
+    # No internal imports: the public aggregation API, and helpers every layer may use (optional
+    # dependencies, reading a JSON file, the command lines' error handling, what every command does first).
+    ("foundation", ("aggregation", "_extras", "_json_file", "_cli", "_console")),
     ("supernet", ("supernet",)),
     ("data", ("data",)),
     ("federated", ("federated",)),

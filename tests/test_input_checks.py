@@ -252,9 +252,10 @@ def _module(*args, timeout=120):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config=configs/digits.py", "--config.space.divisor=0", "--config.client.batch_size=0"],
-     ["error: client.batch_size=0: must be an integer >= 1", "space.divisor=0: must be a positive integer"]),
-    (["--config=configs/digits.py", "--devices=0"], ["error: --devices=0: must be an integer >= 1"]),
+    # Config and flag problems come together, in one message (one process: each costs a JAX import).
+    (["--config=configs/digits.py", "--config.space.divisor=0", "--config.client.batch_size=0", "--devices=0"],
+     ["error: client.batch_size=0: must be an integer >= 1", "space.divisor=0: must be a positive integer",
+      "--devices=0: must be an integer >= 1"]),
     (["--config=configs/digits.py", "--devices=abc"], ["error: flag --devices=abc: invalid literal"]),
     (["--config=no_such.py", "--config.fl.rounds=3"],
      ["error: --config=no_such.py: 'no_such.py' does not exist"]),
@@ -276,7 +277,7 @@ def test_memory_command_still_estimates_a_good_config():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config=no_such.py"], "error: --config=no_such.py: 'no_such.py' does not exist"),
+    # With an override too: the missing file is still what is reported (not ml_collections' traceback).
     (["--config=no_such.py", "--config.fl.rounds=3"],
      "error: --config=no_such.py: 'no_such.py' does not exist"),
     (["--config=configs/digits.py", "--config.space.divisor=0"],
@@ -289,7 +290,8 @@ def test_cost_command_with_a_bad_config_is_one_message(args, message):
     assert result.stderr.startswith(message)
 
 
-def test_distributed_initialize_says_what_it_waits_for_and_gives_up_after_the_timeout():
+@pytest.mark.parametrize("process_id", [0, 1])  # 0 hosts the coordinator; 1 finds no coordinator
+def test_distributed_initialize_says_what_it_waits_for_and_gives_up_after_the_timeout(process_id):
     import socket
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -297,13 +299,18 @@ def test_distributed_initialize_says_what_it_waits_for_and_gives_up_after_the_ti
     code = ("import ml_collections\n"
             "from superfed_jax.run import distributed\n"
             "distributed.initialize(ml_collections.ConfigDict(dict(initialize=True, "
-            f"coordinator_address='localhost:{port}', num_processes=2, process_id=0, timeout_s=2)))\n"
+            f"coordinator_address='localhost:{port}', num_processes=2, process_id={process_id}, "
+            "timeout_s=2)))\n"
             "print('connected')\n")
     result = _module("-c", code, timeout=120)
-    assert result.returncode != 0 and "connected" not in result.stdout
-    assert (f"distributed: process 0 connecting to the coordinator at localhost:{port}; waiting up to 2 s "
-            "for all 2 processes (distributed.timeout_s)") in result.stderr
-    assert "error: distributed: not every one of the 2 processes connected within 2 s" in result.stderr
+    # Our deadline, not JAX's abort (SIGABRT, exit 134, a C++ log): exit 2 and exactly two lines.
+    assert result.returncode == 2 and "connected" not in result.stdout, result.stderr
+    assert result.stderr.splitlines() == [
+        f"distributed: process {process_id} connecting to the coordinator at localhost:{port}; waiting up to "
+        "2 s for all 2 processes (distributed.timeout_s)",
+        "error: distributed: not every one of the 2 processes connected within 2 s, so this process stopped; "
+        "nothing was written. Start the same command on every host (each with its own "
+        "distributed.process_id), check distributed.coordinator_address, or raise distributed.timeout_s."]
 
 
 # ---------------------------------------------------------------------------- the cost section

@@ -12,17 +12,16 @@ data's own.
 """
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
 from superfed_jax import _console
+from superfed_jax import _cli
 from superfed_jax.data import load as load_lib
 from superfed_jax.federated import evaluation
 from superfed_jax.posttrain import export
@@ -127,14 +126,9 @@ def main(argv) -> None:
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
-    try:
+    with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         report = evaluate_export(values.model, values.data, values.split, values.batch_size,
                                  values.tfds_data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("SUPERFED_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a user error: a message, no traceback
-        sys.exit(2)
     print(json.dumps(report))
 
 
@@ -152,8 +146,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-evaluate` command: the same as `python -m superfed_jax.posttrain.evaluate_export`."""
     _console.quiet_backend_probe()
-    _define_flags()
-    app.run(main)
+    _cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -28,20 +28,19 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app
 from absl import flags
 from absl import logging
 
 from superfed_jax import _console
+from superfed_jax import _cli
+from superfed_jax import _json_file
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
 from superfed_jax.run import checkpoint
-from superfed_jax.run import resume
 from superfed_jax.supernet import conv
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import model as model_lib
@@ -63,8 +62,11 @@ def search_result_arch(space: space_lib.SearchSpace, workdir: str, budget: str) 
     path = os.path.join(workdir, search.SEARCH_FILE)
     if not os.path.exists(path):
         raise ValueError(f"arch 'search:{budget}': {path} does not exist; run superfed_jax.posttrain.search first")
-    with open(path) as f:
-        results = {r["budget"]: r for r in json.load(f)["results"]}
+    found = _json_file.read_object(path, "run superfed_jax.posttrain.search again to rewrite it").get("results")
+    if not isinstance(found, list) or not all(isinstance(r, dict) and "budget" in r for r in found):
+        raise ValueError(f"{path}: 'results' is not a list of search results with a 'budget' each; run "
+                         "superfed_jax.posttrain.search again to rewrite it")
+    results = {r["budget"]: r for r in found}
     if budget not in results:
         raise ValueError(f"arch 'search:{budget}': {path} has no budget {budget!r}; it has "
                          f"{list(results)}")
@@ -186,13 +188,9 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run_dir.check_run_dir(workdir)
-    try:
-        config = resume.read_saved_config(workdir)
-    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{os.path.join(workdir, 'config.json')}: not valid JSON ({error}); it is "
-                         "damaged, restore it from a copy of the run") from error
-    space = config_lib.search_space(ml_collections.ConfigDict(config))
-    resolve_arch(space, space_lib.tracked_archs(space, config["eval"]["tracked"]), arch_text, workdir)
+    config = run_dir.saved_config(workdir)  # a damaged one: ValueError naming the file and a copy
+    space = config_lib.search_space(config)
+    resolve_arch(space, space_lib.tracked_archs(space, config.eval.tracked), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
     return export_loaded(run_dir.load_trained_run(workdir), arch_text, out_dir, overwrite)
 
@@ -305,12 +303,7 @@ def read_description(model_dir: str) -> dict:
     path = os.path.join(model_dir, MODEL_JSON)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{model_dir} is not an exported model: it has no {MODEL_JSON}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            description = json.load(f)
-    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from error
-    return check_description(path, description)
+    return check_description(path, _json_file.read_object(path, "re-export the model"))
 
 
 def _restore_params(model_dir: str, target) -> Any:
@@ -379,13 +372,8 @@ def main(argv) -> None:
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    try:
+    with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         description = export_run(values.workdir, values.arch, values.out, values.overwrite)
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("SUPERFED_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a user error: a message, no traceback
-        sys.exit(2)
     print(json.dumps({"out": os.path.abspath(values.out), "arch": description["arch"],
                       "macs": description["macs"], "params": description["params"]}))
 
@@ -404,8 +392,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-export` command: the same as `python -m superfed_jax.posttrain.export`."""
     _console.quiet_backend_probe()
-    _define_flags()
-    app.run(main)
+    _cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from superfed_jax import _json_file
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.supernet import subnet
 
@@ -99,11 +100,7 @@ def load_cache(path: str) -> dict:
     """The cache file's entries ({machine key: {arch key: ms}}), or {} when there is no file yet."""
     if not path or not os.path.exists(path):
         return {}
-    with open(path) as f:
-        cache = json.load(f)
-    if not isinstance(cache, dict):
-        raise ValueError(f"{path} is not a latency cache (a JSON object); delete it to start over")
-    return cache
+    return _json_file.read_object(path, "it only caches timings: delete it to measure them again")
 
 
 def save_cache(path: str, cache: dict) -> None:

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import jax
 
 from superfed_jax import config as config_lib
+from superfed_jax import validation
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import round as federated_round
 from superfed_jax.run import build as build_lib
@@ -33,6 +34,35 @@ def check_run_dir(workdir: str) -> None:
                                 "the run first")
 
 
+def saved_config(workdir: str):
+    """The run's config (a ConfigDict): its config.json over today's defaults, checked like a new run's.
+
+    Fields added since the run was trained keep their defaults. The data files are not checked (a run
+    directory may be read on another machine).
+
+    Raises:
+      FileNotFoundError: `workdir` has no config.json.
+      ValueError: config.json cannot be read, is not a JSON object, has fields this code does not know, or
+        values a run would refuse; the message names the file.
+    """
+    path = os.path.join(workdir, "config.json")
+    saved = resume.read_saved_config(workdir)
+    if saved is None:
+        raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
+    config = config_lib.base_config()
+    try:
+        for name, value in saved.items():  # ConfigDict.update would say only "'list' object has no ..."
+            if name in config and hasattr(config[name], "items") and not isinstance(value, dict):
+                raise ValueError(f"{name}: {value!r} is not a section (a JSON object of fields)")
+        config.update(saved)
+        validation.check_config(config, check_files=False)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        message = str(error).strip() or type(error).__name__
+        raise ValueError(f"{path}: not a usable run config: {message}; "
+                         f"{resume.saved_config_advice(workdir)}") from error
+    return config
+
+
 def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.ServerState]:
     """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
 
@@ -40,9 +70,7 @@ def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.Serv
       FileNotFoundError: `workdir` has no config.json or no checkpoint.
     """
     check_run_dir(workdir)  # before loading data and compiling
-    config = config_lib.base_config()  # fields added since the run was trained keep their defaults
-    config.update(resume.read_saved_config(workdir))
-    run = build_lib.build(config)
+    run = build_lib.build(saved_config(workdir))
     restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
     if restored is None:  # the folder held only an unfinished save
         raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
@@ -79,7 +107,7 @@ def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
       FileNotFoundError: no config.json or no checkpoint.
     """
     run, state = load_trained(workdir)
-    config = resume.read_saved_config(workdir)
+    config = resume.read_saved_config(workdir)  # as saved: read by load_trained just before
     device = jax.devices()[0]
     batch = eval_batch_size or config["eval"]["batch_size"]
 

@@ -24,11 +24,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
 from superfed_jax import _console
+from superfed_jax import _cli
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
@@ -333,16 +333,12 @@ def main(argv) -> None:
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
-    try:
+    with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         report = search_run(values.workdir, values.budget, options_from_flags(values))
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("SUPERFED_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a user error: a message, no traceback
-        sys.exit(2)
     out = values.out or os.path.join(values.workdir, SEARCH_FILE)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    with _cli.user_errors():  # e.g. --out in a read-only directory: the message names the path
+        with open(out, "w") as f:
+            json.dump(report, f, indent=2)
     print(summary_table(report["results"]))
     print(f"wrote {out}")
     if os.path.abspath(out) == os.path.abspath(os.path.join(values.workdir, SEARCH_FILE)):
@@ -390,8 +386,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-search` command: the same as `python -m superfed_jax.posttrain.search`."""
     _console.quiet_backend_probe()
-    _define_flags()
-    app.run(main)
+    _cli.run(main, _define_flags)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,17 @@ The config needs only a `space` section (checked by `space.SearchSpace`); a miss
 flag, a bad space or a bad arch is one `error:` message and exit status 2.
 """
 import json
-import sys
 
 import jax
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from superfed_jax import _console
+from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.supernet import cost
 from superfed_jax.supernet import space as space_lib
-
-
-def _fail(message: str) -> None:
-    """Prints one `error:` message (a user error: no traceback) and exits with status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv) -> None:
@@ -38,16 +31,8 @@ def main(argv) -> None:
         arch = space_lib.parse_arch(space, arch_text)
     except ValueError as error:
         # One message, no traceback: these are user errors and the message names the allowed values.
-        _fail("\n".join(" ".join(line.split()) for line in str(error).splitlines()))
+        _cli.fail("\n".join(" ".join(line.split()) for line in str(error).splitlines()))
     print(json.dumps(cost.size_summary(space, arch)))
-
-
-def _parse_flags(argv):
-    """absl's flag parsing; a bad flag is one `error:` line and exit status 2, not absl's FATAL."""
-    try:
-        return flags.FLAGS(list(argv))
-    except (flags.Error, ValueError, TypeError, KeyError, AttributeError, OSError) as error:
-        _fail(str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
 
 
 def _define_flags() -> None:
@@ -62,11 +47,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-cost` command: the same as `python -m superfed_jax.reports.arch_size`."""
     _console.quiet_backend_probe()
-    problem = validation.config_file_problem(sys.argv)
-    if problem:
-        _fail(problem)
-    _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem])
 
 
 if __name__ == "__main__":

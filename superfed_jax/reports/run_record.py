@@ -11,6 +11,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from superfed_jax import _json_file
 from superfed_jax.supernet import cost as cost_lib
 from superfed_jax.supernet import space as space_lib
 
@@ -27,17 +28,31 @@ class RunRecord(NamedTuple):
     cost: Optional[dict]  # cost.json, None when missing
 
 
-def read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+# What to do about a damaged file of a finished run, by file name (appended to the message naming it).
+_REPAIR = {
+    "config.json": "the checkpoints keep the run's config (the 'config' entry of "
+                   "checkpoints/STEP/host/metadata): restore config.json from there, or delete it and rerun "
+                   "the training command in this workdir, which writes it again",
+    "space.json": "delete it (the report then takes the space from config.json) or rerun the training "
+                  "command in this workdir, which writes it again",
+    "cost.json": "delete it (the report then leaves out the cost it gives) or rerun the training command in "
+                 "this workdir, which writes it again",
+}
+
+
+def read_json(path: str) -> dict:
+    """The JSON object in `path`; ValueError naming the file, the problem and what to do otherwise."""
+    advice = _REPAIR.get(os.path.basename(path), "restore it from a copy of the run")
+    return _json_file.read_object(path, advice)
 
 
 def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not text (byte {error.start} is not UTF-8): the file is damaged; "
+                         "restore it from a copy of the run") from None
     records = []
     for number, line in lines:
         try:

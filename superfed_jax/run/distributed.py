@@ -11,9 +11,11 @@ count and process id, or none of them on clusters JAX detects itself (Cloud TPU 
 Kubernetes). The environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID fill
 fields left unset. On CPU the gloo collectives are used (see docs/performance.md 11).
 
-Connecting waits at most `distributed.timeout_s` seconds for every process. What it waits for is printed
-first, and again just before the deadline: when a process is missing, JAX's runtime ends this process
-(SIGABRT, "DEADLINE_EXCEEDED") rather than raising, so that line is the explanation the user gets.
+Connecting waits at most `distributed.timeout_s` seconds for every process, and what it waits for is
+printed first. If a process is missing when that time is up, this process prints one `error:` line
+saying what to do and exits with status 2. JAX's own deadline is set a little later
+(`_JAX_GRACE_S`): left to itself, JAX's runtime ends the process with SIGABRT (exit 134) and a C++ log
+instead of raising, so our deadline must come first.
 """
 import os
 import sys
@@ -21,8 +23,10 @@ import threading
 
 import jax
 
-# Seconds before the deadline at which the "still waiting" explanation is printed.
-_WARN_BEFORE_DEADLINE_S = 1.0
+# Seconds JAX's own connection deadline lies after `distributed.timeout_s`, so that ours always ends the
+# wait first (JAX's would abort the process).
+_JAX_GRACE_S = 30.0
+EXIT_MISSING_PEER = 2  # something must be fixed first (start the other processes), as for a bad config
 
 
 def settings_from(config_distributed) -> dict:
@@ -62,19 +66,46 @@ def waiting_message(settings: dict, timeout: int) -> str:
 
 
 def missing_peer_message(settings: dict, timeout: int) -> str:
-    """The explanation printed just before the deadline, when not every process has connected."""
+    """The one message when not every process has connected within `timeout` seconds."""
     total = settings.get("num_processes", "all")
-    return (f"error: distributed: not every one of the {total} processes connected within {timeout} s; "
-            "JAX will now end this process. Start the same command on every host (each with its own "
-            "distributed.process_id), check distributed.coordinator_address, or raise "
+    return (f"error: distributed: not every one of the {total} processes connected within {timeout} s, so "
+            "this process stopped; nothing was written. Start the same command on every host (each with "
+            "its own distributed.process_id), check distributed.coordinator_address, or raise "
             "distributed.timeout_s.")
+
+
+class _Deadline:
+    """Ends the process with `missing_peer_message` unless `stop()` is called within `timeout` s.
+
+    A lock orders the two: once `stop()` has run, the deadline does nothing, and once the deadline has
+    begun, the process ends (it never ends a process that has already connected).
+    """
+
+    def __init__(self, settings: dict, timeout: int):
+        self._lock, self._done = threading.Lock(), False
+        self._timer = threading.Timer(timeout, self._expire, args=(settings, timeout))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self, settings: dict, timeout: int) -> None:
+        with self._lock:
+            if self._done:
+                return
+            print(missing_peer_message(settings, timeout), file=sys.stderr, flush=True)
+            # os._exit: the main thread is blocked inside JAX's runtime, where no exception reaches it.
+            os._exit(EXIT_MISSING_PEER)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 def initialize(config_distributed) -> None:
     """Connects this process to the others when `config.distributed.initialize` is set; else nothing.
 
-    Must run before anything touches a JAX backend. Prints what it waits for, and an explanation just
-    before `distributed.timeout_s` runs out (JAX then ends the process).
+    Must run before anything touches a JAX backend. Prints what it waits for; if not every process has
+    connected within `distributed.timeout_s`, prints `missing_peer_message` and exits with status 2.
     """
     if not config_distributed.initialize:
         return
@@ -82,15 +113,11 @@ def initialize(config_distributed) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     settings, timeout = settings_from(config_distributed), timeout_s(config_distributed)
     print(waiting_message(settings, timeout), file=sys.stderr, flush=True)
-    warning = threading.Timer(max(0.0, timeout - _WARN_BEFORE_DEADLINE_S),
-                              lambda: print(missing_peer_message(settings, timeout), file=sys.stderr,
-                                            flush=True))
-    warning.daemon = True
-    warning.start()
+    deadline = _Deadline(settings, timeout)
     try:
-        jax.distributed.initialize(**settings, initialization_timeout=timeout)
-    finally:
-        warning.cancel()
+        jax.distributed.initialize(**settings, initialization_timeout=int(timeout + _JAX_GRACE_S))
+    finally:  # connected, or a Python error (a bad address) that the caller reports
+        deadline.stop()
 
 
 def is_writer() -> bool:

@@ -28,14 +28,14 @@ from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
 from superfed_jax import _console
+from superfed_jax import _cli
 
 __all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
 # The package's own default config, found next to the installed modules (superfed_jax/configs/).
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                               "digits.py")
-EXIT_USAGE = 2  # a bad config, flag or data file (also what absl's own usage errors would deserve)
-_DEBUG_HINT = "(set SUPERFED_DEBUG=1 for a traceback)"
+EXIT_USAGE = _cli.EXIT_USAGE  # a bad config, flag or data file
 # --config.a.b=V, --config.a.b V, --config.a.b (True), --noconfig.a.b (False); one dash works too.
 _OVERRIDE = re.compile(r"^--?(no)?config\.([^=]*)(?:=(.*))?$", re.DOTALL)
 # The parsers ml_collections uses for fields of these kinds, so a value passing here parses there too.
@@ -144,36 +144,6 @@ def override_problems(argv: Sequence[str]) -> list[str]:
 # ------------------------------------------------------------------------------------- the command
 
 
-def _fail(message: str, debug_hint: bool = False) -> None:
-    """Prints one `error: ...` message and exits with EXIT_USAGE."""
-    print(f"error: {message}" + (f"\n{_DEBUG_HINT}" if debug_hint else ""), file=sys.stderr)
-    sys.exit(EXIT_USAGE)
-
-
-# What defining and parsing the flags raises for a bad command line or config file.
-_FLAG_ERRORS = (flags.Error, ValueError, TypeError, KeyError, AttributeError, IOError)
-
-
-def _flag_error_message(error: Exception) -> str:
-    """The message of a flag-parsing error, without the traceback ml_collections copies into it."""
-    message = str(error)
-    head, marker, trace = message.partition("Error whilst parsing config file:")
-    if not marker:
-        return message
-    last = [line for line in trace.strip().splitlines() if line.strip()][-1]  # 'ValueError: what'
-    return head + last.split(": ", 1)[-1]
-
-
-def _parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing (app.run's flags_parser); a mistake is one `error:` message, exit status 2."""
-    try:
-        return flags.FLAGS(list(argv))
-    except _FLAG_ERRORS as error:
-        if os.environ.get("SUPERFED_DEBUG"):
-            raise
-        _fail(_flag_error_message(error), debug_hint=True)
-
-
 def _define_flags(argv: Sequence[str]) -> None:
     """Defines --config (overrides read from `argv`) and --workdir, once per process."""
     if "config" in flags.FLAGS:
@@ -227,16 +197,16 @@ def _run(argv: Sequence[str]) -> None:
               + _without_overwrite(config), file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED)
     except workdir_lib.RunIOError as failure:
-        if os.environ.get("SUPERFED_DEBUG"):
+        if _cli.debugging():
             raise
         print(f"error: {failure}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED if failure.resumable else EXIT_USAGE)
     except (ValueError, FileNotFoundError) as error:  # bad config or data: a message, not a traceback
-        if os.environ.get("SUPERFED_DEBUG"):
+        if _cli.debugging():
             raise
-        _fail(str(error), debug_hint=True)
+        _cli.fail(str(error), debug_hint=True)
     except OSError as error:  # a filesystem failure outside the driver (reading the data, the workdir)
-        if os.environ.get("SUPERFED_DEBUG"):
+        if _cli.debugging():
             raise
         failure = workdir_lib.io_failure(error, workdir, "reading or writing the run's files")
         print(f"error: {failure}", file=sys.stderr)
@@ -258,14 +228,14 @@ def main(argv: Sequence[str]) -> None:
     argv = last_override_wins(argv)
     problems = override_problems(argv)  # before ml_collections, which raises on an unknown field
     if problems:
-        _fail("\n".join(problems))
+        _cli.fail("\n".join(problems))
     try:
         _define_flags(argv)  # loads the config file named in argv
-    except _FLAG_ERRORS as error:
-        if os.environ.get("SUPERFED_DEBUG"):
+    except _cli.FLAG_ERRORS as error:
+        if _cli.debugging():
             raise
-        _fail(_flag_error_message(error), debug_hint=True)
-    app.run(_run, argv=argv, flags_parser=_parse_flags)
+        _cli.fail(_cli.flag_error_message(error), debug_hint=True)
+    app.run(_run, argv=argv, flags_parser=_cli.parse_flags)
 
 
 def console() -> None:

@@ -46,16 +46,15 @@ available RAM shared by the local CPU devices).
 import json
 import math
 import os
-import sys
 from typing import Any, Optional
 
 import jax
 import numpy as np
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from superfed_jax import _console
+from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.supernet import cost
@@ -313,12 +312,6 @@ def config_estimate(config, space: space_lib.SearchSpace, *, num_devices: int, d
         conv_impl=config.model.conv_impl, data_bytes=data_bytes)
 
 
-def _fail(message: str) -> None:
-    """One `error:` message on stderr, exit status 2 (a user error, not a traceback)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def command_line_problems(config, devices: int, available_gib: float, train_examples: int) -> list[str]:
     """The problems of the memory command's config and flags, one line each ([] if none).
 
@@ -345,7 +338,7 @@ def main(argv) -> None:
     config, args = flags.FLAGS.config, flags.FLAGS
     problems = command_line_problems(config, args.devices, args.available_gib, args.train_examples)
     if problems:
-        _fail("\n".join(problems))
+        _cli.fail("\n".join(problems))
     space = config_lib.search_space(config)
     image_bytes = space.input_size ** 2 * space.input_channels  # uint8 images
     estimate = config_estimate(config, space, num_devices=args.devices,
@@ -368,22 +361,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("train_examples", 0, "Training examples kept on device (uint8 images).")
 
 
-def _parse_flags(argv):
-    """absl's flag parsing; a bad flag is one `error:` line and exit status 2, not absl's FATAL."""
-    try:
-        return flags.FLAGS(list(argv))
-    except (flags.Error, ValueError, TypeError, KeyError, AttributeError, OSError) as error:
-        _fail(str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
-
-
 def console() -> None:
     """The `superfed-memory` command: the same as `python -m superfed_jax.run.memory`."""
     _console.quiet_backend_probe()
-    problem = validation.config_file_problem(sys.argv)
-    if problem:
-        _fail(problem)
-    _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ declared once, by `resumable=True` in `superfed_jax/config_schema.py`.
 import json
 import os
 
+from superfed_jax import _json_file
 from superfed_jax import config_schema
 
 # Dotted config prefixes that may differ between the run that saved a checkpoint and the one resuming it:
@@ -51,12 +52,31 @@ def check_resumable(saved: dict, current: dict, workdir: str) -> None:
 
 
 def read_saved_config(workdir: str) -> dict | None:
-    """The config.json a previous run wrote in `workdir`, or None."""
+    """The config.json a previous run wrote in `workdir`, or None when there is none.
+
+    Raises:
+      ValueError (`_json_file.JsonFileError`): config.json cannot be read, is not JSON or not a JSON
+        object. The message names the file, what is wrong, and where the run keeps another copy of its
+        config (every checkpoint's host JSON), so the user can repair it without losing the run.
+    """
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return _json_file.read_object(path, saved_config_advice(workdir))
+
+
+def saved_config_advice(workdir: str) -> str:
+    """What to do about a damaged WORKDIR/config.json: where the checkpoints keep the run's config."""
+    # The layout of checkpoint.host_json_path, spelt out here so this module stays free of orbax.
+    steps = [name for name in os.listdir(os.path.join(workdir, "checkpoints"))
+             if name.isdigit()] if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+    if not steps:
+        return ("nothing else in this workdir holds the run's config (no checkpoint): restore config.json "
+                "from a copy, or use another --workdir")
+    copy = os.path.join(workdir, "checkpoints", max(steps, key=int), "host", "metadata")
+    return (f"the checkpoints keep the run's config (the 'config' entry of {copy}), so nothing is lost: "
+            "delete config.json and rerun the training command to resume (it writes config.json again), "
+            "or restore config.json from that entry")
 
 
 class MetricsFileError(ValueError):

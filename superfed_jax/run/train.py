@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Optional
 
 import ml_collections
 
+from superfed_jax import _json_file
 from superfed_jax.federated import assignment
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import round as federated_round
@@ -88,7 +89,10 @@ def check_same_data_shapes(workdir: str, space) -> None:
     space_path = os.path.join(workdir, "space.json")
     if not checkpoint.saved_configs(workdir) or not os.path.exists(space_path):
         return
-    before = workdir_lib.read_json(space_path)
+    before = _json_file.read_object(
+        space_path, "it records the data's shapes when the run started; restore it from a copy, or delete "
+        "it and rerun the same command (the resumed run writes it again, but cannot then check beforehand "
+        "that the data's shapes are unchanged)")
     now = json.loads(json.dumps(dataclasses.asdict(space)))  # tuples as lists, as saved
     changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k)]

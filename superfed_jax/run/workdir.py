@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import errno
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -215,13 +214,3 @@ def is_io_failure(error: BaseException) -> bool:
     text = str(error)
     return any(marker in text for marker in ("RESOURCE_EXHAUSTED", "No space left", "Permission denied",
                                              "Read-only file system", "Error writing local file"))
-
-
-def read_json(path: str):
-    """The JSON value in `path`; ValueError naming the file if it is not valid JSON."""
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}); restore it from the checkpoint's host "
-                             "JSON or use another --workdir") from error
