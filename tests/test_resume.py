@@ -291,7 +291,7 @@ def test_a_full_disk_during_a_save_is_resumable_and_resumes_exactly(reference, t
     shutil.copytree(workdir, elsewhere)
     resumed = launch(elsewhere)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"after round 2" in resumed.stderr
+    assert "after round 2" in resumed.stderr
     assert final_digest(elsewhere) == final_digest(reference)
     assert outputs(elsewhere) == outputs(reference)
 

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import statistics
-from typing import Optional
 
 from superfed_jax.supernet import space as space_lib
 from superfed_jax.reports import combined_files
