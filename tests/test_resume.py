@@ -186,10 +186,10 @@ def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped damaged checkpoint step {ROUNDS}:" in result.stderr
     # Issue 15.9: before the filters, one truncated file gave 16 orbax tracebacks ending in "Event loop is
-    # closed". The filters remove the closed-loop reports, but reports of other failed reads in flight
-    # still appear in some runs (0 to 6 seen, depending on timing), so this bounds the noise rather than
-    # demanding silence; issue 15 stays open on it.
-    assert result.stderr.count("Event loop is closed") <= 3 and result.stderr.count("Traceback") < 10
+    # closed", and later, under load, up to 12 "Exception ignored in: <coroutine ...>" reports of the
+    # restore's abandoned reads. The one warning above is the whole report.
+    assert "Event loop is closed" not in result.stderr and "Exception ignored" not in result.stderr
+    assert "Traceback" not in result.stderr
     assert f"after round {ROUNDS - 2}" in result.stderr
     assert final_digest(workdir) == final_digest(reference)
     assert outputs(workdir) == outputs(reference)

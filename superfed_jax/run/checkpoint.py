@@ -160,6 +160,17 @@ def _is_closed_loop_report(exc_type, value) -> bool:
     return exc_type is RuntimeError and str(value) == "Event loop is closed"
 
 
+def _is_abandoned_orbax_read(unraisable) -> bool:
+    """Whether an unraisable report is one of orbax's array reads, abandoned with its failed restore.
+
+    Those reads are coroutines; when the restore gives up, the ones still holding an exception are closed
+    by the garbage collector, which prints "Exception ignored in: <coroutine object ...>" with a traceback
+    each (0 to 12 per restore, seen under load).
+    """
+    code = getattr(unraisable.object, "cr_code", None)
+    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
 class _ClosedLoopLogFilter(logging.Filter):
     """Drops asyncio's reports of failed tasks once a restore has failed (orbax's reads in flight).
 
@@ -194,7 +205,8 @@ def _silence_closed_loop_reports() -> None:
             previous_thread_hook(arguments)
 
     def unraisable_hook(unraisable):
-        if not _is_closed_loop_report(unraisable.exc_type, unraisable.exc_value):
+        if not (_is_closed_loop_report(unraisable.exc_type, unraisable.exc_value)
+                or _is_abandoned_orbax_read(unraisable)):
             previous_unraisable_hook(unraisable)
 
     excepthook._drops_closed_loop = True
