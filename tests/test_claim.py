@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from superfed_jax.reports import claim
+from superfed_jax.reports import run_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -341,3 +342,34 @@ def test_second_invocation_skips_the_complete_runs(claim_run):
         assert after["per_seed"][str(seed)]["wall_seconds"] == before["per_seed"][str(seed)]["wall_seconds"]
         assert sorted(after["per_seed"][str(seed)]["skipped"]) == sorted(
             ["superfed"] + [f"fedavg_{a}" for a in ARCHS])
+
+
+def _table_row(text, name):
+    """The cells of the Markdown table row of ``name``."""
+    [line] = [line for line in text.splitlines() if line.startswith(f"| {name} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_cli_on_one_seeds_runs_equals_claims_report_and_the_metrics(claim_run, tmp_path):
+    """The combined report of seed 0's runs, from the command line, against metrics.jsonl and cost.json."""
+    out, _ = claim_run
+    shared_dir, fedavg_dir = out / "seed_0" / "superfed", out / "seed_0" / "fedavg_largest"
+    cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.cli", str(shared_dir), str(fedavg_dir),
+                          f"--out={tmp_path / 'cli'}"], cwd=ROOT, env=_environment(), capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    text = open(tmp_path / "cli" / "report.md").read()
+    assert text == open(out / "seed_0" / "report.md").read()
+    # Independent reference: best rounds and accuracies straight from metrics.jsonl.
+    shared_best = _best(_metrics(shared_dir), TRACKED)
+    fedavg_best = _best(_metrics(fedavg_dir), ["largest"])
+    row = _table_row(text, "largest")
+    assert row[4] == f"{100 * shared_best['largest/test_accuracy']:.2f}"
+    assert row[5] == f"{100 * fedavg_best['largest/test_accuracy']:.2f}"
+    assert _table_row(text, "smallest")[5] == "n/a"
+    costs = [json.load(open(d / "cost.json"))["superfed"] for d in (shared_dir, fedavg_dir)]
+    assert f"| {costs[1]['total_macs'] / costs[0]['total_macs']:.2f}x |" in text
+    # The weight-shared run's own report, as train.py writes it.
+    single = run_report.write_run_report(str(shared_dir), str(tmp_path / "single"))
+    assert single["best_round"] == shared_best["round"]
+    assert [r["name"] for r in single["rows"]] == TRACKED

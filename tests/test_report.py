@@ -12,8 +12,6 @@ conventions: conv = Cin*k*k*Cout*Hout*Wout with padding taps, dense = in*out):
 import json
 import math
 import os
-import subprocess
-import sys
 
 import matplotlib.image
 import pytest
@@ -26,7 +24,6 @@ from superfed_jax.reports import plot
 from superfed_jax.reports import run_record
 from superfed_jax.reports import run_report as report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = dict(stem_width=2, stage_widths=(4,), stage_strides=(1,), blocks_per_stage=1,
              expand_choices=(0.5, 0.75, 1.0), divisor=1, input_size=2, input_channels=1, num_classes=3)
 TINY = {"d": [0], "e": 0.5}
@@ -313,50 +310,5 @@ def test_fedavg_run_without_cost_or_with_another_space(tmp_path, capsys):
     expect_error(capsys, [workdirs[0], other], other, "search space")
 
 
-# ------------------------------------------------------------------------------------ a real run
-
-
-def test_real_tiny_runs_through_claim_script_and_cli(tmp_path):
-    """Trains a tiny weight-shared run and FedAvg of 'largest' (benchmarks/claim.py, one seed), then the CLI."""
-    # The :smoke variant with one stage of two blocks: the smallest space that still has distinct
-    # tracked archs.
-    tiny = ["--smoke", "--config.space.stage_widths=(32,)", "--config.space.stage_strides=(1,)"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
-    out = tmp_path / "claim"
-    result = subprocess.run([sys.executable, "benchmarks/claim.py", "--config=configs/digits.py", "--seeds=0",
-                             f"--out={out}", "--archs=largest", *tiny], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    shared_dir, fedavg_dir = out / "seed_0" / "superfed", out / "seed_0" / "fedavg_largest"
-    cli = subprocess.run([sys.executable, "-m", "superfed_jax.reports.cli", str(shared_dir), str(fedavg_dir),
-                          f"--out={tmp_path / 'cli'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    text = open(tmp_path / "cli" / "report.md").read()
-    assert text == open(out / "seed_0" / "report.md").read()
-
-    # Independent reference: best rounds and accuracies straight from metrics.jsonl.
-    def metrics(path):
-        return [json.loads(line) for line in open(path / "metrics.jsonl")]
-    shared = metrics(shared_dir)
-    names = ["smallest", "small", "medium", "largest"]
-    means = [sum(r[f"{n}/val_accuracy"] for n in names) / 4 for r in shared]
-    shared_best = shared[means.index(max(means))]
-    fedavg = metrics(fedavg_dir)
-    vals = [r["largest/val_accuracy"] for r in fedavg]
-    fedavg_best = fedavg[vals.index(max(vals))]
-    row = table_row(text, "largest")
-    assert row[4] == f"{100 * shared_best['largest/test_accuracy']:.2f}"
-    assert row[5] == f"{100 * fedavg_best['largest/test_accuracy']:.2f}"
-    assert table_row(text, "smallest")[5] == "n/a"
-    costs = [json.load(open(d / "cost.json"))["superfed"] for d in (shared_dir, fedavg_dir)]
-    ratio = costs[1]["total_macs"] / costs[0]["total_macs"]
-    assert f"| {ratio:.2f}x |" in text
-    claim = json.load(open(out / "claim.json"))
-    assert claim["cost"]["ratios"]["total_macs"] == pytest.approx(ratio)
-    assert set(claim["per_seed"]["0"]["wall_seconds"]) == {"superfed", "fedavg_largest"}
-    # The weight-shared run's own report, as train.py will write it.
-    single = report.write_run_report(str(shared_dir))
-    assert single["best_round"] == shared_best["round"]
-    assert [r["name"] for r in single["rows"]] == names
+# The real tiny runs (weight-shared + FedAvg through benchmarks/claim.py, then the CLI) are in
+# tests/test_claim.py, which trains them once for both.
