@@ -49,6 +49,7 @@ sys.path.insert(0, ROOT)
 from superfed_jax.reports import claim as claim_lib  # noqa: E402
 from superfed_jax.reports import compare as report_compare  # noqa: E402
 from superfed_jax.reports.format import arch_text, si  # noqa: E402
+from superfed_jax.reports import run_record  # noqa: E402
 from superfed_jax.reports.run_record import is_fedavg_baseline  # noqa: E402
 from superfed_jax.run import provenance  # noqa: E402
 
@@ -91,8 +92,7 @@ def completion(workdir: str, seed: int, fedavg: bool, rounds_override) -> tuple[
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
         return False, "not started"
-    with open(config_path) as f:
-        config = json.load(f)
+    config = run_record.read_json(config_path)  # a damaged file is named, with what to do
     if config.get("seed") != seed:
         raise ValueError(f"{workdir}: config.json has seed {config.get('seed')!r}, this run is seed {seed}; "
                          "use another --out or remove the directory")
@@ -102,12 +102,9 @@ def completion(workdir: str, seed: int, fedavg: bool, rounds_override) -> tuple[
     rounds = config.get("fl", {}).get("rounds")
     if rounds_override is not None and str(rounds) != str(rounds_override).strip():
         return False, f"config.json has fl.rounds={rounds}, asked for {rounds_override}"
-    last = None
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            lines = [line for line in f if line.strip()]
-        last = json.loads(lines[-1]).get("round") if lines else None
+    records = run_record.read_metrics(metrics_path) if os.path.isfile(metrics_path) else []
+    last = records[-1].get("round") if records else None
     if last != rounds:
         return False, f"evaluated up to round {last} of {rounds}"
     missing = [name for name in ("cost.json", "report.md") if not os.path.isfile(os.path.join(workdir, name))]
