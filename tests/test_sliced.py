@@ -30,6 +30,8 @@ TABLE, SIZES = T.index_table()
 PARAMS = T.as_jnp(T.init_params())
 SCHEDULE = dict(epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 ENVELOPE = lambda archs: sliced.chunk_envelope(T.SPACE, archs)  # noqa: E731
+# What run/build.py passes for sliced execution: clients train the params as width-group pieces.
+PIECES = client.ParamsForm(lambda p: sliced.to_pieces(T.SPACE, p), lambda p: sliced.from_pieces(T.SPACE, p))
 
 
 def loss_fn(execution):
@@ -119,18 +121,37 @@ def test_sliced_gradients_equal_dense_subnet_and_vanish_elsewhere():
 # ------------------------------------------------------------------------------------ one client step
 
 
-def test_one_client_update_sliced_equals_masked():
-    """A whole local schedule of one client (its own arch as the envelope) against the masked update."""
+@pytest.mark.parametrize("form", ["full", "pieces"])
+def test_one_client_update_sliced_equals_masked(form):
+    """A whole local schedule of one client (its own arch as the envelope) against the masked update,
+    training full-shape params (split at every step) and width-group pieces (split once)."""
     masked = jax.jit(client.make_client_update(loss_fn("masked"), optimizer(), **SCHEDULE))
-    sliced_update = jax.jit(client.make_client_update(loss_fn("sliced"), optimizer(), **SCHEDULE))
+    params_form = PIECES if form == "pieces" else client.IDENTITY_FORM
+    sliced_update = jax.jit(client.make_client_update(loss_fn("sliced"), optimizer(), params_form=params_form,
+                                                      **SCHEDULE))
     key = jax.random.key(7)
     for c, a in ((6, T.MEDIUM), (3, space_lib.smallest(T.SPACE))):
         expected = masked(PARAMS, a, TABLE[c], SIZES[c], key, IMAGES, LABELS)
         got = sliced_update(PARAMS, (a, sliced.arch_envelope(T.SPACE, a)), TABLE[c], SIZES[c], key, IMAGES,
                             LABELS)
         np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-5)
+        assert jax.tree.structure(got.params) == jax.tree.structure(PARAMS)  # joined back to full shape
         T.assert_trees_close(got.params, expected.params, rtol=1e-5, atol=1e-6)
         assert not T.trees_equal(got.params, PARAMS)
+
+
+def test_pieces_round_trip_and_group_widths():
+    """`to_pieces` cuts at the space's middle widths: piece g of a block holds channels [m_(g-1), m_g)."""
+    pieces = sliced.to_pieces(T.SPACE, PARAMS)
+    assert T.trees_equal(sliced.from_pieces(T.SPACE, pieces), PARAMS)
+    for s in range(T.SPACE.num_stages):
+        name = f"stage{s}_block0"
+        widths = [k.shape[3] for k in pieces[name]["conv1"]["kernel"]]
+        assert widths == [k.shape[2] for k in pieces[name]["conv2"]["kernel"]]
+        np.testing.assert_array_equal(np.cumsum(widths), T.SPACE.mid_table[s])
+        first = np.asarray(PARAMS[name]["conv1"]["kernel"])[..., T.SPACE.mid_table[s][0]:T.SPACE.mid_table[s][1]]
+        np.testing.assert_array_equal(pieces[name]["conv1"]["kernel"][1], first)
+    assert sliced.is_pieces(T.SPACE, pieces) and not sliced.is_pieces(T.SPACE, PARAMS)
 
 
 # ------------------------------------------------------------------------------------- whole rounds
@@ -146,11 +167,12 @@ def round_settings(chunk_size, heuristic):
 
 def train_clients(execution, layout):
     envelope = ENVELOPE if execution == "sliced" else None
+    form = PIECES if execution == "sliced" else client.IDENTITY_FORM
     if layout == "side_by_side":
         return client.make_side_by_side_update(loss_fn(execution), optimizer(), chunk_envelope=envelope,
-                                               **SCHEDULE)
-    return client.vmap_clients(client.make_client_update(loss_fn(execution), optimizer(), **SCHEDULE),
-                               envelope)
+                                               params_form=form, **SCHEDULE)
+    return client.vmap_clients(client.make_client_update(loss_fn(execution), optimizer(), params_form=form,
+                                                         **SCHEDULE), envelope)
 
 
 class Rounds:

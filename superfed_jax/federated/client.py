@@ -122,6 +122,21 @@ def real_step(orders: jax.Array, keys: jax.Array, size: jax.Array, step: jax.Arr
     return jnp.where(is_real, orders[flat], max_size), keys[flat]
 
 
+class ParamsForm(NamedTuple):
+    """How a client holds the params while it trains, when not in the supernet's full shape.
+
+    `split(params)` runs before the client's first local step (its optimizer state is built on the split
+    form), `join(local)` after its last, giving back full-shape params for aggregation. Sliced execution
+    holds each block's kernels as width-group pieces (`supernet/sliced.py`: `to_pieces`, `from_pieces`).
+    """
+
+    split: Callable
+    join: Callable
+
+
+IDENTITY_FORM = ParamsForm(split=lambda params: params, join=lambda params: params)
+
+
 class _Carry(NamedTuple):
     """One client's state across its local steps."""
 
@@ -146,8 +161,8 @@ def _local_step(train_step, carry: _Carry, positions, key, arch, indices, size, 
     return _Carry(params, opt_state, carry.loss_sum + loss * real, carry.count + real)
 
 
-def _result(carry: _Carry) -> ClientResult:
-    return ClientResult(params=carry.params, loss=carry.loss_sum / jnp.maximum(carry.count, 1.0))
+def _result(carry: _Carry, form: ParamsForm) -> ClientResult:
+    return ClientResult(params=form.join(carry.params), loss=carry.loss_sum / jnp.maximum(carry.count, 1.0))
 
 
 def _step_loop(step_fn: Callable, init, num_steps: jax.Array, max_steps: int, unroll: int):
@@ -172,7 +187,8 @@ def _step_loop(step_fn: Callable, init, num_steps: jax.Array, max_steps: int, un
 
 
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
-                       batch_size: int, max_size: int, unroll: int = 1) -> Callable:
+                       batch_size: int, max_size: int, unroll: int = 1,
+                       params_form: ParamsForm = IDENTITY_FORM) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
 
     Args:
@@ -183,6 +199,7 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
       unroll: local steps per loop iteration (0 = the whole padded schedule, fully unrolled). XLA:CPU
         runs convolution gradients slowly inside loop bodies (docs/performance.md 3), so unrolling short
         local schedules trades compile time for speed there.
+      params_form: the form the client trains its params in (`ParamsForm`); the full shape by default.
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
     `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real. It runs `client_steps(size)`
@@ -200,9 +217,9 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
             return _local_step(train_step, carry, positions, step_key, arch, indices, size, images,
                                labels, max_size)
 
-        final = _step_loop(step, _initial_carry(params, optimizer),
+        final = _step_loop(step, _initial_carry(params_form.split(params), optimizer),
                            client_steps(size, epochs=epochs, batch_size=batch_size), max_steps, unroll)
-        return _result(final)
+        return _result(final, params_form)
 
     return client_update
 
@@ -228,14 +245,16 @@ def vmap_clients(client_update: Callable, chunk_envelope: Optional[Callable] = N
 
 def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                              batch_size: int, max_size: int, unroll: int = 1,
-                             chunk_envelope: Optional[Callable] = None) -> Callable:
+                             chunk_envelope: Optional[Callable] = None,
+                             params_form: ParamsForm = IDENTITY_FORM) -> Callable:
     """Like `vmap_clients(make_client_update(...))`, but a chunk's clients are independent subgraphs.
 
     One `lax.scan` over local steps whose body trains every client of the chunk (a Python loop at trace
     time) instead of a batch axis. On XLA:CPU this avoids batched/grouped convolutions and lets the executor
     run the clients on different cores at once (benchmarks/RESULTS.md); it needs the chunk on one device.
     Results are the same as the vmapped layout's. With `chunk_envelope` (as for `vmap_clients`) each
-    client is its own group: its `loss_fn` receives `(arch, envelope of that arch alone)`.
+    client is its own group: its `loss_fn` receives `(arch, envelope of that arch alone)`. `params_form`
+    as for `make_client_update`.
     """
     train_step = make_train_step(loss_fn, optimizer)
 
@@ -259,8 +278,9 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
 
         # The chunk's own largest count: a finished client's further steps see only padding (no-ops).
         chunk_steps = jnp.max(client_steps(sizes, epochs=epochs, batch_size=batch_size))
-        init = tuple(_initial_carry(params, optimizer) for _ in range(num))
+        local = params_form.split(params)  # one split: every client starts from the same params
+        init = tuple(_initial_carry(local, optimizer) for _ in range(num))
         final = _step_loop(step, init, chunk_steps, max_steps, unroll)
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *[_result(c) for c in final])
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[_result(c, params_form) for c in final])
 
     return clients_update

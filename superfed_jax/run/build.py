@@ -116,10 +116,16 @@ def _train_clients_fn(config, mesh, space, loss_fn, max_client_size: int, layout
     optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=max_client_size, unroll=config.client.scan_unroll)
-    envelope = functools.partial(sliced.chunk_envelope, space) if execution_ == "sliced" else None
+    envelope, form = None, client_lib.IDENTITY_FORM
+    if execution_ == "sliced":  # clients train width-group pieces of the params (supernet/sliced.py)
+        envelope = functools.partial(sliced.chunk_envelope, space)
+        form = client_lib.ParamsForm(functools.partial(sliced.to_pieces, space),
+                                     functools.partial(sliced.from_pieces, space))
     if layout == "side_by_side":
-        return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope, **schedule)
-    return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule), envelope)
+        return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope,
+                                                   params_form=form, **schedule)
+    return client_lib.vmap_clients(
+        client_lib.make_client_update(loss_fn, optimizer, params_form=form, **schedule), envelope)
 
 
 def eval_batch_size(batch_size: int, split_size: int) -> int:

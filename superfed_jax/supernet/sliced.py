@@ -1,25 +1,40 @@
 """Sliced execution of the supernet: compute only the widths and blocks a group of clients uses.
 
 The masked supernet (`model.Supernet`) runs every block at full width and multiplies the unused middle
-channels by zero, so a client costs the whole supernet whatever its arch. Here the *same* parameters (full
-supernet shapes, the representation clients train and aggregation averages) are run at an **envelope**:
-per block, the widest middle width any client of the group uses, and whether any client keeps the block.
+channels by zero, so a client costs the whole supernet whatever its arch. Here the *same* parameters are run
+at an **envelope**: per block, the widest middle width any client of the group uses, and whether any client
+keeps the block.
 
-Why an envelope rather than each client's own arch: clients trained together are a `jax.vmap` batch, and
-under `vmap` a `lax.switch`/`lax.cond` whose index is batched becomes a select that runs every branch. The
-envelope is computed once per chunk, outside the vmap, and passed in unbatched, so inside the model
-`lax.switch` over the space's discrete width choices and `lax.cond` around skippable blocks stay real
-branches. Each client's own mask is then applied inside the slice, so the result equals the masked
-execution up to float summation order, and gradients land only in the sliced positions (the transpose of
-a static slice pads with zeros: the full-shape gradient is exactly zero outside the client's subnet).
+**Width groups.** A block's middle widths are the space's discrete choices m_0 < m_1 < ... (`space.mid_table`),
+so its middle channels split into groups [0, m_0), [m_0, m_1), ...: width choice e is exactly groups 0..e.
+A block's conv1 computes each group's channels independently and its conv2 is the sum over groups of each
+group's contribution, so the block at width e is
 
-A group of one client (the side-by-side layout, or a single client) has its own arch as the envelope.
+    branch = relu(sum over g <= e of conv2_g(relu(conv1_g(x))))
+
+and each group is a `lax.cond` that runs when the envelope reaches it. Nothing is computed beyond the
+envelope's width, and (unlike a `lax.switch` over whole blocks at each width) the program holds each
+channel once: its activations, their gradients and the backward pass's saved values are one width's worth,
+and each group's body is small.
+
+**Params as pieces.** A client trains on `to_pieces(params)`: every block's conv1 kernel split along its
+output channels and conv2 kernel along its input channels into the width groups, each piece a contiguous
+array. The forward pass then slices nothing (no kernel copies per step, none kept for the backward pass),
+the gradient of a piece that did not run is zero, and the pieces join back into the supernet's full-shape
+params (`from_pieces`) once, at the end of the client's local training: the representation that
+aggregation averages is unchanged, and the gradient is exactly zero outside the client's subnet.
+
+**Why an envelope rather than each client's own arch:** clients trained together are a `jax.vmap` batch,
+and under `vmap` a `lax.cond` whose predicate is batched becomes a select that runs both branches. The
+envelope is computed once per chunk, outside the vmap, and passed in unbatched; each client's own widths
+and skipped blocks are then applied with the same `where` masks as the masked execution, so the result
+equals it up to float summation order. A group of one client (the side-by-side layout, or a single
+client) has its own arch as the envelope.
 """
-import functools
-
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from superfed_jax.supernet import conv
@@ -60,57 +75,117 @@ def arch_envelope(space: space_lib.SearchSpace, arch: space_lib.Arch) -> Envelop
     return chunk_envelope(space, jax.tree.map(lambda a: jnp.asarray(a)[None], arch))
 
 
+def group_bounds(space: space_lib.SearchSpace, stage: int) -> np.ndarray:
+    """int [num_expand_choices + 1]: the width groups' channel boundaries in a block of `stage`, 0 first."""
+    return np.concatenate([[0], space.mid_table[stage]])
+
+
+def _blocks(space: space_lib.SearchSpace):
+    """(stage, block in stage, block index, params name) of every block."""
+    for s in range(space.num_stages):
+        for b in range(space.blocks_per_stage):
+            yield s, b, s * space.blocks_per_stage + b, layers.block_name(s, b)
+
+
+def to_pieces(space: space_lib.SearchSpace, params) -> dict:
+    """The supernet's params with every block's conv1/conv2 kernel split into its width groups (tuples)."""
+    pieces = dict(params)
+    for s, _, _, name in _blocks(space):
+        cuts = list(group_bounds(space, s)[1:-1])
+        block = dict(params[name])
+        block["conv1"] = {"kernel": tuple(jnp.split(block["conv1"]["kernel"], cuts, axis=3))}
+        block["conv2"] = {"kernel": tuple(jnp.split(block["conv2"]["kernel"], cuts, axis=2))}
+        pieces[name] = block
+    return pieces
+
+
+def from_pieces(space: space_lib.SearchSpace, pieces) -> dict:
+    """Inverse of `to_pieces`: the full-shape params."""
+    params = dict(pieces)
+    for _, _, _, name in _blocks(space):
+        block = dict(pieces[name])
+        block["conv1"] = {"kernel": jnp.concatenate(block["conv1"]["kernel"], axis=3)}
+        block["conv2"] = {"kernel": jnp.concatenate(block["conv2"]["kernel"], axis=2)}
+        params[name] = block
+    return params
+
+
 def _conv(x, kernel, stride, impl, dtype):
     return conv.conv2d(x.astype(dtype), kernel.astype(dtype), stride, impl)
 
 
-def _block_at_width(x, block_params, client_mid, *, mid: int, stride: int, projection: bool, impl: str,
-                    dtype):
-    """One residual block with its middle width cut to the static `mid`, then the client's own mask.
+def _block(x, block_pieces, *, group_runs, client_expand, stride: int, projection: bool, impl: str, dtype):
+    """One residual block from its width groups; `group_runs[g]`: whether group g runs (None: always).
 
-    Mirrors `model.Block` (same casts and the same `where` mask), but on kernels sliced to `mid` middle
-    channels: conv1's output channels and conv2's input channels.
+    Mirrors `model.Block` (same casts, the same `where` mask on the client's middle channels), with conv2's
+    sum over middle channels taken group by group.
     """
-    hidden = jax.nn.relu(_conv(x, block_params["conv1"]["kernel"][..., :mid], stride, impl, dtype))
-    hidden = jnp.where(jnp.arange(mid) < client_mid, hidden, 0)
-    branch = jax.nn.relu(_conv(hidden, block_params["conv2"]["kernel"][:, :, :mid, :], 1, impl, dtype))
+    def group(x_, k1, k2, keep):
+        hidden = jax.nn.relu(_conv(x_, k1, stride, impl, dtype))
+        hidden = jnp.where(keep, hidden, 0)  # channels beyond the client's own width (envelope wider)
+        return _conv(hidden, k2, 1, impl, dtype)
+
+    def add_group(acc, *args):
+        return acc + group(*args)
+
+    kernels1, kernels2 = block_pieces["conv1"]["kernel"], block_pieces["conv2"]["kernel"]
+    acc = None
+    for g, (k1, k2) in enumerate(zip(kernels1, kernels2)):
+        keep = client_expand >= g
+        if group_runs[g] is None:  # the first group of a block every client keeps
+            acc = group(x, k1, k2, keep)
+            continue
+        if acc is None:
+            size = [layers.conv_out_size(n, 3, stride) for n in x.shape[1:3]]
+            acc = jnp.zeros((x.shape[0], *size, k2.shape[-1]), dtype)
+        # Threading the running sum through the cond: a group that does not run passes it on untouched.
+        acc = lax.cond(group_runs[g], add_group, lambda acc_, *_: acc_, acc, x, k1, k2, keep)
+    branch = jax.nn.relu(acc)
     shortcut = x
     if projection:
-        shortcut = _conv(model_lib.avg_pool(x, stride), block_params["shortcut"]["kernel"], 1, impl, dtype)
+        shortcut = _conv(model_lib.avg_pool(x, stride), block_pieces["shortcut"]["kernel"], 1, impl, dtype)
     return jax.nn.relu(branch + shortcut)
+
+
+def forward_pieces(space: space_lib.SearchSpace, pieces, images, arch: space_lib.Arch, envelope: Envelope,
+                   conv_impl: str = "xla", dtype=jnp.float32):
+    """Logits [N, classes] of one arch from params as pieces (`to_pieces`), at the envelope's widths.
+
+    Equals the masked supernet (to float rounding) whenever the envelope covers the arch: every block the
+    arch keeps is active in the envelope at an expand index at least the arch's.
+    """
+    active = space_lib.block_active(space, arch)
+    expand = jnp.asarray(arch.expand)
+    x = jax.nn.relu(_conv(images, pieces["stem"]["kernel"], 1, conv_impl, dtype))
+    for s, b, index, name in _blocks(space):
+        num_groups = len(group_bounds(space, s)) - 1
+        # Group g runs when the envelope keeps the block at width g or wider. A stage's first block is
+        # always kept, so its first group always runs.
+        group_runs = [envelope.active[index] & (envelope.expand[index] >= g) for g in range(num_groups)]
+        if b == 0:
+            group_runs[0] = None
+        out = _block(x, pieces[name], group_runs=group_runs, client_expand=expand[index],
+                     stride=space.stage_strides[s] if b == 0 else 1, projection=b == 0, impl=conv_impl,
+                     dtype=dtype)
+        # A skipped block (stride 1, no projection) passes its input through; when no client of the group
+        # keeps it no group ran and `out` is relu(x) = x anyway.
+        x = out if b == 0 else jnp.where(active[index], out, x)
+    features = jnp.mean(x, axis=(1, 2))
+    head = pieces["head"]
+    logits = features.astype(dtype) @ head["kernel"].astype(dtype) + head["bias"].astype(dtype)
+    return logits.astype(jnp.float32)
+
+
+def is_pieces(space: space_lib.SearchSpace, params) -> bool:
+    """Whether `params` are split into width-group pieces (`to_pieces`) rather than full-shape."""
+    return isinstance(params[layers.block_name(0, 0)]["conv1"]["kernel"], (tuple, list))
 
 
 def forward(space: space_lib.SearchSpace, params, images, arch: space_lib.Arch, envelope: Envelope,
             conv_impl: str = "xla", dtype=jnp.float32):
-    """Logits [N, classes] of one arch, computing each block at the envelope's width (or not at all).
-
-    Equals `model.Supernet(space, conv_impl, dtype).apply({'params': params}, images, arch)` (to float
-    rounding) whenever the envelope covers the arch: every block the arch keeps is active in the envelope
-    at an expand index at least the arch's. `params` are the supernet's full-shape params.
-    """
-    active = space_lib.block_active(space, arch)
-    mids = space_lib.block_mids(space, arch)
-    x = jax.nn.relu(_conv(images, params["stem"]["kernel"], 1, conv_impl, dtype))
-    for s, stage_stride in enumerate(space.stage_strides):
-        for b in range(space.blocks_per_stage):
-            index = s * space.blocks_per_stage + b
-            # One branch per distinct middle width of the stage: static shapes, one compiled body each.
-            branches = [functools.partial(_block_at_width, mid=int(mid), stride=stage_stride if b == 0 else 1,
-                                          projection=b == 0, impl=conv_impl, dtype=dtype)
-                        for mid in space.mid_table[s]]
-            block_params = params[layers.block_name(s, b)]
-            run_block = functools.partial(lax.switch, envelope.expand[index], branches)
-            if b == 0:  # a stage's first block is always kept
-                x = run_block(x, block_params, mids[index])
-                continue
-            # Skippable blocks (stride 1, no projection) keep their input's shape, so the identity is a
-            # valid other branch; a client that skips a block the envelope runs discards the output.
-            out = lax.cond(envelope.active[index], run_block, lambda x_, *_: x_, x, block_params, mids[index])
-            x = jnp.where(active[index], out, x)
-    features = jnp.mean(x, axis=(1, 2))
-    head = params["head"]
-    logits = features.astype(dtype) @ head["kernel"].astype(dtype) + head["bias"].astype(dtype)
-    return logits.astype(jnp.float32)
+    """`forward_pieces` from params full-shape (split here; their gradients join back) or as pieces."""
+    pieces = params if is_pieces(space, params) else to_pieces(space, params)
+    return forward_pieces(space, pieces, images, arch, envelope, conv_impl, dtype)
 
 
 def apply(model: model_lib.Supernet, params, images, arch: space_lib.Arch, envelope: Envelope):
