@@ -158,8 +158,9 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
                batch_size: int, chunk_size: int, execution: str = "masked", layout: str = "vmap") -> dict:
     """Real and computed work of rounds, from their clients and archs (host arithmetic, exact).
 
-    Computed steps: every client of a chunk runs the chunk's largest step count, chunks cut from the
-    clients ordered by steps then MACs (`round.chunk_order`; benchmarks/chunks.py). `padded_steps` is what
+    Computed steps: vmapped, every client of a chunk runs the chunk's largest step count, chunks cut from
+    the clients ordered by steps then MACs (`round.chunk_order`; benchmarks/chunks.py); side by side,
+    every client runs its own steps. `padded_steps` is what
     the round computed before that, every client as many steps as the partition's largest client.
     Computed MACs per image: the supernet's for `execution='masked'`; for 'sliced' the envelope's
     (`supernet/sliced.py`): the chunk's with vmapped clients, each client's own arch side by side.
@@ -176,15 +177,18 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
         steps = epochs * -(-n // batch_size)
         order = chunks.sorted_positions(steps, arch_macs)
         computed_steps = chunks.chunked_steps(steps, chunk_size, order)
+        if layout == "side_by_side":  # every client runs its own steps (client.make_side_by_side_update)
+            computed_steps = int(steps.sum())
         for chunk in order.reshape(-1, chunk_size):
-            chunk_steps = int(steps[chunk].max())
+            # Vmapped, every client of a chunk runs the chunk's largest step count.
+            client_steps = steps[chunk] if layout == "side_by_side" else [int(steps[chunk].max())] * len(chunk)
             if execution == "masked":
                 per_image = [supernet_macs] * len(chunk)
             elif layout == "side_by_side":
                 per_image = [int(arch_macs[i]) for i in chunk]
             else:
                 per_image = [envelope_macs(space, depth[chunk], expand[chunk])] * len(chunk)
-            totals["computed_macs"] += 3 * chunk_steps * batch_size * int(sum(per_image))
+            totals["computed_macs"] += 3 * batch_size * int(np.dot(client_steps, per_image))
         totals["padded_steps"] += len(clients) * padded_steps_per_client
         totals["real_steps"] += int(epochs * np.sum(-(-n // batch_size)))
         totals["computed_steps"] += computed_steps

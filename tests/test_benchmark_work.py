@@ -28,14 +28,15 @@ ROWS = 8 * 3  # a step's rows (batch 8) x 3 (forward + backward)
 @pytest.mark.parametrize("execution,layout,chunk_size,expected", [
     ("masked", "side_by_side", 1, ROWS * L * (3 + 2)),  # the supernet on every row of each own step
     ("sliced", "side_by_side", 1, ROWS * (S * 3 + L * 2)),  # each client its own arch and steps
-    ("sliced", "side_by_side", 2, ROWS * 3 * (S + L)),  # one chunk: the most steps, own archs
+    ("sliced", "side_by_side", 2, ROWS * (S * 3 + L * 2)),  # one chunk, still own steps: done clients skip
+    ("masked", "vmap", 2, ROWS * 3 * 2 * L),  # one chunk: the most steps for both, supernet width
     ("sliced", "vmap", 2, ROWS * 3 * 2 * L),  # one chunk: the most steps at the chunk's envelope
 ])
 def test_round_work_counts_computed_macs_by_execution_and_layout(execution, layout, chunk_size, expected):
     work = suite.round_work(SPACE, SIZES, 20, [ROUND], 1, 8, chunk_size, execution, layout)
     assert work["computed_macs"] == expected
     assert work["useful_macs"] == 3 * (20 * S + 9 * L)
-    assert work["computed_steps"] == (5 if chunk_size == 1 else 6)
+    assert work["computed_steps"] == (6 if layout == "vmap" else 5)
 
 
 def test_envelope_macs_is_the_widest_kept_arch():

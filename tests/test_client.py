@@ -273,3 +273,26 @@ def test_unrolled_step_loops_train_the_same(unroll, max_size):
     want = train_client(part, PADDED, key=4)
     T.assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got.loss, want.loss, rtol=1e-6)
+
+
+def test_side_by_side_clients_skip_their_padding_steps():
+    """Side by side, a client that has run its own steps computes nothing more. Seen through a loss that is
+    NaN on a batch without real examples: a padding step computed (and kept as a no-op, as before) would
+    carry it into the client's loss. The vmapped layout discards a finished client's steps instead."""
+    def nan_on_padding(params, arch, images, labels, weights, key):
+        loss = LOSS_FN(params, arch, images, labels, weights, key)
+        return jnp.where(jnp.sum(weights) > 0, loss, jnp.nan)
+
+    small, big = PARTS[PARTIAL_CLIENT], np.concatenate([PARTS[FULL_CLIENT], PARTS[PARTIAL_CLIENT]])  # 2 vs 4 steps
+    indices = np.stack([row(small, PADDED), row(big, PADDED)])
+    sizes = np.array([len(small), len(big)], np.int32)
+    keys = jax.random.split(jax.random.key(3), 2)
+    archs = space_lib.stack([T.MEDIUM, T.MEDIUM])
+    schedule = dict(epochs=EPOCHS, batch_size=BATCH, max_size=PADDED)
+    optimizer = client.make_optimizer(LR, 1.0)
+    side = jax.jit(client.make_side_by_side_update(nan_on_padding, optimizer, **schedule))
+    vmapped = jax.jit(client.vmap_clients(client.make_client_update(nan_on_padding, optimizer, **schedule)))
+    args = (T.as_jnp(T.init_params()), archs, indices, sizes, keys, IMAGES, LABELS)
+    side_loss = np.asarray(side(*args).loss)
+    assert np.all(np.isfinite(side_loss))
+    np.testing.assert_allclose(side_loss, np.asarray(vmapped(*args).loss), rtol=1e-5)

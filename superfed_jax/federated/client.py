@@ -8,11 +8,13 @@ Clients of different sizes run in one program. Every epoch's batch order is draw
 ceil(max_client_size / batch_size) batches with the real examples first, so a client of n examples fills
 ceil(n / batch_size) batches; the rest of the row is padding. A client runs only its own real steps,
 `client_steps(n)` = epochs * ceil(n / batch_size), in a loop with a dynamic trip count: vmapped, the loop
-runs to the chunk's largest count and leaves finished clients untouched; side by side, it runs to the
-chunk's largest count and a finished client's further steps see only padding. A padded example has loss
+runs to the chunk's largest count and leaves finished clients untouched (their padding steps are
+computed and discarded); side by side, it runs to the chunk's largest count and a finished client skips
+its further steps (a `lax.cond` per client), so only real steps are computed. A padded example has loss
 weight 0 and a step with no real example leaves params untouched (`jnp.where`), so padding changes
 nothing: not the params, not the clipping norm, not the loss.
 """
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -252,7 +254,8 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
     One `lax.scan` over local steps whose body trains every client of the chunk (a Python loop at trace
     time) instead of a batch axis. On XLA:CPU this avoids batched/grouped convolutions and lets the executor
     run the clients on different cores at once (benchmarks/RESULTS.md); it needs the chunk on one device.
-    Results are the same as the vmapped layout's. With `chunk_envelope` (as for `vmap_clients`) each
+    Each client computes only its own steps: once done, its `lax.cond` skips the step (under `vmap` the
+    same cond would become a select that computes both sides). Results are the same as the vmapped layout's. With `chunk_envelope` (as for `vmap_clients`) each
     client is its own group: its `loss_fn` receives `(arch, envelope of that arch alone)`. `params_form`
     as for `make_client_update`.
     """
@@ -269,15 +272,21 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
             client_archs = [(arch, chunk_envelope(jax.tree.map(lambda a: a[None], arch)))
                             for arch in client_archs]
 
+        own_steps = client_steps(sizes, epochs=epochs, batch_size=batch_size)
+
         def step(carry, i):
             def one(c):
                 positions, step_key = real_step(orders[c], step_keys[c], sizes[c], i, **sched)
-                return _local_step(train_step, carry[c], positions, step_key, client_archs[c], indices[c],
-                                   sizes[c], images, labels, max_size)
+                train = functools.partial(_local_step, train_step, positions=positions, key=step_key,
+                                          arch=client_archs[c], indices=indices[c], size=sizes[c],
+                                          images=images, labels=labels, max_size=max_size)
+                # Each client is its own subgraph, so a client whose steps are done skips the step's
+                # computation (a padding step changes nothing): the chunk costs its clients' real steps.
+                return jax.lax.cond(i < own_steps[c], train, lambda carry_: carry_, carry[c])
             return tuple(one(c) for c in range(num))
 
-        # The chunk's own largest count: a finished client's further steps see only padding (no-ops).
-        chunk_steps = jnp.max(client_steps(sizes, epochs=epochs, batch_size=batch_size))
+        # The chunk's own largest count; a client that is done skips the remaining iterations.
+        chunk_steps = jnp.max(own_steps)
         local = params_form.split(params)  # one split: every client starts from the same params
         init = tuple(_initial_carry(local, optimizer) for _ in range(num))
         final = _step_loop(step, init, chunk_steps, max_steps, unroll)
