@@ -10,7 +10,8 @@ over `--steps` steps, the executions of an arch timed in turns, since a shared m
 
 * masked: `model.Supernet` with the arch as arrays (one program for every arch; full width always);
 * sliced: `supernet/sliced.py` with the arch as its own envelope (one program for every arch, the arch
-  traced: `lax.switch` over widths picks the branch at run time), full-shape params and gradients;
+  traced: a `lax.cond` per width group runs the groups the arch uses), on the params as width-group
+  pieces as a client trains them;
 * dense: `subnet.DenseSubnet` with the arch's exact shapes (one program per arch): the floor for these
   kernels.
 
@@ -86,6 +87,7 @@ def main(argv=None):
     labels = jnp.asarray(rng.integers(0, 10, args.batch).astype(np.int32))
     weights = jnp.ones(args.batch, jnp.float32)
     optimizer = client_lib.make_optimizer(0.1, 1.0)
+    pieces = sliced.to_pieces(space, params)  # what a client trains on in sliced execution
     named = space_lib.default_tracked(space)
     masked_step = _step_fn(lambda p, x, a: model.apply({"params": p}, x, a), optimizer)
     sliced_step = _step_fn(lambda p, x, a: sliced.apply(model, p, x, *a), optimizer)
@@ -98,7 +100,7 @@ def main(argv=None):
             if execution == "masked":
                 step, p, a = masked_step, params, arch
             elif execution == "sliced":
-                step, p, a = sliced_step, params, (arch, sliced.arch_envelope(space, arch))
+                step, p, a = sliced_step, pieces, (arch, sliced.arch_envelope(space, arch))
             else:
                 dense = subnet_lib.DenseSubnet(space, subnet_lib.subnet_shape(space, named[name]),
                                                args.conv_impl, dtype)

@@ -31,6 +31,8 @@ and skipped blocks are then applied with the same `where` masks as the masked ex
 equals it up to float summation order. A group of one client (the side-by-side layout, or a single
 client) has its own arch as the envelope.
 """
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -114,33 +116,93 @@ def _conv(x, kernel, stride, impl, dtype):
     return conv.conv2d(x.astype(dtype), kernel.astype(dtype), stride, impl)
 
 
-def _block(x, block_pieces, *, group_runs, client_expand, stride: int, projection: bool, impl: str, dtype):
-    """One residual block from its width groups; `group_runs[g]`: whether group g runs (None: always).
+def _group(x, k1, k2, keep, stride: int, impl: str, dtype):
+    """One width group of a block's middle path: (its conv2 contribution, its masked hidden channels)."""
+    hidden = jax.nn.relu(_conv(x, k1, stride, impl, dtype))
+    hidden = jnp.where(keep, hidden, 0)  # channels beyond the client's own width (the envelope is wider)
+    return _conv(hidden, k2, 1, impl, dtype), hidden
+
+
+def _group_runs(runs, g: int, compute, skip, *operands):
+    """`compute(*operands)` if width group g runs (`runs[g]` None: always), else `skip(*operands)`."""
+    if runs[g] is None:
+        return compute(*operands)
+    return lax.cond(runs[g], compute, skip, *operands)
+
+
+def _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
+    """sum over the running groups g of conv2_g(relu(conv1_g(x))), and each group's hidden channels (zeros
+    for a group that did not run): a block's middle path before its final relu."""
+    size = [layers.conv_out_size(n, 3, stride) for n in x.shape[1:3]]
+    total = jnp.zeros((x.shape[0], *size, kernels2[0].shape[-1]), dtype)
+    hiddens = []
+    for g, (k1, k2) in enumerate(zip(kernels1, kernels2)):
+        def compute(total_, k1=k1, k2=k2, g=g):
+            out, hidden = _group(x, k1, k2, keeps[g], stride, impl, dtype)
+            return total_ + out, hidden
+
+        def skip(total_, k1=k1):
+            return total_, jnp.zeros((x.shape[0], *size, k1.shape[-1]), dtype)
+
+        total, hidden = _group_runs(runs, g, compute, skip, total)
+        hiddens.append(hidden)
+    return total, hiddens
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _middle(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
+    return _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype)[0]
+
+
+def _middle_fwd(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
+    total, hiddens = _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype)
+    return total, (x, kernels1, kernels2, keeps, runs, hiddens)
+
+
+def _middle_bwd(stride, impl, dtype, residuals, d_total):
+    """The backward pass group by group, each group's input gradient added inside its own `lax.cond`.
+
+    Written by hand because autodiff of a `lax.cond` gives the branch that does not run an explicit zero
+    cotangent for every operand: a zero tensor of the block input's size per skipped group, added to the
+    input gradient (several times a step's useful traffic for a small arch). Here a skipped group passes
+    the running input gradient on untouched and only its own kernels get (their exact) zero gradient.
+    """
+    x, kernels1, kernels2, keeps, runs, hiddens = residuals
+    conv1 = lambda x_, k: _conv(x_, k, stride, impl, dtype)  # noqa: E731
+    conv2 = lambda h, k: _conv(h, k, 1, impl, dtype)  # noqa: E731
+    d_x = None
+    d_kernels1, d_kernels2 = [], []
+    for g, (k1, k2, hidden) in enumerate(zip(kernels1, kernels2, hiddens)):
+        def compute(d_x_, k1=k1, k2=k2, hidden=hidden, g=g):
+            d_hidden, d_k2 = jax.vjp(conv2, hidden, k2)[1](d_total)
+            # relu and the client's mask: hidden is 0 wherever either cut the gradient.
+            d_pre = jnp.where(hidden > 0, d_hidden, 0).astype(hidden.dtype)
+            d_x_group, d_k1 = jax.vjp(conv1, x, k1)[1](d_pre)
+            return (d_x_group if d_x_ is None else d_x_ + d_x_group), d_k1, d_k2
+
+        def skip(d_x_, k1=k1, k2=k2):
+            return d_x_, jnp.zeros_like(k1), jnp.zeros_like(k2)
+
+        if d_x is None and runs[g] is not None:  # the running input gradient starts here
+            d_x = jnp.zeros_like(x)
+        d_x, d_k1, d_k2 = _group_runs(runs, g, compute, skip, d_x)
+        d_kernels1.append(d_k1)
+        d_kernels2.append(d_k2)
+    return d_x, tuple(d_kernels1), tuple(d_kernels2), None, None
+
+
+_middle.defvjp(_middle_fwd, _middle_bwd)
+
+
+def _block(x, block_pieces, *, runs, keeps, stride: int, projection: bool, impl: str, dtype):
+    """One residual block from its width groups; `runs[g]`: whether group g runs (None: always).
 
     Mirrors `model.Block` (same casts, the same `where` mask on the client's middle channels), with conv2's
     sum over middle channels taken group by group.
     """
-    def group(x_, k1, k2, keep):
-        hidden = jax.nn.relu(_conv(x_, k1, stride, impl, dtype))
-        hidden = jnp.where(keep, hidden, 0)  # channels beyond the client's own width (envelope wider)
-        return _conv(hidden, k2, 1, impl, dtype)
-
-    def add_group(acc, *args):
-        return acc + group(*args)
-
-    kernels1, kernels2 = block_pieces["conv1"]["kernel"], block_pieces["conv2"]["kernel"]
-    acc = None
-    for g, (k1, k2) in enumerate(zip(kernels1, kernels2)):
-        keep = client_expand >= g
-        if group_runs[g] is None:  # the first group of a block every client keeps
-            acc = group(x, k1, k2, keep)
-            continue
-        if acc is None:
-            size = [layers.conv_out_size(n, 3, stride) for n in x.shape[1:3]]
-            acc = jnp.zeros((x.shape[0], *size, k2.shape[-1]), dtype)
-        # Threading the running sum through the cond: a group that does not run passes it on untouched.
-        acc = lax.cond(group_runs[g], add_group, lambda acc_, *_: acc_, acc, x, k1, k2, keep)
-    branch = jax.nn.relu(acc)
+    kernels1 = tuple(block_pieces["conv1"]["kernel"])
+    kernels2 = tuple(block_pieces["conv2"]["kernel"])
+    branch = jax.nn.relu(_middle(x, kernels1, kernels2, keeps, runs, stride, impl, jnp.dtype(dtype)))
     shortcut = x
     if projection:
         shortcut = _conv(model_lib.avg_pool(x, stride), block_pieces["shortcut"]["kernel"], 1, impl, dtype)
@@ -159,17 +221,20 @@ def forward_pieces(space: space_lib.SearchSpace, pieces, images, arch: space_lib
     x = jax.nn.relu(_conv(images, pieces["stem"]["kernel"], 1, conv_impl, dtype))
     for s, b, index, name in _blocks(space):
         num_groups = len(group_bounds(space, s)) - 1
-        # Group g runs when the envelope keeps the block at width g or wider. A stage's first block is
-        # always kept, so its first group always runs.
-        group_runs = [envelope.active[index] & (envelope.expand[index] >= g) for g in range(num_groups)]
+        keeps = tuple(expand[index] >= g for g in range(num_groups))  # the client's own groups
+        # Group g runs when the envelope reaches width g; a stage's first block is always kept, so its
+        # first group always runs (None).
+        runs = tuple(None if (b == 0 and g == 0) else envelope.expand[index] >= g for g in range(num_groups))
+        block = functools.partial(_block, runs=runs, keeps=keeps, stride=space.stage_strides[s] if b == 0 else 1,
+                                  projection=b == 0, impl=conv_impl, dtype=dtype)
         if b == 0:
-            group_runs[0] = None
-        out = _block(x, pieces[name], group_runs=group_runs, client_expand=expand[index],
-                     stride=space.stage_strides[s] if b == 0 else 1, projection=b == 0, impl=conv_impl,
-                     dtype=dtype)
-        # A skipped block (stride 1, no projection) passes its input through; when no client of the group
-        # keeps it no group ran and `out` is relu(x) = x anyway.
-        x = out if b == 0 else jnp.where(active[index], out, x)
+            x = block(x, pieces[name])
+            continue
+        # A skippable block (stride 1, no projection) keeps its input's shape: when no client of the group
+        # keeps it, it is not run at all (the identity passes the gradient through); a client that skips a
+        # block the envelope runs discards the output.
+        out = lax.cond(envelope.active[index], block, lambda x_, _: x_, x, pieces[name])
+        x = jnp.where(active[index], out, x)
     features = jnp.mean(x, axis=(1, 2))
     head = pieces["head"]
     logits = features.astype(dtype) @ head["kernel"].astype(dtype) + head["bias"].astype(dtype)
