@@ -194,8 +194,8 @@ FIELDS = (
     # Resumable: masks stay the representation, so the state is the same and results agree to float
     # rounding, like fl.chunk_size and fl.client_layout (tests/test_sliced.py).
     Field("model.execution", "auto", "'masked' runs the full-width supernet with masks (the reference); "
-          "'sliced' computes only each chunk's widest subnet (lax.switch over widths, skipped blocks not "
-          "run); 'auto' = sliced where measured faster (side by side on one CPU device, supernet of "
+          "'sliced' computes only each chunk's widest subnet (a lax.cond per width group of a block, "
+          "skipped blocks not run); 'auto' = sliced where measured faster (side by side on one CPU device, supernet of "
           "at least 0.1 GMACs per image), else masked "
           "(docs/performance.md 16)",
           "choice", EXECUTIONS, resumable=True, absent="masked"),

@@ -13,9 +13,12 @@ group's contribution, so the block at width e is
     branch = relu(sum over g <= e of conv2_g(relu(conv1_g(x))))
 
 and each group is a `lax.cond` that runs when the envelope reaches it. Nothing is computed beyond the
-envelope's width, and (unlike a `lax.switch` over whole blocks at each width) the program holds each
-channel once: its activations, their gradients and the backward pass's saved values are one width's worth,
-and each group's body is small.
+envelope's width, and (unlike a `lax.switch` over whole blocks at each width, whose every branch keeps its
+own saved values and kernel copies) the program holds each channel once. The backward pass of a block's
+groups is written by hand (`_middle_bwd`): each running group adds its input gradient inside its own cond,
+so a group that does not run costs nothing, where autodiff of a cond would add a zero tensor of the block
+input's size per skipped group. A block no client of the group keeps is one more cond, whose other branch
+passes the input (and its gradient) through.
 
 **Params as pieces.** A client trains on `to_pieces(params)`: every block's conv1 kernel split along its
 output channels and conv2 kernel along its input channels into the width groups, each piece a contiguous
