@@ -49,8 +49,9 @@ def _parse_args(argv):
 
 def layouts(chunk_sizes, clients_per_round: int):
     """(label, execution, layout, chunk size) of every counted execution."""
-    rows = [("masked", "masked", "vmap", clients_per_round)]
-    rows.append(("sliced, side by side", "sliced", "side_by_side", clients_per_round))
+    rows = [("masked, vmapped chunk of P", "masked", "vmap", clients_per_round),
+            ("masked, side by side", "masked", "side_by_side", clients_per_round),
+            ("sliced, side by side", "sliced", "side_by_side", clients_per_round)]
     rows += [(f"sliced, vmapped chunks of {c}", "sliced", "vmap", c) for c in chunk_sizes]
     return rows
 

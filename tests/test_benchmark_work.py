@@ -47,3 +47,16 @@ def test_envelope_macs_is_the_widest_kept_arch():
     widest = np.where(np.asarray(space_lib.block_active(SPACE, space_lib.Arch(SMALL.depth, LARGE.expand))),
                       LARGE.expand, SMALL.expand)
     assert suite.envelope_macs(SPACE, depth, expand) == cost.macs(SPACE, space_lib.Arch(medium_depth, widest))
+
+
+def test_paper_work_counts_the_paper_round_by_execution():
+    """`benchmarks/paper_work.py` on 3 rounds of the paper's CIFAR-10 settings: side by side, sliced
+    computes each client's own arch on its own steps (only the last batch's row padding above 1); one
+    vmapped chunk of all 8 clients holds the tracking sandwich's largest arch, so its envelope is the
+    supernet and sliced computes exactly what masked does."""
+    import paper_work
+    result = paper_work.main(["--rounds=3", "--seeds=0", "--alphas=100", "--chunk_sizes=1,8"])
+    ratios = {label: v["mean"] for label, v in result["alphas"]["100"]["summary"].items()}
+    assert 1.0 <= ratios["sliced, side by side"] < 1.05
+    assert ratios["sliced, vmapped chunks of 8"] == ratios["masked, vmapped chunk of P"]
+    assert ratios["masked, side by side"] > 1.8 * ratios["sliced, side by side"]
