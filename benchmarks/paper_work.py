@@ -13,7 +13,8 @@ round, the computed MACs: every row of every local step the program runs (chunks
 the round's cost order, each chunk running its largest client's step count, every step a full batch), at
 the supernet's width for `model.execution='masked'` and at the envelope's for 'sliced' (each client's own
 arch side by side; the chunk's widest with vmapped chunks); and the useful MACs: each client's own arch on
-its real examples. Forward + backward = 3 x forward MACs on both sides.
+its real examples. Forward + backward = 3 x forward MACs on both sides. For comparison, the round as it was
+before chunks ran their own step counts: every client as many steps as the partition's largest, masked.
 
 The paper's settings as `configs/cifar10.py` has them: K 20, P 8, 5 local epochs, batch 64, tracking
 sandwich, 1,500 rounds (the first `--rounds` are counted). The last line is one JSON object.
@@ -32,8 +33,10 @@ import suite  # noqa: E402
 from superfed_jax.data import partition  # noqa: E402
 from superfed_jax.federated import assignment  # noqa: E402
 from superfed_jax.run import build  # noqa: E402
+from superfed_jax.supernet import cost  # noqa: E402
 from superfed_jax.supernet import space as space_lib  # noqa: E402
 
+BEFORE = "masked, every client padded to the largest (before)"
 CIFAR10_TRAIN = 45_000  # CIFAR-10's 50,000 training images less the 10% validation hold-out
 
 
@@ -72,6 +75,11 @@ def count(config, alpha: float, seed: int, rounds: int, chunk_sizes) -> dict:
                                 config.client.batch_size, chunk, execution, layout)
         out[label] = {"computed_over_useful_macs": work["computed_macs"] / work["useful_macs"],
                       "computed_over_real_steps": work["computed_steps"] / work["real_steps"]}
+    # The round before chunks had their own step counts: every client ran as many steps as the partition's
+    # largest client, at the supernet's width.
+    supernet = 3 * config.client.batch_size * cost.macs(space, space_lib.largest(space))
+    out[BEFORE] = {"computed_over_useful_macs": work["padded_steps"] * supernet / work["useful_macs"],
+                   "computed_over_real_steps": work["padded_steps"] / work["real_steps"]}
     return out
 
 
@@ -84,15 +92,15 @@ def main(argv=None) -> dict:
                                clients_per_round=config.fl.clients_per_round, epochs=config.client.epochs,
                                batch_size=config.client.batch_size, heuristic=config.fl.heuristic),
               "alphas": {}}
-    labels = [row[0] for row in layouts(chunk_sizes, config.fl.clients_per_round)]
-    print(f"{'alpha':>6}  {'execution':32s} computed / useful MACs (seeds {args.seeds}: mean, min-max)")
+    labels = [BEFORE] + [row[0] for row in layouts(chunk_sizes, config.fl.clients_per_round)]
+    print(f"{'alpha':>6}  {'execution':52s} computed / useful MACs (seeds {args.seeds}: mean, min-max)")
     for alpha in [float(a) for a in args.alphas.split(",")]:
         per_seed = [count(config, alpha, seed, args.rounds, chunk_sizes) for seed in seeds]
         summary = {}
         for label in labels:
             ratios = [s[label]["computed_over_useful_macs"] for s in per_seed]
             summary[label] = dict(mean=float(np.mean(ratios)), min=float(min(ratios)), max=float(max(ratios)))
-            print(f"{alpha:>6g}  {label:32s} {np.mean(ratios):5.2f}  ({min(ratios):.2f}-{max(ratios):.2f})")
+            print(f"{alpha:>6g}  {label:52s} {np.mean(ratios):5.2f}  ({min(ratios):.2f}-{max(ratios):.2f})")
         result["alphas"][f"{alpha:g}"] = {"summary": summary, "per_seed": per_seed}
     if args.out:
         with open(args.out, "w") as f:

@@ -60,3 +60,5 @@ def test_paper_work_counts_the_paper_round_by_execution():
     assert 1.0 <= ratios["sliced, side by side"] < 1.05
     assert ratios["sliced, vmapped chunks of 8"] == ratios["masked, vmapped chunk of P"]
     assert ratios["masked, side by side"] > 1.8 * ratios["sliced, side by side"]
+    # Before chunks ran their own steps every client ran the partition's largest count: never less.
+    assert ratios[paper_work.BEFORE] >= ratios["masked, vmapped chunk of P"]
