@@ -137,16 +137,18 @@ def _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
     """sum over the running groups g of conv2_g(relu(conv1_g(x))), and each group's hidden channels (zeros
     for a group that did not run): a block's middle path before its final relu."""
     size = [layers.conv_out_size(n, 3, stride) for n in x.shape[1:3]]
-    total = jnp.zeros((x.shape[0], *size, kernels2[0].shape[-1]), dtype)
+    total = None  # a group that always runs starts the sum; else it starts from zeros
     hiddens = []
     for g, (k1, k2) in enumerate(zip(kernels1, kernels2)):
         def compute(total_, k1=k1, k2=k2, g=g):
             out, hidden = _group(x, k1, k2, keeps[g], stride, impl, dtype)
-            return total_ + out, hidden
+            return (out if total_ is None else total_ + out), hidden
 
         def skip(total_, k1=k1):
             return total_, jnp.zeros((x.shape[0], *size, k1.shape[-1]), dtype)
 
+        if total is None and runs[g] is not None:
+            total = jnp.zeros((x.shape[0], *size, kernels2[0].shape[-1]), dtype)
         total, hidden = _group_runs(runs, g, compute, skip, total)
         hiddens.append(hidden)
     return total, hiddens
