@@ -15,9 +15,10 @@ import jax  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
 
-# The suite starts about 60 real runs (`python launch.py ...` and the posttrain commands), most of them on
+# The suite starts dozens of real runs (`python launch.py ...` and the posttrain commands), most of them on
 # one of a few configs; compiling their round and evaluation is most of each run's time (a :smoke run of 8
-# rounds: 34 s of CPU, 8 s with the programs cached). JAX's persistent cache lets the second run of a
+# rounds: 34 s of CPU, 8 s with the programs cached, on
+# the 2-core AMD EPYC project machine, jax 0.10.2). JAX's persistent cache lets the second run of a
 # config load the programs the first compiled. Set after `import jax`, so it reaches only the subprocesses
 # (which inherit os.environ) and this process keeps compiling everything itself. The directory is new
 # each session: nothing carries over between test runs, and each config is still compiled once.
