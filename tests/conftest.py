@@ -22,7 +22,7 @@ jax.config.update("jax_threefry_partitionable", True)
 # config load the programs the first compiled. Set after `import jax`, so it reaches only the subprocesses
 # (which inherit os.environ) and this process keeps compiling everything itself. The directory is new
 # each session: nothing carries over between test runs, and each config is still compiled once.
-# Runs that must be a user's cold start (compile counts, start-up signals) drop it: see COMPILATION_CACHE.
+# Runs that drop it: test_launch's compile-counting run (a user's cold start) and test_multihost's processes.
 COMPILATION_CACHE = {"JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="superfed_test_xla_cache_"),
                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
