@@ -14,10 +14,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--config=configs/digits.py:smoke"
 
 
-def launch(*args, timeout=300, env_changes=None):
+def launch(*args, timeout=300, env_changes=None, cold=False):
+    """Runs launch.py on one CPU device; `cold`: without the session's compilation cache (conftest.py)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.update(env_changes or {})
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
+    if cold:
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -29,9 +32,10 @@ def read_metrics(workdir):
 
 def test_digits_default_writes_config_metrics_and_summary(tmp_path):
     # JAX_PLATFORMS='' lets JAX probe every backend, as on a user's machine (console checks below);
-    # JAX_LOG_COMPILES=1 logs every compilation, so the test can count them.
+    # JAX_LOG_COMPILES=1 logs every compilation, so the test can count them; cold: compiled here, as a
+    # user's first run, not loaded from the test session's cache.
     result = launch(SMOKE, f"--workdir={tmp_path}",
-                    env_changes={"JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"})
+                    env_changes={"JAX_PLATFORMS": "", "JAX_LOG_COMPILES": "1"}, cold=True)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.load(open(tmp_path / "config.json"))
     assert config["data"]["name"] == "digits" and config["fl"]["rounds"] == 2

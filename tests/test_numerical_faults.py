@@ -31,32 +31,46 @@ def client_update(learning_rate):
 
 
 def exploding_clients(bad_sizes, bad_learning_rate):
-    """Trains clients normally, except those whose size is in `bad_sizes`, which use `bad_learning_rate`."""
+    """Trains clients normally, except those whose size is in `bad_sizes`, which use `bad_learning_rate`.
+
+    Both may be traced values, so one compiled round serves every fault pattern (see `faulty_round`).
+    """
     normal = client.vmap_clients(client_update(LR))
     exploding = client.vmap_clients(client_update(bad_learning_rate))
 
     def train_clients(params, archs, indices, sizes, keys, images, labels):
         good = normal(params, archs, indices, sizes, keys, images, labels)
         bad = exploding(params, archs, indices, sizes, keys, images, labels)
-        is_bad = jnp.isin(sizes, jnp.asarray(bad_sizes))
+        is_bad = jnp.isin(sizes, bad_sizes)
         pick = lambda g, b: jnp.where(is_bad.reshape((-1,) + (1,) * (g.ndim - 1)), b, g)
         return jax.tree.map(pick, good, bad)
 
     return train_clients
 
 
+SETTINGS = fr.RoundSettings(num_clients=K, clients_per_round=K, chunk_size=K, heuristic="random", pool=None,
+                            count_random_extremes=True, beta_schedule="uniform", beta0=0.5, beta_final=0.5,
+                            decay_rounds=1)
+
+
+@jax.jit
+def faulty_round(state, data, bad_sizes, bad_learning_rate):
+    """One round whose clients of the sizes `bad_sizes` [K] (-1: no client) train with `bad_learning_rate`.
+
+    The faults are arguments, not constants, so the tests' fault patterns share one compile of the round.
+    """
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    return fr.make_round_fn(T.SPACE, SETTINGS, exploding_clients(bad_sizes, bad_learning_rate), mesh)(state, data)
+
+
 def run_round(bad_sizes, bad_learning_rate):
     """One round with all K clients sampled, uniform weights; (state before, metrics, state after)."""
-    settings = fr.RoundSettings(num_clients=K, clients_per_round=K, chunk_size=K, heuristic="random",
-                                pool=None, count_random_extremes=True, beta_schedule="uniform",
-                                beta0=0.5, beta_final=0.5, decay_rounds=1)
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    round_fn = jax.jit(fr.make_round_fn(T.SPACE, settings, exploding_clients(bad_sizes, bad_learning_rate),
-                                        mesh))
+    padded = np.full(K, -1, np.int32)  # a fixed shape keeps the compile shared; no client has size -1
+    padded[:len(bad_sizes)] = bad_sizes
     data = fr.FederatedData(IMAGES, LABELS, TABLE, SIZES)
     state = fr.init_state(T.as_jnp(T.init_params()), 0, K)
     before = jax.device_get(state)
-    after, metrics = round_fn(state, data)
+    after, metrics = faulty_round(state, data, padded, np.float32(bad_learning_rate))
     return before, jax.device_get(metrics), jax.device_get(after)
 
 
@@ -92,6 +106,7 @@ def test_exploding_client_gets_weight_zero(one_bad):
 def test_every_client_exploding_keeps_the_previous_supernet():
     # lr = inf: every client's first step already makes its params non-finite (one-step clients too).
     before, metrics, after = run_round(list(T.CLIENT_SIZES), float("inf"))
+    assert faulty_round._cache_size() == 1  # the round compiled once for both fault patterns
     assert int(metrics["clients_nonfinite"]) == K
     assert T.trees_equal(after.params, before.params)
     assert int(after.round) == 1  # the round still counts
