@@ -237,9 +237,11 @@ def forward_pieces(space: space_lib.SearchSpace, pieces, images, arch: space_lib
             continue
         # A skippable block (stride 1, no projection) keeps its input's shape: when no client of the group
         # keeps it, it is not run at all (the identity passes the gradient through); a client that skips a
-        # block the envelope runs discards the output.
-        out = lax.cond(envelope.active[index], block, lambda x_, _: x_, x, pieces[name])
-        x = jnp.where(active[index], out, x)
+        # block the envelope runs discards the output (inside the cond: a skipped block costs nothing).
+        def run_or_pass(x_, block_pieces, block=block, index=index):
+            return jnp.where(active[index], block(x_, block_pieces), x_)
+
+        x = lax.cond(envelope.active[index], run_or_pass, lambda x_, _: x_, x, pieces[name])
     features = jnp.mean(x, axis=(1, 2))
     head = pieces["head"]
     logits = features.astype(dtype) @ head["kernel"].astype(dtype) + head["bias"].astype(dtype)
