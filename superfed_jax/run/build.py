@@ -59,9 +59,9 @@ def client_layout(config, mesh) -> str:
 
 # Forward MACs per image of the supernet above which 'auto' slices on CPU. Measured (docs/performance.md
 # 16, benchmarks/RESULTS.md): a 150-round digits run (1.7-MMAC supernet) finishes first masked, its
-# longer compile outweighing what sliced rounds save; the paper's CIFAR supernet (3.4 GMACs) runs 1.3-1.4x
-# faster per round sliced (suite, alpha 100 and 0.1) and repays the compile within ~30 rounds. Between
-# the two, unmeasured.
+# longer compile outweighing what sliced rounds save; the paper's CIFAR supernet (3.4 GMACs) runs 1.5-1.6x
+# faster per round sliced (CIFAR-shaped rounds at alpha 100 and 0.1) and repays its ~20 s of extra
+# compile within a few rounds. Between the two, unmeasured.
 SLICED_MIN_SUPERNET_MACS = 100e6
 
 
