@@ -62,7 +62,6 @@ def layouts(chunk_sizes, clients_per_round: int):
 def count(config, alpha: float, seed: int, rounds: int, chunk_sizes) -> dict:
     """computed / useful MACs and client-steps of `rounds` rounds of `config` at one alpha and seed."""
     space = space_lib.SearchSpace()  # the paper's CIFAR space (configs/cifar10.py)
-    config.seed = seed
     labels = np.arange(CIFAR10_TRAIN) % 10
     parts = partition.make_partition(labels, config.fl.num_clients, "dirichlet", seed, alpha=alpha)
     sizes = np.array([len(p) for p in parts])
@@ -76,7 +75,7 @@ def count(config, alpha: float, seed: int, rounds: int, chunk_sizes) -> dict:
         out[label] = {"computed_over_useful_macs": work["computed_macs"] / work["useful_macs"],
                       "computed_over_real_steps": work["computed_steps"] / work["real_steps"]}
     # The round before chunks had their own step counts: every client ran as many steps as the partition's
-    # largest client, at the supernet's width.
+    # largest client, at the supernet's width (`padded_steps`, the same in every layout's count).
     supernet = 3 * config.client.batch_size * cost.macs(space, space_lib.largest(space))
     out[BEFORE] = {"computed_over_useful_macs": work["padded_steps"] * supernet / work["useful_macs"],
                    "computed_over_real_steps": work["padded_steps"] / work["real_steps"]}

@@ -39,7 +39,6 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from superfed_jax.supernet import conv
@@ -80,11 +79,6 @@ def arch_envelope(space: space_lib.SearchSpace, arch: space_lib.Arch) -> Envelop
     return chunk_envelope(space, jax.tree.map(lambda a: jnp.asarray(a)[None], arch))
 
 
-def group_bounds(space: space_lib.SearchSpace, stage: int) -> np.ndarray:
-    """int [num_expand_choices + 1]: the width groups' channel boundaries in a block of `stage`, 0 first."""
-    return np.concatenate([[0], space.mid_table[stage]])
-
-
 def _blocks(space: space_lib.SearchSpace):
     """(stage, block in stage, block index, params name) of every block."""
     for s in range(space.num_stages):
@@ -96,7 +90,7 @@ def to_pieces(space: space_lib.SearchSpace, params) -> dict:
     """The supernet's params with every block's conv1/conv2 kernel split into its width groups (tuples)."""
     pieces = dict(params)
     for s, _, _, name in _blocks(space):
-        cuts = list(group_bounds(space, s)[1:-1])
+        cuts = list(space.mid_table[s][:-1])  # group g holds channels [m_(g-1), m_g)
         block = dict(params[name])
         block["conv1"] = {"kernel": tuple(jnp.split(block["conv1"]["kernel"], cuts, axis=3))}
         block["conv2"] = {"kernel": tuple(jnp.split(block["conv2"]["kernel"], cuts, axis=2))}
@@ -120,36 +114,35 @@ def _conv(x, kernel, stride, impl, dtype):
 
 
 def _group(x, k1, k2, keep, stride: int, impl: str, dtype):
-    """One width group of a block's middle path: (its conv2 contribution, its masked hidden channels)."""
+    """One width group of a block's middle path: (its conv2 contribution, its masked hidden channels).
+
+    `keep` False zeroes the group's channels (the client's own width is narrower than the envelope's);
+    None: every client keeps them (the first group).
+    """
     hidden = jax.nn.relu(_conv(x, k1, stride, impl, dtype))
-    hidden = jnp.where(keep, hidden, 0)  # channels beyond the client's own width (the envelope is wider)
+    if keep is not None:
+        hidden = jnp.where(keep, hidden, 0)
     return _conv(hidden, k2, 1, impl, dtype), hidden
-
-
-def _group_runs(runs, g: int, compute, skip, *operands):
-    """`compute(*operands)` if width group g runs (`runs[g]` None: always), else `skip(*operands)`."""
-    if runs[g] is None:
-        return compute(*operands)
-    return lax.cond(runs[g], compute, skip, *operands)
 
 
 def _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
     """sum over the running groups g of conv2_g(relu(conv1_g(x))), and each group's hidden channels (zeros
-    for a group that did not run): a block's middle path before its final relu."""
-    size = [layers.conv_out_size(n, 3, stride) for n in x.shape[1:3]]
-    total = None  # a group that always runs starts the sum; else it starts from zeros
-    hiddens = []
-    for g, (k1, k2) in enumerate(zip(kernels1, kernels2)):
-        def compute(total_, k1=k1, k2=k2, g=g):
-            out, hidden = _group(x, k1, k2, keeps[g], stride, impl, dtype)
-            return (out if total_ is None else total_ + out), hidden
+    for a group that did not run): a block's middle path before its final relu.
+
+    The first group always runs (every width includes it); `runs[g - 1]` and `keeps[g - 1]` say whether
+    group g >= 1 runs for the chunk and whether this client keeps it.
+    """
+    total, hidden = _group(x, kernels1[0], kernels2[0], None, stride, impl, dtype)
+    hiddens = [hidden]
+    for k1, k2, keep, run in zip(kernels1[1:], kernels2[1:], keeps, runs):
+        def compute(total_, k1=k1, k2=k2, keep=keep):
+            out, hidden_ = _group(x, k1, k2, keep, stride, impl, dtype)
+            return total_ + out, hidden_
 
         def skip(total_, k1=k1):
-            return total_, jnp.zeros((x.shape[0], *size, k1.shape[-1]), dtype)
+            return total_, jnp.zeros(total_.shape[:3] + k1.shape[-1:], dtype)
 
-        if total is None and runs[g] is not None:
-            total = jnp.zeros((x.shape[0], *size, kernels2[0].shape[-1]), dtype)
-        total, hidden = _group_runs(runs, g, compute, skip, total)
+        total, hidden = lax.cond(run, compute, skip, total)
         hiddens.append(hidden)
     return total, hiddens
 
@@ -161,7 +154,7 @@ def _middle(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
 
 def _middle_fwd(x, kernels1, kernels2, keeps, runs, stride, impl, dtype):
     total, hiddens = _middle_forward(x, kernels1, kernels2, keeps, runs, stride, impl, dtype)
-    return total, (x, kernels1, kernels2, keeps, runs, hiddens)
+    return total, (x, kernels1, kernels2, runs, hiddens)
 
 
 def _middle_bwd(stride, impl, dtype, residuals, d_total):
@@ -172,25 +165,29 @@ def _middle_bwd(stride, impl, dtype, residuals, d_total):
     input gradient (several times a step's useful traffic for a small arch). Here a skipped group passes
     the running input gradient on untouched and only its own kernels get (their exact) zero gradient.
     """
-    x, kernels1, kernels2, keeps, runs, hiddens = residuals
+    x, kernels1, kernels2, runs, hiddens = residuals
     conv1 = lambda x_, k: _conv(x_, k, stride, impl, dtype)  # noqa: E731
     conv2 = lambda h, k: _conv(h, k, 1, impl, dtype)  # noqa: E731
-    d_x = None
-    d_kernels1, d_kernels2 = [], []
-    for g, (k1, k2, hidden) in enumerate(zip(kernels1, kernels2, hiddens)):
-        def compute(d_x_, k1=k1, k2=k2, hidden=hidden, g=g):
-            d_hidden, d_k2 = jax.vjp(conv2, hidden, k2)[1](d_total)
-            # relu and the client's mask: hidden is 0 wherever either cut the gradient.
-            d_pre = jnp.where(hidden > 0, d_hidden, 0).astype(hidden.dtype)
-            d_x_group, d_k1 = jax.vjp(conv1, x, k1)[1](d_pre)
-            return (d_x_group if d_x_ is None else d_x_ + d_x_group), d_k1, d_k2
+
+    def group_grads(k1, k2, hidden):
+        """(input gradient, conv1 and conv2 kernel gradients) of one group that ran."""
+        d_hidden, d_k2 = jax.vjp(conv2, hidden, k2)[1](d_total)
+        # relu and the client's mask: hidden is 0 wherever either cut the gradient.
+        d_pre = jnp.where(hidden > 0, d_hidden, 0).astype(hidden.dtype)
+        d_x_group, d_k1 = jax.vjp(conv1, x, k1)[1](d_pre)
+        return d_x_group, d_k1, d_k2
+
+    d_x, d_k1, d_k2 = group_grads(kernels1[0], kernels2[0], hiddens[0])
+    d_kernels1, d_kernels2 = [d_k1], [d_k2]
+    for k1, k2, hidden, run in zip(kernels1[1:], kernels2[1:], hiddens[1:], runs):
+        def compute(d_x_, k1=k1, k2=k2, hidden=hidden):
+            d_x_group, d_k1_, d_k2_ = group_grads(k1, k2, hidden)
+            return d_x_ + d_x_group, d_k1_, d_k2_
 
         def skip(d_x_, k1=k1, k2=k2):
             return d_x_, jnp.zeros_like(k1), jnp.zeros_like(k2)
 
-        if d_x is None and runs[g] is not None:  # the running input gradient starts here
-            d_x = jnp.zeros_like(x)
-        d_x, d_k1, d_k2 = _group_runs(runs, g, compute, skip, d_x)
+        d_x, d_k1, d_k2 = lax.cond(run, compute, skip, d_x)
         d_kernels1.append(d_k1)
         d_kernels2.append(d_k2)
     return d_x, tuple(d_kernels1), tuple(d_kernels2), None, None
@@ -200,7 +197,7 @@ _middle.defvjp(_middle_fwd, _middle_bwd)
 
 
 def _block(x, block_pieces, *, runs, keeps, stride: int, projection: bool, impl: str, dtype):
-    """One residual block from its width groups; `runs[g]`: whether group g runs (None: always).
+    """One residual block from its width groups (`_middle_forward` says what `runs` and `keeps` hold).
 
     Mirrors `model.Block` (same casts, the same `where` mask on the client's middle channels), with conv2's
     sum over middle channels taken group by group.
@@ -223,16 +220,15 @@ def forward_pieces(space: space_lib.SearchSpace, pieces, images, arch: space_lib
     """
     active = space_lib.block_active(space, arch)
     expand = jnp.asarray(arch.expand)
+    extra_groups = range(1, len(space.expand_choices))  # group 0 is part of every width
     x = jax.nn.relu(_conv(images, pieces["stem"]["kernel"], 1, conv_impl, dtype))
     for s, b, index, name in _blocks(space):
-        num_groups = len(group_bounds(space, s)) - 1
-        keeps = tuple(expand[index] >= g for g in range(num_groups))  # the client's own groups
-        # Group g runs when the envelope reaches width g; a stage's first block is always kept, so its
-        # first group always runs (None).
-        runs = tuple(None if (b == 0 and g == 0) else envelope.expand[index] >= g for g in range(num_groups))
-        block = functools.partial(_block, runs=runs, keeps=keeps, stride=space.stage_strides[s] if b == 0 else 1,
-                                  projection=b == 0, impl=conv_impl, dtype=dtype)
-        if b == 0:
+        # Group g runs when the envelope reaches width g; the client keeps it when its own width does.
+        block = functools.partial(
+            _block, runs=tuple(envelope.expand[index] >= g for g in extra_groups),
+            keeps=tuple(expand[index] >= g for g in extra_groups),
+            stride=space.stage_strides[s] if b == 0 else 1, projection=b == 0, impl=conv_impl, dtype=dtype)
+        if b == 0:  # a stage's first block is always kept
             x = block(x, pieces[name])
             continue
         # A skippable block (stride 1, no projection) keeps its input's shape: when no client of the group
