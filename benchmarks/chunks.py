@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from superfed_jax.configs import digits  # noqa: E402
 from superfed_jax.run import build as build_lib  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
 
 
 def sorted_positions(steps: np.ndarray, macs: np.ndarray) -> np.ndarray:

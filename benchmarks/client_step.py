@@ -9,7 +9,7 @@ random 32x32x3 images, after one untimed step that compiles, and prints images p
 over `--steps` steps, the executions of an arch timed in turns, since a shared machine's load drifts). The executions:
 
 * masked: `model.Supernet` with the arch as arrays (one program for every arch; full width always);
-* sliced: `supernet/sliced.py` with the arch as its own envelope (one program for every arch, the arch
+* sliced: `supernet/ofa_resnet/sliced.py` with the arch as its own envelope (one program for every arch, the arch
   traced: a `lax.cond` per width group runs the groups the arch uses), on the params as width-group
   pieces as a client trains them;
 * dense: `subnet.DenseSubnet` with the arch's exact shapes (one program per arch): the floor for these
@@ -33,11 +33,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from superfed_jax.federated import client as client_lib  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
-from superfed_jax.supernet import model as model_lib  # noqa: E402
-from superfed_jax.supernet import sliced  # noqa: E402
-from superfed_jax.supernet import space as space_lib  # noqa: E402
-from superfed_jax.supernet import subnet as subnet_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import model as model_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import sliced  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib  # noqa: E402
 
 EXECUTIONS = ("masked", "sliced", "dense")
 

@@ -9,7 +9,7 @@ compile time, seconds per round (after one warm-up round), and computed MACs ove
 
 * useful: the forward MACs of each client's arch x its real images x epochs x 3 (forward + backward);
 * computed: what the program executes on every row of every step, padding included (a chunk runs its
-  largest client's steps): the supernet's MACs for 'masked', the envelope's (`supernet/sliced.py`) for
+  largest client's steps): the supernet's MACs for 'masked', the envelope's (`supernet/ofa_resnet/sliced.py`) for
   'sliced' (`suite.round_work`).
 
 Both executions see the same clients, archs and data (same config and seed). The last line printed is one

@@ -33,8 +33,8 @@ import suite  # noqa: E402
 from superfed_jax.data import partition  # noqa: E402
 from superfed_jax.federated import assignment  # noqa: E402
 from superfed_jax.run import build  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
-from superfed_jax.supernet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
 
 BEFORE = "masked, every client padded to the largest (before)"
 CIFAR10_TRAIN = 45_000  # CIFAR-10's 50,000 training images less the 10% validation hold-out

@@ -26,9 +26,9 @@ from superfed_jax.federated import client as client_lib
 from superfed_jax.federated import objective
 from superfed_jax.run import build as build_lib
 from superfed_jax.supernet import conv
-from superfed_jax.supernet import masks as masks_lib
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import masks as masks_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
 flags.DEFINE_integer("rounds", 5, "Timed rounds per execution model (after one warm-up round).")

@@ -57,10 +57,10 @@ import numpy as np  # noqa: E402
 import chunks  # noqa: E402
 import round_speed  # noqa: E402
 from superfed_jax.federated import client as client_lib  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
 from superfed_jax import data as data_lib  # noqa: E402
 from superfed_jax.run import memory  # noqa: E402
-from superfed_jax.supernet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
 from superfed_jax.run import build as build_lib  # noqa: E402
 from superfed_jax.data import partition  # noqa: E402
 
@@ -163,7 +163,7 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
     every client runs its own steps. `padded_steps` is what
     the round computed before that, every client as many steps as the partition's largest client.
     Computed MACs per image: the supernet's for `execution='masked'`; for 'sliced' the envelope's
-    (`supernet/sliced.py`): the chunk's with vmapped clients, each client's own arch side by side.
+    (`supernet/ofa_resnet/sliced.py`): the chunk's with vmapped clients, each client's own arch side by side.
     """
     supernet_macs = cost.macs(space, space_lib.largest(space))
     padded_steps_per_client = epochs * client_lib.steps_per_epoch(max_size, batch_size)

@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it; loaded by `__getattr__` the first time it is asked for.
 _LAZY = {
-    "SearchSpace": "superfed_jax.supernet.space",
-    "Arch": "superfed_jax.supernet.space",
+    "SearchSpace": "superfed_jax.supernet.ofa_resnet.space",
+    "Arch": "superfed_jax.supernet.ofa_resnet.space",
     "base_config": "superfed_jax.config",
     "train_and_evaluate": "superfed_jax.run.train",
     "SearchOptions": "superfed_jax.posttrain.search",

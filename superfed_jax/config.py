@@ -10,7 +10,7 @@ import json
 import ml_collections
 
 from superfed_jax import config_schema
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -26,8 +26,8 @@ from superfed_jax.federated.client import CLIENT_LAYOUTS
 from superfed_jax.federated.heuristics import HEURISTICS
 from superfed_jax.federated.schedules import SCHEDULES
 from superfed_jax.supernet.conv import CONV_IMPLS
-from superfed_jax.supernet.model import DTYPES
-from superfed_jax.supernet.sliced import EXECUTIONS
+from superfed_jax.supernet.ofa_resnet.model import DTYPES
+from superfed_jax.supernet.ofa_resnet.sliced import EXECUTIONS
 
 __all__ = ["KINDS", "Range", "Field", "FIELDS", "SECTIONS", "field", "field_names", "resumable_fields",
            "resumable_prefixes", "when_absent", "suggestion"]

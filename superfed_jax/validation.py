@@ -33,7 +33,7 @@ from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 __all__ = ["check_config", "check_against_data", "config_file_problem", "unknown_field"]
 

@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 import suite  # noqa: E402
-from superfed_jax.supernet import cost  # noqa: E402
-from superfed_jax.supernet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
+from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
 
 SPACE = space_lib.SearchSpace()
 SMALL, LARGE = space_lib.smallest(SPACE), space_lib.largest(SPACE)

@@ -21,8 +21,8 @@ from superfed_jax.federated import client
 from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 K, P, CHUNK = 8, 4, 2
 EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0

@@ -17,7 +17,7 @@ import pytest
 import tiny_setup as T
 from superfed_jax.federated import client
 from superfed_jax.federated import objective
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 BATCH = 8
 EPOCHS = 2

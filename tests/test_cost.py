@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.cost: closed-form MACs and parameter counts of subnets (docs/algorithm.md 2.3, 8)."""
+"""Tests for superfed_jax.supernet.ofa_resnet.cost: closed-form MACs and parameter counts of subnets (docs/algorithm.md 2.3, 8)."""
 import json
 import pathlib
 import subprocess
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import model
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import model
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet
 
 PAPER = space_lib.SearchSpace()
 SMALL = space_lib.SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divisor=1, input_size=8,

@@ -14,7 +14,7 @@ from superfed_jax.posttrain import run_dir
 from superfed_jax.reports import run_record
 from superfed_jax.run import resume
 from superfed_jax.run import train
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = digits.get_config("smoke")

@@ -14,8 +14,8 @@ import pytest
 import tiny_setup
 from superfed_jax.data import augment
 from superfed_jax.federated import evaluation
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
 
 SPACE = tiny_setup.SPACE
 NUM_EXAMPLES = 37  # 4 batches of 8 and a last one of 5 (3 padding rows)

@@ -15,9 +15,9 @@ import trained_run
 from superfed_jax.posttrain import evaluate_export as evaluate_lib
 from superfed_jax.posttrain import export
 from superfed_jax.posttrain import run_dir
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 ARCH = '{"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}'  # a middle-sized subnet of the tiny run's space
 

@@ -9,7 +9,7 @@ import pytest
 
 from superfed_jax.federated import heuristics as h
 from superfed_jax.federated.sampling import sample_clients
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 SPACE = space_lib.SearchSpace()
 # One stage of two blocks, two expand choices: 6 distinct subnets, so random draws are often the

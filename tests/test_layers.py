@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.layers: the one description of the supernet's layers.
+"""Tests for superfed_jax.supernet.ofa_resnet.layers: the one description of the supernet's layers.
 
 The description is checked against independent references: the parameter shapes Flax gives the supernet
 and the dense subnets (`jax.eval_shape` of their init, nothing computed), a hand list of layers for one
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from superfed_jax import config as config_lib
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import layers
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet
-from superfed_jax.supernet.layers import CONV, LINEAR, Layer
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import layers
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet
+from superfed_jax.supernet.ofa_resnet.layers import CONV, LINEAR, Layer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PAPER = space_lib.SearchSpace()

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.masks: subnet mask pytrees (docs/algorithm.md section 2.2).
+"""Tests for superfed_jax.supernet.ofa_resnet.masks: subnet mask pytrees (docs/algorithm.md section 2.2).
 
 Mask values are checked by hand for one arch, the count of ones against the sliced dense subnet and the
 paper's parameter table (docs/algorithm.md 2.3), and tracing against a Python counter (one trace, many archs).
@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from superfed_jax.supernet import masks as masks_lib
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet as subnet_lib
-from superfed_jax.supernet.space import Arch, SearchSpace
+from superfed_jax.supernet.ofa_resnet import masks as masks_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
 
 PAPER = SearchSpace()
 SMALL = SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divisor=1, input_size=8,

@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.model: supernet shapes, PyTorch init, topology against a NumPy reference, impls.
+"""Tests for superfed_jax.supernet.ofa_resnet.model: supernet shapes, PyTorch init, topology against a NumPy reference, impls.
 
 Shapes and the init rule are written out from docs/algorithm.md section 2 (Khare et al., arXiv 2301.10879);
 the forward pass is checked against an independent float64 NumPy implementation of the block formula.
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from superfed_jax.supernet import conv
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet.space import Arch, SearchSpace
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
 
 PAPER = SearchSpace()
 SMALL = SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divisor=1, input_size=8,

@@ -17,8 +17,8 @@ from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import schedules
 from superfed_jax.federated import sharding
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0

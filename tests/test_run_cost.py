@@ -24,8 +24,8 @@ from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
 from superfed_jax.reports import run_cost as rc
 from superfed_jax.run import build as build_lib
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPACE = T.SPACE

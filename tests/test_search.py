@@ -15,8 +15,8 @@ import trained_run
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import search
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 SMALL_EVOLUTION = evolution_lib.EvolutionSettings(population=12, generations=4)
 OPTIONS = search.SearchOptions(evolution=SMALL_EVOLUTION, arch_batch=trained_run.ARCH_BATCH)

@@ -1,4 +1,4 @@
-"""Sliced execution (supernet/sliced.py) against its oracles: the masked supernet and the dense subnet.
+"""Sliced execution (supernet/ofa_resnet/sliced.py) against its oracles: the masked supernet and the dense subnet.
 
 The masked execution is the reference implementation: the sliced one must give the same logits, the same
 client step and the same whole round (params and losses to float32 tolerance) for every heuristic, chunked
@@ -17,10 +17,10 @@ from superfed_jax.federated import client
 from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
-from superfed_jax.supernet import masks as masks_lib
-from superfed_jax.supernet import sliced
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet import masks as masks_lib
+from superfed_jax.supernet.ofa_resnet import sliced
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0

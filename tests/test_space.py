@@ -1,4 +1,4 @@
-"""Tests for superfed_jax.supernet.space: the elastic search space, arch encodings and their JSON form.
+"""Tests for superfed_jax.supernet.ofa_resnet.space: the elastic search space, arch encodings and their JSON form.
 
 Expected values are written out by hand from docs/algorithm.md section 2.1 (Khare et al., arXiv 2301.10879) or
 computed by brute force, never with the functions under test.
@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet.space import Arch, SearchSpace
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
 
 PAPER = SearchSpace()
 # Small space whose mid table has 5 distinct widths in every stage (checked by SearchSpace itself).

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from superfed_jax.supernet import masks as masks_lib
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet as subnet_lib
-from superfed_jax.supernet.space import Arch, SearchSpace
+from superfed_jax.supernet.ofa_resnet import masks as masks_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
 
 SMALL = SearchSpace(stem_width=8, stage_widths=(32, 48, 64, 96), divisor=1, input_size=8,
                     input_channels=1)

@@ -17,7 +17,8 @@ from superfed_jax import validation
 from superfed_jax.data import load, partition
 from superfed_jax.federated import client, heuristics, schedules
 from superfed_jax.run import resume
-from superfed_jax.supernet import conv, model
+from superfed_jax.supernet import conv
+from superfed_jax.supernet.ofa_resnet import model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DELETE = object()  # an override value that removes the field

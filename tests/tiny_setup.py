@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax.data import partition
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 SPACE = space_lib.SearchSpace(stem_width=4, stage_widths=(8, 16), stage_strides=(1, 2),
                               blocks_per_stage=2, expand_choices=(0.25, 0.5, 0.75, 1.0), divisor=1,

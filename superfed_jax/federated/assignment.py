@@ -20,7 +20,7 @@ import numpy as np
 
 from superfed_jax.federated import heuristics
 from superfed_jax.federated import round as federated_round
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 __all__ = ["assignment_sequence"]
 

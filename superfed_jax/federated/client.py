@@ -129,7 +129,7 @@ class ParamsForm(NamedTuple):
 
     `split(params)` runs before the client's first local step (its optimizer state is built on the split
     form), `join(local)` after its last, giving back full-shape params for aggregation. Sliced execution
-    holds each block's kernels as width-group pieces (`supernet/sliced.py`: `to_pieces`, `from_pieces`).
+    holds each block's kernels as width-group pieces (`supernet/ofa_resnet/sliced.py`: `to_pieces`, `from_pieces`).
     """
 
     split: Callable
@@ -230,7 +230,7 @@ def vmap_clients(client_update: Callable, chunk_envelope: Optional[Callable] = N
     """Trains a chunk of clients as one batch axis: `(params, archs[C], indices[C], sizes[C], keys[C],
     images, labels) -> ClientResult[C]`. The layout for accelerators and multi-device meshes.
 
-    With `chunk_envelope(archs[C]) -> envelope` (sliced execution, `supernet/sliced.py`), the envelope is
+    With `chunk_envelope(archs[C]) -> envelope` (sliced execution, `supernet/ofa_resnet/sliced.py`), the envelope is
     computed once for the chunk, outside the vmap, and every client's `loss_fn` receives the pair
     `(arch, envelope)` as its arch, the envelope unbatched: a batched branch index would turn the model's
     `lax.switch`/`lax.cond` into selects that run every branch.

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from superfed_jax.federated import sharding
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 class EvalSet(NamedTuple):

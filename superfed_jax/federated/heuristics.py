@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet.space import Arch, SearchSpace
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
 
 __all__ = ["HEURISTICS", "POOL_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
            "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",

@@ -4,12 +4,12 @@
 the masked supernet, summed cross-entropy); `make_logits_fn` is the evaluation forward pass (no
 augmentation). Both take raw images as stored on the device, so normalization happens once, inside
 the compiled program. Training runs the masked supernet or its sliced execution (`model.execution`,
-`supernet/sliced.py`); evaluation always runs the masked one.
+`supernet/ofa_resnet/sliced.py`); evaluation always runs the masked one.
 """
 from superfed_jax.data import augment
 from superfed_jax.federated import client as client_lib
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import sliced
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import sliced
 
 
 def make_logits_fn(model: model_lib.Supernet, mean, std):

@@ -26,9 +26,9 @@ from superfed_jax.federated import heuristics
 from superfed_jax.federated import sampling
 from superfed_jax.federated import schedules
 from superfed_jax.federated import sharding
-from superfed_jax.supernet import cost as cost_lib
-from superfed_jax.supernet import masks as masks_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost as cost_lib
+from superfed_jax.supernet.ofa_resnet import masks as masks_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 # Stream ids for `fold_in(round_key, stream)`: independent randomness for each purpose.
 _SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM = 0, 1, 2

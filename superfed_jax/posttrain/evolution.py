@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -42,10 +42,10 @@ from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
 from superfed_jax.run import checkpoint
 from superfed_jax.supernet import conv
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet
 
 FORMAT = "superfed_jax.dense_subnet/1"
 MODEL_JSON = "model.json"

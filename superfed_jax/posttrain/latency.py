@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax import _json_file
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet
 
 CACHE_FILE = "latency_cache.json"
 

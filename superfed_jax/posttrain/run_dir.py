@@ -17,7 +17,7 @@ from superfed_jax.federated import round as federated_round
 from superfed_jax.run import build as build_lib
 from superfed_jax.run import checkpoint
 from superfed_jax.run import resume
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def check_run_dir(workdir: str) -> None:

@@ -33,8 +33,8 @@ from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
 from superfed_jax.reports import run_report
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 BUDGET_KEYS = ("macs", "params", "latency_ms")
 SEARCH_FILE = "search.json"

@@ -2,7 +2,7 @@
 
     python -m superfed_jax.reports.arch_size --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
 
-Without --config the paper's CIFAR space is used. The figures come from `superfed_jax.supernet.cost`.
+Without --config the paper's CIFAR space is used. The figures come from `superfed_jax.supernet.ofa_resnet.cost`.
 The config needs only a `space` section (checked by `space.SearchSpace`); a missing config file, a bad
 flag, a bad space or a bad arch is one `error:` message and exit status 2.
 """
@@ -16,8 +16,8 @@ from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def main(argv) -> None:

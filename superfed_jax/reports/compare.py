@@ -20,7 +20,7 @@ import math
 import os
 import statistics
 
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 from superfed_jax.reports import combined_files
 from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,

@@ -25,8 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 __all__ = ["PAPER_BASELINE", "BACKWARD_FACTOR", "run_cost", "independent_fedavg_cost", "compare",
            "default_baseline_archs", "is_paper_family", "conventions", "cost_report",

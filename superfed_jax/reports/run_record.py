@@ -12,8 +12,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from superfed_jax import _json_file
-from superfed_jax.supernet import cost as cost_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost as cost_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 class RunRecord(NamedTuple):

@@ -25,7 +25,7 @@ from superfed_jax.reports.format import arch_text, percent, runs_title, si, size
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
-from superfed_jax.supernet import cost as cost_lib
+from superfed_jax.supernet.ofa_resnet import cost as cost_lib
 
 __all__ = ["write_run_report", "summary_table", "provenance_lines"]
 

@@ -22,10 +22,10 @@ from superfed_jax.federated import placement
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import sliced
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import sliced
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def round_settings(config, space: space_lib.SearchSpace) -> federated_round.RoundSettings:
@@ -117,7 +117,7 @@ def _train_clients_fn(config, mesh, space, loss_fn, max_client_size: int, layout
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=max_client_size, unroll=config.client.scan_unroll)
     envelope, form = None, client_lib.IDENTITY_FORM
-    if execution_ == "sliced":  # clients train width-group pieces of the params (supernet/sliced.py)
+    if execution_ == "sliced":  # clients train width-group pieces of the params (supernet/ofa_resnet/sliced.py)
         envelope = functools.partial(sliced.chunk_envelope, space)
         form = client_lib.ParamsForm(functools.partial(sliced.to_pieces, space),
                                      functools.partial(sliced.from_pieces, space))

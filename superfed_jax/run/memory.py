@@ -57,9 +57,9 @@ from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
-from superfed_jax.supernet import cost
-from superfed_jax.supernet import layers as layers_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import cost
+from superfed_jax.supernet.ofa_resnet import layers as layers_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def params_bytes(space: space_lib.SearchSpace, param_dtype: Any = "float32") -> int:

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax.supernet import layers as layers_lib
-from superfed_jax.supernet import space as space_lib
-from superfed_jax.supernet import subnet
+from superfed_jax.supernet.ofa_resnet import layers as layers_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet
 
 _INT32_MAX = np.iinfo(np.int32).max
 

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax.supernet import layers as layers_lib
-from superfed_jax.supernet import model as model_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import layers as layers_lib
+from superfed_jax.supernet.ofa_resnet import model as model_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 @dataclasses.dataclass(frozen=True)

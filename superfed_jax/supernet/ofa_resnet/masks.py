@@ -10,8 +10,8 @@ mask [1, 1, mid_max, 1], everything else of a block one scalar-like [1, ...] val
 import jax
 import jax.numpy as jnp
 
-from superfed_jax.supernet import layers as layers_lib
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import layers as layers_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
 def _ones_like_rank(rank: int) -> jax.Array:

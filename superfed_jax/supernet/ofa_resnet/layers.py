@@ -21,7 +21,7 @@ import dataclasses
 import functools
 from typing import Optional, Sequence
 
-from superfed_jax.supernet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 CONV, LINEAR = "conv", "linear"
 
