@@ -10,6 +10,7 @@ import json
 import ml_collections
 
 from superfed_jax import config_schema
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 
@@ -42,6 +43,22 @@ def fedavg_baseline(config: ml_collections.ConfigDict, arch: str) -> ml_collecti
     config.eval.tracked = json.dumps({name: json.loads(spec)})
     config.cost.baseline = f"[{spec}]"  # its cost report compares it with itself (ratio 1)
     return config
+
+
+def make_family(config: ml_collections.ConfigDict,
+                data: "family_lib.DataShape | None" = None) -> family_lib.Family:
+    """The supernet family of a config (`model.family`) on its `space` section and `model` settings.
+
+    `data` replaces the space's input shape and classes by the dataset's; without it the config's own
+    values are used (cost commands that read no data). ValueError names a bad field.
+    """
+    if "space" not in config:
+        raise ValueError("config has no 'space' field; it needs the fields of its model.family")
+    model = config.get("model", {})
+    family_class = family_lib.family_class(model.get("family", family_lib.DEFAULT_FAMILY))
+    return family_class.from_config(dict(config.space.to_dict()), data=data,
+                                    conv_impl=model.get("conv_impl", "xla"),
+                                    dtype=model.get("dtype", "float32"))
 
 
 def search_space(config: ml_collections.ConfigDict, **overrides) -> space_lib.SearchSpace:
