@@ -15,6 +15,8 @@ the heuristic is); this module imports them, never the reverse.
 Structured values (arch lists) are JSON strings so that every field can be overridden from the command
 line, e.g. `--config.fl.pool='[{"d":[0,0,0,0],"e":0.1}]'`.
 """
+import functools
+
 from superfed_jax._fields import KINDS, Field, Range, suggestion
 from superfed_jax.data.load import DATASET_NAMES, OPTIONAL_FIELDS
 from superfed_jax.data.partition import PARTITION_METHODS
@@ -22,11 +24,11 @@ from superfed_jax.federated.client import CLIENT_LAYOUTS
 from superfed_jax.federated.heuristics import HEURISTICS
 from superfed_jax.federated.schedules import SCHEDULES
 from superfed_jax.supernet.conv import CONV_IMPLS
-from superfed_jax.supernet.ofa_resnet.model import DTYPES
-from superfed_jax.supernet.ofa_resnet.sliced import EXECUTIONS
+from superfed_jax.supernet.family import DEFAULT_FAMILY, DTYPES, EXECUTIONS, FAMILIES
+from superfed_jax.supernet import family as family_lib
 
 __all__ = ["KINDS", "Range", "Field", "FIELDS", "SECTIONS", "field", "field_names", "resumable_fields",
-           "resumable_prefixes", "when_absent", "suggestion"]
+           "resumable_prefixes", "schema_fields", "when_absent", "suggestion"]
 
 _AT_LEAST_1 = Range(1)
 _AT_LEAST_0 = Range(0)
@@ -35,9 +37,9 @@ _UNIT = Range(0, 1)
 
 # One-line documentation of each section, in the order of the base config.
 SECTIONS = {
-    "space": "The supernet family (docs/algorithm.md 2.1). input_size, input_channels and num_classes are "
-             "replaced by the dataset's own values when training; they matter for cost commands that "
-             "read no data.",
+    "space": "The elastic space of the supernet family that model.family names: its own fields (the "
+             "OFA-ResNet's: docs/algorithm.md 2.1). The input shape and classes are replaced by the "
+             "dataset's own values when training; they matter for cost commands that read no data.",
     "model": "How the supernet computes.",
     "data": "The dataset, its split over clients and the augmentation.",
     "fl": "The federated rounds: clients, subnet assignment and the aggregation weights.",
@@ -52,7 +54,7 @@ SECTIONS = {
 # Why these may change on resume: they say how long to run, how often to evaluate, log or checkpoint, how
 # to report cost, or how to lay the same computation out on the hardware; results do not depend on them
 # (except fl.rounds, whose change also moves the beta decay horizon, a fraction of it).
-FIELDS = (
+_PACKAGE_FIELDS = (
     Field("seed", 0, "root of all randomness: init, partition, sampling, assignment, training", "int",
           Range(0, 2 ** 63, high_open=True, text="in [0, 2**63)")),  # jax.random.key overflows from 2**63
     Field("dry_run", False, "only sample clients and assign archs for every round, write cost.json; "
@@ -62,19 +64,12 @@ FIELDS = (
           "refused if it has results but no checkpoint. Drop it again to resume after an interruption",
           "flag", resumable=True, absent=False),
 
-    Field("space.stem_width", 64, "stem conv output channels", "int", _AT_LEAST_1),
-    Field("space.stage_widths", (256, 512, 1024, 2048), "output channels per stage", "ints"),
-    Field("space.stage_strides", (1, 2, 2, 2), "stride of each stage's first block (1 or 2)", "ints"),
-    Field("space.blocks_per_stage", 3, "supernet depth per stage; an arch keeps 1..blocks_per_stage of "
-          "them", "int", _AT_LEAST_1),
-    Field("space.expand_choices", (0.10, 0.14, 0.18, 0.22, 0.25), "middle width = "
-          "make_divisible(width * e, divisor), strictly increasing in (0, 1]", "numbers"),
-    Field("space.divisor", 8, "rounding of middle widths (use 1 for small spaces, so choices stay "
-          "distinct)", "int", _AT_LEAST_1),
-    Field("space.input_size", 32, "image height = width", "int", _AT_LEAST_1),
-    Field("space.input_channels", 3, "image channels", "int", _AT_LEAST_1),
-    Field("space.num_classes", 10, "classes of the head", "int", _AT_LEAST_1),
+    # The `space` section is the family's own (`Family.space_fields`), spliced in here by `schema_fields`.
 
+    Field("model.family", DEFAULT_FAMILY, "the supernet family: a registered name "
+          f"({', '.join(FAMILIES)}) or a user's own as 'package.module:ClassName' (docs/families.md); "
+          "the space section holds its fields", "text", hint=", a registered family or "
+          "'package.module:ClassName'", absent=DEFAULT_FAMILY),
     Field("model.conv_impl", "im2col", "'im2col' (fast on CPU) or 'xla' (cuDNN on GPU); 'xla_mmgrad' "
           "for unvmapped clients on CPU", "choice", CONV_IMPLS),
     Field("model.dtype", "float32", "compute dtype of convolutions and matmuls", "choice", DTYPES),
@@ -182,42 +177,58 @@ FIELDS = (
           resumable=True, absent=""),
 )
 
-_BY_NAME = {f.name: f for f in FIELDS}
+@functools.lru_cache(maxsize=None)
+def schema_fields(family: str = DEFAULT_FAMILY) -> tuple:
+    """Every field of a config of `family` (a `model.family` value): the package's fields with the family's
+    `space` fields in the place of the space section. ValueError names a family that cannot be found."""
+    space = family_lib.family_class(family).space_fields()
+    for entry in space:
+        if not isinstance(entry, Field) or entry.section != "space":
+            raise ValueError(f"model.family={family!r}: space_fields() must return Field entries named "
+                             f"'space.KEY'; got {entry!r}")
+    at = next(i for i, f in enumerate(_PACKAGE_FIELDS) if f.section == "model")
+    return _PACKAGE_FIELDS[:at] + tuple(space) + _PACKAGE_FIELDS[at:]
 
 
-def field(name: str) -> Field:
+# The fields of a config of the default family (the OFA-ResNet), in the order of the base config.
+FIELDS = schema_fields()
+
+
+def field(name: str, family: str = DEFAULT_FAMILY) -> Field:
     """The schema entry of dotted field `name`; ValueError naming the field if there is none."""
-    if name not in _BY_NAME:
-        raise ValueError(f"{name}: unknown field{suggestion(name, list(_BY_NAME), '')}")
-    return _BY_NAME[name]
+    by_name = {f.name: f for f in schema_fields(family)}
+    if name not in by_name:
+        raise ValueError(f"{name}: unknown field{suggestion(name, list(by_name), '')}")
+    return by_name[name]
 
 
-def field_names() -> tuple[str, ...]:
+def field_names(family: str = DEFAULT_FAMILY) -> tuple[str, ...]:
     """Every dotted field name, in the order of the base config."""
-    return tuple(_BY_NAME)
+    return tuple(f.name for f in schema_fields(family))
 
 
-def resumable_fields() -> tuple[str, ...]:
+def resumable_fields(family: str = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The dotted names of the fields a resumed run may change, in the order of the base config."""
-    return tuple(f.name for f in FIELDS if f.resumable)
+    return tuple(f.name for f in schema_fields(family) if f.resumable)
 
 
-def resumable_prefixes() -> tuple[str, ...]:
+def resumable_prefixes(family: str = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The resumable fields, a section written as 'section.' when all of its fields may change.
 
     A whole section also covers fields of it that a saved config may hold and the schema no longer has.
     """
+    fields = schema_fields(family)
     prefixes = []
-    for f in FIELDS:
+    for f in fields:
         if not f.resumable:
             continue
-        whole = bool(f.section) and all(g.resumable for g in FIELDS if g.section == f.section)
+        whole = bool(f.section) and all(g.resumable for g in fields if g.section == f.section)
         prefix = f"{f.section}." if whole else f.name
         if prefix not in prefixes:
             prefixes.append(prefix)
     return tuple(prefixes)
 
 
-def when_absent() -> dict:
+def when_absent(family: str = DEFAULT_FAMILY) -> dict:
     """dotted name -> value for the fields a config may lack (loaders read these values instead)."""
-    return {f.name: f.absent for f in FIELDS if f.optional}
+    return {f.name: f.absent for f in schema_fields(family) if f.optional}

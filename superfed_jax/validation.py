@@ -33,7 +33,8 @@ from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import archs
+from superfed_jax.supernet.family import DEFAULT_FAMILY
 
 __all__ = ["check_config", "check_against_data", "config_file_problem", "unknown_field"]
 
@@ -72,8 +73,9 @@ def _as_dict(config) -> dict:
 class _Report:
     """Reads fields of a config (as nested dicts), checks them against the schema, collects problems."""
 
-    def __init__(self, values: dict):
+    def __init__(self, values: dict, family: str = DEFAULT_FAMILY):
         self.values = values
+        self.family = family  # the `model.family` whose schema (space fields) applies
         self.problems: list[str] = []
         self.seen: set[str] = set()  # fields already checked (or deliberately skipped)
 
@@ -101,7 +103,7 @@ class _Report:
         node = self.values
         for key in field.split("."):
             if not isinstance(node, Mapping) or key not in node:
-                absent = schema.when_absent()
+                absent = schema.when_absent(self.family)
                 if field in absent:
                     return absent[field]
                 self.add(f"{field}: missing; every field of superfed_jax/config.py's base_config() "
@@ -116,7 +118,7 @@ class _Report:
         value = self.get(field)
         if value is _MISSING:
             return None
-        entry = schema.field(field)
+        entry = schema.field(field, self.family)
         valid, suffix = _KIND_CHECKS[entry.kind](value, entry.allowed)
         if not valid:
             self.add(entry.problem(value) + suffix)
@@ -167,13 +169,13 @@ def _check_known_fields(report: _Report, values: Mapping, base: Mapping, prefix:
                 report.add(f"{field}={value!r}: must be a section with fields {sorted(base[key])}")
 
 
-def unknown_field(name: str) -> Optional[str]:
-    """The message for dotted `name` if the base config has no such field or section, else None.
+def unknown_field(name: str, family: str = DEFAULT_FAMILY) -> Optional[str]:
+    """The message for dotted `name` if the base config of `family` has no such field or section, else None.
 
     The same line `check_config` gives for a config file that sets it, e.g.
     `fl.round: unknown field (did you mean fl.rounds?); fields of fl: [...]`.
     """
-    node: object = config_lib.base_config().to_dict()
+    node: object = config_lib.base_config(family).to_dict()
     prefix = ""
     for key in name.split("."):
         if not isinstance(node, Mapping):
@@ -194,7 +196,8 @@ def _check_top(report: _Report) -> None:
 
 
 def _check_model(report: _Report) -> None:
-    """model.conv_impl, model.dtype and model.execution."""
+    """model.conv_impl, model.dtype and model.execution (model.family is read first, by check_config)."""
+    report.skip("model.family")
     report.check("model.conv_impl")
     report.check("model.dtype")
     report.check("model.execution")
@@ -303,7 +306,7 @@ def _check_fl(report: _Report) -> None:
 
 def _check_section(report: _Report, section: str) -> None:
     """Every field of `section` against its schema entry alone (no field depends on another)."""
-    for entry in schema.FIELDS:
+    for entry in schema.schema_fields(report.family):
         if entry.section == section:
             report.check(entry.name)
 
@@ -327,7 +330,7 @@ def _check_the_rest(report: _Report) -> None:
 
     The space's fields are left to `space.SearchSpace`, which owns their rules (see below).
     """
-    for entry in schema.FIELDS:
+    for entry in schema.schema_fields(report.family):
         if entry.section != "space" and entry.name not in report.seen:
             report.check(entry.name)
 
@@ -338,7 +341,7 @@ def _check_the_rest(report: _Report) -> None:
 def _check_space_tuples(report: _Report) -> None:
     """The space's tuple fields hold numbers of their schema kind (the space itself would fail to
     compare a string with a number instead of naming the field)."""
-    for entry in schema.FIELDS:
+    for entry in schema.schema_fields(report.family):
         if entry.section != "space" or entry.kind not in ("ints", "numbers"):
             continue
         value = report.get(entry.name)
@@ -350,24 +353,24 @@ def _check_space_tuples(report: _Report) -> None:
 
 
 def _check_space_and_archs(report: _Report, config) -> None:
-    """The search space, then fl.pool and eval.tracked against it (skipped if the space is bad)."""
+    """The family's space, then fl.pool and eval.tracked against it (skipped if the space is bad)."""
     _check_space_tuples(report)
     if report.has_problem("space"):  # unknown or misplaced space fields, already reported
         return
     try:
-        space = config_lib.search_space(config)
+        family = config_lib.make_family(config)
     except ValueError as error:
         report.add(str(error))
         return
     pool = report.get("fl.pool")
     if isinstance(pool, str) and pool:
-        _add_error(report, lambda: space_lib.parse_archs(space, pool, "fl.pool"))
+        _add_error(report, lambda: archs.parse_archs(family, pool, "fl.pool"))
     tracked = report.get("eval.tracked")
     if isinstance(tracked, str):  # a non-string was reported with the eval section
-        _add_error(report, lambda: space_lib.tracked_archs(space, tracked))
+        _add_error(report, lambda: archs.tracked_archs(family, tracked))
     baseline = report.get("cost.baseline")
     if isinstance(baseline, str) and baseline:  # parsed now, not after training writes the report
-        _add_error(report, lambda: space_lib.parse_archs(space, baseline, "cost.baseline"))
+        _add_error(report, lambda: archs.parse_archs(family, baseline, "cost.baseline"))
 
 
 def _add_error(report: _Report, parse) -> None:
@@ -379,6 +382,19 @@ def _add_error(report: _Report, parse) -> None:
 
 
 # ---------------------------------------------------------------------------------------- public
+
+
+def _family_name(values: Mapping) -> str:
+    """The config's `model.family` if it names a family that can be loaded; else ValueError (one line).
+
+    Read before anything else: the family decides which `space` fields the config may have.
+    """
+    model = values.get("model")
+    family = model.get("family", DEFAULT_FAMILY) if isinstance(model, Mapping) else DEFAULT_FAMILY
+    if not isinstance(family, str):
+        raise ValueError(schema.field("model.family").problem(family))
+    schema.schema_fields(family)  # ValueError naming the value and what is allowed
+    return family
 
 
 def check_config(config: ml_collections.ConfigDict, check_files: bool = True) -> None:
@@ -404,8 +420,9 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     values = _as_dict(config)
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(values)
-    report = _Report(values)
-    _check_known_fields(report, values, config_lib.base_config().to_dict())
+    family = _family_name(values)
+    report = _Report(values, family)
+    _check_known_fields(report, values, config_lib.base_config(family).to_dict())
     checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl)
     for check in checks if check_files else [c for c in checks if c is not _check_data_files]:
         check(report)

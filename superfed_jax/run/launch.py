@@ -16,6 +16,7 @@ values of a repeated tuple field into one tuple; here `--config.space.stage_widt
 is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
 fixed list of arguments.
 """
+import functools
 import os
 import re
 import sys
@@ -74,11 +75,11 @@ def _read_overrides(argv: Sequence[str], kinds: dict) -> list[tuple[str, Optiona
     return overrides
 
 
-def _value_problem(name: str, value: Optional[str], arg: str) -> Optional[str]:
+def _value_problem(name: str, value: Optional[str], arg: str, family: str) -> Optional[str]:
     """The message if `value` (command-line text) cannot be a value of schema field `name`, else None."""
     from superfed_jax import config_schema  # late: flags are parsed before anything heavy is imported
 
-    entry = config_schema.field(name)
+    entry = config_schema.field(name, family)
     if value is None:
         if arg.lstrip("-").startswith("no"):
             return (f"{name}: {arg.split('=')[0]} takes no value and is only for True/False fields; give "
@@ -98,6 +99,45 @@ def _value_problem(name: str, value: Optional[str], arg: str) -> Optional[str]:
     return None
 
 
+def command_line_family(argv: Sequence[str]) -> Optional[str]:
+    """The family a `--config.model.family=NAME` in `argv` names (the last one), or None."""
+    from superfed_jax import config_schema
+
+    kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
+    named = [value for name, value, _, _ in _read_overrides(argv, kinds) if name == "model.family"]
+    return named[-1] if named and named[-1] is not None else None
+
+
+def split_family_switch(argv: Sequence[str], family: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """`argv` without `--config.model.family` and the `--config.space.X` overrides, and those overrides.
+
+    The config file builds the space of its own family, which lacks another family's fields, so a family
+    named on the command line is switched to after the file is loaded (`config.with_family`) and only
+    then are the space overrides applied (`apply_space_overrides`).
+    """
+    from superfed_jax import config_schema
+
+    kinds = {entry.name: entry.kind for entry in config_schema.schema_fields(family)}
+    taken, space = set(), []
+    for name, value, _, positions in _read_overrides(argv, kinds):
+        if name == "model.family" or name.startswith("space."):
+            taken.update(positions)
+            if name.startswith("space."):
+                space.append((name, value))
+    return [arg for position, arg in enumerate(argv) if position not in taken], space
+
+
+def apply_space_overrides(config, overrides: Sequence[tuple[str, str]]) -> None:
+    """Sets `--config.space.X=V` values (checked by `override_problems`) on the switched config."""
+    from superfed_jax import config_schema
+
+    family = config.model.family
+    for name, value in overrides:
+        kind = config_schema.field(name, family).kind
+        parsed = _PARSERS[kind].parse(value) if kind in _PARSERS else value
+        config.space[name.partition(".")[2]] = tuple(parsed) if kind in ("ints", "numbers") else parsed
+
+
 def last_override_wins(argv: Sequence[str]) -> list[str]:
     """`argv` without the earlier occurrences of a `--config.X` given more than once (and their values).
 
@@ -113,29 +153,34 @@ def last_override_wins(argv: Sequence[str]) -> list[str]:
     return [arg for position, arg in enumerate(argv) if position not in dropped]
 
 
-def override_problems(argv: Sequence[str]) -> list[str]:
+def override_problems(argv: Sequence[str], family: Optional[str] = None) -> list[str]:
     """One line per bad `--config...` in `argv` (argv[0] is the program): [] if they are all usable.
 
     Finds a --config=PATH naming no file, fields the config does not have (with the nearest field name), values that are not of the
     field's kind (an integer, a number, True/False, a tuple), `--noconfig.X` for a field that is not
     True/False, and a missing value. Ranges and allowed names are left to
-    `validation.check_config`, which sees the whole config.
+    `validation.check_config`, which sees the whole config. `family`: the one named by
+    `--config.model.family` (whose space fields apply), None for the default family.
     """
     from superfed_jax import config_schema
     from superfed_jax import validation
 
-    kinds = {entry.name: entry.kind for entry in config_schema.FIELDS}
+    family = family or config_schema.DEFAULT_FAMILY
+    try:
+        kinds = {entry.name: entry.kind for entry in config_schema.schema_fields(family)}
+    except ValueError as error:  # a family that cannot be found: nothing else can be judged
+        return [str(error)]
     overrides = _read_overrides(argv, kinds)
     config_file = validation.config_file_problem(argv)
     problems = [config_file] if config_file else []
     for name, value, arg, _ in overrides:
-        unknown = validation.unknown_field(name)
+        unknown = validation.unknown_field(name, family)
         if unknown:
             problem = unknown
         elif name not in kinds:  # a whole section: ml_collections parses (and judges) it
             problem = None
         else:
-            problem = _value_problem(name, value, arg)
+            problem = _value_problem(name, value, arg, family)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
@@ -160,8 +205,12 @@ def _without_overwrite(config) -> str:
     return " (without --config.overwrite=True, which would delete the run and start over)"
 
 
-def _run(argv: Sequence[str]) -> None:
-    """Validates the parsed config and trains (absl's main, called with the positional arguments)."""
+def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=()) -> None:
+    """Validates the parsed config and trains (absl's main, called with the positional arguments).
+
+    `family` and `space_overrides`: a family named on the command line and the space fields given for it
+    (`split_family_switch`), applied to the loaded config first.
+    """
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
     from superfed_jax.run import preemption
@@ -177,6 +226,11 @@ def _run(argv: Sequence[str]) -> None:
             from superfed_jax.run import distributed
             from superfed_jax.run import train
 
+            if family is not None:
+                from superfed_jax import config as config_lib
+
+                config = config_lib.with_family(config, family)
+                apply_space_overrides(config, space_overrides)
             validation.check_config(config)
             distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
             if distributed.is_writer():
@@ -226,16 +280,21 @@ def main(argv: Sequence[str]) -> None:
     _console.quiet_backend_probe()
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = last_override_wins(argv)
-    problems = override_problems(argv)  # before ml_collections, which raises on an unknown field
+    family = command_line_family(argv)
+    problems = override_problems(argv, family)  # before ml_collections, which raises on an unknown field
     if problems:
         _cli.fail("\n".join(problems))
+    space_overrides = []
+    if family is not None:  # switched to after the config file is loaded (`split_family_switch`)
+        argv, space_overrides = split_family_switch(argv, family)
     try:
         _define_flags(argv)  # loads the config file named in argv
     except _cli.FLAG_ERRORS as error:
         if _cli.debugging():
             raise
         _cli.fail(_cli.flag_error_message(error), debug_hint=True)
-    app.run(_run, argv=argv, flags_parser=_cli.parse_flags)
+    app.run(functools.partial(_run, family=family, space_overrides=space_overrides), argv=argv,
+            flags_parser=_cli.parse_flags)
 
 
 def console() -> None:

@@ -109,6 +109,12 @@ class Family(abc.ABC):
         values, for cost commands that read no data). Raises ValueError naming a bad field.
         """
 
+    @classmethod
+    def smoke_space(cls) -> dict:
+        """`space` overrides of the config variant `:smoke` (a seconds-long try): a tiny space of this
+        family. The default, {}, keeps the config's space."""
+        return {}
+
     @abc.abstractmethod
     def space_dict(self) -> dict:
         """The space as JSON-ready `space_fields` values (with the data's shape); `from_config` reads it back."""

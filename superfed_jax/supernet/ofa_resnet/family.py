@@ -66,6 +66,12 @@ class OFAResNet(family_lib.Family):
         return SPACE_FIELDS
 
     @classmethod
+    def smoke_space(cls) -> dict:
+        """Two stages of narrow blocks: stem 4, stages 32 and 64 wide, 2 blocks each, divisor 1 (the
+        config's expand choices are kept)."""
+        return dict(stem_width=4, stage_widths=(32, 64), stage_strides=(1, 2), blocks_per_stage=2, divisor=1)
+
+    @classmethod
     def from_config(cls, space: Mapping[str, Any], *, data: Optional[family_lib.DataShape] = None,
                     conv_impl: str = "xla", dtype: str = "float32") -> "OFAResNet":
         fields = dict(space)

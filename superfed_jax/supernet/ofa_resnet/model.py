@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax.supernet import conv
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.ofa_resnet import layers
 from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 # Compute dtypes of convolutions and matmuls (`model.dtype`, passed through `jnp.dtype`); params stay float32.
-DTYPES = ("float32", "bfloat16")
+DTYPES = family_lib.DTYPES
 
 
 def torch_uniform(fan_in: int):

@@ -42,12 +42,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from superfed_jax.supernet import conv
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.ofa_resnet import layers
 from superfed_jax.supernet.ofa_resnet import model as model_lib
 from superfed_jax.supernet.ofa_resnet import space as space_lib
 
 # `model.execution`: how the supernet computes a client's subnet (config_schema.py documents the choice).
-EXECUTIONS = ("masked", "sliced", "auto")
+EXECUTIONS = family_lib.EXECUTIONS
 
 
 @flax.struct.dataclass
