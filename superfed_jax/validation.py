@@ -328,7 +328,7 @@ def _check_distributed(report: _Report) -> None:
 def _check_the_rest(report: _Report) -> None:
     """Any schema field no section check read (a new field is checked by its schema entry at once).
 
-    The space's fields are left to `space.SearchSpace`, which owns their rules (see below).
+    The space's fields are left to the family (`Family.from_config`), which owns their rules (see below).
     """
     for entry in schema.schema_fields(report.family):
         if entry.section != "space" and entry.name not in report.seen:

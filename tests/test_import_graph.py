@@ -15,6 +15,7 @@ one layer are allowed, cycles nowhere.
 """
 import ast
 import os
+import re
 from typing import Optional
 
 import pytest
@@ -204,6 +205,89 @@ def describe_cycles(cycles: list) -> str:
     """One line per component: a cycle in it, and all the modules tangled with it."""
     return "\n".join(f"{' -> '.join(cycle)}   (modules on cycles together: {', '.join(component)})"
                      for component, cycle in cycles)
+
+
+# ------------------------------------------------------------------------------------- family boundaries
+# Issue 20: a supernet family lives in its own folder `supernet/<family>/`; everything above `supernet/`
+# talks to it only through `supernet/family.py` (and the family-neutral `supernet/archs.py`, `conv.py`).
+
+# Modules that must know no family: the layers above supernet/ except the package `__init__` (which
+# re-exports the default family's public types) and the data layer (it reads datasets, not models).
+FAMILY_BLIND = ("federated", "run", "reports", "posttrain", "config", "config_*", "validation")
+
+
+def is_family_blind(module: str, package: str) -> bool:
+    top = module[len(package) + 1:].split(".")[0] if module != package else ""
+    return any(top == t or (t.endswith("*") and top.startswith(t[:-1])) for t in FAMILY_BLIND)
+
+
+def family_folders(package_dir: str) -> list:
+    """The family folders: every sub-package of `supernet/` (e.g. 'ofa_resnet')."""
+    supernet = os.path.join(package_dir, "supernet")
+    return sorted(d for d in os.listdir(supernet)
+                  if os.path.isfile(os.path.join(supernet, d, "__init__.py")))
+
+
+def family_internal_imports(graph: dict, package: str, families: list) -> list:
+    """Lines 'importer imports family internal' for family-blind modules importing inside a family."""
+    internals = tuple(f"{package}.supernet.{family}" for family in families)
+    return [f"{importer} imports {target}" for importer, targets in sorted(graph.items())
+            if is_family_blind(importer, package)
+            for target in targets if target.startswith(internals)]
+
+
+def family_field_mentions(package_dir: str, package: str, names: list) -> list:
+    """Lines 'path:line: name' for every family-blind module's line naming one of a family's own fields."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    lines = []
+    for module, (path, _) in sorted(find_modules(package_dir, package).items()):
+        if not is_family_blind(module, package):
+            continue
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                for match in pattern.finditer(line):
+                    lines.append(f"{os.path.relpath(path, package_dir)}:{number}: {match.group(1)}")
+    return lines
+
+
+# What only the OFA-ResNet knows: its space fields (read from its own declaration) and its arch's leaves.
+def ofa_resnet_names() -> list:
+    from superfed_jax.supernet.ofa_resnet import family
+    return sorted({f.key for f in family.SPACE_FIELDS} - {"num_classes"}
+                  | {"SearchSpace", "num_stages", "num_blocks", "mid_table", "max_mids", "DenseSubnet",
+                     "subnet_shape"})
+
+
+def test_layers_above_supernet_import_no_family_internals(graph):
+    families = family_folders(os.path.join(ROOT, PACKAGE))
+    assert "ofa_resnet" in families
+    violations = family_internal_imports(graph, PACKAGE, families)
+    assert not violations, "family internals imported above supernet/:\n" + "\n".join(violations)
+
+
+def test_layers_above_supernet_name_no_family_fields():
+    mentions = family_field_mentions(os.path.join(ROOT, PACKAGE), PACKAGE, ofa_resnet_names())
+    assert not mentions, "a family's own names above supernet/:\n" + "\n".join(mentions)
+
+
+def test_boundary_checks_catch_a_module_that_reaches_into_a_family(tmp_path):
+    files = dict(CLEAN)
+    files["supernet/fam/__init__.py"] = ""
+    files["supernet/fam/space.py"] = "import numpy\n"
+    files["federated/__init__.py"] = ""
+    files["federated/round.py"] = ("from fakepkg.supernet.fam import space\n"
+                                   "def f(space):\n    return space.stage_widths\n")
+    package_dir = write_package(tmp_path, files)
+    graph_ = import_graph(package_dir, "fakepkg")
+    assert family_folders(package_dir) == ["fam"]
+    assert family_internal_imports(graph_, "fakepkg", ["fam"]) == [
+        "fakepkg.federated.round imports fakepkg.supernet.fam.space"]
+    assert family_field_mentions(package_dir, "fakepkg", ["stage_widths", "stem_width"]) == [
+        f"federated{os.sep}round.py:3: stage_widths"]
+    # The family's own folder may use both.
+    files["federated/round.py"] = "from fakepkg.supernet import family\n"
+    graph_ = import_graph(write_package(tmp_path, files), "fakepkg")
+    assert family_internal_imports(graph_, "fakepkg", ["fam"]) == []
 
 
 # ------------------------------------------------------------------------------------- the real package

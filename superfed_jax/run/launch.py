@@ -1,6 +1,7 @@
 """The training command: `superfed-train` once installed, `python launch.py` in the repository.
 
     superfed-train [--config=PATH[:fedavg=ARCH]] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]
+                   [--config.model.family=NAME --config.space.FIELD=VALUE ...]
 
 Without --config it runs the package's own `configs/digits.py` (scikit-learn's bundled digits, no
 download); the fields and their documentation are in `superfed_jax/config_schema.py`. The work is done by
@@ -12,9 +13,12 @@ one): a misspelt field (`fl.round: unknown field (did you mean fl.rounds?)`), a 
 field's kind (`fl.rounds='abc': must be an integer >= 1`), an unknown flag.
 
 A `--config.X` given more than once: the last one wins, for every field. (ml_collections would join the
-values of a repeated tuple field into one tuple; here `--config.space.stage_widths=(8,16)` given twice
-is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
-fixed list of arguments.
+values of a repeated tuple field into one tuple; here a tuple field given twice simply has its last value,
+and a tuple is always given as one value.) So a script may append overrides to a fixed list of arguments.
+
+`--config.model.family=NAME` trains another supernet family (a registered name or 'package.module:Class'):
+the config file's space is replaced by that family's default space, then `--config.space.X` overrides,
+checked against that family's fields, apply to it.
 """
 import functools
 import os
