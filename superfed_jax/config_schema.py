@@ -83,7 +83,8 @@ _PACKAGE_FIELDS = (
           "choice", EXECUTIONS, resumable=True, absent="masked"),
 
     Field("data.name", "cifar10", "the dataset", "choice", DATASET_NAMES),
-    Field("data.path", "", "the .npz file when name='npz' (keys x_train, y_train, x_test, y_test)", "text",
+    Field("data.path", "", "the .npz file when name='npz' (keys x_train, y_train, x_test, y_test; "
+          "client_id for partition='natural')", "text",
           absent=OPTIONAL_FIELDS["path"]),
     Field("data.archive", "", "CIFAR binary archive (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz)",
           "text", absent=OPTIONAL_FIELDS["archive"]),
@@ -98,14 +99,15 @@ _PACKAGE_FIELDS = (
     Field("data.shards_per_client", 2, "label shards per client for partition='shards'", "int",
           _AT_LEAST_1),
     Field("data.min_client_size", 10, "the Dirichlet split is redrawn until every client has this many "
-          "examples", "int", _AT_LEAST_1),
+          "examples; partition='natural' drops smaller clients", "int", _AT_LEAST_1),
     Field("data.crop_padding", 4, "random crop after zero padding by this many pixels (0 disables)", "int",
           _AT_LEAST_0, " (0 disables the random crop)"),
     Field("data.flip", True, "random horizontal flip", "flag"),
     Field("data.cutout_size", 16, "Cutout square side after normalization (0 disables)", "int",
           _AT_LEAST_0, " (0 disables Cutout)"),
 
-    Field("fl.num_clients", 20, "K, the clients holding data", "int", _AT_LEAST_1),
+    Field("fl.num_clients", 20, "K, the clients holding data; for partition='natural' the data's own "
+          "count, which must be given (the error says it)", "int", _AT_LEAST_1),
     Field("fl.clients_per_round", 8, "P, sampled without replacement each round (at most K)", "int",
           _AT_LEAST_1, " (at most fl.num_clients)"),
     Field("fl.rounds", 1500, "rounds of the run", "int", _AT_LEAST_1, resumable=True),

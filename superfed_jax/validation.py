@@ -4,9 +4,10 @@ Two entry points, both pure Python (no data reads, no tracing, no compilation):
 
 * `check_config(config)` checks the config alone: every field of the base config
   (`superfed_jax/config.py`), the search space, the arch lists and the data files it names.
-* `check_against_data(config, num_train_examples, image_shape)` checks what needs the data: that the
-  partition over clients can be made at all from the training set (after the validation hold-out), and
-  that the random crop's padding and the Cutout square fit the images.
+* `check_against_data(config, num_train_examples, image_shape, natural)` checks what needs the data:
+  that the partition over clients can be made at all from the training set (after the validation
+  hold-out), that a natural partition's client count is fl.num_clients, and that the random crop's
+  padding and the Cutout square fit the images.
 
 The rule of each single field (kind, range, allowed values) is its entry in `superfed_jax.config_schema`;
 this module adds the checks that involve several fields (chunk_size divides clients_per_round, the decay
@@ -31,6 +32,8 @@ import numpy as np
 
 from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
+from superfed_jax.data import load as data_load
+from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import archs
@@ -205,8 +208,10 @@ def _check_model(report: _Report) -> None:
 
 def _check_data_values(report: _Report) -> None:
     """The data fields other than file paths: names, partition parameters, augmentation."""
-    report.check("data.name")
+    name = report.check("data.name")
     partition = report.check("data.partition")
+    if partition == "natural" and name is not None and data_load.natural_needs_ids(name):  # .npz only
+        report.add(data_load.natural_needs_ids(name))
     if partition == "dirichlet":
         report.check("data.alpha")
     else:  # only the Dirichlet split reads it (and a bad partition is reported already)
@@ -457,8 +462,12 @@ def config_file_problem(argv: Sequence[str]) -> Optional[str]:
     return f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py"
 
 
-def _check_partition_size(report: _Report, num_examples: int) -> None:
+def _check_partition_size(report: _Report, num_examples: int,
+                          natural: Optional[partition_lib.NaturalSplit]) -> None:
     """Whether the configured partition can give every client what it needs from `num_examples`."""
+    if report.get("data.partition") == "natural" and natural is not None:
+        _check_natural(report, natural)
+        return
     clients = report.check("fl.num_clients")
     if clients is None:
         return
@@ -471,6 +480,17 @@ def _check_partition_size(report: _Report, num_examples: int) -> None:
         _check_min_client_size(report, clients, num_examples)
     elif partition == "shards":
         _check_shards(report, clients, num_examples)
+
+
+def _check_natural(report: _Report, natural: partition_lib.NaturalSplit) -> None:
+    """Natural: fl.num_clients is the data's client count, and fl.clients_per_round at most that."""
+    problem = partition_lib.natural_problem(natural, report.check("fl.num_clients"))
+    if problem:
+        report.add(problem)
+    per_round = report.get("fl.clients_per_round")
+    if natural.num_clients and _is_int(per_round) and per_round > natural.num_clients:
+        report.add(f"fl.clients_per_round={per_round}: more than the {natural.num_clients} clients "
+                   f"data.partition='natural' takes from the data; need at most {natural.num_clients}")
 
 
 def _check_min_client_size(report: _Report, clients: int, num_examples: int) -> None:
@@ -511,7 +531,8 @@ def _check_augmentation_fits(report: _Report, image_shape) -> None:
 
 
 def check_against_data(config: ml_collections.ConfigDict, num_train_examples: int,
-                       image_shape: Optional[tuple] = None) -> None:
+                       image_shape: Optional[tuple] = None,
+                       natural: Optional[partition_lib.NaturalSplit] = None) -> None:
     """Validates the parts of a config that depend on the data.
 
     Call it after `check_config` and after loading the data, with the number of training examples
@@ -521,12 +542,15 @@ def check_against_data(config: ml_collections.ConfigDict, num_train_examples: in
       config: an experiment config that passed `check_config`.
       num_train_examples: N, the size of the training split.
       image_shape: `(H, W, ...)` of the images; None skips the augmentation checks.
+      natural: for data.partition='natural', the data's clients (`partition.natural_partition` of the
+        training rows' client ids with data.min_client_size); None skips the client-count checks.
 
     Raises:
       ValueError: if there are more clients than examples, if a Dirichlet partition cannot give every
         client `data.min_client_size` examples, if a shards partition needs more shards than
-        examples, or if data.crop_padding or data.cutout_size do not fit the images; one line per
-        problem.
+        examples, if a natural partition's client count is not fl.num_clients (or below
+        fl.clients_per_round, or zero), or if data.crop_padding or data.cutout_size do not fit the
+        images; one line per problem.
     """
     if not _is_int(num_train_examples) or num_train_examples < 0:
         raise ValueError(f"num_train_examples={num_train_examples!r}: must be a non-negative integer")
@@ -535,7 +559,7 @@ def check_against_data(config: ml_collections.ConfigDict, num_train_examples: in
         report.add("the training set is empty (0 examples after the data.val_fraction hold-out); "
                    "check the data source and data.val_fraction")
     else:
-        _check_partition_size(report, int(num_train_examples))
+        _check_partition_size(report, int(num_train_examples), natural)
     if image_shape is not None:
         _check_augmentation_fits(report, image_shape)
     report.raise_if_any()

@@ -160,7 +160,8 @@ def test_shards_partition_rejects_too_many_shards():
 def test_make_partition_dispatch_and_errors():
     y = _labels()
     for method in P.PARTITION_METHODS:
-        parts = P.make_partition(y, 5, method, seed=0)
+        # Client ids for 'natural' (5 clients of 200 examples); the other methods ignore them.
+        parts = P.make_partition(y, 5, method, seed=0, client_ids=np.arange(len(y)) % 5)
         _assert_disjoint_cover(parts, len(y))
     with pytest.raises(ValueError, match=r"data.partition='pathological'.*dirichlet"):
         P.make_partition(y, 5, "pathological", seed=0)
@@ -196,9 +197,11 @@ def test_client_index_table_from_real_partition():
        alpha=st.floats(0.05, 50.0), seed=st.integers(0, 2**31 - 1))
 def test_every_method_is_a_disjoint_cover(n, num_classes, num_clients, method, alpha, seed):
     labels = np.random.default_rng(seed).integers(0, num_classes, n)
+    # For 'natural': num_clients non-contiguous ids, each on at least 2 examples (n >= 20), none dropped.
+    client_ids = np.random.default_rng(seed).permutation(np.arange(n) % num_clients * 3 + 1)
     try:
         parts = P.make_partition(labels, num_clients, method, seed, alpha=alpha,
-                                 shards_per_client=1, min_size=2)
+                                 shards_per_client=1, min_size=2, client_ids=client_ids)
     except ValueError as e:
         # Legitimate only for a Dirichlet split too skewed to give everyone
         # min_size examples, and then with the advice.

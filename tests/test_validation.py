@@ -110,7 +110,7 @@ NAME_CASES = [
     ("fl.beta_schedule", "exponential", ["uniform", "constant", "linear", "cosine"]),
     ("model.conv_impl", "cudnn", ["xla", "im2col"]),
     ("data.name", "mnist", ["digits", "npz", "cifar10", "cifar100"]),
-    ("data.partition", "pathological", ["dirichlet", "iid", "shards"]),
+    ("data.partition", "pathological", ["dirichlet", "iid", "shards", "natural"]),
     ("model.dtype", "float16", ["float32", "bfloat16"]),
 ]
 
@@ -327,7 +327,10 @@ def test_ranges_come_from_the_schema(entry):
 def test_allowed_names_are_the_owning_modules_lists(name, owner):
     assert schema.field(name).allowed is owner
     for value in owner:
-        validation.check_config(override({name: value, "fl.pool": '["largest"]', "data.path": __file__}))
+        # A natural partition reads an .npz file's client_id array (tests/test_natural_partition.py).
+        dataset = {"data.name": "npz"} if value == "natural" else {}
+        validation.check_config(override({name: value, "fl.pool": '["largest"]', "data.path": __file__,
+                                          **dataset}))
 
 
 def test_no_second_copy_of_the_allowed_names():

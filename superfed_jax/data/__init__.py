@@ -14,6 +14,7 @@ from superfed_jax.data.partition import (
     dirichlet_partition,
     iid_partition,
     make_partition,
+    natural_partition,
     shards_partition,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "iid_partition",
     "load_dataset",
     "make_partition",
+    "natural_partition",
     "normalize",
     "shards_partition",
     "to_unit_float",

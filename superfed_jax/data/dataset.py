@@ -7,12 +7,12 @@ until they reach the accelerator, where :func:`to_unit_float` scales them:
 uint8 images are four times smaller to keep and to transfer than float32.
 """
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Dataset", "holdout_validation", "to_unit_float"]
+__all__ = ["Dataset", "holdout_indices", "holdout_validation", "to_unit_float"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,6 +33,9 @@ class Dataset:
         mean: ``[C]`` float32 per-channel mean of the training images after
             :func:`to_unit_float`.
         std: ``[C]`` float32 per-channel standard deviation, same scale.
+        client_train: ``[N]`` int64 client id of each training example (after
+            the validation hold-out), for ``data.partition='natural'``; None
+            when the data names no clients.
     """
 
     x_train: np.ndarray
@@ -44,6 +47,7 @@ class Dataset:
     num_classes: int
     mean: np.ndarray
     std: np.ndarray
+    client_train: Optional[np.ndarray] = None
 
     def __post_init__(self):
         for split in ("train", "val", "test"):
@@ -52,6 +56,41 @@ class Dataset:
                 raise ValueError(
                     f"Dataset: x_{split} has {len(x)} images but y_{split} has "
                     f"{len(y)} labels.")
+        if self.client_train is not None and len(self.client_train) != len(self.y_train):
+            raise ValueError(
+                f"Dataset: client_train has {len(self.client_train)} ids but y_train has "
+                f"{len(self.y_train)} labels.")
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows :func:`holdout_validation` keeps for training and holds out, each in increasing order.
+
+    For arrays that must follow the same rows as the images and labels (the client id of each
+    example): indexing them with the training indices keeps every value with its row.
+
+    Args:
+        n: Number of training examples.
+        fraction: Share of examples to hold out, in ``[0, 1)``; rounded to the
+            nearest whole number of examples.
+        seed: Seed of the permutation that picks the held-out examples.
+
+    Returns:
+        ``(train_idx, val_idx)``, int arrays that together hold ``0..n-1`` once.
+
+    Raises:
+        ValueError: If ``fraction`` is outside ``[0, 1)`` or leaves no training example.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            f"data.val_fraction must be in [0, 1), got {fraction!r}.")
+    n_val = int(round(fraction * n))
+    if n and n_val >= n:
+        raise ValueError(
+            f"data.val_fraction={fraction} of {n} examples leaves no training "
+            "data; use a smaller fraction.")
+    perm = np.random.default_rng(seed).permutation(n)
+    # Sorting keeps each part in file order; only membership is random.
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def holdout_validation(
@@ -76,20 +115,9 @@ def holdout_validation(
         ValueError: If ``fraction`` is outside ``[0, 1)``, leaves no training
             example, or the lengths of ``x`` and ``y`` differ.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(
-            f"data.val_fraction must be in [0, 1), got {fraction!r}.")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
-    n = len(x)
-    n_val = int(round(fraction * n))
-    if n and n_val >= n:
-        raise ValueError(
-            f"data.val_fraction={fraction} of {n} examples leaves no training "
-            "data; use a smaller fraction.")
-    perm = np.random.default_rng(seed).permutation(n)
-    # Sorting keeps each part in file order; only membership is random.
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train_idx, val_idx = holdout_indices(len(x), fraction, seed)
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 

@@ -4,7 +4,9 @@
 split from the training data and attaches per-channel statistics. What the
 loaders return is checked again here, after each conversion: images must be
 square (the search space has one input size), the statistics finite, and
-every split's normalised pixels finite in float32.
+every split's normalised pixels finite in float32. For
+``data.partition='natural'`` it also reads each training example's client id
+(``.npz`` only) and keeps the ids of the rows that stay in training.
 """
 import sys
 from typing import Any
@@ -12,13 +14,15 @@ from typing import Any
 import numpy as np
 
 from superfed_jax.data import cifar, digits, npz
-from superfed_jax.data.dataset import Dataset, holdout_validation
+from superfed_jax.data.dataset import Dataset, holdout_indices, holdout_validation
 from superfed_jax.data.stats import channel_mean_std
 
-__all__ = ["DATASET_NAMES", "OPTIONAL_FIELDS", "check_normalizable", "check_square",
-           "load_dataset", "load_raw", "single_class_warning"]
+__all__ = ["CLIENT_ID_DATASETS", "DATASET_NAMES", "OPTIONAL_FIELDS", "check_normalizable",
+           "check_square", "load_dataset", "load_raw", "natural_needs_ids", "single_class_warning"]
 
 DATASET_NAMES = ("digits", "npz", "cifar10", "cifar100")
+# The datasets whose files can name the client of each training example (data.partition='natural').
+CLIENT_ID_DATASETS = ("npz",)
 # Fields of the data section read with these values when a config lacks them, so configs written before
 # the fields existed still load as they did then (no hold-out, no archive, no TFDS folder).
 OPTIONAL_FIELDS = {"path": "", "archive": "", "tfds_data_dir": "", "val_fraction": 0.0}
@@ -57,6 +61,33 @@ def load_raw(data_config: Any):
             _field(data_config, "tfds_data_dir"))
     raise ValueError(
         f"Unknown data.name={name!r}; expected one of {list(DATASET_NAMES)}.")
+
+
+def natural_needs_ids(name: str) -> str:
+    """The problem of ``data.partition='natural'`` on dataset ``name``, or '' if it can carry client ids.
+
+    One message for the up-front config check (`superfed_jax.validation`) and for the loader.
+    """
+    if name in CLIENT_ID_DATASETS:
+        return ""
+    return (f"data.partition='natural': makes one client per client id, and only data.name='npz' "
+            f"carries ids (an array {npz.CLIENT_ID_KEY!r} in the .npz file); data.name={name!r} has "
+            "none. Use data.partition 'dirichlet', 'iid' or 'shards', or an .npz file with client ids")
+
+
+def _natural(data_config: Any) -> bool:
+    """Whether the data is loaded for a natural partition, which needs each example's client id.
+
+    Ids are read only then, so a stray or damaged ``client_id`` array never stops a run that ignores it
+    (nor the evaluation of an export, whose data config has no partition). ValueError, before any data
+    is read, for a dataset that cannot carry ids.
+    """
+    if getattr(data_config, "partition", "") != "natural":
+        return False
+    problem = natural_needs_ids(data_config.name)
+    if problem:
+        raise ValueError(problem)
+    return True
 
 
 def _stats(name: str, x_train: np.ndarray):
@@ -142,24 +173,32 @@ def load_dataset(data_config: Any, seed: int) -> Dataset:
         data_config: Config (e.g. ``ml_collections.ConfigDict``) with fields
             ``name`` (one of :data:`DATASET_NAMES`), ``path`` (npz file),
             ``archive`` (CIFAR binary archive or ``''``), ``tfds_data_dir``
-            (or ``''``) and ``val_fraction`` (in ``[0, 1)``).
+            (or ``''``), ``val_fraction`` (in ``[0, 1)``) and, if present,
+            ``partition`` (``'natural'`` reads the client ids).
         seed: Seed of the validation hold-out.
 
     Returns:
         The :class:`Dataset`; ``mean``/``std`` are computed on the training
-        part after the hold-out (fixed standard values for CIFAR-10).
+        part after the hold-out (fixed standard values for CIFAR-10);
+        ``client_train`` holds the client ids of the training rows for a
+        natural partition (the held-out rows' ids are dropped with them).
 
     Raises:
         ValueError: For an unknown ``data.name``, a bad ``val_fraction``,
-            damaged data, non-square images or pixels that overflow float32
-            once normalised.
+            damaged data, non-square images, pixels that overflow float32
+            once normalised, or missing or bad client ids of a natural
+            partition.
         FileNotFoundError: If the data files are absent.
     """
+    natural = _natural(data_config)
     x_tr, y_tr, x_te, y_te, num_classes = load_raw(data_config)
     where = _where(data_config)
     check_square(where, x_tr)
+    ids = npz.load_npz_client_ids(_field(data_config, "path"), len(y_tr)) if natural else None
     fraction = float(_field(data_config, "val_fraction"))
     x_tr, y_tr, x_val, y_val = holdout_validation(x_tr, y_tr, fraction, seed)
+    # The same seeded rows holdout_validation keeps, so each id stays with its example.
+    client_train = None if ids is None else ids[holdout_indices(len(ids), fraction, seed)[0]]
     mean, std = _stats(data_config.name, x_tr)
     check_normalizable(where, {"train": x_tr, "val": x_val, "test": x_te}, mean, std)
     warning = single_class_warning(where, y_tr)
@@ -169,4 +208,4 @@ def load_dataset(data_config: Any, seed: int) -> Dataset:
         x_train=x_tr, y_train=y_tr.astype(np.int32),
         x_val=x_val, y_val=y_val.astype(np.int32),
         x_test=x_te, y_test=y_te.astype(np.int32),
-        num_classes=int(num_classes), mean=mean, std=std)
+        num_classes=int(num_classes), mean=mean, std=std, client_train=client_train)

@@ -4,7 +4,10 @@ The file must hold ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
 Images are ``[N, H, W, C]`` or greyscale ``[N, H, W]``; uint8 (0..255) or
 float (kept as stored). Labels are integers ``[N]`` (or ``[N, 1]``, as Keras
 saves them). The number of classes is the largest training label plus one;
-a test label outside the training labels' range is refused.
+a test label outside the training labels' range is refused. An optional
+``client_id`` array (one integer per training example) names the client that
+holds each training example; :func:`load_npz_client_ids` reads it for
+``data.partition='natural'`` (docs/algorithm.md 6).
 
 Everything is checked before it is used, and every problem is reported as a
 ``ValueError`` that names the file, the array and what is wrong: a bad file
@@ -18,9 +21,11 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["REQUIRED_KEYS", "load_npz_arrays"]
+__all__ = ["CLIENT_ID_KEY", "REQUIRED_KEYS", "load_npz_arrays", "load_npz_client_ids"]
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The optional array of per-example client ids that data.partition='natural' reads.
+CLIENT_ID_KEY = "client_id"
 
 
 # The first bytes of the file say what it is, so a wrong file is named for what it is (numpy's own
@@ -251,3 +256,52 @@ def load_npz_arrays(
             "share dtype and [H, W, C].")
     num_classes = _check_test_labels(path, y_tr, y_te)
     return x_tr, y_tr, x_te, y_te, num_classes
+
+
+def _check_client_ids(path: str, ids: np.ndarray, num_train: int) -> np.ndarray:
+    """Validates the ``client_id`` array and returns it as int64 ``[N]``.
+
+    Float ids are refused even when whole-numbered: an id is a name, and a float column is more likely
+    a feature or a label stored under the wrong key than a client.
+    """
+    key, allowed = CLIENT_ID_KEY, "client ids must be integers >= 0, one per training example"
+    if ids.dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: {key} has dtype {ids.dtype}; {allowed} (an integer dtype such as int32 or int64).")
+    if ids.ndim != 1 or len(ids) != num_train:
+        raise ValueError(
+            f"{path}: {key} has shape {ids.shape} but y_train has {num_train} labels; {allowed}, "
+            f"shape ({num_train},).")
+    if ids.size and ids.min() < 0:
+        row = int(np.argmax(ids < 0))
+        raise ValueError(
+            f"{path}: {key} has negative id {int(ids[row])} (training example {row}); {allowed}.")
+    if ids.size and ids.dtype == np.uint64 and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{path}: {key} has id {int(ids.max())}; {allowed} and at most {np.iinfo(np.int64).max}.")
+    return ids.astype(np.int64)
+
+
+def load_npz_client_ids(path: str, num_train: int) -> np.ndarray:
+    """Reads and validates the ``client_id`` array of an ``.npz`` dataset.
+
+    Args:
+        path: Path of the ``.npz`` file (already read by :func:`load_npz_arrays`).
+        num_train: Number of training examples (``len(y_train)``).
+
+    Returns:
+        int64 ``[num_train]``: the client id of each training example, in file order.
+
+    Raises:
+        ValueError: Naming the file and ``client_id`` when the array is missing, not of an integer dtype,
+            not one id per training example, negative, beyond int64, or damaged.
+    """
+    with _open_npz(path) as archive:
+        if CLIENT_ID_KEY not in archive.files:
+            raise ValueError(
+                f"{path}: data.partition='natural' needs an array {CLIENT_ID_KEY!r} (an integer client "
+                f"id >= 0 for each of the {num_train} training examples), found keys "
+                f"{sorted(archive.files)}; add it (numpy.savez(..., {CLIENT_ID_KEY}=ids)) or use "
+                "another data.partition.")
+        ids = _read_member(path, archive, CLIENT_ID_KEY)
+    return _check_client_ids(path, ids, num_train)

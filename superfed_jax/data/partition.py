@@ -1,6 +1,7 @@
 """Splits a training set across federated clients (host-side, NumPy).
 
-Three schemes, each seeded only through ``np.random.default_rng(seed)``:
+Three synthetic schemes, each seeded only through ``np.random.default_rng(seed)``,
+and the data's own clients:
 
 * ``dirichlet``: the label-skewed "hetero" split used by SuperFed and FedML
   (after Yurochkin et al., 2019). For each class, a Dirichlet(alpha) draw over
@@ -12,27 +13,37 @@ Three schemes, each seeded only through ``np.random.default_rng(seed)``:
 * ``iid``: a uniformly random near-equal split.
 * ``shards``: McMahan et al.'s pathological split; sort by label, cut into
   equal shards, deal each client ``shards_per_client`` random shards.
+* ``natural``: one client per distinct client id the data gives its training
+  examples (an ``.npz`` file's ``client_id`` array), in increasing id order;
+  clients with fewer than ``min_size`` examples are dropped, with a note. No
+  randomness: the clients are the data's.
 
 :func:`client_index_table` packs the result into one padded int32 table that
 can live on device.
 """
 import sys
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = [
+    "NaturalSplit",
     "PARTITION_METHODS",
     "client_index_table",
     "dirichlet_partition",
     "iid_partition",
     "label_skew",
     "make_partition",
+    "natural_note",
+    "natural_partition",
+    "natural_problem",
     "shards_partition",
     "skew_warning",
 ]
 
-PARTITION_METHODS = ("dirichlet", "iid", "shards")
+PARTITION_METHODS = ("dirichlet", "iid", "shards", "natural")
+# Ids named in the note about dropped natural clients; the rest are counted only.
+_IDS_SHOWN = 10
 
 # Below the paper's most skewed setting (alpha = 0.1) by a factor of ten: a value this small is more likely
 # a typo than a plan, so its split is reported.
@@ -174,6 +185,97 @@ def shards_partition(
     return [np.concatenate([shards[s] for s in row]).astype(np.int64) for row in dealt]
 
 
+class NaturalSplit(NamedTuple):
+    """The clients of a natural partition: every distinct client id of the training rows.
+
+    Attributes:
+        ids: int64 ``[M]``, every distinct id, increasing.
+        sizes: int64 ``[M]``, the training examples of each id.
+        kept: bool ``[M]``, whether the id holds at least ``min_size`` examples (and is a client).
+        parts: The row indices of each kept id, in id order; rows in file order.
+        min_size: The fewest examples a kept client holds (``data.min_client_size``).
+    """
+
+    ids: np.ndarray
+    sizes: np.ndarray
+    kept: np.ndarray
+    parts: List[np.ndarray]
+    min_size: int
+
+    @property
+    def num_clients(self) -> int:
+        """The clients kept: what ``fl.num_clients`` must be."""
+        return int(self.kept.sum())
+
+    @property
+    def dropped_examples(self) -> int:
+        """The training examples of the dropped ids, which no client trains on."""
+        return int(self.sizes[~self.kept].sum())
+
+
+def natural_partition(client_ids: np.ndarray, min_size: int) -> NaturalSplit:
+    """One client per distinct id in ``client_ids``, dropping ids with fewer than ``min_size`` examples.
+
+    Ids need not be contiguous ({3, 7, 100} gives clients 0, 1, 2 in that order). A tiny client would
+    train on a handful of examples for all its local epochs, yet its update is averaged in like any other
+    client's; ``min_size`` is the same floor the Dirichlet split enforces by redrawing.
+
+    Args:
+        client_ids: ``[N]`` non-negative integer client id of each training example.
+        min_size: Fewest examples a client must hold to be kept (>= 1).
+
+    Returns:
+        The :class:`NaturalSplit`; its ``parts`` hold every row of a kept id exactly once.
+    """
+    ids, inverse, sizes = np.unique(np.asarray(client_ids), return_inverse=True, return_counts=True)
+    # A stable sort groups the rows by id and keeps each client's rows in file order.
+    rows = np.argsort(inverse.reshape(-1), kind="stable")
+    groups = np.split(rows, np.cumsum(sizes)[:-1]) if len(ids) else []
+    kept = sizes >= min_size
+    parts = [group.astype(np.int64) for group, keep in zip(groups, kept) if keep]
+    return NaturalSplit(ids.astype(np.int64), sizes.astype(np.int64), kept, parts, int(min_size))
+
+
+def _id_list(ids: np.ndarray) -> str:
+    """Up to `_IDS_SHOWN` ids, comma-separated, with '...' when there are more."""
+    shown = ", ".join(str(int(i)) for i in ids[:_IDS_SHOWN])
+    return shown + (", ..." if len(ids) > _IDS_SHOWN else "")
+
+
+def natural_note(split: NaturalSplit) -> str:
+    """The note on the clients a natural partition dropped ('' when it dropped none)."""
+    dropped = split.ids[~split.kept]
+    if not len(dropped):
+        return ""
+    examples = split.dropped_examples
+    return (f"note: data.partition='natural': dropped {len(dropped)} of {len(split.ids)} clients with "
+            f"fewer than data.min_client_size={split.min_size} training examples "
+            f"(id{'s' if len(dropped) > 1 else ''} {_id_list(dropped)}; {examples} "
+            f"example{'s' if examples > 1 else ''} in all, which no client trains on); "
+            f"{split.num_clients} clients remain")
+
+
+def natural_problem(split: NaturalSplit, num_clients: Optional[int]) -> str:
+    """Why ``split`` cannot be the run's clients ('' when it can), as one 'field=value: ...' line.
+
+    ``fl.num_clients`` must equal the clients kept: the config then records the run's client count, which
+    the dry run, the cost report and a resume read without the data. ``num_clients`` None skips that check.
+    """
+    if not split.num_clients:
+        largest = int(split.sizes.max(initial=0))
+        return (f"data.min_client_size={split.min_size}: data.partition='natural' drops every one of the "
+                f"{len(split.ids)} clients of the data (the largest holds {largest} training examples); "
+                f"lower data.min_client_size to at most {largest}")
+    if num_clients is None or num_clients == split.num_clients:
+        return ""
+    dropped = len(split.ids) - split.num_clients
+    also = (f", after dropping {dropped} with fewer than data.min_client_size={split.min_size} "
+            "examples" if dropped else "")
+    return (f"fl.num_clients={num_clients}: data.partition='natural' takes the clients from the data, "
+            f"which gives {split.num_clients} (one per distinct client id of the training rows{also}); "
+            f"set fl.num_clients={split.num_clients}")
+
+
 def label_skew(labels: np.ndarray, parts: Sequence[np.ndarray]) -> dict:
     """How label-skewed a split is, measured on the split itself.
 
@@ -223,27 +325,34 @@ def make_partition(
     alpha: float = 0.5,
     shards_per_client: int = 2,
     min_size: int = 10,
+    client_ids: Optional[np.ndarray] = None,
 ) -> List[np.ndarray]:
     """Splits examples across clients with the named method.
 
     Args:
         labels: ``[N]`` integer training labels.
-        num_clients: Number of clients (1..N).
+        num_clients: Number of clients (1..N); for ``natural`` it must be the
+            number of clients the data gives (`natural_problem`).
         method: One of :data:`PARTITION_METHODS`.
-        seed: Seed of the split.
+        seed: Seed of the split (unused by ``natural``).
         alpha: Dirichlet concentration (``dirichlet`` only).
         shards_per_client: Shards per client (``shards`` only).
-        min_size: Fewest examples per client (``dirichlet`` only).
+        min_size: Fewest examples per client (``dirichlet``: redrawn until
+            met; ``natural``: smaller clients are dropped).
+        client_ids: ``[N]`` client id of each example (``natural`` only).
 
     Returns:
         One int64 index array per client. An extremely skewed Dirichlet split
-        (`skew_warning`) is reported on stderr with its measured skew.
+        (`skew_warning`) is reported on stderr with its measured skew, and the
+        clients a natural split drops (`natural_note`) with their count.
 
     Raises:
         ValueError: For an unknown method, ``num_clients`` outside ``[1, N]``,
             or a request the method cannot meet.
     """
     labels = np.asarray(labels)
+    if method == "natural":  # the data's clients: checked against their own count, not against N
+        return _natural_parts(labels, num_clients, min_size, client_ids)
     if not 1 <= num_clients <= len(labels):
         raise ValueError(
             f"Cannot split {len(labels)} examples among fl.num_clients="
@@ -260,6 +369,23 @@ def make_partition(
         return shards_partition(labels, num_clients, shards_per_client, seed)
     raise ValueError(
         f"Unknown data.partition={method!r}; expected one of {list(PARTITION_METHODS)}.")
+
+
+def _natural_parts(labels, num_clients: int, min_size: int, client_ids) -> List[np.ndarray]:
+    """`make_partition`'s natural split: checks the ids and the client count, prints the note."""
+    if client_ids is None or len(client_ids) != len(labels):
+        given = "none" if client_ids is None else f"{len(client_ids)}"
+        raise ValueError(
+            f"data.partition='natural' needs the client id of each of the {len(labels)} training "
+            f"examples, got {given} (load the data with data.partition='natural').")
+    split = natural_partition(client_ids, min_size)
+    problem = natural_problem(split, num_clients)
+    if problem:
+        raise ValueError(problem)
+    note = natural_note(split)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    return split.parts
 
 
 def client_index_table(parts: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:

@@ -14,14 +14,15 @@ def place_federated_data(dataset, config, mesh) -> federated_round.FederatedData
     index table is replicated.
 
     Args:
-      dataset: a `data.Dataset` (x_train, y_train are the rows partitioned).
+      dataset: a `data.Dataset` (x_train, y_train are the rows partitioned; client_train names their
+        clients for data.partition='natural').
       config: the experiment config (reads seed, fl.num_clients and the data section's partition fields).
       mesh: the device mesh of `sharding.make_mesh`.
     """
     parts = partition_lib.make_partition(
         dataset.y_train, config.fl.num_clients, config.data.partition, config.seed,
         alpha=config.data.alpha, shards_per_client=config.data.shards_per_client,
-        min_size=config.data.min_client_size)
+        min_size=config.data.min_client_size, client_ids=dataset.client_train)
     table, sizes = partition_lib.client_index_table(parts)
     pad = -len(dataset.y_train) % mesh.devices.size
     images = np.concatenate([dataset.x_train, np.zeros((pad,) + dataset.x_train.shape[1:],

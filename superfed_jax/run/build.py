@@ -15,6 +15,7 @@ from superfed_jax import config as config_lib
 from superfed_jax import config_schema
 from superfed_jax import data as data_lib
 from superfed_jax import validation
+from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated import client as client_lib
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import objective
@@ -149,7 +150,9 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     """Loads data, partitions it, places it on the devices and builds the compiled functions."""
     validation.check_config(config)  # every field, before any data is read or anything compiles
     dataset = data_lib.load_dataset(config.data, config.seed)
-    validation.check_against_data(config, len(dataset.y_train), dataset.x_train.shape[1:])
+    natural = (partition_lib.natural_partition(dataset.client_train, config.data.min_client_size)
+               if config.data.partition == "natural" else None)  # the data's clients, counted up front
+    validation.check_against_data(config, len(dataset.y_train), dataset.x_train.shape[1:], natural)
     _, height, _, channels = dataset.x_train.shape
     space = config_lib.search_space(config, input_size=height, input_channels=channels,
                                     num_classes=dataset.num_classes)
