@@ -11,6 +11,8 @@ As the arch pytree `MLPArch(depth [], width [hidden_layers])` of choice indices,
 `{"depth": 2, "width": [32, 64]}`: one width per layer that runs (or one number for all of them).
 
     python launch.py --config=configs/digits.py --config.model.family=examples.elastic_mlp:ElasticMLP
+
+tests/test_example_family.py runs the family contract (tests/family_contract.py) on it: do the same for yours.
 """
 import dataclasses
 import math
@@ -22,7 +24,6 @@ import numpy as np
 
 from superfed_jax._fields import Field, Range
 from superfed_jax.supernet import family as family_lib
-
 
 
 def _positive_int(value) -> bool:
@@ -49,6 +50,8 @@ class MLPArch:
 
 @dataclasses.dataclass(frozen=True)
 class ElasticMLP(family_lib.Family):
+    """The family: one dataclass field per `space.KEY` of SPACE_FIELDS, plus the compute dtype."""
+
     hidden_layers: int = 3
     width_choices: tuple = (16, 32, 48, 64)
     input_shape: tuple = (8, 8, 1)
@@ -152,7 +155,7 @@ class ElasticMLP(family_lib.Family):
         if not isinstance(width, (list, tuple)) or len(width) != depth:
             raise ValueError(f"arch width={spec['width']!r} for depth {depth}: {self._allowed()}")
         for w in width:
-            if isinstance(w, bool) or w not in self.width_choices:
+            if isinstance(w, bool) or not isinstance(w, int) or w not in self.width_choices:
                 raise ValueError(f"arch width {w!r} is not a choice: {self._allowed()}")
         indices = [self.width_choices.index(w) for w in width] + [0] * (self.hidden_layers - depth)
         return MLPArch(np.int32(depth - 1), np.asarray(indices, np.int32))
@@ -263,8 +266,9 @@ class ElasticMLP(family_lib.Family):
     def embed(self, dense_params, arch, params):
         params = {name: dict(layer) for name, layer in params.items()}  # the caller's stays as it was
         for name, fan_in, fan_out in self._dense_layers(arch):
-            params[name] = {"w": params[name]["w"].at[:fan_in, :fan_out].set(dense_params[name]["w"]),
-                            "b": params[name]["b"].at[:fan_out].set(dense_params[name]["b"])}
+            w, b = jnp.asarray(params[name]["w"]), jnp.asarray(params[name]["b"])
+            params[name] = {"w": w.at[:fan_in, :fan_out].set(dense_params[name]["w"]),
+                            "b": b.at[:fan_out].set(dense_params[name]["b"])}
         return params
 
     def dense_apply(self, dense_params, inputs, arch):

@@ -94,6 +94,18 @@ def test_masks_of_one_arch_by_hand():
     np.testing.assert_array_equal(skipped["head"]["w"], [[1], [1], [0]])
 
 
+def test_embed_writes_a_dense_subnet_back_into_numpy_or_jax_params():
+    params = TINY.init(jax.random.key(0))
+    arch = TINY.arch_from_json({"depth": 1, "width": [2]})
+    dense = jax.tree.map(lambda x: x + 1, TINY.extract(params, arch))
+    for supernet in (params, jax.tree.map(np.asarray, params)):  # e.g. params read from a checkpoint
+        embedded = TINY.embed(dense, arch, supernet)
+        np.testing.assert_array_equal(embedded["hidden_0"]["w"][:, :2], params["hidden_0"]["w"][:, :2] + 1)
+        np.testing.assert_array_equal(embedded["hidden_0"]["w"][:, 2], params["hidden_0"]["w"][:, 2])
+        np.testing.assert_array_equal(embedded["head"]["w"][:2], params["head"]["w"][:2] + 1)
+        np.testing.assert_array_equal(embedded["hidden_1"]["w"], params["hidden_1"]["w"])
+
+
 def test_a_batch_of_archs_under_vmap_equals_each_arch_alone():
     # The round runs clients side by side: apply and masks are vmapped over a leading arch axis.
     family = ElasticMLP(hidden_layers=3, width_choices=(2, 3, 5), input_shape=(3, 3, 2), num_classes=4)
@@ -149,6 +161,7 @@ def test_arch_json_round_trip_and_named_archs():
     ({"depth": 1, "width": [4]}, r"arch width 4 is not a choice: need .*widths from \[2, 3\]"),
     ({"depth": 1, "width": 2.5}, r"arch width=2.5 for depth 1: need"),
     ({"depth": 1, "width": [True]}, r"arch width True is not a choice"),
+    ({"depth": 1, "width": [2.0]}, r"arch width 2.0 is not a choice"),
 ])
 def test_archs_outside_the_space_are_refused_with_what_is_allowed(spec, message):
     with pytest.raises(ValueError, match=message):
