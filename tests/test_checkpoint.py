@@ -147,6 +147,18 @@ def test_a_field_a_saved_config_lacks_reads_as_its_absent_value():
     assert resume.config_differences(saved, current) == ["data.tfds_data_dir: '' -> '/elsewhere'"]
 
 
+def test_a_run_from_before_weight_by_size_resumes_without_it():
+    """A run saved before fl.weight_by_size existed aggregated without it: it resumes with the field off
+    (given or not) and is refused with it on."""
+    current = config_lib.base_config().to_dict()
+    saved = json.loads(json.dumps(current))
+    del saved["fl"]["weight_by_size"]
+    assert resume.config_differences(saved, current) == []
+    assert resume.config_differences(current, saved) == []
+    current["fl"]["weight_by_size"] = True
+    assert resume.config_differences(saved, current) == ["fl.weight_by_size: False -> True"]
+
+
 def test_rewind_metrics_drops_later_rounds_and_a_torn_line(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     with open(path, "w") as f:
