@@ -51,6 +51,7 @@ def fedavg_baseline(config: ml_collections.ConfigDict, arch: str) -> ml_collecti
     """Turns a config into plain FedAvg of one arch: static heuristic, one-arch pool, uniform weights.
 
     `arch` is a default tracked name (resolved against the final space at run time) or an arch JSON.
+    `fl.weight_by_size` is left as set: with it on, the baseline weights clients by data size as well.
     """
     spec = arch if arch.lstrip().startswith("{") else json.dumps(arch)
     name = arch if not arch.lstrip().startswith("{") else "fedavg"

@@ -125,6 +125,10 @@ _PACKAGE_FIELDS = (
                                                  "(plain averaging)")),
     Field("fl.decay_fraction", 0.8, "the decay lasts this share of the rounds", "number",
           Range(0, 1, low_open=True), " (the decay may not outlast the run)"),
+    # Not resumable: the aggregate depends on it. Configs saved before it existed ran without it.
+    Field("fl.weight_by_size", False, "multiply each client's aggregation weight by its number of training "
+          "examples (the reference's --weight_dataset; off in its image runs; docs/algorithm.md 4.1)",
+          "flag", absent=False),
     Field("fl.chunk_size", 0, "clients trained together (one step of a scan over chunks); 0 = all; must "
           "divide clients_per_round", "int", _AT_LEAST_0, " (0 = all of a round)", resumable=True),
     Field("fl.client_layout", "auto", "a chunk as a 'vmap' batch axis or 'side_by_side' subgraphs (fast "

@@ -293,11 +293,12 @@ def _check_decay(report: _Report, schedule: Optional[str], rounds: Optional[int]
 
 
 def _check_beta(report: _Report, rounds: Optional[int]) -> None:
-    """fl.beta_schedule, fl.beta0, fl.beta_final and fl.decay_fraction."""
+    """fl.beta_schedule, fl.beta0, fl.beta_final, fl.decay_fraction and fl.weight_by_size (the weights)."""
     schedule = report.check("fl.beta_schedule")
     report.check("fl.beta0")
     report.check("fl.beta_final")
     _check_decay(report, schedule, rounds)
+    report.check("fl.weight_by_size")
 
 
 def _check_fl(report: _Report) -> None:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 import tiny_setup as T
+from superfed_jax import config as config_lib
 from superfed_jax.federated import round as fr
 from superfed_jax.run import checkpoint
 from superfed_jax.run import preemption
@@ -134,6 +135,28 @@ def test_config_differences_name_fields_that_may_not_change():
 
 def test_config_differences_report_added_and_removed_fields():
     assert resume.config_differences({"a": 1}, {"b": 2}) == ["a: 1 -> '<absent>'", "b: '<absent>' -> 2"]
+
+
+def test_a_field_a_saved_config_lacks_reads_as_its_absent_value():
+    """An optional field compares as its schema `absent` value when a config lacks it."""
+    current = config_lib.base_config().to_dict()
+    saved = json.loads(json.dumps(current))
+    del saved["data"]["tfds_data_dir"]  # absent: ''
+    assert resume.config_differences(saved, current) == []
+    current["data"]["tfds_data_dir"] = "/elsewhere"
+    assert resume.config_differences(saved, current) == ["data.tfds_data_dir: '' -> '/elsewhere'"]
+
+
+def test_a_run_from_before_weight_by_size_resumes_without_it():
+    """A run saved before fl.weight_by_size existed aggregated without it: it resumes with the field off
+    (given or not) and is refused with it on."""
+    current = config_lib.base_config().to_dict()
+    saved = json.loads(json.dumps(current))
+    del saved["fl"]["weight_by_size"]
+    assert resume.config_differences(saved, current) == []
+    assert resume.config_differences(current, saved) == []
+    current["fl"]["weight_by_size"] = True
+    assert resume.config_differences(saved, current) == ["fl.weight_by_size: False -> True"]
 
 
 def test_rewind_metrics_drops_later_rounds_and_a_torn_line(tmp_path):

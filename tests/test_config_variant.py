@@ -4,6 +4,7 @@ Pure Python: config files are loaded as launch.py's config flag loads them; noth
 """
 import json
 
+import ml_collections
 import pytest
 
 from superfed_jax import config as config_lib
@@ -91,3 +92,22 @@ def test_bad_variant_is_refused_naming_it_and_the_allowed_forms(arg, problem):
     assert message.startswith(f"config argument {arg!r}: {problem};")
     for allowed in ("''", "'smoke'", "'fedavg=ARCH'", "smallest, small, medium, largest", "arch JSON"):
         assert allowed in message
+
+
+def test_fedavg_leaves_weight_by_size_as_set():
+    """FedAvg baselines follow fl.weight_by_size like any run (docs/algorithm.md 4.1): the variant neither
+    sets nor resets it, and the round settings built from the config carry it."""
+    from superfed_jax.run import build  # jax; only this test needs it
+
+    assert load_config_file("digits", "smoke,fedavg=largest").fl.weight_by_size is False  # the default
+    config = load_config_file("digits", "smoke")
+    config.fl.weight_by_size = True  # as --config.fl.weight_by_size=True does after the variant
+    baseline = config_lib.fedavg_baseline(config, "largest")
+    assert baseline.fl.weight_by_size is True
+    validation.check_config(baseline)
+    space = config_lib.search_space(baseline)
+    assert build.round_settings(baseline, space).weight_by_size is True
+    # A config saved before the field existed builds as before: without size weighting.
+    older = baseline.to_dict()
+    del older["fl"]["weight_by_size"]
+    assert build.round_settings(ml_collections.ConfigDict(older), space).weight_by_size is False

@@ -38,11 +38,11 @@ SIDE_BY_SIDE = client.make_side_by_side_update(
 
 
 def settings(clients_per_round, chunk_size, heuristic="tracking_sandwich", pool=None,
-             beta_schedule="cosine"):
+             beta_schedule="cosine", **extra):
     return fr.RoundSettings(num_clients=K, clients_per_round=clients_per_round, chunk_size=chunk_size,
                             heuristic=heuristic, pool=pool, count_random_extremes=True,
                             beta_schedule=beta_schedule, beta0=BETA0, beta_final=1.0 / clients_per_round,
-                            decay_rounds=DECAY_ROUNDS)
+                            decay_rounds=DECAY_ROUNDS, **extra)
 
 
 class Runner:
@@ -363,3 +363,97 @@ def test_metrics(main):
         assert metrics["arch_expand"].shape == (4, 4)
     assert records[0][1]["beta"] == pytest.approx(BETA0)
     assert records[2][1]["beta"] < records[1][1]["beta"] < records[0][1]["beta"]
+
+
+# ------------------------------------------------------------------- weighting by client data size
+
+
+def test_aggregation_weights_are_beta_weights_times_sizes():
+    beta_t, is_maxnet = jnp.float32(0.7), jnp.array([False, True, False])
+    sizes, clients = jnp.asarray(SIZES), jnp.array([6, 1, 3], jnp.int32)
+    beta_weights = schedules.client_weights("cosine", beta_t, is_maxnet)
+    off = fr.aggregation_weights(settings(3, 3), beta_t, is_maxnet, sizes, clients)
+    np.testing.assert_array_equal(off, beta_weights)  # exactly: the same computation as before the flag
+    on = fr.aggregation_weights(settings(3, 3, weight_by_size=True), beta_t, is_maxnet, sizes, clients)
+    np.testing.assert_allclose(on, [0.15 * 20, 0.7 * 5, 0.15 * 11], rtol=1e-6)  # by client id, not position
+
+
+# Client 1 (5 examples) "diverges": its fake training returns NaN, so the round must give it weight 0.
+DIVERGING_SIZE = 5
+# Hand-picked overlapping archs: static assignment gives client c pool[c mod 4].
+SIZE_POOL = [space_lib.largest(T.SPACE), T.MEDIUM, T.arch([0, 1], [0, 0, 3, 2]),
+             T.arch([1, 1], [1, 3, 0, 1])]
+
+
+def fake_client(params, key, size):
+    """Stand-in for local training: the global params plus unit noise from the client's key, NaN for the
+    client of DIVERGING_SIZE; loss = size. Makes every client's params known without training."""
+    leaves, treedef = jax.tree.flatten(params)
+    noisy = [p + jax.random.normal(k, p.shape, p.dtype)
+             for p, k in zip(leaves, jax.random.split(key, len(leaves)))]
+    noisy = [jnp.where(size == DIVERGING_SIZE, jnp.nan, x) for x in noisy]
+    return client.ClientResult(treedef.unflatten(noisy), jnp.asarray(size, jnp.float32))
+
+
+def fake_train_clients(params, archs, indices, sizes, keys, images, labels):
+    return jax.vmap(lambda key, size: fake_client(params, key, size))(keys, sizes)
+
+
+@pytest.fixture(scope="module")
+def size_weighted():
+    """P = 6 of the 8 clients of unequal sizes in 2 chunks (so the round reorders them), cosine beta,
+    static hand-picked archs, weight_by_size on; the fake training above. 2 rounds from seed 0."""
+    pool = space_lib.stack(SIZE_POOL)
+    runner = Runner(settings(6, 3, heuristic="static", pool=pool, weight_by_size=True), sharding.make_mesh(),
+                    fake_train_clients)
+    return runner.run(runner.initial_state(seed=0), 2)
+
+
+def np_size_weighted_round(before, metrics, t, by_size=True):
+    """NumPy per-element weighted mean over the clients' hand-built masks, weights written from
+    docs/algorithm.md 4.1: beta for the first client holding the largest arch, (1 - beta) / (P - 1) for the
+    others, times the client's size; 0 for a non-finite client."""
+    clients = np.asarray(metrics["clients"])
+    archs = archs_of(metrics)
+    largest = np.array([T.np_is_largest(*a) for a in archs])
+    maxnet = np.arange(len(clients)) == np.argmax(largest)
+    beta_t = np_beta(t, len(clients))
+    weights = np.where(maxnet, beta_t, (1 - beta_t) / (len(clients) - 1)) if largest.any() else \
+        np.full(len(clients), 1 / len(clients))
+    if by_size:
+        weights = weights * SIZES[clients]
+    weights = np.where(SIZES[clients] == DIVERGING_SIZE, 0.0, weights)
+    keys = fr.client_train_keys(fr.round_key(before), jnp.asarray(clients))
+    params = [jax.device_get(fake_client(before.params, keys[i], SIZES[c]).params)
+              for i, c in enumerate(clients)]
+    params = [jax.tree.map(np.nan_to_num, p) for p in params]  # weight 0; keeps 0 * NaN out of the sums
+    masks = [T.np_full_masks(*a) for a in archs]
+    return T.np_masked_mean(params, masks, weights, before.params)
+
+
+def test_size_weighted_round_equals_numpy_reference(size_weighted):
+    nonfinite = 0
+    for t, (before, metrics, after) in enumerate(size_weighted):
+        clients = np.asarray(metrics["clients"])
+        for (depth, expand), c in zip(archs_of(metrics), clients):  # the assignment the test relies on
+            np.testing.assert_array_equal(depth, SIZE_POOL[c % 4].depth)
+        assert len(set(SIZES[clients].tolist())) == 6  # unequal sizes
+        nonfinite += int(metrics["clients_nonfinite"])
+        assert int(metrics["clients_nonfinite"]) == int(np.sum(SIZES[clients] == DIVERGING_SIZE))
+        T.assert_trees_close(after.params, np_size_weighted_round(before, metrics, t), rtol=1e-5, atol=1e-6)
+        # Guard: the sizes matter (without them the aggregate is measurably different).
+        assert T.max_abs_diff(after.params, np_size_weighted_round(before, metrics, t, by_size=False)) > 1e-2
+    assert nonfinite >= 1  # the diverging client was sampled, and kept out of the aggregate
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(size_weighted[-1][2].params))
+
+
+def test_weight_by_size_off_is_bit_identical_to_the_unweighted_round(main):
+    """weight_by_size=False (the default) leaves the round exactly as it was: same params bit for bit."""
+    _, records, _ = main
+    runner = Runner(settings(4, 4, weight_by_size=False), sharding.make_mesh())
+    off = runner.run(runner.initial_state(seed=0), 3)
+    for (_, m_off, s_off), (_, m_main, s_main) in zip(off, records):
+        assert T.trees_equal(s_off, s_main)
+        np.testing.assert_array_equal(m_off["train_loss"], m_main["train_loss"])
+    on = Runner(settings(4, 4, weight_by_size=True), sharding.make_mesh()).run(runner.initial_state(), 1)
+    assert T.max_abs_diff(on[0][2].params, records[0][2].params) > 1e-4  # the switch is wired

@@ -207,6 +207,23 @@ def test_dry_run_static_pool_is_fedavg():
     np.testing.assert_array_equal(sequence["expand"], pool.expand[index])
 
 
+def test_weight_by_size_changes_neither_the_dry_run_nor_the_cost_report():
+    """fl.weight_by_size only reweights the aggregation: the same assignment sequence and cost."""
+    results = []
+    for weight_by_size in (False, True):
+        config = load_config("digits", "smoke")
+        config.fl.weight_by_size = weight_by_size
+        space = config_lib.search_space(config)
+        settings = build_lib.round_settings(config, space)
+        assert settings.weight_by_size is weight_by_size
+        sequence = dry_run.assignment_sequence(space, settings, config.seed, config.fl.rounds)
+        results.append((sequence, rc.cost_report(space, sequence)))
+    (off, off_report), (on, on_report) = results
+    for name in off:
+        np.testing.assert_array_equal(on[name], off[name], err_msg=name)
+    assert on_report == off_report
+
+
 # ------------------------------------------------------------------------------------ the paper claim
 
 

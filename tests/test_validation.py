@@ -81,6 +81,7 @@ def test_base_config_passes():
     {"model.conv_impl": "xla", "model.dtype": "bfloat16"}, {"seed": np.int64(3)},
     {"data.crop_padding": 0, "data.cutout_size": 0, "data.flip": False},
     {"dry_run": DELETE, "data.tfds_data_dir": DELETE},  # optional: loaders default them
+    {"fl.weight_by_size": True}, {"fl.weight_by_size": DELETE},
 ])
 def test_edge_values_pass(changes):
     validation.check_config(override(changes))
@@ -195,6 +196,8 @@ BAD_CASES = {
     "str_lr": ({"client.learning_rate": "0.1"}, ["client.learning_rate='0.1'", "number"]),
     "flag": ({"data.flip": "yes"}, ["data.flip='yes'", "True or False"]),
     "extremes_flag": ({"fl.count_random_extremes": 1}, ["fl.count_random_extremes=1", "True or False"]),
+    "weight_by_size_str": ({"fl.weight_by_size": "True"},
+                           ["fl.weight_by_size='True': must be True or False"]),
     "pool_type": ({"fl.pool": ["largest"]}, ["fl.pool=['largest']", "string"]),
     # other fields
     "seed<0": ({"seed": -1}, ["seed=-1", "in [0, 2**63)"]),

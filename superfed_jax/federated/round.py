@@ -3,8 +3,9 @@
 Khare et al., arXiv 2301.10879, sections 3-4. Inside one `jax.jit`: sample P of K clients, hand each a
 subnet (the distribution heuristic), derive its mask, gather its batches from the device-resident training
 set, train all sampled clients together (`vmap`, optionally in chunks of a `lax.scan` so memory stays
-bounded), and aggregate with the mask-weighted mean. Clients are split over the `clients` mesh axis; the
-supernet params are replicated. Nothing is copied to the host inside a round.
+bounded), and aggregate with the mask-weighted mean (weights: the beta schedule, times each client's data
+size with `weight_by_size`). Clients are split over the `clients` mesh axis; the supernet params are
+replicated. Nothing is copied to the host inside a round.
 
 Chunks group similar clients: before the round is cut into chunks, its clients are ordered by local steps
 (data size), then by arch MACs (`chunk_order`), so each chunk's envelope (most steps, widest arch) is
@@ -72,6 +73,8 @@ class RoundSettings(NamedTuple):
     decay_rounds: int
     # The clients' local batch size; only orders clients into chunks by local steps, ceil(size / batch).
     batch_size: int = 1
+    # fl.weight_by_size: each client's aggregation weight is also multiplied by its training examples.
+    weight_by_size: bool = False
 
 
 def init_state(params, seed: int, num_clients: int) -> ServerState:
@@ -118,6 +121,22 @@ def chunk_order(space: space_lib.SearchSpace, archs: space_lib.Arch, sizes: jax.
     """
     steps = -(-sizes // batch_size)
     return jnp.lexsort((cost_lib.macs_array(space, archs), steps)).astype(jnp.int32)
+
+
+def aggregation_weights(settings: RoundSettings, beta_t: jax.Array, is_maxnet: jax.Array,
+                        sizes: jax.Array, clients: jax.Array) -> jax.Array:
+    """float32 [P]: the aggregation weight of each sampled client, before renormalisation.
+
+    The beta weights of docs/algorithm.md 4.1 (`schedules.client_weights`); with `settings.weight_by_size`
+    (the reference's --weight_dataset) each is multiplied by the client's number of training examples,
+    `sizes[clients]` (`sizes`: int32 [K], `FederatedData.sizes`; `clients`: int32 [P]). The aggregation
+    divides by the masked weight sum per element, so the weights need no normalisation here. Without the
+    flag nothing of `sizes` is read: the round is the same program as before the flag existed.
+    """
+    weights = schedules.client_weights(settings.beta_schedule, beta_t, is_maxnet)
+    if settings.weight_by_size:
+        weights = weights * sizes[clients].astype(jnp.float32)
+    return weights
 
 
 def _finite_tree(tree) -> jax.Array:
@@ -171,7 +190,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
         clients, archs, is_maxnet, tracking = assign_round(space, settings, state)
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
-        weights = schedules.client_weights(settings.beta_schedule, beta, is_maxnet)
+        weights = aggregation_weights(settings, beta, is_maxnet, data.sizes, clients)
         keys = client_train_keys(round_key(state), clients)
 
         per_client = (archs, clients, weights, keys)

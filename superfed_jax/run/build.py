@@ -40,7 +40,9 @@ def round_settings(config, space: space_lib.SearchSpace) -> federated_round.Roun
         beta0=fl.beta0,
         # -1 means "end as plain averaging" (docs/algorithm.md 4.1: betaT = 1/P).
         beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
-        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size)
+        decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size,
+        # Configs saved before the field existed aggregated without it (`absent`).
+        weight_by_size=fl.get("weight_by_size", config_schema.field("fl.weight_by_size").absent))
 
 
 def client_layout(config, mesh) -> str:

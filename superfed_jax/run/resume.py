@@ -32,9 +32,19 @@ def _resumable(field: str) -> bool:
     return any(field == p or (p.endswith(".") and field.startswith(p)) for p in RESUMABLE_FIELDS)
 
 
+def _with_absent(flat: dict) -> dict:
+    """`flat` with the fields it lacks that a config may lack (`config_schema.when_absent`) set to their
+    `absent` value: what a run whose config predates such a field did."""
+    return {**config_schema.when_absent(), **flat}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """'field: saved -> current' for every field that differs and may not change on resume."""
-    old, new = _flatten(saved), _flatten(current)
+    """'field: saved -> current' for every field that differs and may not change on resume.
+
+    A field a config may lack counts as its `absent` value when missing, so a run saved before the field
+    existed resumes under a config holding that value, and is refused under any other.
+    """
+    old, new = _with_absent(_flatten(saved)), _with_absent(_flatten(current))
     return [f"{field}: {old.get(field, '<absent>')!r} -> {new.get(field, '<absent>')!r}"
             for field in sorted(set(old) | set(new))
             if old.get(field) != new.get(field) and not _resumable(field)]
