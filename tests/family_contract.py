@@ -3,10 +3,13 @@
 `check_family(family, inputs, labels, weights)` is the contract: archs within their bounds and JSON round
 trips, masks shaped like the params, the three cost forms agreeing with each other and with the params'
 own size, and the key equivalence of weight sharing: the masked supernet equals the dense subnet cut out
-of it, in logits and in gradients, with exactly zero gradient on every element outside the subnet. The
-references are independent of the family's own shortcuts: the dense subnet is a separate model with exact
-shapes, and the parameter count of the largest arch is counted from the initialised params.
+of it, in logits and in gradients, with exactly zero gradient on every element outside the subnet; and a
+dense subnet built on its own (`dense_init`, what loading an export uses) has the shapes of the one cut
+out. The references are independent of the family's own shortcuts: the dense subnet is a separate model
+with exact shapes, and the parameter count of the largest arch is counted from the initialised params.
 """
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,11 +107,27 @@ def check_masked_equals_dense(family, params, inputs, labels, weights, archs=Non
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def check_dense(family, params, inputs) -> None:
+    """`dense_init` builds exactly what `extract` cuts out (structure, shapes, dtypes), which is what
+    `dense_apply` takes; `dense_description` is JSON."""
+    for arch in sample_archs(family, 4):
+        extracted = jax.eval_shape(lambda p: family.extract(p, arch), params)
+        built = jax.eval_shape(lambda x: family.dense_init(jax.random.key(0), x, arch), inputs)
+        assert jax.tree.structure(built) == jax.tree.structure(extracted)
+        for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(extracted)):
+            assert (a.shape, a.dtype) == (b.shape, b.dtype)
+        logits = family.dense_apply(family.dense_init(jax.random.key(1), inputs, arch), inputs, arch)
+        positions = np.shape(inputs)[:1] if family.batch_kind == family_lib.IMAGES else np.shape(inputs)
+        assert logits.shape == tuple(positions) + (family.data_shape.num_classes,)
+        json.dumps(family.dense_description(arch))
+
+
 def check_family(family, params, inputs, labels, weights) -> None:
     """The whole contract (see the module docstring)."""
     check_space(family)
     check_cost(family, params)
     check_masks(family, params)
     check_masked_equals_dense(family, params, inputs, labels, weights)
+    check_dense(family, params, inputs)
     assert family.activation_elements() > 0
     assert family.batch_kind in (family_lib.IMAGES, family_lib.TOKENS)

@@ -15,9 +15,11 @@ import trained_run
 from superfed_jax.posttrain import evaluate_export as evaluate_lib
 from superfed_jax.posttrain import export
 from superfed_jax.posttrain import run_dir
+from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet.ofa_resnet import cost
 from superfed_jax.supernet.ofa_resnet import model as model_lib
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
 
 ARCH = '{"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}'  # a middle-sized subnet of the tiny run's space
 
@@ -28,7 +30,7 @@ def exported(tmp_path_factory):
     loaded = trained_run.loaded()
     out = str(tmp_path_factory.mktemp("export") / "subnet")
     export.export_loaded(loaded, ARCH, out)
-    return out, space_lib.parse_arch(loaded.space, ARCH)
+    return out, archs_lib.parse_arch(loaded.family, ARCH)
 
 
 @pytest.mark.parametrize("arch_text", [ARCH, "largest", "smallest"])
@@ -47,17 +49,23 @@ def test_model_json_describes_the_subnet(exported):
     out, arch = exported
     loaded = trained_run.loaded()
     description = json.load(open(os.path.join(out, export.MODEL_JSON)))
+    space = loaded.family.space
     assert description["format"] == export.FORMAT
-    assert space_lib.SearchSpace(**description["space"]) == loaded.space
-    assert description["arch"] == space_lib.arch_to_dict(loaded.space, arch)
-    assert description["macs"] == cost.macs(loaded.space, arch)
-    assert description["params"] == cost.params(loaded.space, arch)
+    assert description["family"] == "ofa_resnet"
+    assert space_lib.SearchSpace(**description["space"]) == space
+    assert description["arch"] == space_lib.arch_to_dict(space, arch)
+    shape = subnet_lib.subnet_shape(space, arch)
+    assert description["subnet_shape"] == {"depth": list(shape.depth), "mids": list(shape.mids)}
+    assert description["input_shape"] == [space.input_size, space.input_size, space.input_channels]
+    assert description["num_classes"] == space.num_classes
+    assert description["macs"] == cost.macs(space, arch)
+    assert description["params"] == cost.params(space, arch)
     np.testing.assert_array_equal(description["normalization"]["mean"], loaded.run.dataset.mean)
     np.testing.assert_array_equal(description["normalization"]["std"], loaded.run.dataset.std)
     assert description["source"]["checkpoint_round"] == loaded.round
     # The saved params are exactly the dense slice: no supernet-sized tensor is shipped.
     model = export.load_exported(out)
-    assert sum(x.size for x in jax.tree.leaves(model.params)) == cost.params(loaded.space, arch)
+    assert sum(x.size for x in jax.tree.leaves(model.params)) == cost.params(space, arch)
 
 
 def test_exported_model_evaluates_without_the_supernet(exported, tmp_path, monkeypatch):
@@ -97,17 +105,17 @@ def test_evaluate_command_line_reports_accuracy_on_a_split(exported):
 def test_arch_outside_the_space_is_refused(tmp_path, text, message):
     loaded = trained_run.loaded()
     with pytest.raises(ValueError, match=message):
-        export.resolve_arch(loaded.space, loaded.run.tracked, text, str(tmp_path))
+        export.resolve_arch(loaded.family, loaded.run.tracked, text, str(tmp_path))
 
 
 def test_arch_from_search_json(tmp_path):
     loaded = trained_run.loaded()
     best = {"arch": json.loads(ARCH)}
     (tmp_path / "search.json").write_text(json.dumps({"results": [{"budget": "macs=5e5", "best": best}]}))
-    arch = export.resolve_arch(loaded.space, loaded.run.tracked, "search:macs=5e5", str(tmp_path))
-    assert search_genes(arch) == search_genes(space_lib.parse_arch(loaded.space, ARCH))
+    arch = export.resolve_arch(loaded.family, loaded.run.tracked, "search:macs=5e5", str(tmp_path))
+    assert search_genes(arch) == search_genes(archs_lib.parse_arch(loaded.family, ARCH))
     with pytest.raises(ValueError, match="has no budget 'params=1'; it has \\['macs=5e5'\\]"):
-        export.resolve_arch(loaded.space, loaded.run.tracked, "search:params=1", str(tmp_path))
+        export.resolve_arch(loaded.family, loaded.run.tracked, "search:params=1", str(tmp_path))
 
 
 def search_genes(arch):

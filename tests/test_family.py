@@ -67,3 +67,18 @@ def test_family_class_resolves_names_and_import_paths():
     with pytest.raises(ValueError, match="is not a subclass of superfed_jax.supernet.family.Family"):
         family_lib.family_class("superfed_jax.supernet.ofa_resnet.family:SPACE_FIELDS")
     assert ofa_family.SPACE_FIELDS[0].name == "space.stem_width"
+
+
+def test_dense_init_default_is_the_cut_out_supernet_init():
+    """The base class's `dense_init` (for families without their own) equals the OFA-ResNet's own
+    dense model in structure and shapes."""
+    family = OFAResNet(SPACE)
+    inputs = _batch(family)[0]
+    for arch in (family.smallest(), family.largest()):
+        own = jax.eval_shape(lambda x: family.dense_init(jax.random.key(0), x, arch), inputs)
+        default = jax.eval_shape(lambda x: family_lib.Family.dense_init(family, jax.random.key(0), x, arch),
+                                 inputs)
+        assert jax.tree.map(lambda a: (a.shape, a.dtype), own) == jax.tree.map(lambda a: (a.shape, a.dtype),
+                                                                              default)
+    assert family.dense_description(family.smallest()) == {"subnet_shape": {"depth": [0, 0],
+                                                                             "mids": [2, 2, 4, 4]}}

@@ -317,6 +317,24 @@ def test_package_imports_only_from_its_own_or_lower_layers(graph):
     assert not violations, "imports from a higher layer:\n" + "\n".join(violations)
 
 
+# Layers that talk to supernet families only through the interface (issue 20): of the supernet layer
+# they may import the `Family` interface and what every family shares, never a family's own modules.
+FAMILY_AGNOSTIC_LAYERS = ("posttrain",)
+FAMILY_INTERFACE = {f"{PACKAGE}.supernet", f"{PACKAGE}.supernet.family", f"{PACKAGE}.supernet.archs",
+                    f"{PACKAGE}.supernet.conv"}
+
+
+def test_family_agnostic_layers_import_only_the_family_interface(graph):
+    supernet_imports = {(module, target) for module in graph
+                        if layer_of(module, PACKAGE)[1] in FAMILY_AGNOSTIC_LAYERS
+                        for target in graph[module] if layer_of(target, PACKAGE)[1] == "supernet"}
+    violations = sorted(f"{module} imports {target}" for module, target in supernet_imports
+                        if target not in FAMILY_INTERFACE)
+    assert not violations, ("a family's own modules imported past the interface:\n"
+                            + "\n".join(violations))
+    assert {target for _, target in supernet_imports} >= {f"{PACKAGE}.supernet.family"}  # not vacuous
+
+
 # ------------------------------------------------------------------------------------- the checker's own tests
 
 

@@ -7,6 +7,7 @@ the user errors of the command line.
 """
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -15,8 +16,12 @@ import trained_run
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import search
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.ofa_resnet import cost
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
+
+FAMILY = OFAResNet(T.SPACE, T.CONV_IMPL)  # the tiny space as the family the posttrain code takes
 
 SMALL_EVOLUTION = evolution_lib.EvolutionSettings(population=12, generations=4)
 OPTIONS = search.SearchOptions(evolution=SMALL_EVOLUTION, arch_batch=trained_run.ARCH_BATCH)
@@ -57,23 +62,24 @@ def test_unreachable_budget_names_the_smallest_possible_value():
 
 
 def test_genes_round_trip_and_canonical_form():
-    genes = evolution_lib.to_genes(T.MEDIUM)
+    genes = family_lib.to_genes(FAMILY, T.MEDIUM)
     assert genes.tolist() == [1, 0, 2, 0, 1, 3]
-    arch = evolution_lib.to_arch(T.SPACE, genes)
+    arch = family_lib.from_genes(FAMILY, genes)
     assert arch.depth.tolist() == [1, 0] and arch.expand.tolist() == [2, 0, 1, 3]
     # Stage 1 keeps one block: the expand index of its skipped block is irrelevant.
-    assert evolution_lib.canonical_genes(T.SPACE, genes).tolist() == [1, 0, 2, 0, 1, 0]
+    assert evolution_lib.canonical_genes(FAMILY, genes).tolist() == [1, 0, 2, 0, 1, 0]
 
 
 def test_mutation_and_crossover_draw_genes_inside_the_space():
     rng = np.random.default_rng(0)
-    parents = evolution_lib.random_genes(T.SPACE, rng, 200)
-    bounds = evolution_lib.gene_bounds(T.SPACE)
+    parents = evolution_lib.random_genes(FAMILY, rng, 200)
+    bounds = family_lib.gene_bounds(FAMILY)
+    assert bounds.tolist() == [2, 2, 4, 4, 4, 4]  # depths, then expand indices
     assert np.all(parents >= 0) and np.all(parents < bounds)
-    np.testing.assert_array_equal(evolution_lib.mutate(T.SPACE, rng, parents, 0.0), parents)
-    mutated = evolution_lib.mutate(T.SPACE, rng, parents, 1.0)
+    np.testing.assert_array_equal(evolution_lib.mutate(FAMILY, rng, parents, 0.0), parents)
+    mutated = evolution_lib.mutate(FAMILY, rng, parents, 1.0)
     assert np.all(mutated < bounds) and not np.array_equal(mutated, parents)
-    other = evolution_lib.random_genes(T.SPACE, rng, 200)
+    other = evolution_lib.random_genes(FAMILY, rng, 200)
     children = evolution_lib.crossover(rng, parents, other)
     assert np.all((children == parents) | (children == other))
     differ = parents != other
@@ -100,14 +106,14 @@ def test_population_sizes_follow_the_ratios():
 def test_a_population_part_may_be_empty(ratios):
     settings = evolution_lib.EvolutionSettings(population=4, generations=2, parent_ratio=ratios[0],
                                                mutation_ratio=ratios[1])
-    evolution = evolution_lib.evolve(T.SPACE, settings, np.random.default_rng(0),
+    evolution = evolution_lib.evolve(FAMILY, settings, np.random.default_rng(0),
                                      lambda g: np.ones(len(g), bool), lambda g: g.sum(-1).astype(float))
     assert len(evolution.best_per_generation) == 3
 
 
 def _synthetic_search(budget_text, seed, populations=None):
     """Evolution on the tiny space with fitness = a fixed hash-like score; records every population."""
-    metric_fns = search.make_metric_fns(T.SPACE, latency_fn=lambda a: cost.macs_batch(
+    metric_fns = search.make_metric_fns(FAMILY, latency_fn=lambda a: cost.macs_batch(
         T.SPACE, a.depth, a.expand) / 1e3)  # a deterministic stand-in for measured latency
     feasible_fn = search.make_feasible_fn(search.parse_budget(budget_text), metric_fns)
     weights = np.random.default_rng(99).random(6)
@@ -115,10 +121,10 @@ def _synthetic_search(budget_text, seed, populations=None):
     def fitness_fn(genes):
         if populations is not None:
             populations.append(genes.copy())
-        return np.sin(evolution_lib.canonical_genes(T.SPACE, genes) @ weights * 7.0)
+        return np.sin(evolution_lib.canonical_genes(FAMILY, genes) @ weights * 7.0)
 
     settings = evolution_lib.EvolutionSettings(population=10, generations=6)
-    evolution = evolution_lib.evolve(T.SPACE, settings, np.random.default_rng(seed), feasible_fn,
+    evolution = evolution_lib.evolve(FAMILY, settings, np.random.default_rng(seed), feasible_fn,
                                      fitness_fn)
     return evolution, metric_fns
 
@@ -161,7 +167,7 @@ def test_latency_is_measured_once_per_arch_and_cached_on_disk(tmp_path, monkeypa
     path = str(tmp_path / "latency_cache.json")
     settings = latency.LatencySettings(batch_size=2, warmup=1, repeats=3, conv_impl="im2col")
     archs = space_lib.stack([T.MEDIUM, space_lib.smallest(T.SPACE), T.MEDIUM])
-    values = latency.make_latency_fn(T.SPACE, T.init_params(), settings, path)(archs)
+    values = latency.make_latency_fn(FAMILY, T.init_params(), settings, path)(archs)
     assert values.shape == (3,) and values[0] == values[2] and np.all(values > 0)
     cache = json.load(open(path))
     (machine, entries), = cache.items()
@@ -171,8 +177,12 @@ def test_latency_is_measured_once_per_arch_and_cached_on_disk(tmp_path, monkeypa
         raise AssertionError("a cached arch was measured again")
 
     monkeypatch.setattr(latency, "measure_ms", never)
-    again = latency.make_latency_fn(T.SPACE, T.init_params(), settings, path)(archs)
+    again = latency.make_latency_fn(FAMILY, T.init_params(), settings, path)(archs)
     np.testing.assert_array_equal(again, values)
+    # Any leading axes: the result has them.
+    grid = jax.tree.map(lambda leaf: leaf.reshape((1, 3) + leaf.shape[1:]), archs)
+    np.testing.assert_array_equal(latency.make_latency_fn(FAMILY, T.init_params(), settings, path)(grid),
+                                  values[None])
 
 
 # ------------------------------------------------------------------------------------ on a trained run
@@ -184,8 +194,8 @@ def _within(entry, limits):
 
 def test_search_respects_every_budget_and_beats_a_random_sample():
     loaded = trained_run.loaded()
-    largest = space_lib.largest(loaded.space)
-    top_macs, top_params = cost.macs(loaded.space, largest), cost.params(loaded.space, largest)
+    largest = loaded.family.largest()
+    top_macs, top_params = loaded.family.macs(largest), loaded.family.params(largest)
     budgets = [f"macs={0.5 * top_macs:.0f}", f"params={0.4 * top_params:.0f}",
                f"macs={0.8 * top_macs:.0f},params={0.6 * top_params:.0f}"]
     report = search.search_loaded(loaded, [search.parse_budget(b) for b in budgets], OPTIONS)
@@ -203,11 +213,11 @@ def test_search_respects_every_budget_and_beats_a_random_sample():
         assert sorted({p for p in points if p not in beaten}) == sorted(
             (e[metric], e["val_accuracy"]) for e in result["front"])
         # The same number of uniformly random archs within the budget, evaluated the same way.
-        budget_fns = search.make_metric_fns(loaded.space)
+        budget_fns = search.make_metric_fns(loaded.family)
         feasible_fn = search.make_feasible_fn(search.parse_budget(budget), budget_fns)
         rng = np.random.default_rng(12345)
         sample = evolution_lib.fill_feasible(
-            lambda n: evolution_lib.random_genes(loaded.space, rng, n), None, feasible_fn,
+            lambda n: evolution_lib.random_genes(loaded.family, rng, n), None, feasible_fn,
             result["archs_evaluated"], max_tries=1000)
         assert result["best"]["val_accuracy"] >= trained_run.val_accuracy_fn()(sample).max()
     # The search accuracy is the supernet's accuracy of that subnet on the validation split.
@@ -232,15 +242,15 @@ def test_latency_budget_search_uses_the_cached_dense_measurement(tmp_path, monke
     loaded = trained_run.loaded()
     measured = []
 
-    def fake_measure_ms(space, params, arch, settings, device=None):
+    def fake_measure_ms(family, params, arch, settings, device=None):
         # Dense params of exactly this arch, and the run's convolution; latency = a function of the arch.
         assert settings.conv_impl == loaded.config["model"]["conv_impl"]
-        measured.append(latency.arch_key(space, arch))
-        return cost.macs(space, arch) / 1e5
+        measured.append(latency.arch_key(family, arch))
+        return family.macs(arch) / 1e5
 
     monkeypatch.setattr(latency, "measure_ms", fake_measure_ms)
     cache = str(tmp_path / "cache.json")
-    limit = 0.6 * cost.macs(loaded.space, space_lib.largest(loaded.space)) / 1e5
+    limit = 0.6 * loaded.family.macs(loaded.family.largest()) / 1e5
     options = OPTIONS._replace(latency_cache=cache)
     report = search.search_loaded(loaded, [search.parse_budget(f"latency_ms={limit}")], options)
     result = report["results"][0]
@@ -253,7 +263,7 @@ def test_latency_budget_search_uses_the_cached_dense_measurement(tmp_path, monke
 
 def test_budget_below_the_smallest_arch_is_refused():
     loaded = trained_run.loaded()
-    least = cost.macs(loaded.space, space_lib.smallest(loaded.space))
+    least = loaded.family.macs(loaded.family.smallest())
     with pytest.raises(ValueError, match=f"no arch in the space has macs <= 1000; the smallest arch .* "
                                          f"has macs={least}, the least possible"):
         search.search_loaded(loaded, [search.parse_budget("macs=1000")], OPTIONS)

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from superfed_jax.federated import objective
-from superfed_jax.posttrain import evolution
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
+from superfed_jax.supernet import family as family_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The `:smoke` variant, grown a little: 400 distinct subnets (two stages of two blocks, four expand
@@ -61,12 +61,12 @@ ARCH_BATCH = 8  # every test evaluates archs in batches of this size, so the eva
 def val_accuracy_fn():
     """`fn(genes [n, G]) -> accuracy [n]` on the tiny run's validation split, from the supernet."""
     run = loaded()
-    return search.make_accuracy_fn(run.space, run.run.evaluate, run.params, run.val_set, ARCH_BATCH)
+    return search.make_accuracy_fn(run.family, run.run.evaluate, run.params, run.val_set, ARCH_BATCH)
 
 
 def val_accuracy(arch) -> float:
     """Supernet validation accuracy of one arch of the tiny run."""
-    return float(val_accuracy_fn()(evolution.to_genes(arch)[None])[0])
+    return float(val_accuracy_fn()(family_lib.to_genes(loaded().family, arch)[None])[0])
 
 
 @functools.lru_cache(maxsize=None)

@@ -78,9 +78,9 @@ def check_compatible(model: export.ExportedModel, images: np.ndarray, labels: np
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"the model takes {expected} images (H, W, C), the data has "
                          f"{tuple(images.shape[1:])}")
-    if labels.max() >= model.space.num_classes:
-        raise ValueError(f"the model has {model.space.num_classes} classes, the data has label "
-                         f"{int(labels.max())}")
+    classes = model.family.data_shape.num_classes
+    if labels.max() >= classes:
+        raise ValueError(f"the model has {classes} classes, the data has label {int(labels.max())}")
 
 
 def accuracy(model: export.ExportedModel, images: np.ndarray, labels: np.ndarray,

@@ -8,54 +8,39 @@ resampled with probability `mutate_prob`) and fills the rest with uniform crosso
 that fails `feasible_fn` (breaks the budget) is redrawn, at most `max_tries` times, then it is a copy of a
 parent, so no infeasible arch ever enters a population or the results.
 
-An arch is a vector of *genes*, its depths then its expand indices. This module knows nothing of budgets,
-supernets or data: feasibility and fitness come in as functions (`superfed_jax.posttrain.search` builds them from a
-budget and the trained supernet), and the NumPy generator passed in is the only source of randomness.
+An arch is a vector of *genes*: its choice indices in the family's order (`supernet.family.to_genes`).
+This module knows nothing of budgets, of any particular supernet family or of data: feasibility and
+fitness come in as functions (`superfed_jax.posttrain.search` builds them from a budget and the trained
+supernet), and the NumPy generator passed in is the only source of randomness.
 """
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 
 # ----------------------------------------------------------------------------------------------------
-# Archs as gene vectors [..., num_stages + num_blocks] (depths, then expand indices).
+# Archs as gene vectors [..., G]: every choice index of an arch, leaves in pytree order
+# (`supernet.family.to_genes` / `from_genes` / `gene_bounds`).
 
 
-def gene_bounds(space: space_lib.SearchSpace) -> np.ndarray:
-    """int64 [num_stages + num_blocks]: exclusive upper bound of every gene."""
-    return np.array([space.blocks_per_stage] * space.num_stages
-                    + [space.num_expand_choices] * space.num_blocks, np.int64)
+def canonical_genes(family: family_lib.Family, genes: np.ndarray) -> np.ndarray:
+    """Genes with every choice that has no effect set to 0 (`Family.canonical`): one vector per subnet."""
+    return family_lib.to_genes(family, family.canonical(family_lib.from_genes(family, genes)))
 
 
-def to_genes(arch: space_lib.Arch) -> np.ndarray:
-    """int32 [..., num_stages + num_blocks] of a (batch of) concrete arch."""
-    return np.concatenate([np.asarray(arch.depth), np.asarray(arch.expand)], axis=-1).astype(np.int32)
-
-
-def to_arch(space: space_lib.SearchSpace, genes: np.ndarray) -> space_lib.Arch:
-    """The (batch of) arch of gene vectors, as NumPy int32 arrays."""
-    genes = np.asarray(genes, np.int32)
-    return space_lib.Arch(depth=genes[..., :space.num_stages], expand=genes[..., space.num_stages:])
-
-
-def canonical_genes(space: space_lib.SearchSpace, genes: np.ndarray) -> np.ndarray:
-    """Genes with the (ignored) expand index of skipped blocks set to 0: one vector per subnet."""
-    return to_genes(space_lib.canonical(space, to_arch(space, genes)))
-
-
-def random_genes(space: space_lib.SearchSpace, rng: np.random.Generator, count: int) -> np.ndarray:
-    """int32 [count, genes]: uniformly random archs."""
-    bounds = gene_bounds(space)
+def random_genes(family: family_lib.Family, rng: np.random.Generator, count: int) -> np.ndarray:
+    """int32 [count, G]: uniformly random archs."""
+    bounds = family_lib.gene_bounds(family)
     return rng.integers(0, bounds, size=(count, len(bounds))).astype(np.int32)
 
 
-def mutate(space: space_lib.SearchSpace, rng: np.random.Generator, genes: np.ndarray,
+def mutate(family: family_lib.Family, rng: np.random.Generator, genes: np.ndarray,
            prob: float) -> np.ndarray:
     """Resamples every gene of every row independently with probability `prob`."""
     resample = rng.random(genes.shape) < prob
-    return np.where(resample, random_genes(space, rng, len(genes)), genes)
+    return np.where(resample, random_genes(family, rng, len(genes)), genes)
 
 
 def crossover(rng: np.random.Generator, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -130,12 +115,12 @@ def fill_feasible(propose_fn: Callable, fallback_fn: Callable, feasible_fn: Call
     return np.concatenate(found, axis=0)
 
 
-def next_population(space: space_lib.SearchSpace, settings: EvolutionSettings, rng: np.random.Generator,
+def next_population(family: family_lib.Family, settings: EvolutionSettings, rng: np.random.Generator,
                     population: np.ndarray, fitness: np.ndarray, feasible_fn: Callable) -> np.ndarray:
     """Parents (the fittest), then mutants of random parents, then crossovers of two random parents."""
     parents = population[np.argsort(-fitness, kind="stable")[:settings.num_parents]]
     pick = lambda n: parents[rng.integers(len(parents), size=n)]  # noqa: E731
-    mutants = fill_feasible(lambda n: mutate(space, rng, pick(n), settings.mutate_prob), pick,
+    mutants = fill_feasible(lambda n: mutate(family, rng, pick(n), settings.mutate_prob), pick,
                             feasible_fn, settings.num_mutants, settings.max_tries)
     crossovers = fill_feasible(lambda n: crossover(rng, pick(n), pick(n)), pick, feasible_fn,
                                settings.population - len(parents) - len(mutants), settings.max_tries)
@@ -150,29 +135,29 @@ class Evolution(NamedTuple):
     best_per_generation: list  # the best fitness found so far, after each evaluated population
 
 
-def evolve(space: space_lib.SearchSpace, settings: EvolutionSettings, rng: np.random.Generator,
+def evolve(family: family_lib.Family, settings: EvolutionSettings, rng: np.random.Generator,
            feasible_fn: Callable, fitness_fn: Callable) -> Evolution:
     """Runs the evolution: a random feasible population, then `settings.generations` new ones.
 
     Args:
-      space: the search space.
+      family: the supernet family (its archs and their genes).
       settings: population sizes and probabilities.
       rng: the only source of randomness.
-      feasible_fn: `feasible_fn(genes [n, G]) -> bool [n]`; the space's smallest arch must pass.
+      feasible_fn: `feasible_fn(genes [n, G]) -> bool [n]`; the family's smallest arch must pass.
       fitness_fn: `fitness_fn(genes [n, G]) -> float [n]`, higher is better.
     """
-    smallest = to_genes(space_lib.smallest(space))
-    population = fill_feasible(lambda n: random_genes(space, rng, n),
+    smallest = family_lib.to_genes(family, family.smallest())
+    population = fill_feasible(lambda n: random_genes(family, rng, n),
                                lambda n: np.repeat(smallest[None], n, axis=0), feasible_fn,
                                settings.population, settings.max_tries)
     archive, history = {}, []
     for generation in range(settings.generations + 1):
         fitness = np.asarray(fitness_fn(population), np.float64)
-        for genes, value in zip(canonical_genes(space, population), fitness):
+        for genes, value in zip(canonical_genes(family, population), fitness):
             archive.setdefault(genes.tobytes(), (genes, value))
         history.append(max(value for _, value in archive.values()))
         if generation < settings.generations:
-            population = next_population(space, settings, rng, population, fitness, feasible_fn)
+            population = next_population(family, settings, rng, population, fitness, feasible_fn)
     genes, fitness = zip(*archive.values())
     return Evolution(np.stack(genes), np.asarray(fitness), history)
 

@@ -1,24 +1,27 @@
 """One subnet of a trained run as a standalone dense model, and loading it back without the supernet.
 
 Khare et al., arXiv 2301.10879 (docs/algorithm.md section 9): "the chosen subnet is then sliced out as a dense
-standalone model". The slice is `subnet.extract` (first-k channels, kept blocks only); the model is
-`subnet.DenseSubnet`. An export directory holds
+standalone model". The slice is the family's `extract` (for the OFA-ResNet: first-k channels, kept blocks
+only); the model is its `dense_apply`. Only the `supernet.family.Family` interface is used, so any family
+exports. An export directory holds
 
-  model.json  what is needed to rebuild and feed the model: the space fields, the arch (paper JSON form),
-              the dataset's normalization mean/std, convolution implementation and dtype, MACs and params,
-              and where it came from (run directory, checkpoint round, the run's data config and seed);
-              and `params_sha256`, the checksum of the dense params (as training checkpoints keep one);
+  model.json  what is needed to rebuild and feed the model: the family's name and space fields
+              (`Family.space_dict`), the arch (the family's JSON form) and what the family says of its
+              dense subnet (`Family.dense_description`), the input shape and classes, the dataset's
+              normalization mean/std, convolution implementation and dtype, MACs and params, and where it
+              came from (run directory, checkpoint round, the run's data config and seed); and
+              `params_sha256`, the checksum of the dense params (as training checkpoints keep one);
   params/     an orbax checkpoint of the dense params (host NumPy arrays, so it restores on any device).
 
-Loading checks everything before it is used: model.json is validated field by field (space and arch
-valid, input shape and classes matching the space, mean finite, std finite and > 0, a known conv_impl
-and dtype), and the restored params must match their checksum; every error names the file.
+Loading checks everything before it is used: model.json is validated field by field (family known, space
+and arch valid, input shape and classes matching the space, mean finite, std finite and > 0, a known
+conv_impl and dtype), and the restored params must match their checksum; every error names the file. A
+model.json without "family" (written before families existed) is an OFA-ResNet's.
 
   python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch=largest --out=DIR
   python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch='{"d":[1,0,1],"e":0.22}' --out=DIR
   python -m superfed_jax.posttrain.export --workdir=RUN_DIR --arch=search:macs=0.8e9 --out=DIR  # from search.json
 """
-import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +30,6 @@ from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
@@ -38,26 +40,27 @@ from superfed_jax import _cli
 from superfed_jax import _json_file
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
+from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
 from superfed_jax.run import checkpoint
+from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet import conv
-from superfed_jax.supernet.ofa_resnet import cost
-from superfed_jax.supernet.ofa_resnet import model as model_lib
-from superfed_jax.supernet.ofa_resnet import space as space_lib
-from superfed_jax.supernet.ofa_resnet import subnet
+from superfed_jax.supernet import family as family_lib
 
 FORMAT = "superfed_jax.dense_subnet/1"
 MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
 DIGEST_KEY = "params_sha256"
+# The family of a model.json without a "family" key: exports written before families existed.
+OLD_EXPORT_FAMILY = "ofa_resnet"
 
 
 # ----------------------------------------------------------------------------------------------------
 # Which arch.
 
 
-def search_result_arch(space: space_lib.SearchSpace, workdir: str, budget: str) -> space_lib.Arch:
+def search_result_arch(family: family_lib.Family, workdir: str, budget: str):
     """The best arch that RUN_DIR/search.json holds for the budget written as `budget`."""
     path = os.path.join(workdir, search.SEARCH_FILE)
     if not os.path.exists(path):
@@ -70,11 +73,11 @@ def search_result_arch(space: space_lib.SearchSpace, workdir: str, budget: str) 
     if budget not in results:
         raise ValueError(f"arch 'search:{budget}': {path} has no budget {budget!r}; it has "
                          f"{list(results)}")
-    return space_lib.arch_from_dict(space, results[budget]["best"]["arch"])
+    return family.arch_from_json(results[budget]["best"]["arch"])
 
 
-def resolve_arch(space: space_lib.SearchSpace, tracked: dict, text: str, workdir: str) -> space_lib.Arch:
-    """An arch from a tracked name ('largest', ...), 'search:BUDGET' or the paper's JSON form.
+def resolve_arch(family: family_lib.Family, tracked: dict, text: str, workdir: str):
+    """An arch from a tracked name ('largest', ...), 'search:BUDGET' or the family's JSON form.
 
     Raises:
       ValueError: naming the allowed forms, or saying why the arch is outside the space.
@@ -83,37 +86,44 @@ def resolve_arch(space: space_lib.SearchSpace, tracked: dict, text: str, workdir
     if text in tracked:
         return tracked[text]
     if text.startswith("search:"):
-        return search_result_arch(space, workdir, text[len("search:"):])
+        return search_result_arch(family, workdir, text[len("search:"):])
     if not text.startswith("{"):
         raise ValueError(f"arch {text!r}: give a tracked name ({', '.join(tracked)}), "
                          "'search:BUDGET' (the best arch of RUN_DIR/search.json) or an arch JSON such as "
-                         '\'{"d":[0,1,0],"e":0.14}\'')
-    return space_lib.parse_arch(space, text)
+                         f"'{json.dumps(family.arch_to_json(family.smallest()))}'")
+    return archs_lib.parse_arch(family, text)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Writing.
 
 
-def describe(space: space_lib.SearchSpace, arch: space_lib.Arch, mean, std, conv_impl: str,
-             dtype: str, source: dict) -> dict:
-    """The model.json content of one exported subnet."""
-    shape = subnet.subnet_shape(space, arch)
-    return {
-        "format": FORMAT,
-        "space": dataclasses.asdict(space),
-        "arch": space_lib.arch_to_dict(space, arch),
-        "subnet_shape": {"depth": list(shape.depth), "mids": list(shape.mids)},
-        "input_shape": [space.input_size, space.input_size, space.input_channels],
-        "num_classes": space.num_classes,
+def describe(family: family_lib.Family, arch, mean, std, conv_impl: str, dtype: str,
+             source: dict) -> dict:
+    """The model.json content of one exported subnet.
+
+    Raises:
+      ValueError: the family's `dense_description` uses a key of model.json's own.
+    """
+    data = family.data_shape
+    head = {"format": FORMAT, "family": family.name, "space": family.space_dict(),
+            "arch": family.arch_to_json(arch)}
+    tail = {
+        "input_shape": [int(n) for n in data.input_shape],
+        "num_classes": int(data.num_classes),
         "normalization": {"mean": np.asarray(mean, np.float32).tolist(),
                           "std": np.asarray(std, np.float32).tolist()},
         "conv_impl": conv_impl,
         "dtype": dtype,
-        "macs": cost.macs(space, arch),
-        "params": cost.params(space, arch),
+        "macs": family.macs(arch),
+        "params": family.params(arch),
         "source": source,
     }
+    extra = family.dense_description(arch)
+    clashes = sorted(set(extra) & (set(head) | set(tail) | {DIGEST_KEY}))
+    if clashes:
+        raise ValueError(f"family {family.name!r}: dense_description uses model.json's own keys {clashes}")
+    return {**head, **extra, **tail}
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -134,15 +144,15 @@ def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
     os.makedirs(out_dir, exist_ok=True)
 
 
-def export_subnet(out_dir: str, space: space_lib.SearchSpace, params, arch: space_lib.Arch,
-                  description: dict, overwrite: bool = False) -> dict:
+def export_subnet(out_dir: str, family: family_lib.Family, params, arch, description: dict,
+                  overwrite: bool = False) -> dict:
     """Writes the dense params of `arch` (sliced from supernet `params`) and model.json to `out_dir`.
 
     Args:
       out_dir: the export directory (created).
-      space: the search space.
+      family: the supernet family.
       params: supernet params.
-      arch: one concrete arch of the space.
+      arch: one concrete arch of the family.
       description: the model.json content (`describe`).
       overwrite: replace an earlier export in `out_dir`.
 
@@ -150,7 +160,7 @@ def export_subnet(out_dir: str, space: space_lib.SearchSpace, params, arch: spac
       `description` with the params' checksum added (`DIGEST_KEY`), as written to model.json.
     """
     prepare_out_dir(out_dir, overwrite)
-    dense = jax.device_get(subnet.extract(space, params, arch))
+    dense = jax.device_get(family.extract(params, arch))
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), dense)
     checkpointer.wait_until_finished()
@@ -169,19 +179,19 @@ def export_loaded(loaded: run_dir.TrainedRun, arch_text: str, out_dir: str,
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run, config = loaded.run, loaded.config
-    arch = resolve_arch(run.space, run.tracked, arch_text, loaded.workdir)
+    arch = resolve_arch(loaded.family, run.tracked, arch_text, loaded.workdir)
     source = {"workdir": loaded.workdir, "checkpoint_round": loaded.round, "seed": config["seed"],
               "data": config["data"]}
-    description = describe(run.space, arch, run.dataset.mean, run.dataset.std, config["model"]["conv_impl"],
-                           config["model"]["dtype"], source)
-    return export_subnet(out_dir, run.space, loaded.params, arch, description, overwrite)
+    description = describe(loaded.family, arch, run.dataset.mean, run.dataset.std,
+                           config["model"]["conv_impl"], config["model"]["dtype"], source)
+    return export_subnet(out_dir, loaded.family, loaded.params, arch, description, overwrite)
 
 
 def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = False) -> dict:
     """Loads the trained run in `workdir` and exports one subnet (see `export_loaded`).
 
     The arch and the output directory are checked before the run is loaded: which archs exist depends
-    only on the config's space fields, not on the data.
+    only on the config's family and space fields, not on the data.
 
     Raises:
       FileNotFoundError: `workdir` has no config.json or no checkpoint.
@@ -189,8 +199,8 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
     """
     run_dir.check_run_dir(workdir)
     config = run_dir.saved_config(workdir)  # a damaged one: ValueError naming the file and a copy
-    space = config_lib.search_space(config)
-    resolve_arch(space, space_lib.tracked_archs(space, config.eval.tracked), arch_text, workdir)
+    family = config_lib.make_family(config)
+    resolve_arch(family, archs_lib.tracked_archs(family, config.eval.tracked), arch_text, workdir)
     check_out_dir(out_dir, overwrite)
     return export_loaded(run_dir.load_trained_run(workdir), arch_text, out_dir, overwrite)
 
@@ -200,19 +210,15 @@ def export_run(workdir: str, arch_text: str, out_dir: str, overwrite: bool = Fal
 
 
 class ExportedModel(NamedTuple):
-    """An exported subnet: rebuild it with `net()` and feed it raw images through `make_logits_fn`."""
+    """An exported subnet: feed it raw inputs through `make_logits_fn` (the dense forward is
+    `family.dense_apply(params, inputs, arch)`)."""
 
-    space: space_lib.SearchSpace
-    arch: space_lib.Arch
-    params: Any  # DenseSubnet params
-    mean: np.ndarray  # float32 [C]
-    std: np.ndarray  # float32 [C]
+    family: family_lib.Family  # with the export's conv_impl and dtype
+    arch: Any  # one concrete arch of the family
+    params: Any  # the dense subnet's params
+    mean: np.ndarray | None  # float32 [C] of images; None for token inputs (never normalized)
+    std: np.ndarray | None
     description: dict  # model.json
-
-    def net(self) -> subnet.DenseSubnet:
-        """The Flax module with the exported shapes."""
-        return subnet.DenseSubnet(self.space, subnet.subnet_shape(self.space, self.arch),
-                                  self.description["conv_impl"], jnp.dtype(self.description["dtype"]))
 
 
 def _require(path: str, mapping: Mapping, key: str, kind, what: str):
@@ -239,26 +245,38 @@ def _channel_values(path: str, values, what: str, channels: int) -> np.ndarray:
     return as_float32
 
 
-def _check_space_and_arch(path: str, description: dict) -> tuple:
-    """The space and arch of model.json, each checked; ValueError naming the file otherwise."""
+def _family_and_arch(path: str, description: dict, conv_impl: str = "xla",
+                     dtype: str = "float32") -> tuple:
+    """The family (computing with `conv_impl` and `dtype`) and arch of model.json, each checked;
+    ValueError naming the file otherwise. No "family" key: an export from before families (the
+    OFA-ResNet)."""
+    name = description.get("family", OLD_EXPORT_FAMILY)
+    if not isinstance(name, str):
+        raise ValueError(f"{path}: family={name!r} is not a str")
+    try:
+        family_class = family_lib.family_class(name)
+    except ValueError as error:
+        raise ValueError(f"{path}: family={name!r} cannot be loaded: {error}") from error
     fields = _require(path, description, "space", dict, "space")
     try:
-        space = space_lib.SearchSpace(**fields)
+        family = family_class.from_config(fields, conv_impl=conv_impl, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: space is not a valid search space: {error}") from error
-    try:
-        arch = space_lib.arch_from_dict(space, _require(path, description, "arch", dict, "arch"))
-    except ValueError as error:
+    if "arch" not in description:
+        raise ValueError(f"{path}: arch is missing; re-export the model")
+    try:  # the family's JSON form (an object for the OFA-ResNet), checked by the family
+        arch = family.arch_from_json(description["arch"])
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from error
-    return space, arch
+    return family, arch
 
 
 def check_description(path: str, description) -> dict:
     """Validates the content of a model.json read from `path`; returns it.
 
-    Checks the format, the space and arch, that input_shape and num_classes match the space, that the
-    normalization mean is finite and the std finite and > 0 (one value per channel), that conv_impl and
-    dtype are known, and that the params checksum (if present) is a SHA-256 hex digest.
+    Checks the format, the family, space and arch, that input_shape and num_classes match the space,
+    that the normalization mean is finite and the std finite and > 0 (one value per image channel), that
+    conv_impl and dtype are known, and that the params checksum (if present) is a SHA-256 hex digest.
 
     Raises:
       ValueError: naming `path`, the field and what is allowed.
@@ -267,25 +285,28 @@ def check_description(path: str, description) -> dict:
         raise ValueError(f"{path}: holds a {type(description).__name__}, not a JSON object")
     if description.get("format") != FORMAT:
         raise ValueError(f"{path}: format {description.get('format')!r}, expected {FORMAT!r}")
-    space, _ = _check_space_and_arch(path, description)
-    expected = [space.input_size, space.input_size, space.input_channels]
+    family, _ = _family_and_arch(path, description)
+    data = family.data_shape
+    expected = [int(n) for n in data.input_shape]
     if description.get("input_shape") != expected:
         raise ValueError(f"{path}: input_shape={description.get('input_shape')!r} does not match the "
                          f"space's {expected}")
-    if description.get("num_classes") != space.num_classes:
+    if description.get("num_classes") != data.num_classes:
         raise ValueError(f"{path}: num_classes={description.get('num_classes')!r} does not match the "
-                         f"space's {space.num_classes}")
-    normalization = _require(path, description, "normalization", dict, "normalization")
-    _channel_values(path, normalization.get("mean"), "normalization.mean", space.input_channels)
-    std = _channel_values(path, normalization.get("std"), "normalization.std", space.input_channels)
-    if not np.all(std > 0):
-        raise ValueError(f"{path}: normalization.std={normalization['std']!r}: every value must be > 0")
+                         f"space's {data.num_classes}")
+    if family.batch_kind == family_lib.IMAGES:  # token inputs are not normalized
+        channels = expected[-1]
+        normalization = _require(path, description, "normalization", dict, "normalization")
+        _channel_values(path, normalization.get("mean"), "normalization.mean", channels)
+        std = _channel_values(path, normalization.get("std"), "normalization.std", channels)
+        if not np.all(std > 0):
+            raise ValueError(f"{path}: normalization.std={normalization['std']!r}: every value must be > 0")
     conv_impl = _require(path, description, "conv_impl", str, "conv_impl")
     if conv_impl not in conv.CONV_IMPLS:
         raise ValueError(f"{path}: conv_impl={conv_impl!r}; allowed values are {list(conv.CONV_IMPLS)}")
     dtype = _require(path, description, "dtype", str, "dtype")
-    if dtype not in model_lib.DTYPES:
-        raise ValueError(f"{path}: dtype={dtype!r}; allowed values are {list(model_lib.DTYPES)}")
+    if dtype not in family_lib.DTYPES:
+        raise ValueError(f"{path}: dtype={dtype!r}; allowed values are {list(family_lib.DTYPES)}")
     digest = description.get(DIGEST_KEY)
     if digest is not None and (not isinstance(digest, str) or len(digest) != 64
                                or any(c not in "0123456789abcdef" for c in digest)):
@@ -341,24 +362,29 @@ def load_exported(model_dir: str) -> ExportedModel:
       ValueError: a model.json problem, unreadable params or a checksum mismatch; naming the file.
     """
     description = read_description(model_dir)
-    space = space_lib.SearchSpace(**description["space"])
-    arch = space_lib.arch_from_dict(space, description["arch"])
-    model = ExportedModel(space, arch, None, np.asarray(description["normalization"]["mean"], np.float32),
-                          np.asarray(description["normalization"]["std"], np.float32), description)
-    images = jax.ShapeDtypeStruct((1, space.input_size, space.input_size, space.input_channels),
-                                  jnp.float32)
-    target = jax.eval_shape(lambda x: model.net().init(jax.random.key(0), x)["params"], images)
+    family, arch = _family_and_arch(os.path.join(model_dir, MODEL_JSON), description,
+                                    description["conv_impl"], description["dtype"])
+    mean = std = None
+    if family.batch_kind == family_lib.IMAGES:
+        normalization = description["normalization"]
+        mean, std = (np.asarray(normalization[k], np.float32) for k in ("mean", "std"))
+    model = ExportedModel(family, arch, None, mean, std, description)
+    target = jax.eval_shape(lambda x: family.dense_init(jax.random.key(0), x, arch),
+                            latency.input_spec(family, 1))
     params = _restore_params(model_dir, target)
     _verify_digest(model_dir, description, params)
     return model._replace(params=params)
 
 
 def make_logits_fn(model: ExportedModel) -> Callable:
-    """`logits_fn(params, raw_images) -> logits [N, classes]`: normalization, then the dense subnet."""
-    net = model.net()
+    """`logits_fn(params, raw_inputs) -> logits`: normalization (of images), then the dense subnet."""
+    family, arch = model.family, model.arch
+    images = family.batch_kind == family_lib.IMAGES
 
-    def logits_fn(params, images):
-        return net.apply({"params": params}, augment.normalize(images, model.mean, model.std))
+    def logits_fn(params, inputs):
+        if images:
+            inputs = augment.normalize(inputs, model.mean, model.std)
+        return family.dense_apply(params, inputs, arch)
 
     return logits_fn
 

@@ -1,8 +1,8 @@
 """Measured inference latency of dense subnets on the machine running the code, cached per arch.
 
 A latency budget (docs/algorithm.md section 9: "latency measured on the target") is met by the subnet as it
-will be deployed: sliced out of the supernet (`subnet.extract`) and run as the standalone
-`subnet.DenseSubnet`, not the masked supernet (which always costs as much as the largest subnet). One
+will be deployed: sliced out of the supernet (`Family.extract`) and run as the standalone dense subnet
+(`Family.dense_apply`), not the masked supernet (which always costs as much as the largest subnet). One
 measurement compiles the dense program (excluded from the time), runs `warmup` untimed calls, then times
 `repeats` calls and takes the median, which is robust to the occasional descheduled call.
 
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from superfed_jax import _json_file
-from superfed_jax.supernet.ofa_resnet import space as space_lib
-from superfed_jax.supernet.ofa_resnet import subnet
+from superfed_jax.supernet import archs as archs_lib
+from superfed_jax.supernet import family as family_lib
 
 CACHE_FILE = "latency_cache.json"
 
@@ -31,7 +31,7 @@ CACHE_FILE = "latency_cache.json"
 class LatencySettings(NamedTuple):
     """How latency is measured; every field but the repeat counts is part of the cache key."""
 
-    batch_size: int = 1  # images per forward call
+    batch_size: int = 1  # examples (images, token windows) per forward call
     warmup: int = 3  # untimed calls after compilation
     repeats: int = 20  # timed calls; the median is reported
     conv_impl: str = "im2col"  # convolution implementation of the dense subnet (see conv.py)
@@ -61,27 +61,38 @@ def median_ms(fn: Callable, args: tuple, warmup: int, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def measure_ms(space: space_lib.SearchSpace, params, arch: space_lib.Arch,
-               settings: LatencySettings, device=None) -> float:
+def input_spec(family: family_lib.Family, batch_size: int) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of a batch of `batch_size` inputs of the family: float32 images, int32 tokens."""
+    dtype = jnp.int32 if family.batch_kind == family_lib.TOKENS else jnp.float32
+    return jax.ShapeDtypeStruct((batch_size, *family.data_shape.input_shape), dtype)
+
+
+def timed_family(family: family_lib.Family, conv_impl: str) -> family_lib.Family:
+    """The family as latency is measured: float32 compute with the settings' convolution implementation
+    (rebuilt from its space, so any family works)."""
+    return type(family).from_config(family.space_dict(), conv_impl=conv_impl, dtype="float32")
+
+
+def measure_ms(family: family_lib.Family, params, arch, settings: LatencySettings, device=None) -> float:
     """Median forward latency (ms per batch) of the dense subnet of one concrete arch.
 
     Args:
-      space: the search space.
+      family: the supernet family (its conv_impl and dtype are replaced: `timed_family`).
       params: supernet params (the subnet's are sliced out of them).
       arch: one concrete arch.
       settings: batch size, repeat counts and convolution implementation.
       device: where to run; default the first device of the default backend.
 
     Returns:
-      Milliseconds per forward call of `settings.batch_size` images, compilation excluded.
+      Milliseconds per forward call of `settings.batch_size` examples, compilation excluded.
     """
     device = device or jax.devices()[0]
-    net = subnet.DenseSubnet(space, subnet.subnet_shape(space, arch), settings.conv_impl)
-    dense = jax.device_put(subnet.extract(space, params, arch), device)
-    images = jax.device_put(jnp.zeros((settings.batch_size, space.input_size, space.input_size,
-                                       space.input_channels), jnp.float32), device)
-    forward = jax.jit(lambda p, x: net.apply({"params": p}, x)).lower(dense, images).compile()
-    return median_ms(forward, (dense, images), settings.warmup, settings.repeats)
+    timed = timed_family(family, settings.conv_impl)
+    dense = jax.device_put(timed.extract(params, arch), device)
+    spec = input_spec(timed, settings.batch_size)
+    inputs = jax.device_put(jnp.zeros(spec.shape, spec.dtype), device)
+    forward = jax.jit(lambda p, x: timed.dense_apply(p, x, arch)).lower(dense, inputs).compile()
+    return median_ms(forward, (dense, inputs), settings.warmup, settings.repeats)
 
 
 def machine_key(settings: LatencySettings, device=None) -> str:
@@ -91,9 +102,9 @@ def machine_key(settings: LatencySettings, device=None) -> str:
             f"|batch={settings.batch_size}|conv={settings.conv_impl}")
 
 
-def arch_key(space: space_lib.SearchSpace, arch: space_lib.Arch) -> str:
+def arch_key(family: family_lib.Family, arch) -> str:
     """The canonical JSON text of an arch (equal subnets give equal keys)."""
-    return json.dumps(space_lib.arch_to_dict(space, arch), sort_keys=True)
+    return archs_lib.arch_text(family, arch)
 
 
 def load_cache(path: str) -> dict:
@@ -113,9 +124,10 @@ def save_cache(path: str, cache: dict) -> None:
     os.replace(temporary, path)
 
 
-def make_latency_fn(space: space_lib.SearchSpace, params, settings: LatencySettings,
-                    cache_path: str = "", device=None) -> Callable[[space_lib.Arch], np.ndarray]:
-    """Builds `latency_fn(archs) -> float64 [N]` (ms) for a batch of concrete archs, cached per arch.
+def make_latency_fn(family: family_lib.Family, params, settings: LatencySettings,
+                    cache_path: str = "", device=None) -> Callable:
+    """Builds `latency_fn(archs) -> float64 [...]` (ms) for a batch of concrete archs (any leading axes),
+    cached per arch.
 
     Only archs missing from the cache (in memory, seeded from `cache_path`) are measured; the file is
     rewritten after every call that measured something.
@@ -126,18 +138,18 @@ def make_latency_fn(space: space_lib.SearchSpace, params, settings: LatencySetti
     cache = load_cache(cache_path)
     entries = cache.setdefault(machine_key(settings, device), {})
 
-    def latency_fn(archs: space_lib.Arch) -> np.ndarray:
-        depth, expand = np.asarray(archs.depth), np.asarray(archs.expand)
+    def latency_fn(archs) -> np.ndarray:
+        genes = family_lib.to_genes(family, archs)
+        flat = genes.reshape(-1, genes.shape[-1])
         values, measured = [], False
-        for d, e in zip(depth.reshape(-1, space.num_stages), expand.reshape(-1, space.num_blocks)):
-            arch = space_lib.Arch(depth=d, expand=e)
-            key = arch_key(space, arch)
+        for arch in family_lib.unstack(family_lib.from_genes(family, flat)):
+            key = arch_key(family, arch)
             if key not in entries:
-                entries[key] = measure_ms(space, params, arch, settings, device)
+                entries[key] = measure_ms(family, params, arch, settings, device)
                 measured = True
             values.append(entries[key])
         if measured:
             save_cache(cache_path, cache)
-        return np.asarray(values, np.float64).reshape(depth.shape[:-1])
+        return np.asarray(values, np.float64).reshape(genes.shape[:-1])
 
     return latency_fn

@@ -17,7 +17,7 @@ from superfed_jax.federated import round as federated_round
 from superfed_jax.run import build as build_lib
 from superfed_jax.run import checkpoint
 from superfed_jax.run import resume
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 
 def check_run_dir(workdir: str) -> None:
@@ -84,16 +84,16 @@ class TrainedRun(NamedTuple):
 
     workdir: str  # absolute
     config: dict  # the run's config.json
-    run: build_lib.RunSetup  # as `build.build` made it (space, dataset, tracked archs, jitted evaluate, ...)
+    run: build_lib.RunSetup  # as `build.build` made it (family, dataset, tracked archs, jitted evaluate, ...)
     params: Any  # the restored supernet params, on one device
     round: int  # rounds trained by the restored checkpoint
     val_set: evaluation.EvalSet | None  # on the same device; None when the run holds out no validation
     test_set: evaluation.EvalSet | None
 
     @property
-    def space(self) -> space_lib.SearchSpace:
-        """The run's search space (input shape and classes from its data)."""
-        return self.run.space
+    def family(self) -> family_lib.Family:
+        """The run's supernet family (input shape and classes from its data)."""
+        return self.run.family
 
 
 def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:

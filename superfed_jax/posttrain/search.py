@@ -33,8 +33,7 @@ from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
 from superfed_jax.reports import run_report
-from superfed_jax.supernet.ofa_resnet import cost
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 BUDGET_KEYS = ("macs", "params", "latency_ms")
 SEARCH_FILE = "search.json"
@@ -102,14 +101,17 @@ def check_reachable(budget: Budget, smallest_metrics: dict) -> None:
 # Metrics, feasibility and fitness over gene vectors.
 
 
-def make_metric_fns(space: space_lib.SearchSpace, latency_fn: Callable | None = None) -> dict:
-    """Metric key -> `fn(genes [n, G]) -> [n]`: exact MACs and params, measured latency if given."""
-    def batch_fn(cost_fn):
-        return lambda g: cost_fn(space, g[..., :space.num_stages], g[..., space.num_stages:])
+def make_metric_fns(family: family_lib.Family, latency_fn: Callable | None = None) -> dict:
+    """Metric key -> `fn(genes [n, G]) -> [n]`: exact MACs and params, measured latency if given.
 
-    fns = {"macs": batch_fn(cost.macs_batch), "params": batch_fn(cost.params_batch)}
+    `latency_fn(archs) -> [n]` takes a batch of archs (`latency.make_latency_fn`).
+    """
+    def arch_fn(fn):
+        return lambda g: fn(family_lib.from_genes(family, g))
+
+    fns = {"macs": arch_fn(family.macs_batch), "params": arch_fn(family.params_batch)}
     if latency_fn is not None:
-        fns["latency_ms"] = lambda g: latency_fn(evolution_lib.to_arch(space, g))
+        fns["latency_ms"] = arch_fn(latency_fn)
     return fns
 
 
@@ -127,7 +129,7 @@ def make_feasible_fn(budget: Budget, metric_fns: dict) -> Callable:
     return feasible_fn
 
 
-def make_accuracy_fn(space: space_lib.SearchSpace, evaluate: Callable, params, eval_set,
+def make_accuracy_fn(family: family_lib.Family, evaluate: Callable, params, eval_set,
                      arch_batch: int) -> Callable:
     """`accuracy_fn(genes [n, G]) -> float64 [n]`: accuracy from the supernet, cached per subnet.
 
@@ -138,13 +140,13 @@ def make_accuracy_fn(space: space_lib.SearchSpace, evaluate: Callable, params, e
     cache = {}
 
     def accuracy_fn(genes):
-        genes = evolution_lib.canonical_genes(space, genes)
+        genes = evolution_lib.canonical_genes(family, genes)
         keys = [g.tobytes() for g in genes]
         missing = list({k: g for k, g in zip(keys, genes) if k not in cache}.items())
         for start in range(0, len(missing), arch_batch):
             chunk = [g for _, g in missing[start:start + arch_batch]]
             chunk += [chunk[0]] * (arch_batch - len(chunk))
-            archs = evolution_lib.to_arch(space, np.stack(chunk))
+            archs = family_lib.from_genes(family, np.stack(chunk))
             accuracy, _ = jax.device_get(evaluate(params, archs, eval_set))
             for (key, _), value in zip(missing[start:start + arch_batch], accuracy):
                 cache[key] = float(value)
@@ -162,9 +164,9 @@ def rng_for(seed: int, budget: Budget) -> np.random.Generator:
 # Reports.
 
 
-def arch_entry(space, genes: np.ndarray, metric_fns: dict, keys, **accuracies) -> dict:
-    """JSON-ready description of one arch: its paper JSON form, MACs, params (and latency), accuracies."""
-    entry = {"arch": space_lib.arch_to_dict(space, evolution_lib.to_arch(space, genes))}
+def arch_entry(family: family_lib.Family, genes: np.ndarray, metric_fns: dict, keys, **accuracies) -> dict:
+    """JSON-ready description of one arch: its JSON form, MACs, params (and latency), accuracies."""
+    entry = {"arch": family.arch_to_json(family_lib.from_genes(family, genes))}
     for key in keys:
         value = metric_fns[key](genes[None])[0]
         entry[key] = float(value) if key == "latency_ms" else int(value)
@@ -172,8 +174,8 @@ def arch_entry(space, genes: np.ndarray, metric_fns: dict, keys, **accuracies) -
     return entry
 
 
-def budget_report(space, budget: Budget, evolution: evolution_lib.Evolution, metric_fns: dict,
-                  test_accuracy_fn: Callable) -> dict:
+def budget_report(family: family_lib.Family, budget: Budget, evolution: evolution_lib.Evolution,
+                  metric_fns: dict, test_accuracy_fn: Callable) -> dict:
     """The search.json entry of one budget: its best arch (with test accuracy), the Pareto front and
     ``evaluated``: the metrics and validation accuracy of every distinct candidate, in columns.
 
@@ -186,11 +188,11 @@ def budget_report(space, budget: Budget, evolution: evolution_lib.Evolution, met
     return {
         "budget": budget.text,
         "limits": dict(budget.limits),
-        "best": arch_entry(space, best, metric_fns, keys, val_accuracy=float(evolution.fitness[front[-1]]),
+        "best": arch_entry(family, best, metric_fns, keys, val_accuracy=float(evolution.fitness[front[-1]]),
                            test_accuracy=None if test_accuracy_fn is None
                            else float(test_accuracy_fn(best[None])[0])),
         "front_metric": budget.metric,
-        "front": [arch_entry(space, evolution.genes[i], metric_fns, keys,
+        "front": [arch_entry(family, evolution.genes[i], metric_fns, keys,
                              val_accuracy=float(evolution.fitness[i])) for i in front],
         "archs_evaluated": len(evolution.genes),
         # Every distinct candidate, as columns (the reports draw them and recompute the front from them).
@@ -252,19 +254,20 @@ def parse_budgets(budget_texts: list) -> list[Budget]:
 def make_run_metric_fns(loaded: run_dir.TrainedRun, budgets: list, options: SearchOptions) -> dict:
     """MACs and params, plus latency measured on this machine when some budget limits it."""
     if not any(key == "latency_ms" for b in budgets for key, _ in b.limits):
-        return make_metric_fns(loaded.space)
+        return make_metric_fns(loaded.family)
     settings = options.timing._replace(conv_impl=options.timing.conv_impl
                                        or loaded.config["model"]["conv_impl"])
     path = options.latency_cache or os.path.join(loaded.workdir, latency.CACHE_FILE)
-    return make_metric_fns(loaded.space, latency.make_latency_fn(loaded.space, loaded.params, settings,
-                                                                 path))
+    return make_metric_fns(loaded.family, latency.make_latency_fn(loaded.family, loaded.params, settings,
+                                                                  path))
 
 
-def smallest_metrics(space: space_lib.SearchSpace, metric_fns: dict) -> dict:
-    """Every metric of the space's smallest arch, and its JSON text under 'arch'."""
-    genes = evolution_lib.to_genes(space_lib.smallest(space))[None]
+def smallest_metrics(family: family_lib.Family, metric_fns: dict) -> dict:
+    """Every metric of the family's smallest arch, and its JSON text under 'arch'."""
+    smallest = family.smallest()
+    genes = family_lib.to_genes(family, smallest)[None]
     values = {key: fn(genes)[0] for key, fn in metric_fns.items()}
-    values["arch"] = json.dumps(space_lib.arch_to_dict(space, space_lib.smallest(space)))
+    values["arch"] = json.dumps(family.arch_to_json(smallest))
     return values
 
 
@@ -278,20 +281,20 @@ def search_loaded(loaded: run_dir.TrainedRun, budgets: list, options: SearchOpti
     if loaded.val_set is None:
         raise ValueError(f"{loaded.workdir}: the run has no validation split (data.val_fraction=0); the "
                          "search selects subnets on held-out data, so train with data.val_fraction > 0")
-    space, evaluate = loaded.space, loaded.run.evaluate
+    family, evaluate = loaded.family, loaded.run.evaluate
     metric_fns = make_run_metric_fns(loaded, budgets, options)
-    least = smallest_metrics(space, metric_fns)
+    least = smallest_metrics(family, metric_fns)
     for budget in budgets:
         check_reachable(budget, least)
-    val_fn = make_accuracy_fn(space, evaluate, loaded.params, loaded.val_set, options.arch_batch)
+    val_fn = make_accuracy_fn(family, evaluate, loaded.params, loaded.val_set, options.arch_batch)
     test_fn = None if loaded.test_set is None else make_accuracy_fn(
-        space, evaluate, loaded.params, loaded.test_set, options.arch_batch)
+        family, evaluate, loaded.params, loaded.test_set, options.arch_batch)
     results = []
     for budget in budgets:
         start = time.perf_counter()
-        evolution = evolution_lib.evolve(space, options.evolution, rng_for(options.seed, budget),
-                           make_feasible_fn(budget, metric_fns), val_fn)
-        results.append(budget_report(space, budget, evolution, metric_fns, test_fn))
+        evolution = evolution_lib.evolve(family, options.evolution, rng_for(options.seed, budget),
+                                         make_feasible_fn(budget, metric_fns), val_fn)
+        results.append(budget_report(family, budget, evolution, metric_fns, test_fn))
         print(f"{budget.text}: {len(evolution.genes)} distinct archs evaluated in "
               f"{time.perf_counter() - start:.1f} s", file=log, flush=True)
     return {"workdir": loaded.workdir, "checkpoint_round": loaded.round, "seed": options.seed,

@@ -242,6 +242,25 @@ class Family(abc.ABC):
     def dense_apply(self, dense_params, inputs, arch):
         """The forward pass of a concrete arch's standalone dense subnet (compiles per arch)."""
 
+    def dense_init(self, key: jax.Array, inputs, arch) -> dict:
+        """Initial params of a concrete arch's standalone dense subnet, the structure and shapes that
+        `extract` gives and `dense_apply` takes; `inputs` is an example batch (only its shape and dtype
+        matter). Loading an export restores its params into `jax.eval_shape` of this, with no supernet.
+
+        The default cuts them out of a freshly initialised supernet; families override it to build only
+        the dense subnet (the OFA-ResNet does).
+        """
+        del inputs
+        return self.extract(self.init(key), arch)
+
+    def dense_description(self, arch) -> dict:
+        """JSON-ready facts about a concrete arch's dense subnet that an export's model.json records next
+        to the arch's JSON form, for people and other tools (nothing reads them back); default none. The
+        OFA-ResNet gives {"subnet_shape": {"depth": [...], "mids": [...]}}.
+        """
+        del arch
+        return {}
+
     # ------------------------------------------------------------------------------------------------
     # Memory.
 

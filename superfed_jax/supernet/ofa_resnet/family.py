@@ -199,6 +199,13 @@ class OFAResNet(family_lib.Family):
     def dense_apply(self, dense_params, inputs, arch):
         return self.dense_model(arch).apply({"params": dense_params}, inputs)
 
+    def dense_init(self, key, inputs, arch) -> dict:
+        return self.dense_model(arch).init(key, inputs)["params"]
+
+    def dense_description(self, arch) -> dict:
+        shape = subnet.subnet_shape(self.space, arch)
+        return {"subnet_shape": {"depth": list(shape.depth), "mids": list(shape.mids)}}
+
     # ------------------------------------------------------------------------------------------ memory
 
     def activation_elements(self) -> int:
