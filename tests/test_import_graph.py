@@ -276,6 +276,8 @@ def test_layers_above_supernet_name_no_family_fields():
 
 def test_boundary_checks_catch_a_module_that_reaches_into_a_family(tmp_path):
     files = dict(CLEAN)
+    files["supernet/family.py"] = ""
+    files["config.py"] = "from fakepkg.supernet import family\n"  # through the interface: allowed
     files["supernet/fam/__init__.py"] = ""
     files["supernet/fam/space.py"] = "import numpy\n"
     files["federated/__init__.py"] = ""
