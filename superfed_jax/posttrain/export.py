@@ -106,7 +106,7 @@ def describe(family: family_lib.Family, arch, mean, std, conv_impl: str, dtype: 
       ValueError: the family's `dense_description` uses a key of model.json's own.
     """
     data = family.data_shape
-    head = {"format": FORMAT, "family": family.name, "space": family.space_dict(),
+    head = {"format": FORMAT, "family": family_lib.family_ref(family), "space": family.space_dict(),
             "arch": family.arch_to_json(arch)}
     tail = {
         "input_shape": [int(n) for n in data.input_shape],

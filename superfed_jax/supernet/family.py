@@ -295,6 +295,14 @@ def family_class(name: str) -> type:
     return found
 
 
+def family_ref(family: Family) -> str:
+    """How files name a family so that `family_class` finds it again: its registered name, or the import
+    path 'module:ClassName' of a user's own class."""
+    cls = type(family)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    return next((name for name, registered in FAMILIES.items() if registered == path), path)
+
+
 def stack(archs: Sequence[Any]):
     """Stacks concrete archs (of any family) along a new leading axis (NumPy leaves)."""
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *archs)
