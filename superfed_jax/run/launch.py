@@ -12,8 +12,8 @@ one): a misspelt field (`fl.round: unknown field (did you mean fl.rounds?)`), a 
 field's kind (`fl.rounds='abc': must be an integer >= 1`), an unknown flag.
 
 A `--config.X` given more than once: the last one wins, for every field. (ml_collections would join the
-values of a repeated tuple field into one tuple; here `--config.space.stage_widths=(8,16)` given twice
-is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
+values of a repeated tuple field into one tuple; here a tuple field X given twice, the second time as
+`--config.X=(8,16)`, is simply (8,16), and a tuple is always given as one value.) So a script may append overrides to a
 fixed list of arguments.
 """
 import os
