@@ -328,3 +328,13 @@ def test_pool_needs_leading_axis():
 
 def test_names():
     assert h.HEURISTICS == ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
+
+
+def test_pool_leaves_need_one_leading_length_and_the_arch_shapes():
+    uneven = space_lib.Arch(depth=np.zeros((2, 4), np.int32), expand=np.zeros((3, 12), np.int32))
+    with pytest.raises(ValueError, match=r"fl.pool: leaf shapes \(2, 4\), \(3, 12\); need \[L, 4\] and "
+                                         r"\[L, 12\] with L >= 1"):
+        h.assign_archs("static", FAMILY, jax.random.key(0), 0, jnp.arange(2), h.init_tracking(4), uneven)
+    narrow = space_lib.Arch(depth=np.zeros((2, 3), np.int32), expand=np.zeros((2, 12), np.int32))
+    with pytest.raises(ValueError, match=r"leaf shapes \(2, 3\), \(2, 12\)"):
+        h.assign_archs("static", FAMILY, jax.random.key(0), 0, jnp.arange(2), h.init_tracking(4), narrow)

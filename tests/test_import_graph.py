@@ -233,6 +233,25 @@ def test_package_imports_only_from_its_own_or_lower_layers(graph):
     assert not violations, "imports from a higher layer:\n" + "\n".join(violations)
 
 
+# The layers that train and report talk to a supernet only through the family interface (issue 20): its
+# abstract `Family`, the arch names and JSON of any family, and the shared convolution primitive. A family's
+# own modules (e.g. supernet/ofa_resnet/) are reached through `model.family`, never imported.
+FAMILY_INTERFACE = tuple(f"{PACKAGE}.supernet.{name}" for name in ("family", "archs", "conv"))
+INTERFACE_ONLY_LAYERS = ("federated", "run", "reports")
+
+
+def test_training_and_reports_import_only_the_family_interface_of_supernet(graph):
+    found = [f"{importer} imports {target}" for importer, targets in sorted(graph.items())
+             if importer.split(".")[1:2] and importer.split(".")[1] in INTERFACE_ONLY_LAYERS
+             for target in targets
+             if (target == f"{PACKAGE}.supernet" or target.startswith(f"{PACKAGE}.supernet."))
+             and target not in FAMILY_INTERFACE]
+    assert not found, "imports past the family interface:\n" + "\n".join(found)
+    # Not vacuous: those layers do import the interface.
+    assert any(target in FAMILY_INTERFACE for importer, targets in graph.items()
+               if importer.startswith(f"{PACKAGE}.federated.") for target in targets)
+
+
 # ------------------------------------------------------------------------------------- the checker's own tests
 
 

@@ -287,3 +287,49 @@ def test_summary_of_a_weight_shared_run_gives_its_ratios():
     one = rc.cost_report(FAMILY, HAND_SEQUENCE, [B])
     assert not rc.trains_only_its_baseline(one)
     assert "independent FedAvg of 1 arch costs" in rc.cost_summary(one)
+
+
+# ------------------------------------------------------------------- a family without the report hooks
+
+
+class _PlainFamily(OFAResNet):
+    """The OFA-ResNet with the `Family` defaults of the report hooks: no counting conventions of its own,
+    no published baseline, what any new family has."""
+
+    cost_batch = family_lib.Family.cost_batch
+    cost_conventions = family_lib.Family.cost_conventions
+    paper_baseline = family_lib.Family.paper_baseline
+
+
+def test_a_family_without_the_report_hooks_gets_its_own_costs_and_tracked_baseline():
+    paper = _PlainFamily(space_lib.SearchSpace())
+    assert paper.paper_baseline() is None  # the OFA-ResNet's own would be the paper's 9 archs
+    assert [paper.arch_to_json(a) for a in rc.default_baseline_archs(paper)] == [
+        paper.arch_to_json(a) for a in paper.default_tracked().values()]
+    plain = _PlainFamily(SPACE, T.CONV_IMPL)
+    report = rc.cost_report(plain, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS)
+    # The same figures as the OFA-ResNet's default conventions: `macs_batch` and `params_batch`.
+    same = rc.cost_report(FAMILY, HAND_SEQUENCE, list(FAMILY.default_tracked().values()),
+                          examples_per_client=EXAMPLES, epochs=EPOCHS)
+    assert {k: v for k, v in report.items() if k != "conventions"} == {
+        k: v for k, v in same.items() if k != "conventions"}
+    assert report["conventions"]["macs"].startswith("forward multiply-accumulates of one image")
+    assert list(report["conventions"]) == list(same["conventions"])
+    with pytest.raises(ValueError, match=r"has no cost conventions \['bn_affine'\]"):
+        rc.run_cost(plain, HAND_SEQUENCE, bn_affine=True)
+
+
+def test_cost_conventions_text_is_the_papers_for_the_ofa_resnet():
+    """cost.json's conventions, word for word as before the family interface."""
+    text = rc.conventions(FAMILY, 4, 3)
+    assert text["macs"] == ("forward multiply-accumulates of one image; conv = Cin*k*k*Cout*Hout*Wout "
+                            "(padding taps counted, the paper's convention), dense = in*out; ReLU, pooling, "
+                            "adds free")
+    assert text["params"] == "the subnet's parameters as this model has them (no BN affine pairs)"
+    assert text["compute"] == ("sum over rounds and sampled clients of per-image forward MACs of the "
+                               "client's arch")
+    assert list(text) == ["macs", "params", "bytes", "compute", "baseline", "example_macs"]
+    paper = rc.conventions(FAMILY, 4, 3, count_padding=False, bn_affine=True)
+    assert "(only taps on real input)" in paper["macs"]
+    assert paper["params"] == ("the subnet's parameters including the reference code's frozen BN affine "
+                               "pairs (the paper's table)")

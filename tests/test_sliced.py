@@ -252,3 +252,26 @@ def test_auto_execution_is_sliced_only_where_measured_faster():
                 for family in (paper, tiny)} == {chosen}
     del config.model["execution"]  # a config saved before the field existed ran masked
     assert build.execution(config, "side_by_side", paper) == "masked"
+
+
+class _MaskedOnly(OFAResNet):
+    """The paper's family as one without a sliced execution (`Family.sliced` None)."""
+
+    @property
+    def sliced(self):
+        return None
+
+
+def test_a_family_without_sliced_execution_runs_masked_and_refuses_sliced():
+    from superfed_jax import config as config_lib
+    from superfed_jax.run import build
+    config = config_lib.base_config()
+    family = _MaskedOnly(space_lib.SearchSpace())
+    assert config.model.execution == "auto"
+    assert build.execution(config, "side_by_side", family) == "masked"  # 'sliced' for the OFA-ResNet
+    config.model.execution = "sliced"
+    with pytest.raises(ValueError, match=r"model.execution='sliced': the family 'ofa_resnet' has no sliced "
+                                         r"execution; use 'masked' or 'auto'"):
+        build.execution(config, "side_by_side", family)
+    with pytest.raises(ValueError, match=r"model.execution='sliced'"):
+        objective.make_loss_fn(family, T.MEAN, T.STD, DATA_CONFIG, "sliced")
