@@ -85,8 +85,8 @@ def main(argv=None) -> dict:
         jax.block_until_ready(state)
         times.append(time.perf_counter() - start)
         metrics = jax.device_get(metrics)
-        counts = round_steps(sizes, max_size, np.asarray(metrics["clients"]), metrics["arch_depth"],
-                             metrics["arch_expand"], run.space, epochs=config.client.epochs,
+        counts = round_steps(sizes, max_size, np.asarray(metrics["clients"]), metrics["archs"].depth,
+                             metrics["archs"].expand, run.family.space, epochs=config.client.epochs,
                              batch_size=config.client.batch_size, chunk_size=args.chunk_size)
         totals = {k: totals.get(k, 0) + v for k, v in counts.items()}
     useful = totals["useful"]

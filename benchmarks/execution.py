@@ -52,7 +52,7 @@ def measure(config, rounds: int, execution: str) -> dict:
     start = time.perf_counter()
     compiled, compile_s, times, metrics, _ = suite.time_rounds(run, rounds)
     sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
-    work = suite.round_work(run.space, sizes, max_size, metrics, config.client.epochs, config.client.batch_size,
+    work = suite.round_work(run.family.space, sizes, max_size, metrics, config.client.epochs, config.client.batch_size,
                             config.fl.chunk_size or config.fl.clients_per_round, execution,
                             build_lib.client_layout(config, run.mesh))
     computed, useful = work["computed_macs"], work["useful_macs"]

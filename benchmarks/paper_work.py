@@ -27,6 +27,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "benchmarks")]
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import suite  # noqa: E402
@@ -35,6 +36,7 @@ from superfed_jax.federated import assignment  # noqa: E402
 from superfed_jax.run import build  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet  # noqa: E402
 
 BEFORE = "masked, every client padded to the largest (before)"
 CIFAR10_TRAIN = 45_000  # CIFAR-10's 50,000 training images less the 10% validation hold-out
@@ -65,9 +67,10 @@ def count(config, alpha: float, seed: int, rounds: int, chunk_sizes) -> dict:
     labels = np.arange(CIFAR10_TRAIN) % 10
     parts = partition.make_partition(labels, config.fl.num_clients, "dirichlet", seed, alpha=alpha)
     sizes = np.array([len(p) for p in parts])
-    sequence = assignment.assignment_sequence(space, build.round_settings(config, space), seed, rounds)
-    assignments = [dict(clients=c, arch_depth=d, arch_expand=e) for c, d, e in
-                   zip(sequence["clients"], sequence["depth"], sequence["expand"])]
+    family = OFAResNet(space)
+    sequence = assignment.assignment_sequence(family, build.round_settings(config, family), seed, rounds)
+    assignments = [dict(clients=c, archs=jax.tree.map(lambda x, t=t: x[t], sequence["archs"]))
+                   for t, c in enumerate(sequence["clients"])]
     out = {"client_sizes": sorted(sizes.tolist())}
     for label, execution, layout, chunk in layouts(chunk_sizes, config.fl.clients_per_round):
         work = suite.round_work(space, sizes, int(sizes.max()), assignments, config.client.epochs,

@@ -26,9 +26,7 @@ from superfed_jax.federated import client as client_lib
 from superfed_jax.federated import objective
 from superfed_jax.run import build as build_lib
 from superfed_jax.supernet import conv
-from superfed_jax.supernet.ofa_resnet import masks as masks_lib
-from superfed_jax.supernet.ofa_resnet import model as model_lib
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
 flags.DEFINE_integer("rounds", 5, "Timed rounds per execution model (after one warm-up round).")
@@ -43,9 +41,9 @@ def real_steps(sizes: np.ndarray, clients: np.ndarray, epochs: int, batch_size: 
 def make_loop_round(run, config, conv_impl):
     """A Python loop over clients and steps around one jitted single-client step, then jitted aggregation."""
     optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
-    model = model_lib.Supernet(run.space, conv_impl, jnp.dtype(config.model.dtype))
+    family = OFAResNet(run.family.space, conv_impl, config.model.dtype)
     train_step = client_lib.make_train_step(
-        objective.make_loss_fn(model, run.dataset.mean, run.dataset.std, config.data), optimizer)
+        objective.make_loss_fn(family, run.dataset.mean, run.dataset.std, config.data), optimizer)
     batch_size, epochs = config.client.batch_size, config.client.epochs
 
     @jax.jit
@@ -54,7 +52,7 @@ def make_loop_round(run, config, conv_impl):
 
     @jax.jit
     def aggregate(client_params, archs, weights, previous):
-        client_masks = jax.vmap(lambda a: masks_lib.arch_masks(run.space, a))(archs)
+        client_masks = jax.vmap(family.masks)(archs)
         return aggregation.masked_mean(client_params, client_masks, weights, previous)
 
     table, sizes = np.asarray(run.data.index_table), np.asarray(run.data.sizes)
@@ -97,7 +95,7 @@ def time_loop(run, config, assignments, params, conv_impl):
     weights = jnp.ones((config.fl.clients_per_round,), jnp.float32)
 
     def archs_of(m):
-        return space_lib.Arch(depth=jnp.asarray(m["arch_depth"]), expand=jnp.asarray(m["arch_expand"]))
+        return jax.tree.map(jnp.asarray, m["archs"])
 
     jax.block_until_ready(loop_round(params, assignments[0]["clients"], archs_of(assignments[0]),
                                      weights, 0))  # warm-up: compiles
@@ -119,7 +117,8 @@ def main(argv):
     steps = sum(real_steps(sizes, m["clients"], config.client.epochs, config.client.batch_size)
                 for m in assignments)
     computed = sum(chunks.round_steps(sizes, int(run.data.index_table.shape[1]), np.asarray(m["clients"]),
-                                      np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"]), run.space,
+                                      np.asarray(m["archs"].depth), np.asarray(m["archs"].expand),
+                                      run.family.space,
                                       epochs=config.client.epochs, batch_size=config.client.batch_size,
                                       chunk_size=config.fl.chunk_size or config.fl.clients_per_round
                                       )["chunked_sorted"] for m in assignments)

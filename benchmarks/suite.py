@@ -158,6 +158,8 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
                batch_size: int, chunk_size: int, execution: str = "masked", layout: str = "vmap") -> dict:
     """Real and computed work of rounds, from their clients and archs (host arithmetic, exact).
 
+    `assignments`: per round, `clients` [P] and `archs` (an `Arch` [P]), as in the round's metrics.
+
     Computed steps: vmapped, every client of a chunk runs the chunk's largest step count, chunks cut from
     the clients ordered by steps then MACs (`round.chunk_order`; benchmarks/chunks.py); side by side,
     every client runs its own steps. `padded_steps` is what
@@ -171,7 +173,7 @@ def round_work(space, sizes: np.ndarray, max_size: int, assignments: list, epoch
                   useful_macs=0, supernet_macs_on_real_images=0, computed_macs=0)
     for m in assignments:
         clients = np.asarray(m["clients"])
-        depth, expand = np.asarray(m["arch_depth"]), np.asarray(m["arch_expand"])
+        depth, expand = np.asarray(m["archs"].depth), np.asarray(m["archs"].expand)
         n = sizes[clients].astype(np.int64)
         arch_macs = cost.macs_batch(space, depth, expand)
         steps = epochs * -(-n // batch_size)
@@ -232,13 +234,13 @@ def measure(name: str, config, rounds: int, loop_impls) -> dict:
     """Every per-workload number of the module docstring for one config (its `model.execution` resolved)."""
     run = build_lib.build(config)
     layout = build_lib.client_layout(config, run.mesh)
-    execution = build_lib.execution(config, layout, run.space)
-    estimate = memory.config_estimate(config, run.space, num_devices=run.mesh.devices.size,
+    execution = build_lib.execution(config, layout, run.family)
+    estimate = memory.config_estimate(config, run.family, num_devices=run.mesh.devices.size,
                                       data_bytes=memory.data_bytes(run.data))
     compiled, compile_s, times, assignments, state = time_rounds(run, rounds)
     elapsed = sum(times)
     sizes, max_size = np.asarray(run.data.sizes), int(run.data.index_table.shape[1])
-    work = round_work(run.space, sizes, max_size, assignments, config.client.epochs,
+    work = round_work(run.family.space, sizes, max_size, assignments, config.client.epochs,
                       config.client.batch_size, config.fl.chunk_size or config.fl.clients_per_round,
                       execution, layout)
     mem = peak_memory(compiled)

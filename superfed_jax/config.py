@@ -131,14 +131,3 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
         config = smoke(config) if key == "smoke" else fedavg_baseline(config, value.strip())
     return config
 
-
-def search_space(config: ml_collections.ConfigDict, **overrides):
-    """Transitional (removed once every caller takes a family): the OFA-ResNet space of a config."""
-    from superfed_jax.supernet.ofa_resnet import space as space_lib
-
-    fields = dict(config.space.to_dict())
-    fields.update(overrides)
-    try:
-        return space_lib.SearchSpace(**fields)
-    except TypeError as error:
-        raise ValueError(f"config.space: {error}") from None

@@ -19,8 +19,7 @@ from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
 SPACE = space_lib.SearchSpace()
 SMALL, LARGE = space_lib.smallest(SPACE), space_lib.largest(SPACE)
 SIZES = np.array([4, 20, 9, 4])
-ROUND = dict(clients=np.array([1, 2]), arch_depth=np.stack([SMALL.depth, LARGE.depth]),
-             arch_expand=np.stack([SMALL.expand, LARGE.expand]))
+ROUND = dict(clients=np.array([1, 2]), archs=space_lib.stack([SMALL, LARGE]))  # as in a round's metrics
 S, L = cost.macs(SPACE, SMALL), cost.macs(SPACE, LARGE)  # forward MACs per image
 ROWS = 8 * 3  # a step's rows (batch 8) x 3 (forward + backward)
 

@@ -29,7 +29,7 @@ EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0
 MAX_SIZE = T.NUM_EXAMPLES  # one row length for every partition, so one compiled round serves them all
 DATA_CONFIG = ml_collections.ConfigDict(dict(crop_padding=1, flip=True, cutout_size=0))
 IMAGES, LABELS = T.make_data()
-LOSS_FN = objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG)
+LOSS_FN = objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, DATA_CONFIG)
 OPTIMIZER = client.make_optimizer(LR, CLIP)
 SCHEDULE = dict(epochs=EPOCHS, batch_size=BATCH, max_size=MAX_SIZE)
 single_client = jax.jit(client.make_client_update(LOSS_FN, OPTIMIZER, **SCHEDULE))
@@ -62,7 +62,7 @@ def reference_round(before, metrics, data):
     keys = fr.client_train_keys(fr.round_key(before), jnp.asarray(clients))
     table, sizes = np.asarray(data.index_table), np.asarray(data.sizes)
     params, masks, losses = [], [], []
-    for i, (c, depth, expand) in enumerate(zip(clients, metrics["arch_depth"], metrics["arch_expand"])):
+    for i, (c, depth, expand) in enumerate(zip(clients, metrics["archs"].depth, metrics["archs"].expand)):
         result = single_client(before.params, space_lib.Arch(depth=depth, expand=expand), table[c],
                                sizes[c], keys[i], IMAGES, LABELS)
         params.append(jax.device_get(result.params))
@@ -104,7 +104,7 @@ def test_chunk_order_sorts_by_steps_then_macs_then_position():
     archs = space_lib.sample(T.SPACE, jax.random.key(3), (12,))
     sizes = rng.integers(1, 40, 12).astype(np.int32)
     sizes[:4] = [9, 16, 12, 3]  # 9, 16 and 12 all take 2 steps of 8: ties broken by MACs
-    got = np.asarray(jax.jit(fr.chunk_order, static_argnums=(0, 3))(T.SPACE, archs, sizes, BATCH))
+    got = np.asarray(jax.jit(fr.chunk_order, static_argnums=(0, 3))(T.FAMILY, archs, sizes, BATCH))
     macs = cost.macs_batch(T.SPACE, np.asarray(archs.depth), np.asarray(archs.expand))
     want = sorted(range(12), key=lambda i: (-(-int(sizes[i]) // BATCH), int(macs[i]), i))
     assert got.tolist() == want
@@ -117,7 +117,7 @@ def test_chunk_order_sorts_by_steps_then_macs_then_position():
 def sharded():
     """The chunked round on all 8 devices (vmap, client_sum from the mesh = reduce), traced once."""
     mesh = sharding.make_mesh()
-    pure = fr.make_round_fn(T.SPACE, SETTINGS, client.vmap_clients(
+    pure = fr.make_round_fn(T.FAMILY, SETTINGS, client.vmap_clients(
         client.make_client_update(LOSS_FN, OPTIMIZER, **SCHEDULE)), mesh)
     traces = []
 
@@ -181,7 +181,7 @@ def test_any_chunk_order_side_by_side_gives_the_same_round(sharded, monkeypatch)
     permutation = np.random.default_rng(1).permutation(P).astype(np.int32)
     monkeypatch.setattr(fr, "chunk_order", lambda *args: jnp.asarray(permutation))
     mesh = sharding.make_mesh(jax.devices()[:1])
-    round_fn = jax.jit(fr.make_round_fn(T.SPACE, SETTINGS, client.make_side_by_side_update(
+    round_fn = jax.jit(fr.make_round_fn(T.FAMILY, SETTINGS, client.make_side_by_side_update(
         LOSS_FN, OPTIMIZER, **SCHEDULE), mesh), donate_argnums=0)
     data = round_data(0.1, mesh)
     [(before, metrics, after)], _ = run(round_fn, initial_state(mesh), data, 1)

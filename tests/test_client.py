@@ -24,7 +24,7 @@ EPOCHS = 2
 LR = 0.1
 PADDED = 53  # a padded row length used for every "with padding" run (one compile)
 NO_AUG = ml_collections.ConfigDict(dict(crop_padding=0, flip=False, cutout_size=0))
-LOSS_FN = objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, NO_AUG)  # no augmentation: ignores its key
+LOSS_FN = objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, NO_AUG)  # no augmentation: ignores its key
 
 IMAGES, LABELS = T.make_data()
 PARTS = T.make_parts()

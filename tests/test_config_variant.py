@@ -105,9 +105,9 @@ def test_fedavg_leaves_weight_by_size_as_set():
     baseline = config_lib.fedavg_baseline(config, "largest")
     assert baseline.fl.weight_by_size is True
     validation.check_config(baseline)
-    space = config_lib.search_space(baseline)
-    assert build.round_settings(baseline, space).weight_by_size is True
+    family = config_lib.make_family(baseline)
+    assert build.round_settings(baseline, family).weight_by_size is True
     # A config saved before the field existed builds as before: without size weighting.
     older = baseline.to_dict()
     del older["fl"]["weight_by_size"]
-    assert build.round_settings(ml_collections.ConfigDict(older), space).weight_by_size is False
+    assert build.round_settings(ml_collections.ConfigDict(older), family).weight_by_size is False

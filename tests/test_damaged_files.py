@@ -15,6 +15,7 @@ from superfed_jax.reports import run_record
 from superfed_jax.run import resume
 from superfed_jax.run import train
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = digits.get_config("smoke")
@@ -127,7 +128,7 @@ def test_a_damaged_space_json_stops_a_resume_naming_the_file(tmp_path, content, 
     path = str(tmp_path / "space.json")
     damage(path, content)
     with pytest.raises(ValueError) as info:
-        train.check_same_data_shapes(str(tmp_path), space_lib.SearchSpace())
+        train.check_same_data_shapes(str(tmp_path), OFAResNet(space_lib.SearchSpace()))
     assert str(info.value).startswith(f"{path}: ") and problem in str(info.value)
     assert "delete it and rerun the same command" in str(info.value)
 

@@ -6,6 +6,8 @@ split at once (no batches, no padding, no vmap) and computes accuracy and mean c
 NumPy. The splits are sized so that the last batch is partial: padding counted as data would change
 every figure. A hand-checkable case (zero weights, a chosen head bias) pins the figures to closed forms.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +16,10 @@ import pytest
 import tiny_setup
 from superfed_jax.data import augment
 from superfed_jax.federated import evaluation
+from superfed_jax.federated import objective
 from superfed_jax.supernet.ofa_resnet import space as space_lib
 from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 SPACE = tiny_setup.SPACE
 NUM_EXAMPLES = 37  # 4 batches of 8 and a last one of 5 (3 padding rows)
@@ -170,3 +174,67 @@ def test_empty_split_gives_zero_not_nan():
     accuracy, loss = evaluate(tiny_setup.init_params(0), arch_list()[:2], images, labels, batch_size=4)
     np.testing.assert_array_equal(accuracy, [0.0, 0.0])
     np.testing.assert_array_equal(loss, [0.0, 0.0])
+
+
+# ------------------------------------------------------------------------------- token-shaped labels
+
+
+def test_labels_with_a_position_axis_are_averaged_over_every_real_position():
+    """Token windows: labels [N, T]. Accuracy and loss are means over the N * T real positions (the
+    padding windows of the last batch count nothing), checked against a float64 NumPy loop."""
+    count, window, classes = 5, 3, 4
+    rng = np.random.default_rng(11)
+    inputs = rng.integers(0, 6, (count, window)).astype(np.int32)
+    labels = rng.integers(0, classes, (count, window)).astype(np.int32)
+    table = rng.standard_normal((2, 6, classes)).astype(np.float32)  # per "arch": a logit row per token
+
+    def logits_fn(params, tokens, arch):
+        return params[arch][tokens]  # [B, T, classes]
+
+    eval_set = evaluation.make_eval_set(inputs, labels, 2)  # 3 batches of 2 windows, one padding window
+    assert eval_set.labels.shape == eval_set.weights.shape == (3, 2, window)
+    np.testing.assert_array_equal(np.asarray(eval_set.weights).reshape(-1, window).sum(axis=1),
+                                  [window] * count + [0])
+    accuracy, loss = jax.jit(evaluation.make_evaluate_fn(logits_fn))(table, jnp.arange(2), eval_set)
+    for arch in range(2):
+        logits = table[arch][inputs].astype(np.float64).reshape(-1, classes)
+        flat = labels.reshape(-1)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        losses = -(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))[np.arange(flat.size), flat]
+        assert accuracy[arch] == pytest.approx(np.mean(logits.argmax(axis=1) == flat), abs=1e-7)
+        assert loss[arch] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------- evaluate_tracked
+
+
+class _LanguageLike(OFAResNet):
+    """The tiny OFA-ResNet declaring a language model's metrics, so its evaluation adds perplexity."""
+
+    metrics = ("accuracy", "loss", "perplexity")
+
+
+def test_evaluate_tracked_adds_perplexity_for_a_family_whose_metrics_include_it():
+    family = _LanguageLike(SPACE, tiny_setup.CONV_IMPL)
+    params = tiny_setup.as_jnp(tiny_setup.init_params(3))
+    images, labels = random_split(2)
+    evaluate = jax.jit(evaluation.make_evaluate_fn(
+        objective.make_logits_fn(family, tiny_setup.MEAN, tiny_setup.STD)))
+    tracked = {"smallest": family.smallest(), "medium": tiny_setup.MEDIUM}
+    eval_sets = {"val": evaluation.make_eval_set(images, labels, BATCH_SIZE),
+                 "test": evaluation.make_eval_set(images[:20], labels[:20], BATCH_SIZE)}
+    record = evaluation.evaluate_tracked(evaluate, params, tracked, eval_sets, family.metrics)
+    assert set(record) == {f"{name}/{split}_{metric}" for name in tracked for split in eval_sets
+                           for metric in ("accuracy", "loss", "perplexity")}
+    for name in tracked:
+        for split in eval_sets:
+            loss = record[f"{name}/{split}_loss"]
+            assert record[f"{name}/{split}_perplexity"] == math.exp(loss) and loss > 0
+    # The loss is the split's mean cross-entropy, as without perplexity.
+    expected = reference_metrics(dense_logits(params, tiny_setup.MEDIUM, images), labels)
+    assert record["medium/val_loss"] == pytest.approx(expected[1], rel=1e-5)
+    # A family without it (the OFA-ResNet's metrics, the default) gets the same record less perplexity.
+    plain = evaluation.evaluate_tracked(evaluate, params, tracked, eval_sets)
+    assert OFAResNet.metrics == ("accuracy", "loss")
+    assert plain == {key: value for key, value in record.items() if not key.endswith("_perplexity")}
+    assert evaluation.evaluate_tracked(evaluate, params, tracked, eval_sets, OFAResNet.metrics) == plain

@@ -10,12 +10,15 @@ import pytest
 from superfed_jax.federated import heuristics as h
 from superfed_jax.federated.sampling import sample_clients
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 SPACE = space_lib.SearchSpace()
+FAMILY = OFAResNet(SPACE)
 # One stage of two blocks, two expand choices: 6 distinct subnets, so random draws are often the
 # largest (p = 1/8) or the smallest (p = 1/4, expand of the skipped block ignored).
 TINY = space_lib.SearchSpace(stem_width=4, stage_widths=(8,), stage_strides=(1,), blocks_per_stage=2,
                              expand_choices=(0.5, 1.0), divisor=1, input_size=8)
+TINY_FAMILY = OFAResNet(TINY)
 
 
 def arch(depth, expand):
@@ -42,19 +45,19 @@ POOL_ROWS = rows(POOL)
 TRACES = collections.Counter()
 
 
-def _traced_assign(heuristic, space, key, round_num, clients, tracking, pool):
+def _traced_assign(heuristic, family, key, round_num, clients, tracking, pool):
     TRACES[heuristic, clients.shape[0]] += 1
-    return h.assign_archs(heuristic, space, key, round_num, clients, tracking, pool)
+    return h.assign_archs(heuristic, family, key, round_num, clients, tracking, pool)
 
 
-# Jitted once per (heuristic, space, shapes): eager op-by-op dispatch would dominate the test time,
+# Jitted once per (heuristic, family, shapes): eager op-by-op dispatch would dominate the test time,
 # and every test shares the compiled programs.
 _assign_jit = jax.jit(_traced_assign, static_argnums=(0, 1))
 
 
-def assign(heuristic, clients, round_num=0, tracking=None, pool=POOL, space=SPACE, seed=0):
+def assign(heuristic, clients, round_num=0, tracking=None, pool=POOL, family=FAMILY, seed=0):
     tracking = h.init_tracking(20) if tracking is None else tracking
-    return _assign_jit(heuristic, space, jax.random.key(seed), jnp.int32(round_num),
+    return _assign_jit(heuristic, family, jax.random.key(seed), jnp.int32(round_num),
                        jnp.asarray(clients, jnp.int32), tracking, pool)
 
 
@@ -97,7 +100,7 @@ def test_random_is_keyed_by_client_id_not_position():
 
 def test_random_is_maxnet_marks_canonical_largest():
     clients = np.arange(16)
-    archs, is_maxnet, _ = assign("random", clients, space=TINY, pool=None, seed=3,
+    archs, is_maxnet, _ = assign("random", clients, family=TINY_FAMILY, pool=None, seed=3,
                                  tracking=h.init_tracking(16))
     expected = [d == (1,) and e == (1, 1) for d, e in rows(archs)]
     assert any(expected)  # p = 1/8 per draw: the seed gives some
@@ -107,7 +110,7 @@ def test_random_is_maxnet_marks_canonical_largest():
 def test_matches_ignores_skipped_blocks():
     archs = space_lib.Arch(depth=np.array([[0], [0], [1]], np.int32),
                            expand=np.array([[0, 1], [0, 0], [0, 1]], np.int32))
-    np.testing.assert_array_equal(h.matches(TINY, archs, space_lib.smallest(TINY)),
+    np.testing.assert_array_equal(h.matches(TINY_FAMILY, archs, space_lib.smallest(TINY)),
                                   [True, True, False])
 
 
@@ -207,7 +210,7 @@ def test_tracking_sandwich_matches_python_reference(count_random_extremes):
         clients = sample_clients(jax.random.fold_in(round_key, 0), k, p)
         arch_key = jax.random.fold_in(round_key, 1)
         archs, is_maxnet, tracking = h.assign_archs(
-            "tracking_sandwich", TINY, arch_key, round_num, clients, tracking,
+            "tracking_sandwich", TINY_FAMILY, arch_key, round_num, clients, tracking,
             count_random_extremes=count_random_extremes)
         # Every client's own random draw, written out independently of the heuristic's code.
         draws = jax.vmap(lambda c: space_lib.sample(TINY, jax.random.fold_in(arch_key, c)))(
@@ -242,10 +245,10 @@ def run_rounds(heuristic, k=20, p=8, rounds=500, seed=0):
     def body(tracking, round_num):
         round_key = jax.random.fold_in(seed_key, round_num)
         clients = sample_clients(jax.random.fold_in(round_key, 0), k, p)
-        archs, is_maxnet, tracking = h.assign_archs(heuristic, SPACE, jax.random.fold_in(round_key, 1),
+        archs, is_maxnet, tracking = h.assign_archs(heuristic, FAMILY, jax.random.fold_in(round_key, 1),
                                                     round_num, clients, tracking)
-        got_max = h.matches(SPACE, archs, largest)
-        got_min = h.matches(SPACE, archs, smallest)
+        got_max = h.matches(FAMILY, archs, largest)
+        got_min = h.matches(FAMILY, archs, smallest)
         counted = (jnp.zeros(k, jnp.int32).at[clients].add(got_max),
                    jnp.zeros(k, jnp.int32).at[clients].add(got_min))
         return tracking, (got_max.sum(), got_min.sum(), (is_maxnet == got_max).all(), counted)
@@ -325,3 +328,13 @@ def test_pool_needs_leading_axis():
 
 def test_names():
     assert h.HEURISTICS == ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
+
+
+def test_pool_leaves_need_one_leading_length_and_the_arch_shapes():
+    uneven = space_lib.Arch(depth=np.zeros((2, 4), np.int32), expand=np.zeros((3, 12), np.int32))
+    with pytest.raises(ValueError, match=r"fl.pool: leaf shapes \(2, 4\), \(3, 12\); need \[L, 4\] and "
+                                         r"\[L, 12\] with L >= 1"):
+        h.assign_archs("static", FAMILY, jax.random.key(0), 0, jnp.arange(2), h.init_tracking(4), uneven)
+    narrow = space_lib.Arch(depth=np.zeros((2, 3), np.int32), expand=np.zeros((2, 12), np.int32))
+    with pytest.raises(ValueError, match=r"leaf shapes \(2, 3\), \(2, 12\)"):
+        h.assign_archs("static", FAMILY, jax.random.key(0), 0, jnp.arange(2), h.init_tracking(4), narrow)

@@ -257,7 +257,8 @@ def family_field_mentions(package_dir: str, package: str, names: list) -> list:
 # What only the OFA-ResNet knows: its space fields (read from its own declaration) and its arch's leaves.
 def ofa_resnet_names() -> list:
     from superfed_jax.supernet.ofa_resnet import family
-    return sorted({f.key for f in family.SPACE_FIELDS} - {"num_classes"}
+    # num_classes is every classifier's; "divisor" is a plain word too (the divisors of a client count).
+    return sorted({f.key for f in family.SPACE_FIELDS} - {"num_classes", "divisor"}
                   | {"SearchSpace", "num_stages", "num_blocks", "mid_table", "max_mids", "DenseSubnet",
                      "subnet_shape"})
 

@@ -35,7 +35,7 @@ def digits_space():
     spec = importlib.util.spec_from_file_location("digits_config", REPO / "configs" / "digits.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return config_lib.search_space(module.get_config())
+    return config_lib.make_family(module.get_config()).space
 
 
 def concrete_archs(space, count, seed):

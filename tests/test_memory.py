@@ -16,6 +16,12 @@ from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
+
+
+def family(conv_impl="im2col"):
+    """The tiny space as the family of a run with `model.conv_impl=conv_impl` (it binds the impl)."""
+    return OFAResNet(T.SPACE, conv_impl)
 
 # Tiny space: stem 4, stages of widths (8, 16) with 2 blocks each, max mids (8, 16), 4x4x1 inputs, 3 classes.
 # Params: stem 9*1*4 = 36; stage 0: 9*4*8 + 9*8*8 + 4*8 (shortcut) + 2 * 9*8*8 = 2048;
@@ -35,18 +41,18 @@ HAND_EXPANSIONS = 144 + 576 + 3456 + 288 + 1728
 
 
 def test_params_and_activation_elements_by_hand():
-    assert memory.params_bytes(T.SPACE) == 4 * HAND_PARAMS
-    assert memory.params_bytes(T.SPACE, "bfloat16") == 2 * HAND_PARAMS
-    assert memory.activation_elements(T.SPACE, "xla") == HAND_MAPS + HAND_HEAD + HAND_WORKING
-    assert memory.activation_elements(T.SPACE, "im2col") == (HAND_MAPS + HAND_HEAD + HAND_WORKING
-                                                             + HAND_EXPANSIONS)
-    assert memory.activation_elements(T.SPACE, "xla_mmgrad") == (HAND_MAPS + HAND_HEAD + HAND_WORKING
-                                                                 + 1152)
+    assert memory.params_bytes(family()) == 4 * HAND_PARAMS
+    assert memory.params_bytes(family(), "bfloat16") == 2 * HAND_PARAMS
+    assert family("xla").activation_elements() == HAND_MAPS + HAND_HEAD + HAND_WORKING
+    assert family("im2col").activation_elements() == (HAND_MAPS + HAND_HEAD + HAND_WORKING
+                                                      + HAND_EXPANSIONS)
+    assert family("xla_mmgrad").activation_elements() == (HAND_MAPS + HAND_HEAD + HAND_WORKING
+                                                          + 1152)
 
 
 def test_estimate_by_hand():
-    estimate = memory.estimate_round_memory(T.SPACE, batch_size=8, chunk_size=4, clients_per_round=8,
-                                            num_devices=2, conv_impl="im2col", data_bytes=1000)
+    estimate = memory.estimate_round_memory(family("im2col"), batch_size=8, chunk_size=4,
+                                            clients_per_round=8, num_devices=2, data_bytes=1000)
     params = 4 * HAND_PARAMS
     activations = 8 * 4 * (HAND_MAPS + HAND_HEAD + HAND_WORKING + HAND_EXPANSIONS)
     per_client = 3 * params + activations  # params, gradients, updated params; SGD has no state
@@ -57,42 +63,42 @@ def test_estimate_by_hand():
 
 
 def test_estimate_dtype_optimizer_and_whole_round_chunk():
-    estimate = memory.estimate_round_memory(T.SPACE, batch_size=8, chunk_size=0, clients_per_round=6,
-                                            dtype="bfloat16", optimizer_slots=1, conv_impl="xla")
+    estimate = memory.estimate_round_memory(family("xla"), batch_size=8, chunk_size=0,
+                                            clients_per_round=6, dtype="bfloat16", optimizer_slots=1)
     params = 4 * HAND_PARAMS
     assert estimate["chunk_size"] == 6 and estimate["clients_in_flight"] == 6
     assert estimate["per_client"]["compute_dtype_params"] == 2 * HAND_PARAMS
     assert estimate["per_client"]["optimizer_state"] == params
     assert estimate["per_client"]["activations"] == 8 * 2 * (HAND_MAPS + HAND_HEAD + HAND_WORKING)
     with pytest.raises(ValueError, match="clients_per_round"):
-        memory.estimate_round_memory(T.SPACE, batch_size=8, chunk_size=0)
+        memory.estimate_round_memory(family(), batch_size=8, chunk_size=0)
 
 
 def test_check_raises_with_a_chunk_size_that_fits():
-    kwargs = dict(batch_size=8, clients_per_round=8, num_devices=1, conv_impl="im2col")
-    sizes = {c: memory.estimate_round_memory(T.SPACE, chunk_size=c, **kwargs)["total_bytes"]
+    kwargs = dict(batch_size=8, clients_per_round=8, num_devices=1)
+    sizes = {c: memory.estimate_round_memory(family("im2col"), chunk_size=c, **kwargs)["total_bytes"]
              for c in (1, 2, 4, 8)}
     available = (sizes[2] + sizes[4]) / 2  # chunks of 2 fit, chunks of 4 do not
     with pytest.raises(ValueError) as error:
-        memory.check_round_memory(T.SPACE, available, chunk_size=8, **kwargs)
+        memory.check_round_memory(family("im2col"), available, chunk_size=8, **kwargs)
     message = str(error.value)
     assert "MiB" in message and "fl.chunk_size=8" in message
     suggested = int(re.search(r"--config\.fl\.chunk_size=(\d+)", message).group(1))
     assert suggested == 2
-    assert memory.check_round_memory(T.SPACE, available, chunk_size=suggested, **kwargs)[
+    assert memory.check_round_memory(family("im2col"), available, chunk_size=suggested, **kwargs)[
         "total_bytes"] <= available
     # Not even one client fits: the message says what else to reduce.
     with pytest.raises(ValueError, match="even fl.chunk_size=1 does not fit"):
-        memory.check_round_memory(T.SPACE, sizes[1] - 1, chunk_size=2, **kwargs)
+        memory.check_round_memory(family("im2col"), sizes[1] - 1, chunk_size=2, **kwargs)
 
 
 def test_suggestion_is_a_divisor_of_clients_per_round():
     kwargs = dict(batch_size=8, num_devices=1)
-    sizes = {c: memory.estimate_round_memory(T.SPACE, chunk_size=c, **kwargs)["total_bytes"]
+    sizes = {c: memory.estimate_round_memory(family(), chunk_size=c, **kwargs)["total_bytes"]
              for c in (1, 2, 3, 4, 6)}
     # P = 6: 4 fits but does not divide 6, so the suggestion is 3.
-    assert memory.suggest_chunk_size(T.SPACE, sizes[4], clients_per_round=6, **kwargs) == 3
-    assert memory.suggest_chunk_size(T.SPACE, sizes[1] - 1, clients_per_round=6, **kwargs) is None
+    assert memory.suggest_chunk_size(family(), sizes[4], clients_per_round=6, **kwargs) == 3
+    assert memory.suggest_chunk_size(family(), sizes[1] - 1, clients_per_round=6, **kwargs) is None
 
 
 def test_device_memory_on_fake_cpu_devices(monkeypatch):
@@ -116,14 +122,14 @@ def compiled_round(chunk_size, num_devices):
     images, labels = T.make_data()
     table, sizes = T.index_table()
     data_config = ml_collections.ConfigDict(dict(crop_padding=1, flip=True, cutout_size=0))
-    update = client.make_client_update(objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, data_config),
+    update = client.make_client_update(objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, data_config),
                                        client.make_optimizer(0.1, 1.0), epochs=1, batch_size=8,
                                        max_size=int(table.shape[1]))
     settings = fr.RoundSettings(num_clients=T.NUM_CLIENTS, clients_per_round=4, chunk_size=chunk_size,
                                 heuristic="tracking_sandwich", pool=None, count_random_extremes=True,
                                 beta_schedule="cosine", beta0=0.9, beta_final=0.25, decay_rounds=4)
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
-    round_fn = fr.make_round_fn(T.SPACE, settings, client.vmap_clients(update), mesh)
+    round_fn = fr.make_round_fn(T.FAMILY, settings, client.vmap_clients(update), mesh)
     state = fr.init_state(T.as_jnp(T.init_params()), 0, T.NUM_CLIENTS)
     data = fr.FederatedData(images, labels, table, sizes)
     compiled = jax.jit(round_fn, donate_argnums=0).lower(state, data).compile()
@@ -137,7 +143,7 @@ def test_estimate_tracks_xla_memory_analysis():
         compiled, data_bytes = compiled_round(4, devices)
         peaks[devices] = memory.compiled_peak_bytes(compiled)
         estimates[devices] = memory.estimate_round_memory(
-            T.SPACE, batch_size=8, chunk_size=4, num_devices=devices, conv_impl="im2col",
+            family("im2col"), batch_size=8, chunk_size=4, num_devices=devices,
             data_bytes=data_bytes)["total_bytes"]
         assert 0.5 <= estimates[devices] / peaks[devices] <= 2.0, (devices, estimates, peaks)
     assert peaks[2] < 0.6 * peaks[1]  # two clients per device instead of four

@@ -26,7 +26,7 @@ BAD = 5  # the exploding client's id; CLIENT_SIZES are distinct, so its size ide
 
 def client_update(learning_rate):
     return client.make_client_update(
-        objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(learning_rate, CLIP),
+        objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(learning_rate, CLIP),
         epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 
 
@@ -60,7 +60,7 @@ def faulty_round(state, data, bad_sizes, bad_learning_rate):
     The faults are arguments, not constants, so the tests' fault patterns share one compile of the round.
     """
     mesh = sharding.make_mesh(jax.devices()[:1])
-    return fr.make_round_fn(T.SPACE, SETTINGS, exploding_clients(bad_sizes, bad_learning_rate), mesh)(state, data)
+    return fr.make_round_fn(T.FAMILY, SETTINGS, exploding_clients(bad_sizes, bad_learning_rate), mesh)(state, data)
 
 
 def run_round(bad_sizes, bad_learning_rate):
@@ -93,7 +93,7 @@ def test_exploding_client_gets_weight_zero(one_bad):
     keys = fr.client_train_keys(fr.round_key(T.as_jnp(before)), jnp.asarray(metrics["clients"]))
     client_params, client_masks, weights = [], [], []
     for i, c in enumerate(np.asarray(metrics["clients"])):
-        arch = T.arch(metrics["arch_depth"][i], metrics["arch_expand"][i])
+        arch = T.arch(metrics["archs"].depth[i], metrics["archs"].expand[i])
         result = update(T.as_jnp(before.params), arch, TABLE[c], SIZES[c], keys[i], IMAGES, LABELS)
         client_params.append(jax.device_get(result.params))
         client_masks.append(T.np_full_masks(arch.depth, arch.expand))

@@ -153,7 +153,7 @@ def test_sizes_prefer_space_json_then_cost_json_then_config(tmp_path):
     config = make_config(space=dict(SPACE, input_size=4))  # as if the data were 2x2 but config said 4x4
     cost_entry = {"arch": TINY, "macs": 548, "params": 149}
     fallback = make_workdir(tmp_path / "config_only", config, SINGLE_RECORDS)
-    assert run_record.load_space(fallback).input_size == 4
+    assert run_record.load_family(fallback).data_shape.input_shape == (4, 4, 1)
     assert run_record.arch_rows(run_record.read_run(fallback))[0]["macs"] == 2156
     assert "no space.json" in open(report.write_run_report(fallback)["report"]).read()
     from_cost = make_workdir(tmp_path / "cost", config, SINGLE_RECORDS,
@@ -161,7 +161,7 @@ def test_sizes_prefer_space_json_then_cost_json_then_config(tmp_path):
     rows = run_record.arch_rows(run_record.read_run(from_cost))
     assert [(r["macs"], r["size_source"]) for r in rows] == [(548, "cost.json"), (3884, "config.json")]
     from_space = make_workdir(tmp_path / "space", config, SINGLE_RECORDS, space=dict(SPACE))
-    assert run_record.load_space(from_space).input_size == 2
+    assert run_record.load_family(from_space).data_shape.input_shape == (2, 2, 1)
     assert [r["macs"] for r in run_record.arch_rows(run_record.read_run(from_space))] == [548, 980]
 
 

@@ -29,11 +29,11 @@ DATA_CONFIG = ml_collections.ConfigDict(dict(crop_padding=1, flip=True, cutout_s
 IMAGES, LABELS = T.make_data()
 TABLE, SIZES = T.index_table()
 CLIENT_UPDATE = client.make_client_update(
-    objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
+    objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
     epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 single_client = jax.jit(CLIENT_UPDATE)
 SIDE_BY_SIDE = client.make_side_by_side_update(
-    objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
+    objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, DATA_CONFIG), client.make_optimizer(LR, CLIP),
     epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
 
 
@@ -51,7 +51,7 @@ class Runner:
     def __init__(self, round_settings, mesh, train_clients=None):
         self.settings, self.mesh, self.traces = round_settings, mesh, 0
         train_clients = train_clients or client.vmap_clients(CLIENT_UPDATE)
-        pure = fr.make_round_fn(T.SPACE, round_settings, train_clients, mesh)
+        pure = fr.make_round_fn(T.FAMILY, round_settings, train_clients, mesh)
 
         def counted(state, data):
             self.traces += 1
@@ -86,7 +86,7 @@ def np_beta(t, clients_per_round):
 
 
 def archs_of(metrics):
-    return list(zip(np.asarray(metrics["arch_depth"]), np.asarray(metrics["arch_expand"])))
+    return list(zip(np.asarray(metrics["archs"].depth), np.asarray(metrics["archs"].expand)))
 
 
 def tracking_roles(clients, n_max, n_min):
@@ -271,8 +271,8 @@ def test_chunking_does_not_change_the_round(main):
     runner = Runner(settings(4, 2), sharding.make_mesh())
     chunked = runner.run(runner.initial_state(seed=0), 2)
     for (_, m_chunked, s_chunked), (_, m_whole, s_whole) in zip(chunked, records):
-        for name in ("clients", "arch_depth", "arch_expand", "beta", "clients_nonfinite"):
-            np.testing.assert_array_equal(m_chunked[name], m_whole[name], err_msg=name)
+        for name in ("clients", "archs", "beta", "clients_nonfinite"):
+            T.assert_equal(m_chunked[name], m_whole[name], err_msg=name)
         np.testing.assert_allclose(m_chunked["train_loss"], m_whole["train_loss"], rtol=1e-5)
         T.assert_trees_close(s_chunked.params, s_whole.params, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(s_chunked.tracking.n_max, s_whole.tracking.n_max)
@@ -293,8 +293,8 @@ def test_side_by_side_layout_equals_vmap_layout(main, chunk_size):
 
 def test_sharded_equals_unsharded(wide_sharded, wide_one_device):
     for (_, m_sharded, s_sharded), (_, m_single, s_single) in zip(wide_sharded, wide_one_device):
-        for name in ("clients", "arch_depth", "arch_expand", "beta"):
-            np.testing.assert_array_equal(m_sharded[name], m_single[name], err_msg=name)
+        for name in ("clients", "archs", "beta"):
+            T.assert_equal(m_sharded[name], m_single[name], err_msg=name)
         np.testing.assert_allclose(m_sharded["train_loss"], m_single["train_loss"], rtol=1e-5)
         T.assert_trees_close(s_sharded.params, s_single.params, rtol=1e-5, atol=1e-5)
     assert sorted(np.asarray(wide_sharded[0][1]["clients"]).tolist()) == list(range(K))
@@ -340,8 +340,8 @@ def test_round_depends_only_on_seed_and_round(main):
     np.testing.assert_array_equal(jumped["clients"], records[2][1]["clients"])
     # Resuming from a copy of the state after round 1 replays round 2 exactly.
     [(_, resumed, resumed_state)] = runner.run(T.as_jnp(records[1][2]), 1)
-    for name in ("clients", "arch_depth", "arch_expand", "beta", "train_loss"):
-        np.testing.assert_array_equal(resumed[name], records[2][1][name], err_msg=name)
+    for name in ("clients", "archs", "beta", "train_loss"):
+        T.assert_equal(resumed[name], records[2][1][name], err_msg=name)
     assert T.trees_equal(resumed_state, records[2][2])
     # And different rounds do sample differently (over three rounds at least two distinct lists).
     assert len({tuple(np.asarray(r[1]["clients"]).tolist()) for r in records}) >= 2
@@ -359,8 +359,8 @@ def test_metrics(main):
                               decay_rounds=DECAY_ROUNDS)
         np.testing.assert_allclose(metrics["beta"], want, rtol=1e-6)
         np.testing.assert_allclose(metrics["beta"], np_beta(t, 4), rtol=1e-6)
-        assert metrics["clients"].shape == (4,) and metrics["arch_depth"].shape == (4, 2)
-        assert metrics["arch_expand"].shape == (4, 4)
+        assert metrics["clients"].shape == (4,) and metrics["archs"].depth.shape == (4, 2)
+        assert metrics["archs"].expand.shape == (4, 4)
     assert records[0][1]["beta"] == pytest.approx(BETA0)
     assert records[2][1]["beta"] < records[1][1]["beta"] < records[0][1]["beta"]
 

@@ -24,11 +24,15 @@ from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
 from superfed_jax.reports import run_cost as rc
 from superfed_jax.run import build as build_lib
+from superfed_jax.supernet import archs as archs_lib
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.ofa_resnet import cost
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPACE = T.SPACE
+FAMILY = T.FAMILY
 K = T.NUM_CLIENTS
 # The augmentation does not change which clients and archs a round draws; off keeps the round small.
 _NO_AUGMENT = ml_collections.ConfigDict(dict(crop_padding=0, flip=False, cutout_size=0))
@@ -57,8 +61,7 @@ C = T.arch([0, 1], [3, 3, 0, 1])
 D = space_lib.largest(SPACE)
 HAND_SEQUENCE = {
     "clients": np.array([[2, 5], [5, 0]], np.int32),
-    "depth": np.stack([np.stack([A.depth, B.depth]), np.stack([C.depth, D.depth])]),
-    "expand": np.stack([np.stack([A.expand, B.expand]), np.stack([C.expand, D.expand])]),
+    "archs": family_lib.stack([family_lib.stack([A, B]), family_lib.stack([C, D])]),  # [R, P] archs
 }
 EXAMPLES = np.array([30, 11, 12, 13, 14, 7, 16, 17])  # only clients 0, 2 and 5 are sampled
 EPOCHS = 3
@@ -68,7 +71,7 @@ def test_run_cost_by_hand():
     m = {name: cost.macs(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
     p = {name: cost.params(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
     assert len(set(m.values())) == 4  # four distinct costs, so a mixed-up arch would show
-    run = rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS,
+    run = rc.run_cost(FAMILY, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS,
                       bytes_per_param=2)
     assert run["rounds"] == 2 and run["clients_per_round"] == 2
     np.testing.assert_array_equal(run["round_macs"], [m["A"] + m["B"], m["C"] + m["D"]])
@@ -87,13 +90,13 @@ def test_baseline_and_ratio_by_hand():
     baseline_archs = [B, D]
     m = {name: cost.macs(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
     p = {name: cost.params(SPACE, a) for name, a in zip("ABCD", (A, B, C, D))}
-    baseline = rc.independent_fedavg_cost(SPACE, baseline_archs, 2, 2, clients=HAND_SEQUENCE["clients"],
+    baseline = rc.independent_fedavg_cost(FAMILY, baseline_archs, 2, 2, clients=HAND_SEQUENCE["clients"],
                                           examples_per_client=EXAMPLES, epochs=EPOCHS)
     assert baseline["total_macs"] == 2 * 2 * (m["B"] + m["D"])
     assert baseline["total_bytes"] == 4 * 2 * 2 * (p["B"] + p["D"])
     # Each FedAvg run trains the same sampled clients: 3 epochs * (12 + 7 + 7 + 30) examples.
     assert baseline["total_example_macs"] == 3 * 56 * (m["B"] + m["D"])
-    run = rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS)
+    run = rc.run_cost(FAMILY, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS)
     ratios = rc.compare(run, baseline)
     superfed_macs = m["A"] + m["B"] + m["C"] + m["D"]
     assert ratios["compute_ratio"] == pytest.approx(4 * (m["B"] + m["D"]) / superfed_macs, rel=1e-12)
@@ -105,17 +108,17 @@ def test_baseline_and_ratio_by_hand():
 
 
 def test_bn_affine_params_convention():
-    run = rc.run_cost(SPACE, HAND_SEQUENCE, bn_affine=True)
+    run = rc.run_cost(FAMILY, HAND_SEQUENCE, bn_affine=True)  # the OFA-ResNet's own convention
     archs = (A, B, C, D)
     assert run["total_bytes"] == 4 * sum(cost.params(SPACE, a, bn_affine=True) for a in archs)
     assert run["total_bytes"] > 4 * sum(cost.params(SPACE, a) for a in archs)
 
 
 def test_cost_report_is_json_and_consistent():
-    report = rc.cost_report(SPACE, HAND_SEQUENCE, [B, D], examples_per_client=EXAMPLES, epochs=EPOCHS)
+    report = rc.cost_report(FAMILY, HAND_SEQUENCE, [B, D], examples_per_client=EXAMPLES, epochs=EPOCHS)
     again = json.loads(json.dumps(report))  # plain Python values only
     assert again == report
-    run = rc.run_cost(SPACE, HAND_SEQUENCE)
+    run = rc.run_cost(FAMILY, HAND_SEQUENCE)
     assert report["superfed"]["total_macs"] == run["total_macs"]
     assert report["per_round"]["macs"] == run["round_macs"].tolist()
     assert [row["macs"] for row in report["baseline"]["archs"]] == [cost.macs(SPACE, B),
@@ -127,19 +130,19 @@ def test_cost_report_is_json_and_consistent():
 
 def test_examples_need_epochs_and_clients():
     with pytest.raises(ValueError, match="epochs"):
-        rc.run_cost(SPACE, HAND_SEQUENCE, examples_per_client=EXAMPLES)
+        rc.run_cost(FAMILY, HAND_SEQUENCE, examples_per_client=EXAMPLES)
     with pytest.raises(ValueError, match="clients"):
-        rc.independent_fedavg_cost(SPACE, [B], 2, 2, examples_per_client=EXAMPLES, epochs=1)
+        rc.independent_fedavg_cost(FAMILY, [B], 2, 2, examples_per_client=EXAMPLES, epochs=1)
 
 
 def test_default_baseline_archs():
-    paper = rc.default_baseline_archs(space_lib.SearchSpace())
+    paper = rc.default_baseline_archs(OFAResNet(space_lib.SearchSpace()))
     assert len(paper) == 9
     # docs/algorithm.md 8: the 9 archs sum to 15.776 GMACs.
     assert sum(cost.macs(space_lib.SearchSpace(), a) for a in paper) / 1e9 == pytest.approx(15.776,
                                                                                             abs=1e-3)
-    assert len(rc.default_baseline_archs(space_lib.SearchSpace(num_classes=100))) == 9
-    tiny = rc.default_baseline_archs(SPACE)
+    assert len(rc.default_baseline_archs(OFAResNet(space_lib.SearchSpace(num_classes=100)))) == 9
+    tiny = rc.default_baseline_archs(FAMILY)
     assert [space_lib.arch_to_dict(SPACE, a) for a in tiny] == [
         space_lib.arch_to_dict(SPACE, a) for a in space_lib.default_tracked(SPACE).values()]
 
@@ -152,10 +155,10 @@ def real_rounds():
     """Three real compiled rounds (tracking sandwich, P = 4 of 8, seed 7) on one device."""
     settings = tiny_settings()
     client_update = client.make_client_update(
-        objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
+        objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, _NO_AUGMENT), client.make_optimizer(0.1, 1.0),
         epochs=1, batch_size=8, max_size=int(T.index_table()[0].shape[1]))
     mesh = sharding.make_mesh(jax.devices()[:1])
-    round_fn = jax.jit(fr.make_round_fn(SPACE, settings, client.vmap_clients(client_update), mesh))
+    round_fn = jax.jit(fr.make_round_fn(FAMILY, settings, client.vmap_clients(client_update), mesh))
     images, labels = T.make_data()
     data = fr.FederatedData(images, labels, *T.index_table())
     state = fr.init_state(T.as_jnp(T.init_params()), 7, K)
@@ -168,43 +171,44 @@ def real_rounds():
 
 def test_dry_run_equals_real_rounds(real_rounds):
     settings, metrics, _ = real_rounds
-    sequence = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=3)
+    sequence = dry_run.assignment_sequence(FAMILY, settings, seed=7, rounds=3)
     for t, m in enumerate(metrics):
         np.testing.assert_array_equal(sequence["clients"][t], m["clients"], err_msg=f"round {t}")
-        np.testing.assert_array_equal(sequence["depth"][t], m["arch_depth"], err_msg=f"round {t}")
-        np.testing.assert_array_equal(sequence["expand"][t], m["arch_expand"], err_msg=f"round {t}")
+        np.testing.assert_array_equal(sequence["archs"].depth[t], m["archs"].depth, err_msg=f"round {t}")
+        np.testing.assert_array_equal(sequence["archs"].expand[t], m["archs"].expand, err_msg=f"round {t}")
         # The MaxNet flag marks exactly one client, which trains the largest arch.
         maxnet = np.flatnonzero(sequence["is_maxnet"][t])
-        assert maxnet.shape == (1,) and T.np_is_largest(m["arch_depth"][maxnet[0]],
-                                                        m["arch_expand"][maxnet[0]])
+        assert maxnet.shape == (1,) and T.np_is_largest(m["archs"].depth[maxnet[0]],
+                                                        m["archs"].expand[maxnet[0]])
     np.testing.assert_array_equal(sequence["round"], [0, 1, 2])
     # Guard: another seed gives another sequence, so the comparison above is not vacuous.
-    other = dry_run.assignment_sequence(SPACE, settings, seed=8, rounds=3)
+    other = dry_run.assignment_sequence(FAMILY, settings, seed=8, rounds=3)
     assert not np.array_equal(other["clients"], sequence["clients"])
 
 
 def test_dry_run_resume_uses_tracking(real_rounds):
     """From a checkpoint's counters at round 3 == replaying from round 0; zero counters would differ."""
     settings, _, tracking = real_rounds
-    full = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=30)
-    resumed = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3,
+    full = dry_run.assignment_sequence(FAMILY, settings, seed=7, rounds=30)
+    resumed = dry_run.assignment_sequence(FAMILY, settings, seed=7, rounds=27, start_round=3,
                                           tracking=tracking)
-    replayed = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3)
-    for name in ("clients", "depth", "expand", "is_maxnet", "round"):
-        np.testing.assert_array_equal(resumed[name], full[name][3:], err_msg=name)
-        np.testing.assert_array_equal(replayed[name], full[name][3:], err_msg=name)
-    fresh = dry_run.assignment_sequence(SPACE, settings, seed=7, rounds=27, start_round=3,
+    replayed = dry_run.assignment_sequence(FAMILY, settings, seed=7, rounds=27, start_round=3)
+    for name in ("clients", "archs", "is_maxnet", "round"):
+        from_three = jax.tree.map(lambda x: x[3:], full[name])
+        T.assert_equal(resumed[name], from_three, err_msg=name)
+        T.assert_equal(replayed[name], from_three, err_msg=name)
+    fresh = dry_run.assignment_sequence(FAMILY, settings, seed=7, rounds=27, start_round=3,
                                         tracking=heuristics.init_tracking(K))
     assert not np.array_equal(fresh["is_maxnet"], full["is_maxnet"][3:])
 
 
 def test_dry_run_static_pool_is_fedavg():
     pool = space_lib.stack([T.MEDIUM, A])
-    sequence = dry_run.assignment_sequence(SPACE, tiny_settings(heuristic="static", pool=pool),
+    sequence = dry_run.assignment_sequence(FAMILY, tiny_settings(heuristic="static", pool=pool),
                                            seed=0, rounds=5)
     index = sequence["clients"] % 2
-    np.testing.assert_array_equal(sequence["depth"], pool.depth[index])
-    np.testing.assert_array_equal(sequence["expand"], pool.expand[index])
+    np.testing.assert_array_equal(sequence["archs"].depth, pool.depth[index])
+    np.testing.assert_array_equal(sequence["archs"].expand, pool.expand[index])
 
 
 def test_weight_by_size_changes_neither_the_dry_run_nor_the_cost_report():
@@ -213,11 +217,11 @@ def test_weight_by_size_changes_neither_the_dry_run_nor_the_cost_report():
     for weight_by_size in (False, True):
         config = load_config("digits", "smoke")
         config.fl.weight_by_size = weight_by_size
-        space = config_lib.search_space(config)
-        settings = build_lib.round_settings(config, space)
+        family = config_lib.make_family(config)
+        settings = build_lib.round_settings(config, family)
         assert settings.weight_by_size is weight_by_size
-        sequence = dry_run.assignment_sequence(space, settings, config.seed, config.fl.rounds)
-        results.append((sequence, rc.cost_report(space, sequence)))
+        sequence = dry_run.assignment_sequence(family, settings, config.seed, config.fl.rounds)
+        results.append((sequence, rc.cost_report(family, sequence)))
     (off, off_report), (on, on_report) = results
     for name in off:
         np.testing.assert_array_equal(on[name], off[name], err_msg=name)
@@ -229,10 +233,10 @@ def test_weight_by_size_changes_neither_the_dry_run_nor_the_cost_report():
 
 def paper_figures(seed: int) -> dict:
     config = load_config("cifar10")
-    space = config_lib.search_space(config)
-    settings = build_lib.round_settings(config, space)
-    sequence = dry_run.assignment_sequence(space, settings, seed, config.fl.rounds)
-    report = rc.cost_report(space, sequence)
+    family = config_lib.make_family(config)
+    settings = build_lib.round_settings(config, family)
+    sequence = dry_run.assignment_sequence(family, settings, seed, config.fl.rounds)
+    report = rc.cost_report(family, sequence)
     return {"seed": seed, "compute_ratio": report["ratios"]["compute_ratio"],
             "comm_ratio": report["ratios"]["comm_ratio"],
             "mean_client_gmacs": report["superfed"]["mean_client_gmacs"],
@@ -255,16 +259,18 @@ def test_paper_cost_claim(seed):
 
 def test_dry_run_of_1500_rounds_is_one_compiled_scan():
     config = load_config("cifar10")
-    space = config_lib.search_space(config)
-    settings = build_lib.round_settings(config, space)
-    dry_run.assignment_sequence(space, settings, 0, 1500)
+    family = config_lib.make_family(config)
+    space = family.space
+    settings = build_lib.round_settings(config, family)
+    dry_run.assignment_sequence(family, settings, 0, 1500)
     before = dry_run._scan_rounds._cache_size()
-    sequence = dry_run.assignment_sequence(space, settings, 123, 1500)  # another seed: no recompile
+    sequence = dry_run.assignment_sequence(family, settings, 123, 1500)  # another seed: no recompile
     assert dry_run._scan_rounds._cache_size() == before
-    assert sequence["depth"].shape == (1500, 8, 4) and sequence["expand"].shape == (1500, 8, 12)
+    archs = sequence["archs"]
+    assert archs.depth.shape == (1500, 8, 4) and archs.expand.shape == (1500, 8, 12)
     assert np.all(sequence["is_maxnet"].sum(axis=1) == 1)
     # Tracking sandwich: every round trains the largest and the smallest subnet.
-    macs = cost.macs_batch(space, sequence["depth"], sequence["expand"])
+    macs = cost.macs_batch(space, archs.depth, archs.expand)
     largest, smallest = (cost.macs(space, space_lib.largest(space)),
                          cost.macs(space, space_lib.smallest(space)))
     assert np.all(macs.max(axis=1) == largest) and np.all(macs.min(axis=1) == smallest)
@@ -276,11 +282,11 @@ def test_dry_run_of_1500_rounds_is_one_compiled_scan():
 def test_summary_of_a_fedavg_baseline_run_has_no_ratio_against_itself():
     # The cost of the real `configs/digits.py:smoke,fedavg=smallest` run, replayed without data.
     config = load_config("digits", "smoke,fedavg=smallest")
-    space = config_lib.search_space(config)
-    sequence = dry_run.assignment_sequence(space, build_lib.round_settings(config, space), config.seed,
+    family = config_lib.make_family(config)
+    sequence = dry_run.assignment_sequence(family, build_lib.round_settings(config, family), config.seed,
                                            config.fl.rounds)
-    baseline = space_lib.parse_archs(space, config.cost.baseline, "cost.baseline")
-    report = rc.cost_report(space, sequence, baseline)
+    baseline = archs_lib.parse_archs(family, config.cost.baseline, "cost.baseline")
+    report = rc.cost_report(family, sequence, baseline)
     assert report["ratios"]["compute_ratio"] == 1.0  # what the summary used to print as "1.00x"
     assert rc.trains_only_its_baseline(report)
     summary = rc.cost_summary(report)
@@ -289,12 +295,58 @@ def test_summary_of_a_fedavg_baseline_run_has_no_ratio_against_itself():
 
 
 def test_summary_of_a_weight_shared_run_gives_its_ratios():
-    report = rc.cost_report(SPACE, HAND_SEQUENCE, [B, D])
+    report = rc.cost_report(FAMILY, HAND_SEQUENCE, [B, D])
     assert not rc.trains_only_its_baseline(report)
     assert rc.cost_summary(report).splitlines()[1] == (
         f"independent FedAvg of 2 archs costs {report['ratios']['compute_ratio']:.2f}x the compute and "
         f"{report['ratios']['comm_ratio']:.2f}x the communication")
     # One baseline arch that the run did not train alone (A, B, C and D were trained): still a ratio.
-    one = rc.cost_report(SPACE, HAND_SEQUENCE, [B])
+    one = rc.cost_report(FAMILY, HAND_SEQUENCE, [B])
     assert not rc.trains_only_its_baseline(one)
     assert "independent FedAvg of 1 arch costs" in rc.cost_summary(one)
+
+
+# ------------------------------------------------------------------- a family without the report hooks
+
+
+class _PlainFamily(OFAResNet):
+    """The OFA-ResNet with the `Family` defaults of the report hooks: no counting conventions of its own,
+    no published baseline, what any new family has."""
+
+    cost_batch = family_lib.Family.cost_batch
+    cost_conventions = family_lib.Family.cost_conventions
+    paper_baseline = family_lib.Family.paper_baseline
+
+
+def test_a_family_without_the_report_hooks_gets_its_own_costs_and_tracked_baseline():
+    paper = _PlainFamily(space_lib.SearchSpace())
+    assert paper.paper_baseline() is None  # the OFA-ResNet's own would be the paper's 9 archs
+    assert [paper.arch_to_json(a) for a in rc.default_baseline_archs(paper)] == [
+        paper.arch_to_json(a) for a in paper.default_tracked().values()]
+    plain = _PlainFamily(SPACE, T.CONV_IMPL)
+    report = rc.cost_report(plain, HAND_SEQUENCE, examples_per_client=EXAMPLES, epochs=EPOCHS)
+    # The same figures as the OFA-ResNet's default conventions: `macs_batch` and `params_batch`.
+    same = rc.cost_report(FAMILY, HAND_SEQUENCE, list(FAMILY.default_tracked().values()),
+                          examples_per_client=EXAMPLES, epochs=EPOCHS)
+    assert {k: v for k, v in report.items() if k != "conventions"} == {
+        k: v for k, v in same.items() if k != "conventions"}
+    assert report["conventions"]["macs"].startswith("forward multiply-accumulates of one image")
+    assert list(report["conventions"]) == list(same["conventions"])
+    with pytest.raises(ValueError, match=r"has no cost conventions \['bn_affine'\]"):
+        rc.run_cost(plain, HAND_SEQUENCE, bn_affine=True)
+
+
+def test_cost_conventions_text_is_the_papers_for_the_ofa_resnet():
+    """cost.json's conventions, word for word as before the family interface."""
+    text = rc.conventions(FAMILY, 4, 3)
+    assert text["macs"] == ("forward multiply-accumulates of one image; conv = Cin*k*k*Cout*Hout*Wout "
+                            "(padding taps counted, the paper's convention), dense = in*out; ReLU, pooling, "
+                            "adds free")
+    assert text["params"] == "the subnet's parameters as this model has them (no BN affine pairs)"
+    assert text["compute"] == ("sum over rounds and sampled clients of per-image forward MACs of the "
+                               "client's arch")
+    assert list(text) == ["macs", "params", "bytes", "compute", "baseline", "example_macs"]
+    paper = rc.conventions(FAMILY, 4, 3, count_padding=False, bn_affine=True)
+    assert "(only taps on real input)" in paper["macs"]
+    assert paper["params"] == ("the subnet's parameters including the reference code's frozen BN affine "
+                               "pairs (the paper's table)")

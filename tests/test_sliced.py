@@ -21,6 +21,7 @@ from superfed_jax.supernet.ofa_resnet import masks as masks_lib
 from superfed_jax.supernet.ofa_resnet import sliced
 from superfed_jax.supernet.ofa_resnet import space as space_lib
 from superfed_jax.supernet.ofa_resnet import subnet as subnet_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 K = T.NUM_CLIENTS
 EPOCHS, BATCH, LR, CLIP = 2, 8, 0.1, 1.0
@@ -29,13 +30,13 @@ IMAGES, LABELS = T.make_data()
 TABLE, SIZES = T.index_table()
 PARAMS = T.as_jnp(T.init_params())
 SCHEDULE = dict(epochs=EPOCHS, batch_size=BATCH, max_size=int(TABLE.shape[1]))
-ENVELOPE = lambda archs: sliced.chunk_envelope(T.SPACE, archs)  # noqa: E731
+ENVELOPE = T.FAMILY.sliced.envelope  # sliced.chunk_envelope of the tiny space
 # What run/build.py passes for sliced execution: clients train the params as width-group pieces.
-PIECES = client.ParamsForm(lambda p: sliced.to_pieces(T.SPACE, p), lambda p: sliced.from_pieces(T.SPACE, p))
+PIECES = client.ParamsForm(T.FAMILY.sliced.to_pieces, T.FAMILY.sliced.from_pieces)
 
 
 def loss_fn(execution):
-    return objective.make_loss_fn(T.MODEL, T.MEAN, T.STD, DATA_CONFIG, execution)
+    return objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, DATA_CONFIG, execution)
 
 
 def optimizer():
@@ -180,7 +181,7 @@ class Rounds:
 
     def __init__(self, execution, layout, devices, chunk_size, heuristic):
         self.mesh = sharding.make_mesh(jax.devices()[:devices])
-        pure = fr.make_round_fn(T.SPACE, round_settings(chunk_size, heuristic),
+        pure = fr.make_round_fn(T.FAMILY, round_settings(chunk_size, heuristic),
                                 train_clients(execution, layout), self.mesh)
         self.traces = 0
 
@@ -215,8 +216,8 @@ def test_round_sliced_equals_masked_and_compiles_once(layout, devices, chunk_siz
     sliced_rounds = Rounds("sliced", layout, devices, chunk_size, heuristic)
     got = sliced_rounds.run(2)
     for (m_masked, s_masked), (m_sliced, s_sliced) in zip(masked, got):
-        for name in ("clients", "arch_depth", "arch_expand", "beta"):
-            np.testing.assert_array_equal(m_sliced[name], m_masked[name], err_msg=name)
+        for name in ("clients", "archs", "beta"):
+            T.assert_equal(m_sliced[name], m_masked[name], err_msg=name)
         np.testing.assert_allclose(m_sliced["train_loss"], m_masked["train_loss"], rtol=1e-5)
         T.assert_trees_close(s_sliced.params, s_masked.params, rtol=1e-5, atol=1e-5)
     assert not T.trees_equal(got[-1][1].params, T.init_params())
@@ -239,7 +240,7 @@ def test_auto_execution_is_sliced_only_where_measured_faster():
     from superfed_jax import config as config_lib
     from superfed_jax.run import build
     config = config_lib.base_config()
-    paper, tiny = space_lib.SearchSpace(), T.SPACE
+    paper, tiny = OFAResNet(space_lib.SearchSpace()), T.FAMILY
     assert jax.default_backend() == "cpu"  # the tests' platform (conftest.py)
     assert config.model.execution == "auto"
     assert build.execution(config, "side_by_side", paper) == "sliced"
@@ -247,7 +248,30 @@ def test_auto_execution_is_sliced_only_where_measured_faster():
     assert build.execution(config, "vmap", paper) == "masked"
     for chosen in ("masked", "sliced"):
         config.model.execution = chosen
-        assert {build.execution(config, layout, space) for layout in ("side_by_side", "vmap")
-                for space in (paper, tiny)} == {chosen}
+        assert {build.execution(config, layout, family) for layout in ("side_by_side", "vmap")
+                for family in (paper, tiny)} == {chosen}
     del config.model["execution"]  # a config saved before the field existed ran masked
     assert build.execution(config, "side_by_side", paper) == "masked"
+
+
+class _MaskedOnly(OFAResNet):
+    """The paper's family as one without a sliced execution (`Family.sliced` None)."""
+
+    @property
+    def sliced(self):
+        return None
+
+
+def test_a_family_without_sliced_execution_runs_masked_and_refuses_sliced():
+    from superfed_jax import config as config_lib
+    from superfed_jax.run import build
+    config = config_lib.base_config()
+    family = _MaskedOnly(space_lib.SearchSpace())
+    assert config.model.execution == "auto"
+    assert build.execution(config, "side_by_side", family) == "masked"  # 'sliced' for the OFA-ResNet
+    config.model.execution = "sliced"
+    with pytest.raises(ValueError, match=r"model.execution='sliced': the family 'ofa_resnet' has no sliced "
+                                         r"execution; use 'masked' or 'auto'"):
+        build.execution(config, "side_by_side", family)
+    with pytest.raises(ValueError, match=r"model.execution='sliced'"):
+        objective.make_loss_fn(family, T.MEAN, T.STD, DATA_CONFIG, "sliced")

@@ -13,6 +13,7 @@ import numpy as np
 from superfed_jax.data import partition
 from superfed_jax.supernet.ofa_resnet import model as model_lib
 from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
 SPACE = space_lib.SearchSpace(stem_width=4, stage_widths=(8, 16), stage_strides=(1, 2),
                               blocks_per_stage=2, expand_choices=(0.25, 0.5, 0.75, 1.0), divisor=1,
@@ -29,6 +30,7 @@ MEAN = np.array([0.45], np.float32)
 STD = np.array([0.25], np.float32)
 
 MODEL = model_lib.Supernet(SPACE, CONV_IMPL)
+FAMILY = OFAResNet(SPACE, CONV_IMPL)  # the same supernet, as the layers above supernet/ take it
 
 
 def make_data(seed: int = 0):
@@ -161,3 +163,10 @@ def max_abs_diff(a, b) -> float:
 
 def as_jnp(tree):
     return jax.tree.map(jnp.asarray, tree)
+
+
+def assert_equal(actual, expected, err_msg=""):
+    """Exact equality of two arrays or two pytrees of arrays (e.g. a round's batch of archs)."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected), err_msg
+    for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b, err_msg=err_msg)

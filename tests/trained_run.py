@@ -73,7 +73,7 @@ def val_accuracy(arch) -> float:
 def supernet_logits_fn():
     """Jitted `fn(params, raw_images, arch) -> logits` of the tiny run's masked supernet (one compile)."""
     run = loaded()
-    return jax.jit(objective.make_logits_fn(run.run.model, run.run.dataset.mean, run.run.dataset.std))
+    return jax.jit(objective.make_logits_fn(run.run.family, run.run.dataset.mean, run.run.dataset.std))
 
 
 def supernet_logits(arch, images) -> np.ndarray:

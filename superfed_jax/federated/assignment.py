@@ -20,24 +20,23 @@ import numpy as np
 
 from superfed_jax.federated import heuristics
 from superfed_jax.federated import round as federated_round
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 __all__ = ["assignment_sequence"]
 
 
-@functools.partial(jax.jit, static_argnames=("space", "settings", "rounds"))
-def _scan_rounds(space, settings, rounds, pool, rng, start_round, tracking):
+@functools.partial(jax.jit, static_argnames=("family", "settings", "rounds"))
+def _scan_rounds(family, settings, rounds, pool, rng, start_round, tracking):
     """All ``rounds`` rounds from ``start_round`` as one scan; ``settings.pool`` is None (pool is traced)."""
     def step(tracking, t):
         state = federated_round.ServerState(params=None, round=t, rng=rng, tracking=tracking)
         clients, archs, is_maxnet, tracking = federated_round.assign_round(
-            space, settings._replace(pool=pool), state)
-        return tracking, (clients, archs.depth, archs.expand, is_maxnet)
+            family, settings._replace(pool=pool), state)
+        return tracking, (clients, archs, is_maxnet)
 
     round_ids = start_round + jnp.arange(rounds, dtype=jnp.int32)
-    tracking, (clients, depth, expand, is_maxnet) = jax.lax.scan(step, tracking, round_ids)
-    return {"round": round_ids, "clients": clients, "depth": depth, "expand": expand,
-            "is_maxnet": is_maxnet}, tracking
+    tracking, (clients, archs, is_maxnet) = jax.lax.scan(step, tracking, round_ids)
+    return {"round": round_ids, "clients": clients, "archs": archs, "is_maxnet": is_maxnet}, tracking
 
 
 def _hashable_settings(settings: federated_round.RoundSettings):
@@ -48,14 +47,14 @@ def _hashable_settings(settings: federated_round.RoundSettings):
     return settings._replace(pool=None), pool
 
 
-def assignment_sequence(space: space_lib.SearchSpace, settings: federated_round.RoundSettings,
+def assignment_sequence(family: family_lib.Family, settings: federated_round.RoundSettings,
                         seed: int, rounds: int, start_round: int = 0,
                         tracking: Optional[heuristics.TrackingState] = None) -> dict:
     """The sampled clients and assigned archs of rounds ``start_round .. start_round + rounds - 1``.
 
     Args:
-      space: the search space of the run.
-      settings: the run's round settings (e.g. `run.build.round_settings(config, space)`); only sampling and
+      family: the run's supernet family.
+      settings: the run's round settings (e.g. `run.build.round_settings(config, family)`); only sampling and
         assignment fields matter (chunking and the beta schedule do not change the sequence).
       seed: the run's ``config.seed``.
       rounds: number of rounds to return.
@@ -64,8 +63,8 @@ def assignment_sequence(space: space_lib.SearchSpace, settings: federated_round.
         replayed from round 0, which is what an uninterrupted (or exactly resumed) run has.
 
     Returns:
-      NumPy arrays: ``round`` int32 [R]; ``clients`` int32 [R, P]; ``depth`` int32 [R, P, num_stages];
-      ``expand`` int32 [R, P, num_blocks]; ``is_maxnet`` bool [R, P] (the client weighted as MaxNet).
+      NumPy arrays: ``round`` int32 [R]; ``clients`` int32 [R, P]; ``archs`` the family's arch pytree
+      with leading axes [R, P] (int32 leaves); ``is_maxnet`` bool [R, P] (the client weighted as MaxNet).
     """
     if rounds < 0 or start_round < 0:
         raise ValueError(f"rounds={rounds}, start_round={start_round}: need non-negative values")
@@ -74,7 +73,7 @@ def assignment_sequence(space: space_lib.SearchSpace, settings: federated_round.
     first = start_round
     if tracking is None:
         tracking, first = heuristics.init_tracking(settings.num_clients), 0
-    sequence, _ = _scan_rounds(space, static_settings, start_round + rounds - first, pool, rng,
+    sequence, _ = _scan_rounds(family, static_settings, start_round + rounds - first, pool, rng,
                                jnp.int32(first), tracking)
     skip = start_round - first
-    return {name: np.asarray(values)[skip:] for name, values in sequence.items()}
+    return {name: jax.tree.map(lambda x: np.asarray(x)[skip:], values) for name, values in sequence.items()}

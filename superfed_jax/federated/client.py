@@ -54,8 +54,13 @@ def epoch_order(key: jax.Array, size: jax.Array, max_size: int, num_batches: int
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    """Sum of per-example cross-entropy times `weights` (0 for padding)."""
+    """Sum of per-example cross-entropy times `weights` (0 for padding).
+
+    Labels may have more axes than `weights` (token windows: labels [B, T], weights [B]); each example's
+    weight then applies to all of its positions.
+    """
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    weights = jnp.reshape(weights, jnp.shape(weights) + (1,) * (losses.ndim - jnp.ndim(weights)))
     return jnp.sum(losses * weights)
 
 
@@ -128,8 +133,8 @@ class ParamsForm(NamedTuple):
     """How a client holds the params while it trains, when not in the supernet's full shape.
 
     `split(params)` runs before the client's first local step (its optimizer state is built on the split
-    form), `join(local)` after its last, giving back full-shape params for aggregation. Sliced execution
-    holds each block's kernels as width-group pieces (`supernet/ofa_resnet/sliced.py`: `to_pieces`, `from_pieces`).
+    form), `join(local)` after its last, giving back full-shape params for aggregation. A family's sliced
+    execution (`Family.sliced`) trains its own pieces of the params (its `to_pieces`, `from_pieces`).
     """
 
     split: Callable
@@ -230,8 +235,8 @@ def vmap_clients(client_update: Callable, chunk_envelope: Optional[Callable] = N
     """Trains a chunk of clients as one batch axis: `(params, archs[C], indices[C], sizes[C], keys[C],
     images, labels) -> ClientResult[C]`. The layout for accelerators and multi-device meshes.
 
-    With `chunk_envelope(archs[C]) -> envelope` (sliced execution, `supernet/ofa_resnet/sliced.py`), the envelope is
-    computed once for the chunk, outside the vmap, and every client's `loss_fn` receives the pair
+    With `chunk_envelope(archs[C]) -> envelope` (sliced execution, `Family.sliced.envelope`), the envelope
+    is computed once for the chunk, outside the vmap, and every client's `loss_fn` receives the pair
     `(arch, envelope)` as its arch, the envelope unbatched: a batched branch index would turn the model's
     `lax.switch`/`lax.cond` into selects that run every branch.
     """

@@ -3,8 +3,12 @@
 The tracked archs are evaluated together: one pass over the data, `vmap` over archs inside, so a whole
 evaluation is one compiled program whatever the archs are. Forward passes only, so looping over batches
 with `lax.map` is cheap on every backend.
+
+Labels may have more than one axis (token windows: [B, T]); accuracy and loss are then means over every
+weighted position. A family whose `metrics` include 'perplexity' (a language model) also gets exp(loss).
 """
-from typing import Callable, NamedTuple
+import math
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +16,12 @@ import numpy as np
 import optax
 
 from superfed_jax.federated import sharding
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 
 class EvalSet(NamedTuple):
-    """A split padded to whole batches: images [nb, B, ...], labels [nb, B], weights [nb, B] (0 = padding)."""
+    """A split padded to whole batches: images [nb, B, ...], labels [nb, B, ...], weights shaped like the
+    labels (0 = padding)."""
 
     images: jax.Array
     labels: jax.Array
@@ -29,27 +34,32 @@ def make_eval_set(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Ev
     num_batches = max(1, -(-count // batch_size))
     pad = num_batches * batch_size - count
     images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-    labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)]).astype(np.int32)
+    labels = np.concatenate([labels, np.zeros((pad,) + labels.shape[1:], labels.dtype)]).astype(np.int32)
     weights = (np.arange(num_batches * batch_size) < count).astype(np.float32)
+    weights = np.array(np.broadcast_to(weights.reshape((-1,) + (1,) * (labels.ndim - 1)), labels.shape))
     shape = (num_batches, batch_size)
-    return EvalSet(images.reshape(shape + images.shape[1:]), labels.reshape(shape), weights.reshape(shape))
+    return EvalSet(images.reshape(shape + images.shape[1:]), labels.reshape(shape + labels.shape[1:]),
+                   weights.reshape(shape + labels.shape[1:]))
 
 
 def make_evaluate_fn(logits_fn: Callable) -> Callable:
     """Builds `evaluate(params, archs, eval_set) -> (accuracy [A], loss [A])`.
 
     Args:
-      logits_fn: `logits_fn(params, images, arch) -> logits [B, classes]` for one arch on raw images
+      logits_fn: `logits_fn(params, inputs, arch) -> logits [B, ..., classes]` for one arch on raw inputs
         (normalization included).
+
+    Accuracy and loss are means over the weighted labels (every position of a token window).
     """
 
     def evaluate(params, archs, eval_set: EvalSet):
         def batch_sums(batch):
             images, labels, weights = batch
-            logits = jax.vmap(lambda a: logits_fn(params, images, a))(archs)  # [A, B, classes]
+            logits = jax.vmap(lambda a: logits_fn(params, images, a))(archs)  # [A, B, ..., classes]
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None])
             correct = (jnp.argmax(logits, -1) == labels[None]).astype(jnp.float32)
-            return jnp.sum(correct * weights, -1), jnp.sum(losses * weights, -1)
+            axes = tuple(range(1, losses.ndim))  # every axis but the archs'
+            return jnp.sum(correct * weights, axes), jnp.sum(losses * weights, axes)
 
         correct, losses = jax.lax.map(batch_sums, tuple(eval_set))
         count = jnp.maximum(jnp.sum(eval_set.weights), 1.0)
@@ -58,20 +68,33 @@ def make_evaluate_fn(logits_fn: Callable) -> Callable:
     return evaluate
 
 
-def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict) -> dict:
+def _exp(value: float) -> float:
+    """exp(value); inf past the largest float (a diverged loss), NaN for NaN."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
+
+
+def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict,
+                     metrics: Sequence[str] = ("accuracy", "loss")) -> dict:
     """`<arch>/<split>_accuracy` and `<arch>/<split>_loss` of every tracked arch on every split.
 
     Args:
       evaluate: a (jitted) function of `make_evaluate_fn`.
       params: the supernet params.
-      tracked: name -> `Arch`, evaluated together in one call per split.
+      tracked: name -> arch, evaluated together in one call per split.
       eval_sets: split name ('val', 'test') -> `EvalSet`.
+      metrics: the family's `metrics`; with 'perplexity' among them, `<arch>/<split>_perplexity` =
+        exp(loss) is added too.
     """
-    archs = space_lib.stack(list(tracked.values()))
+    archs = family_lib.stack(list(tracked.values()))
     record = {}
     for split, eval_set in eval_sets.items():
         accuracy, loss = sharding.to_host(evaluate(params, archs, eval_set))
         for i, name in enumerate(tracked):
             record[f"{name}/{split}_accuracy"] = float(accuracy[i])
             record[f"{name}/{split}_loss"] = float(loss[i])
+            if "perplexity" in metrics:
+                record[f"{name}/{split}_perplexity"] = _exp(record[f"{name}/{split}_loss"])
     return record

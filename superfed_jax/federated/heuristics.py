@@ -13,22 +13,25 @@ Heuristics (``fl.heuristic``; the reference code's names in brackets):
   the rest the one with the smallest ``n_min`` (ties: lowest id) the smallest, the others random.
 
 Every function is pure and runs inside the jitted round: the round, the key, the client ids and the
-tracking counters are traced arrays; the heuristic name, the search space and the pool are static.
+tracking counters are traced arrays; the heuristic name, the family and the pool are static. Archs are
+the family's pytrees (`supernet.family`): nothing here depends on what their leaves mean.
 
-Randomness: the random arch of a client is ``space.sample(fold_in(key, client_id))``, keyed by the
+Randomness: the random arch of a client is ``family.sample(fold_in(key, client_id))``, keyed by the
 client id rather than the position in the sampled list, so a client's draw does not depend on the order
 (or padding) of the list. ``key`` must be this round's key for arch draws, derived by the caller from
 (seed, round) with a stream distinct from the client-sampling key.
 """
-from typing import Optional, Tuple
+import functools
+from typing import Any, Optional, Tuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from superfed_jax.supernet.ofa_resnet import space as space_lib
-from superfed_jax.supernet.ofa_resnet.space import Arch, SearchSpace
+from superfed_jax.supernet import family as family_lib
+
+ArchTree = Any  # one arch or a batch of archs: a pytree of int32 arrays (`supernet.family`)
 
 __all__ = ["HEURISTICS", "POOL_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
            "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",
@@ -55,76 +58,92 @@ def init_tracking(num_clients: int) -> TrackingState:
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def matches(space: SearchSpace, archs: Arch, target: Arch) -> jax.Array:
+def matches(family: family_lib.Family, archs: ArchTree, target: ArchTree) -> jax.Array:
     """bool [P]: whether each arch of ``archs`` (leading axis P) is the same subnet as ``target``.
 
-    Compares canonical forms, so expand indices of skipped blocks (which select nothing) are ignored.
+    Compares canonical forms (`Family.canonical`) leaf by leaf, so choices that select nothing (e.g. those
+    of blocks a depth skips) are ignored.
     """
-    archs, target = space_lib.canonical(space, archs), space_lib.canonical(space, target)
-    same_depth = jnp.all(archs.depth == target.depth, axis=-1)
-    same_expand = jnp.all(archs.expand == target.expand, axis=-1)
-    return same_depth & same_expand
+    archs, target = family.canonical(archs), family.canonical(target)
+
+    def same(a, t):
+        a, t = jnp.asarray(a), jnp.asarray(t)
+        return jnp.all(a == t, axis=tuple(range(a.ndim - t.ndim, a.ndim)))
+
+    return functools.reduce(jnp.logical_and, [same(a, t) for a, t in zip(jax.tree.leaves(archs),
+                                                                         jax.tree.leaves(target))])
 
 
-def select(flags: jax.Array, chosen: Arch, otherwise: Arch) -> Arch:
-    """Arch [P]: ``chosen`` (one arch, broadcast) where ``flags`` (bool [P]) is set, else ``otherwise``."""
-    return jax.tree.map(lambda c, o: jnp.where(flags[:, None], jnp.asarray(c)[None], o),
-                        chosen, otherwise)
+def select(flags: jax.Array, chosen: ArchTree, otherwise: ArchTree) -> ArchTree:
+    """archs [P]: ``chosen`` (one arch, broadcast) where ``flags`` (bool [P]) is set, else ``otherwise``."""
+    def pick(c, o):
+        return jnp.where(flags.reshape(flags.shape + (1,) * (jnp.ndim(o) - 1)), jnp.asarray(c)[None], o)
+    return jax.tree.map(pick, chosen, otherwise)
 
 
-def take_pool(pool: Arch, index: jax.Array) -> Arch:
-    """Arch [P]: ``pool[index]`` for int32 [P] indices into the pool's leading axis."""
+def take_pool(pool: ArchTree, index: jax.Array) -> ArchTree:
+    """archs [P]: ``pool[index]`` for int32 [P] indices into the pool's leading axis."""
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.int32)[index], pool)
 
 
-def _check_pool(heuristic: str, space: SearchSpace, pool: Optional[Arch]) -> None:
+def pool_size(pool: ArchTree) -> int:
+    """L, the number of archs of a pool (the leading axis of every leaf)."""
+    return np.shape(jax.tree.leaves(pool)[0])[0]
+
+
+def _check_pool(heuristic: str, family: family_lib.Family, pool: Optional[ArchTree]) -> None:
     if pool is None:
         raise ValueError(f"fl.pool=None: fl.heuristic={heuristic!r} needs a pool of archs "
                          f"(heuristics that use one: {POOL_HEURISTICS})")
-    depth_shape, expand_shape = np.shape(pool.depth), np.shape(pool.expand)
-    if (len(depth_shape) != 2 or depth_shape[1:] != (space.num_stages,)
-            or expand_shape != (depth_shape[0], space.num_blocks) or depth_shape[0] < 1):
-        raise ValueError(f"fl.pool: depth shape {depth_shape}, expand shape {expand_shape}; need "
-                         f"[L, {space.num_stages}] and [L, {space.num_blocks}] with L >= 1 "
-                         "(stack the archs with space.stack)")
+    bounds = family.arch_bounds()
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(pool)]
+    needed = [np.shape(bound) for bound in jax.tree.leaves(bounds)]
+    leading = {shape[0] for shape in shapes if shape}
+    if (jax.tree.structure(pool) != jax.tree.structure(bounds) or len(shapes) != len(needed)
+            or any(shape[1:] != need or len(shape) != len(need) + 1 for shape, need in zip(shapes, needed))
+            or len(leading) != 1 or min(leading) < 1):
+        wanted = " and ".join("[" + ", ".join(["L", *map(str, need)]) + "]" for need in needed)
+        raise ValueError(f"fl.pool: leaf shapes {', '.join(map(str, shapes))}; need {wanted} with L >= 1 "
+                         "(stack the archs with supernet.family.stack)")
 
 
 # ------------------------------------------------------------------------------------- heuristics
 
 
-def assign_static(space: SearchSpace, clients: jax.Array, pool: Arch) -> Tuple[Arch, jax.Array]:
+def assign_static(family: family_lib.Family, clients: jax.Array,
+                  pool: ArchTree) -> Tuple[ArchTree, jax.Array]:
     """Client c trains ``pool[c mod L]``.
 
     Args:
-      space: the search space (static).
+      family: the supernet family (static).
       clients: int32 [P] sampled client ids.
-      pool: Arch with leading axis [L].
+      pool: a batch of archs with leading axis [L].
 
     Returns:
-      (archs: Arch [P], is_maxnet: bool [P] whether each arch is the largest).
+      (archs [P], is_maxnet: bool [P] whether each arch is the largest).
     """
-    archs = take_pool(pool, jnp.mod(clients, np.shape(pool.depth)[0]))
-    return archs, matches(space, archs, space_lib.largest(space))
+    archs = take_pool(pool, jnp.mod(clients, pool_size(pool)))
+    return archs, matches(family, archs, family.largest())
 
 
-def assign_dynamic(space: SearchSpace, round: jax.Array, clients: jax.Array,
-                   pool: Arch) -> Tuple[Arch, jax.Array]:
+def assign_dynamic(family: family_lib.Family, round: jax.Array, clients: jax.Array,
+                   pool: ArchTree) -> Tuple[ArchTree, jax.Array]:
     """Client c trains ``pool[(c + t) mod L]`` in round t; shapes as in ``assign_static``."""
-    index = jnp.mod(clients + jnp.asarray(round, jnp.int32), np.shape(pool.depth)[0])
+    index = jnp.mod(clients + jnp.asarray(round, jnp.int32), pool_size(pool))
     archs = take_pool(pool, index)
-    return archs, matches(space, archs, space_lib.largest(space))
+    return archs, matches(family, archs, family.largest())
 
 
-def random_archs(space: SearchSpace, key: jax.Array, clients: jax.Array) -> Arch:
-    """Arch [P]: a uniformly random arch per client, keyed by ``fold_in(key, client_id)``."""
-    return jax.vmap(lambda c: space_lib.sample(space, jax.random.fold_in(key, c)))(clients)
+def random_archs(family: family_lib.Family, key: jax.Array, clients: jax.Array) -> ArchTree:
+    """archs [P]: a uniformly random arch per client, keyed by ``fold_in(key, client_id)``."""
+    return jax.vmap(lambda c: family.sample(jax.random.fold_in(key, c)))(clients)
 
 
-def assign_random(space: SearchSpace, key: jax.Array,
-                  clients: jax.Array) -> Tuple[Arch, jax.Array]:
+def assign_random(family: family_lib.Family, key: jax.Array,
+                  clients: jax.Array) -> Tuple[ArchTree, jax.Array]:
     """Every client draws a random arch; is_maxnet marks draws that equal the largest arch."""
-    archs = random_archs(space, key, clients)
-    return archs, matches(space, archs, space_lib.largest(space))
+    archs = random_archs(family, key, clients)
+    return archs, matches(family, archs, family.largest())
 
 
 def sandwich_roles(round: jax.Array, num_positions: int) -> Tuple[jax.Array, jax.Array]:
@@ -140,13 +159,13 @@ def sandwich_roles(round: jax.Array, num_positions: int) -> Tuple[jax.Array, jax
     return is_min, is_max
 
 
-def assign_sandwich(space: SearchSpace, key: jax.Array, round: jax.Array,
-                    clients: jax.Array) -> Tuple[Arch, jax.Array]:
+def assign_sandwich(family: family_lib.Family, key: jax.Array, round: jax.Array,
+                    clients: jax.Array) -> Tuple[ArchTree, jax.Array]:
     """Sandwich rule, no memory across rounds; returns (archs [P], is_maxnet [P])."""
     is_min, is_max = sandwich_roles(round, clients.shape[0])
-    archs = random_archs(space, key, clients)
-    archs = select(is_min, space_lib.smallest(space), archs)
-    archs = select(is_max, space_lib.largest(space), archs)
+    archs = random_archs(family, key, clients)
+    archs = select(is_min, family.smallest(), archs)
+    archs = select(is_max, family.largest(), archs)
     return archs, is_max
 
 
@@ -180,13 +199,13 @@ def update_tracking(tracking: TrackingState, clients: jax.Array, hit_min: jax.Ar
                          n_min=tracking.n_min.at[clients].add(hit_min.astype(jnp.int32)))
 
 
-def assign_tracking_sandwich(space: SearchSpace, key: jax.Array, clients: jax.Array,
+def assign_tracking_sandwich(family: family_lib.Family, key: jax.Array, clients: jax.Array,
                              tracking: TrackingState, *, count_random_extremes: bool = True
-                             ) -> Tuple[Arch, jax.Array, TrackingState]:
+                             ) -> Tuple[ArchTree, jax.Array, TrackingState]:
     """Tracking sandwich (the method's default).
 
     Args:
-      space: the search space (static).
+      family: the supernet family (static).
       key: this round's arch key.
       clients: int32 [P] sampled client ids.
       tracking: counters before this round.
@@ -194,18 +213,18 @@ def assign_tracking_sandwich(space: SearchSpace, key: jax.Array, clients: jax.Ar
         arch, as the reference code does (it checks "is max net" first, then "is min net"). Static.
 
     Returns:
-      (archs: Arch [P], is_maxnet: bool [P] exactly the position given the largest arch by the rule,
+      (archs [P], is_maxnet: bool [P] exactly the position given the largest arch by the rule,
       tracking: counters after this round).
     """
     is_min, is_max = tracking_sandwich_roles(clients, tracking)
-    drawn = random_archs(space, key, clients)
-    archs = select(is_min, space_lib.smallest(space), drawn)
-    archs = select(is_max, space_lib.largest(space), archs)
+    drawn = random_archs(family, key, clients)
+    archs = select(is_min, family.smallest(), drawn)
+    archs = select(is_max, family.largest(), archs)
     hit_max, hit_min = is_max, is_min
     if count_random_extremes:
         is_random = ~(is_min | is_max)
-        random_max = is_random & matches(space, drawn, space_lib.largest(space))
-        random_min = is_random & ~random_max & matches(space, drawn, space_lib.smallest(space))
+        random_max = is_random & matches(family, drawn, family.largest())
+        random_min = is_random & ~random_max & matches(family, drawn, family.smallest())
         hit_max, hit_min = hit_max | random_max, hit_min | random_min
     return archs, is_max, update_tracking(tracking, clients, hit_min, hit_max)
 
@@ -213,23 +232,23 @@ def assign_tracking_sandwich(space: SearchSpace, key: jax.Array, clients: jax.Ar
 # ------------------------------------------------------------------------------------- dispatcher
 
 
-def assign_archs(heuristic: str, space: SearchSpace, key: jax.Array, round: jax.Array,
-                 clients: jax.Array, tracking: TrackingState, pool: Optional[Arch] = None, *,
-                 count_random_extremes: bool = True) -> Tuple[Arch, jax.Array, TrackingState]:
+def assign_archs(heuristic: str, family: family_lib.Family, key: jax.Array, round: jax.Array,
+                 clients: jax.Array, tracking: TrackingState, pool: Optional[ArchTree] = None, *,
+                 count_random_extremes: bool = True) -> Tuple[ArchTree, jax.Array, TrackingState]:
     """Archs of the sampled clients of one round under ``heuristic``.
 
     Args:
       heuristic: one of ``HEURISTICS`` (static).
-      space: the search space (static).
+      family: the supernet family (static).
       key: this round's arch key, derived from (seed, round) by the caller.
       round: 0-based round, int32 scalar (traced).
       clients: int32 [P] sampled client ids (from ``sampling.sample_clients``).
       tracking: tracking-sandwich counters; only ``tracking_sandwich`` changes them.
-      pool: Arch with leading axis [L] (static or not); needed by ``static`` and ``dynamic``.
+      pool: a batch of archs with leading axis [L] (static or not); needed by ``static`` and ``dynamic``.
       count_random_extremes: see ``assign_tracking_sandwich``.
 
     Returns:
-      (archs: Arch [P], is_maxnet: bool [P], tracking). ``is_maxnet`` marks the client given the
+      (archs [P], is_maxnet: bool [P], tracking). ``is_maxnet`` marks the client given the
       largest arch by the rule (sandwich heuristics: exactly one position; static, dynamic and random:
       every client whose arch is canonically the largest, possibly none or several).
     """
@@ -237,14 +256,14 @@ def assign_archs(heuristic: str, space: SearchSpace, key: jax.Array, round: jax.
         raise ValueError(f"fl.heuristic={heuristic!r}: allowed values are {HEURISTICS}")
     clients = jnp.asarray(clients, jnp.int32)
     if heuristic in POOL_HEURISTICS:
-        _check_pool(heuristic, space, pool)
+        _check_pool(heuristic, family, pool)
     if heuristic == "static":
-        return (*assign_static(space, clients, pool), tracking)
+        return (*assign_static(family, clients, pool), tracking)
     if heuristic == "dynamic":
-        return (*assign_dynamic(space, round, clients, pool), tracking)
+        return (*assign_dynamic(family, round, clients, pool), tracking)
     if heuristic == "random":
-        return (*assign_random(space, key, clients), tracking)
+        return (*assign_random(family, key, clients), tracking)
     if heuristic == "sandwich":
-        return (*assign_sandwich(space, key, round, clients), tracking)
-    return assign_tracking_sandwich(space, key, clients, tracking,
+        return (*assign_sandwich(family, key, round, clients), tracking)
+    return assign_tracking_sandwich(family, key, clients, tracking,
                                     count_random_extremes=count_random_extremes)

@@ -27,9 +27,7 @@ from superfed_jax.federated import heuristics
 from superfed_jax.federated import sampling
 from superfed_jax.federated import schedules
 from superfed_jax.federated import sharding
-from superfed_jax.supernet.ofa_resnet import cost as cost_lib
-from superfed_jax.supernet.ofa_resnet import masks as masks_lib
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 # Stream ids for `fold_in(round_key, stream)`: independent randomness for each purpose.
 _SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM = 0, 1, 2
@@ -52,8 +50,8 @@ class FederatedData:
     Client k owns rows `index_table[k, :sizes[k]]` of `images` and `labels`.
     """
 
-    images: jax.Array  # [N, H, W, C] uint8 or float32
-    labels: jax.Array  # int32 [N]
+    images: jax.Array  # the inputs [N, ...]: images [N, H, W, C] uint8 or float32, or token windows
+    labels: jax.Array  # int32 [N, ...]
     index_table: jax.Array  # int32 [K, max_client_size]: each client's rows of images, left-aligned
     sizes: jax.Array  # int32 [K]: real entries of each row
 
@@ -65,7 +63,7 @@ class RoundSettings(NamedTuple):
     clients_per_round: int
     chunk_size: int  # clients trained together in one vmap; divides clients_per_round
     heuristic: str
-    pool: Any  # space.Arch with a leading axis, or None
+    pool: Any  # a batch of archs (leading axis L, `family.stack`), or None
     count_random_extremes: bool
     beta_schedule: str
     beta0: float
@@ -96,7 +94,7 @@ def client_train_keys(key_of_round: jax.Array, clients: jax.Array) -> jax.Array:
     return jax.vmap(lambda c: jax.random.fold_in(train_key, c))(clients)
 
 
-def assign_round(space: space_lib.SearchSpace, settings: RoundSettings, state: ServerState):
+def assign_round(family: family_lib.Family, settings: RoundSettings, state: ServerState):
     """Clients and subnets of the state's current round: `(clients [P], archs [P], is_maxnet [P], tracking)`.
 
     Depends only on (seed, round, tracking counters), never on data or weights, so `dry_run` replays a
@@ -106,13 +104,12 @@ def assign_round(space: space_lib.SearchSpace, settings: RoundSettings, state: S
     clients = sampling.sample_clients(jax.random.fold_in(key, _SAMPLE_STREAM), settings.num_clients,
                                       settings.clients_per_round)
     archs, is_maxnet, tracking = heuristics.assign_archs(
-        settings.heuristic, space, jax.random.fold_in(key, _ASSIGN_STREAM), state.round, clients,
+        settings.heuristic, family, jax.random.fold_in(key, _ASSIGN_STREAM), state.round, clients,
         state.tracking, settings.pool, count_random_extremes=settings.count_random_extremes)
     return clients, archs, is_maxnet, tracking
 
 
-def chunk_order(space: space_lib.SearchSpace, archs: space_lib.Arch, sizes: jax.Array,
-                batch_size: int) -> jax.Array:
+def chunk_order(family: family_lib.Family, archs: Any, sizes: jax.Array, batch_size: int) -> jax.Array:
     """int32 [P]: positions of a round's clients, fewest local steps first, ties by arch MACs, then position.
 
     Cutting this order into chunks puts clients of similar cost together, so a chunk's envelope is tight:
@@ -120,7 +117,7 @@ def chunk_order(space: space_lib.SearchSpace, archs: space_lib.Arch, sizes: jax.
     Steps come first because under Dirichlet skew they vary most (docs/performance.md 15).
     """
     steps = -(-sizes // batch_size)
-    return jnp.lexsort((cost_lib.macs_array(space, archs), steps)).astype(jnp.int32)
+    return jnp.lexsort((family.macs_array(archs), steps)).astype(jnp.int32)
 
 
 def aggregation_weights(settings: RoundSettings, beta_t: jax.Array, is_maxnet: jax.Array,
@@ -151,21 +148,21 @@ def _drop_nonfinite(result: client_lib.ClientResult, weights: jax.Array):
     return params, jnp.where(finite, weights, 0.0), finite
 
 
-def _zero_sums(space, params):
+def _zero_sums(family: family_lib.Family, params):
     """Zeros shaped like `aggregation.masked_sums` output (numerator per param, denominator per mask)."""
     one_client = (jax.tree.map(lambda p: p[None], params),
-                  jax.tree.map(lambda m: m[None], masks_lib.arch_masks(space, space_lib.largest(space))),
+                  jax.tree.map(lambda m: m[None], family.masks(family.largest())),
                   jnp.ones((1,), jnp.float32))
     shapes = jax.eval_shape(aggregation.masked_sums, *one_client)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_clients: Callable,
+def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clients: Callable,
                   mesh, client_sum: str = "") -> Callable:
     """Builds the pure round function; wrap it in `jax.jit(..., donate_argnums=0)`.
 
     Args:
-      space: the search space.
+      family: the supernet family (static).
       settings: static round settings.
       train_clients: trains one chunk of clients, `(params, archs[C], indices[C], sizes[C], keys[C],
         images, labels) -> ClientResult[C]`: `client.vmap_clients(client.make_client_update(...))` or
@@ -182,12 +179,12 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
         result = train_clients(params, archs, data.index_table[clients], data.sizes[clients], keys,
                                data.images, data.labels)
         client_params, weights, finite = _drop_nonfinite(result, weights)
-        client_masks = jax.vmap(lambda a: masks_lib.arch_masks(space, a))(archs)
+        client_masks = jax.vmap(family.masks)(archs)
         sums = aggregation.masked_sums(client_params, client_masks, weights, client_sum)
         return sums, (jnp.where(finite, result.loss, 0.0), finite)
 
     def round_fn(state: ServerState, data: FederatedData):
-        clients, archs, is_maxnet, tracking = assign_round(space, settings, state)
+        clients, archs, is_maxnet, tracking = assign_round(family, settings, state)
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
         weights = aggregation_weights(settings, beta, is_maxnet, data.sizes, clients)
@@ -195,11 +192,11 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
 
         per_client = (archs, clients, weights, keys)
         if num_chunks > 1:  # one chunk: its envelope is the round's whatever the order
-            order = chunk_order(space, archs, data.sizes[clients], settings.batch_size)
+            order = chunk_order(family, archs, data.sizes[clients], settings.batch_size)
             per_client = jax.tree.map(lambda x: x[order], per_client)
         chunks = jax.tree.map(lambda x: x.reshape((num_chunks, settings.chunk_size) + x.shape[1:]),
                               per_client)
-        zero_sums = _zero_sums(space, state.params)
+        zero_sums = _zero_sums(family, state.params)
 
         def chunk_step(sums, chunk):
             chunk_sums, outputs = train_and_sum(state.params, data, chunk)
@@ -213,8 +210,7 @@ def make_round_fn(space: space_lib.SearchSpace, settings: RoundSettings, train_c
             "beta": beta,
             "clients_nonfinite": jnp.sum(~finite),
             "clients": clients,
-            "arch_depth": archs.depth,
-            "arch_expand": archs.expand,
+            "archs": archs,  # the family's arch pytree, leading axis [P] (in sampled order)
         }
         new_state = state.replace(params=params, round=state.round + 1, tracking=tracking)
         return new_state, metrics

@@ -20,11 +20,10 @@ import math
 import os
 import statistics
 
-from superfed_jax.supernet.ofa_resnet import space as space_lib
 from superfed_jax.reports import combined_files
 from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
-                                             required_file, select_best, setting)
+                                             required_file, select_best, setting, space_text)
 
 __all__ = ["combine_runs", "write_combined_report"]
 
@@ -43,15 +42,15 @@ def _trained_arch(run: RunRecord) -> str:
     """The name under which a FedAvg run evaluates the one arch of its pool; ValueError if it does not."""
     spec = json.loads(run.config["fl"]["pool"])[0]
     try:
-        arch = (space_lib.default_tracked(run.space)[spec] if isinstance(spec, str)
-                else space_lib.arch_from_dict(run.space, spec))
+        arch = (run.family.default_tracked()[spec] if isinstance(spec, str)
+                else run.family.arch_from_json(spec))
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{run.workdir}: config.json fl.pool {spec!r}: {error}") from None
-    key = arch_key(run.space, arch)
+    key = arch_key(run.family, arch)
     for name, tracked in run.tracked.items():
-        if arch_key(run.space, tracked) == key:
+        if arch_key(run.family, tracked) == key:
             return name
-    raise ValueError(f"{run.workdir}: FedAvg run of {arch_text(space_lib.arch_to_dict(run.space, arch))} "
+    raise ValueError(f"{run.workdir}: FedAvg run of {arch_text(run.family.arch_to_json(arch))} "
                      f"does not evaluate that arch (tracked: {list(run.tracked)})")
 
 
@@ -76,8 +75,8 @@ def _check_same_settings(first: RunRecord, run: RunRecord) -> None:
             raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in {name} "
                              f"({setting(first.config, name)!r} vs {setting(run.config, name)!r}); runs of "
                              "several seeds must agree on every setting but the seed")
-    tracked = [{name: arch_key(r.space, arch) for name, arch in r.tracked.items()} for r in (first, run)]
-    if run.space != first.space or tracked[0] != tracked[1]:  # archs hold arrays: compare their keys
+    tracked = [{name: arch_key(r.family, arch) for name, arch in r.tracked.items()} for r in (first, run)]
+    if space_text(run.family) != space_text(first.family) or tracked[0] != tracked[1]:  # archs: by key
         raise ValueError(f"weight-shared runs {first.workdir} and {run.workdir} differ in their search "
                          "space or tracked archs; runs of several seeds must agree on every setting but the "
                          "seed")
@@ -103,9 +102,9 @@ def _split_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]
         if run.cost is None:
             required_file(run.workdir, "cost.json")  # raises, naming the directory
     for run in baselines:
-        if run.space != shared[0].space:
-            raise ValueError(f"{run.workdir}: its search space {run.space} differs from that of the "
-                             f"weight-shared run {shared[0].workdir} ({shared[0].space})")
+        if space_text(run.family) != space_text(shared[0].family):
+            raise ValueError(f"{run.workdir}: its search space {space_text(run.family)} differs from that of "
+                             f"the weight-shared run {shared[0].workdir} ({space_text(shared[0].family)})")
     return shared, baselines
 
 
@@ -115,7 +114,7 @@ def _fedavg_rows(baselines: list[RunRecord]) -> dict:
     for run in baselines:
         name = _trained_arch(run)
         row = next(r for r in arch_rows(run, select_best(run.records, [name])) if r["name"] == name)
-        by_seed = rows.setdefault(arch_key(run.space, run.tracked[name]), {})
+        by_seed = rows.setdefault(arch_key(run.family, run.tracked[name]), {})
         if _seed(run) in by_seed:
             raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])} with seed {_seed(run)!r}: "
                              f"{by_seed[_seed(run)][1].workdir} and {run.workdir}")
@@ -192,7 +191,7 @@ def combine_runs(workdirs: list[str]) -> dict:
     for name in shared_runs[0].tracked:
         shared_side = {_seed(run): (by_name[name], run, name)
                        for run, by_name in zip(shared_runs, shared_rows)}
-        fedavg_side = fedavg_only.pop(arch_key(shared_runs[0].space, shared_runs[0].tracked[name]), {})
+        fedavg_side = fedavg_only.pop(arch_key(shared_runs[0].family, shared_runs[0].tracked[name]), {})
         pairs.append((shared_side, fedavg_side))
     pairs += sorted((({}, side) for side in fedavg_only.values()),
                     key=lambda pair: next(iter(pair[1].values()))[0]["macs"])

@@ -8,42 +8,29 @@ the 9 archs of their table independently with FedAvg (docs/algorithm.md section 
   comm(SuperFed)     = sum over t, c: bytes_per_param * params(arch_{t,c})     (each direction)
   compute(iFedAvg S) = sum over archs s in S: rounds * P * MACs(s);  comm likewise with params
 
-with MACs the forward multiply-accumulates of one image (`cost.macs`) and params the subnet's parameter
-count (`cost.params`). Samples, epochs and the backward pass cancel in these ratios in expectation; when
+with MACs the forward multiply-accumulates of one image, or of the family's `cost_unit` (`Family.macs`),
+and params the subnet's parameter count (`Family.params`). Samples, epochs and the backward pass cancel in
+these ratios in expectation; when
 client example counts are given, `run_cost` also multiplies MACs out by the examples actually trained
 (n_c * epochs per sampled client) and by a forward+backward factor (3: the backward pass costs about two
 forwards, one for activation gradients and one for weight gradients), and reports that ratio separately.
 
 The assignment sequence comes from `federated.assignment.assignment_sequence` (or from a real run's metrics). Exact
-integer arithmetic throughout: per-arch costs are int64 from `cost.macs_batch` / `cost.params_batch`,
-totals are Python ints.
+integer arithmetic throughout: per-arch costs are int64 from `Family.cost_batch`, totals are Python ints.
+A family may count by conventions of its own (`**counting`, passed to `Family.cost_batch` and
+`Family.cost_conventions`; the OFA-ResNet's give the paper's); none given, its defaults.
 """
-import dataclasses
 import json
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 
-from superfed_jax.supernet.ofa_resnet import cost
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import archs as archs_lib
+from superfed_jax.supernet import family as family_lib
 
-__all__ = ["PAPER_BASELINE", "BACKWARD_FACTOR", "run_cost", "independent_fedavg_cost", "compare",
-           "default_baseline_archs", "is_paper_family", "conventions", "cost_report",
-           "write_cost_report", "trains_only_its_baseline", "cost_summary"]
-
-# docs/algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison.
-PAPER_BASELINE = (
-    {"d": [0, 0, 0, 0], "e": 0.10},
-    {"d": [0, 0, 0, 1], "e": 0.14},
-    {"d": [0, 1, 0, 1], "e": 0.14},
-    {"d": [0, 1, 1, 1], "e": 0.14},
-    {"d": [1, 1, 1, 1], "e": 0.18},
-    {"d": [1, 1, 1, 2], "e": 0.22},
-    {"d": [1, 2, 1, 2], "e": 0.22},
-    {"d": [1, 2, 2, 2], "e": 0.22},
-    {"d": [2, 2, 2, 2], "e": 0.25},
-)
+__all__ = ["BACKWARD_FACTOR", "run_cost", "independent_fedavg_cost", "compare", "default_baseline_archs",
+           "conventions", "cost_report", "write_cost_report", "trains_only_its_baseline", "cost_summary"]
 # Training MACs per forward MAC: forward, plus a backward pass of about two forwards (gradients with
 # respect to the activations and to the weights).
 BACKWARD_FACTOR = 3
@@ -52,10 +39,10 @@ BACKWARD_FACTOR = 3
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _arch_costs(space, depth, expand, bn_affine: bool, count_padding: bool):
+def _arch_costs(family: family_lib.Family, archs, counting: dict):
     """(MACs, params), int64 arrays shaped like the archs' leading axes."""
-    return (cost.macs_batch(space, depth, expand, count_padding=count_padding),
-            cost.params_batch(space, depth, expand, bn_affine=bn_affine))
+    arch_macs, arch_params = family.cost_batch(archs, **counting)
+    return np.asarray(arch_macs, np.int64), np.asarray(arch_params, np.int64)
 
 
 def _total(values) -> int:
@@ -78,34 +65,31 @@ def _client_examples(sequence_clients, examples_per_client, epochs) -> np.ndarra
 # ------------------------------------------------------------------------------------------- SuperFed
 
 
-def run_cost(space: space_lib.SearchSpace, sequence: dict, *, examples_per_client=None,
+def run_cost(family: family_lib.Family, sequence: dict, *, examples_per_client=None,
              epochs: Optional[int] = None, bytes_per_param: int = 4,
-             fwd_bwd_factor: int = BACKWARD_FACTOR, bn_affine: bool = False,
-             count_padding: bool = True) -> dict:
+             fwd_bwd_factor: int = BACKWARD_FACTOR, **counting) -> dict:
     """Compute and communication of a run from its assignment sequence (docs/algorithm.md 8).
 
     Args:
-      space: the search space.
-      sequence: ``clients`` [R, P], ``depth`` [R, P, S], ``expand`` [R, P, B] (as returned by
-        `dry_run.assignment_sequence`; ``clients`` is needed only with ``examples_per_client``).
+      family: the run's supernet family.
+      sequence: ``clients`` [R, P] and ``archs`` (the family's arch pytree with leading axes [R, P]), as
+        returned by `assignment.assignment_sequence`; ``clients`` is needed only with ``examples_per_client``.
       examples_per_client: optional int [K] training examples of every client.
       epochs: local epochs per round; required with ``examples_per_client``.
       bytes_per_param: bytes sent per parameter (4: float32).
       fwd_bwd_factor: training MACs per forward MAC (3, see `BACKWARD_FACTOR`).
-      bn_affine: count the reference code's frozen BN affine pairs in params (the paper's table) or
-        not (default: the parameters this model has).
-      count_padding: count kernel taps on the zero padding in MACs (the paper's convention, default).
+      **counting: the family's own counting conventions (`Family.cost_batch`; the OFA-ResNet's give the
+        paper's conventions); none: the family's defaults.
 
     Returns:
-      ``client_macs`` / ``client_params`` int64 [R, P]: per-image forward MACs and params of each
-      sampled client's arch; ``round_macs`` int64 [R] (sum over the round's clients); ``round_bytes``
-      int64 [R] (bytes each direction: download = upload); ``total_macs``, ``total_bytes`` (Python
-      ints); ``mean_client_macs`` (float); ``rounds``, ``clients_per_round``. With example counts also
+      ``client_macs`` / ``client_params`` int64 [R, P]: per-image (per `cost_unit`) forward MACs and
+      params of each sampled client's arch; ``round_macs`` int64 [R] (sum over the round's clients);
+      ``round_bytes`` int64 [R] (bytes each direction: download = upload); ``total_macs``,
+      ``total_bytes`` (Python ints); ``mean_client_macs`` (float); ``rounds``, ``clients_per_round``. With example counts also
       ``round_example_macs`` int64 [R] (forward MACs over the examples trained: sum_c n_c * epochs *
       MACs), ``total_example_macs`` and ``total_training_macs`` (= fwd_bwd_factor * total_example_macs).
     """
-    client_macs, client_params = _arch_costs(space, sequence["depth"], sequence["expand"], bn_affine,
-                                             count_padding)
+    client_macs, client_params = _arch_costs(family, sequence["archs"], counting)
     rounds, per_round = client_macs.shape
     result = {
         "rounds": rounds,
@@ -130,22 +114,20 @@ def run_cost(space: space_lib.SearchSpace, sequence: dict, *, examples_per_clien
 # -------------------------------------------------------------------------------- independent FedAvg
 
 
-def independent_fedavg_cost(space: space_lib.SearchSpace, archs: Sequence[space_lib.Arch], rounds: int,
+def independent_fedavg_cost(family: family_lib.Family, archs: Sequence, rounds: int,
                             clients_per_round: int, *, clients=None, examples_per_client=None,
                             epochs: Optional[int] = None, bytes_per_param: int = 4,
-                            fwd_bwd_factor: int = BACKWARD_FACTOR, bn_affine: bool = False,
-                            count_padding: bool = True) -> dict:
+                            fwd_bwd_factor: int = BACKWARD_FACTOR, **counting) -> dict:
     """Cost of training every arch of ``archs`` alone with FedAvg, same rounds and P (docs/algorithm.md 8).
 
     Args:
-      space: the search space.
+      family: the run's supernet family.
       archs: the baseline set S (concrete archs).
       rounds: rounds of every FedAvg run.
       clients_per_round: P.
       clients: int [rounds, P] sampled clients; needed only with ``examples_per_client``. Sampling depends
         only on (seed, round), so a FedAvg run with the same seed samples the SuperFed run's clients.
-      examples_per_client, epochs, bytes_per_param, fwd_bwd_factor, bn_affine, count_padding: as in
-        `run_cost`.
+      examples_per_client, epochs, bytes_per_param, fwd_bwd_factor, counting: as in `run_cost`.
 
     Returns:
       ``arch_macs`` / ``arch_params`` int64 [A]; ``total_macs`` = rounds * P * sum MACs(s);
@@ -154,8 +136,7 @@ def independent_fedavg_cost(space: space_lib.SearchSpace, archs: Sequence[space_
     """
     if not archs:
         raise ValueError("independent FedAvg baseline: need at least one arch")
-    batch = space_lib.stack(list(archs))
-    arch_macs, arch_params = _arch_costs(space, batch.depth, batch.expand, bn_affine, count_padding)
+    arch_macs, arch_params = _arch_costs(family, family_lib.stack(list(archs)), counting)
     client_rounds = int(rounds) * int(clients_per_round)
     result = {
         "arch_macs": arch_macs,
@@ -191,37 +172,32 @@ def compare(run: dict, baseline: dict) -> dict:
 # --------------------------------------------------------------------------------------- baseline set
 
 
-def is_paper_family(space: space_lib.SearchSpace) -> bool:
-    """Whether ``space`` is the paper's CIFAR space, any number of classes (docs/algorithm.md 2)."""
-    reference = space_lib.SearchSpace()
-    return dataclasses.replace(space, num_classes=reference.num_classes) == reference
+def default_baseline_archs(family: family_lib.Family) -> list:
+    """The independent-FedAvg set S: a published baseline (`Family.paper_baseline`: the paper's 9 archs,
+    docs/algorithm.md 2.3, on its own space) or the tracked archs.
 
-
-def default_baseline_archs(space: space_lib.SearchSpace) -> list:
-    """The independent-FedAvg set S: the paper's 9 archs (docs/algorithm.md 2.3) or the tracked archs.
-
-    The paper's table is defined for its own space, so any other space gets its default tracked archs
-    (`space.default_tracked`: smallest, small, medium, largest).
+    A published table is defined for its own space, so any other space (and any family without one) gets
+    its default tracked archs (`Family.default_tracked`, e.g. smallest, small, medium, largest).
     """
-    if is_paper_family(space):
-        return [space_lib.arch_from_dict(space, spec) for spec in PAPER_BASELINE]
-    return list(space_lib.default_tracked(space).values())
+    published = family.paper_baseline()
+    if published is not None:
+        return list(published)
+    return list(family.default_tracked().values())
 
 
 # ------------------------------------------------------------------------------------------- report
 
 
-def conventions(bytes_per_param: int, fwd_bwd_factor: int, bn_affine: bool, count_padding: bool) -> dict:
-    """The counting conventions of a report, as strings."""
+def conventions(family: family_lib.Family, bytes_per_param: int, fwd_bwd_factor: int, **counting) -> dict:
+    """The counting conventions of a report, as strings (MACs and params in the family's words,
+    `Family.cost_conventions`, under its `counting` options as in `run_cost`)."""
+    counted = family.cost_conventions(**counting)
     return {
-        "macs": "forward multiply-accumulates of one image; conv = Cin*k*k*Cout*Hout*Wout "
-                + ("(padding taps counted, the paper's convention)" if count_padding
-                   else "(only taps on real input)") + ", dense = in*out; ReLU, pooling, adds free",
-        "params": "the subnet's parameters " + ("including the reference code's frozen BN affine pairs "
-                                                "(the paper's table)" if bn_affine
-                                                else "as this model has them (no BN affine pairs)"),
+        "macs": counted["macs"],
+        "params": counted["params"],
         "bytes": f"{bytes_per_param} bytes per parameter, per direction (download = upload)",
-        "compute": "sum over rounds and sampled clients of per-image forward MACs of the client's arch",
+        "compute": f"sum over rounds and sampled clients of per-{family.cost_unit} forward MACs of the "
+                   "client's arch",
         "baseline": "independent FedAvg: every arch of the set trained alone, same rounds and clients "
                     "per round (docs/algorithm.md 8)",
         "example_macs": "sum over rounds and sampled clients of n_c * epochs * MACs (forward only); "
@@ -247,65 +223,63 @@ def _superfed_summary(run: dict) -> dict:
     return {**_totals(run), "mean_client_gmacs": run["mean_client_macs"] / 1e9}
 
 
-def _baseline_summary(space, archs, baseline: dict) -> dict:
-    table = [{"arch": space_lib.arch_to_dict(space, a), "macs": int(m), "gmacs": int(m) / 1e9,
+def _baseline_summary(family: family_lib.Family, archs, baseline: dict) -> dict:
+    table = [{"arch": family.arch_to_json(a), "macs": int(m), "gmacs": int(m) / 1e9,
               "params": int(p)}
              for a, m, p in zip(archs, baseline["arch_macs"], baseline["arch_params"])]
     return {"method": "independent FedAvg", "archs": table,
             "sum_gmacs": _total(baseline["arch_macs"]) / 1e9, **_totals(baseline)}
 
 
-def cost_report(space: space_lib.SearchSpace, sequence: dict, baseline_archs=None, *,
+def cost_report(family: family_lib.Family, sequence: dict, baseline_archs=None, *,
                 examples_per_client=None, epochs: Optional[int] = None, bytes_per_param: int = 4,
-                fwd_bwd_factor: int = BACKWARD_FACTOR, bn_affine: bool = False,
-                count_padding: bool = True) -> dict:
+                fwd_bwd_factor: int = BACKWARD_FACTOR, **counting) -> dict:
     """The JSON-ready cost of a run against independent FedAvg (to be written as ``cost.json``).
 
     Args:
-      space: the search space.
-      sequence: the run's assignment sequence (`dry_run.assignment_sequence`).
-      baseline_archs: the independent-FedAvg set; default `default_baseline_archs(space)`.
-      examples_per_client, epochs, bytes_per_param, fwd_bwd_factor, bn_affine, count_padding: as in
-        `run_cost`.
+      family: the run's supernet family.
+      sequence: the run's assignment sequence (`assignment.assignment_sequence`).
+      baseline_archs: the independent-FedAvg set; default `default_baseline_archs(family)`.
+      examples_per_client, epochs, bytes_per_param, fwd_bwd_factor, counting: as in `run_cost`.
 
     Returns:
       A dict of plain Python values: ``conventions`` (strings), ``rounds``, ``clients_per_round``,
       ``superfed`` and ``baseline`` totals, ``ratios`` and ``per_round`` arrays (lists).
     """
-    archs = default_baseline_archs(space) if baseline_archs is None else list(baseline_archs)
-    options = dict(bytes_per_param=bytes_per_param, fwd_bwd_factor=fwd_bwd_factor, bn_affine=bn_affine,
-                   count_padding=count_padding, examples_per_client=examples_per_client, epochs=epochs)
-    run = run_cost(space, sequence, **options)
-    baseline = independent_fedavg_cost(space, archs, run["rounds"], run["clients_per_round"],
+    archs = default_baseline_archs(family) if baseline_archs is None else list(baseline_archs)
+    options = dict(bytes_per_param=bytes_per_param, fwd_bwd_factor=fwd_bwd_factor,
+                   examples_per_client=examples_per_client, epochs=epochs, **counting)
+    run = run_cost(family, sequence, **options)
+    baseline = independent_fedavg_cost(family, archs, run["rounds"], run["clients_per_round"],
                                        clients=sequence.get("clients"), **options)
     per_round = {"macs": _ints(run["round_macs"]), "bytes_per_direction": _ints(run["round_bytes"])}
     if "round_example_macs" in run:
         per_round["example_macs"] = _ints(run["round_example_macs"])
     return {
-        "conventions": conventions(bytes_per_param, fwd_bwd_factor, bn_affine, count_padding),
+        "conventions": conventions(family, bytes_per_param, fwd_bwd_factor, **counting),
         "rounds": run["rounds"],
         "clients_per_round": run["clients_per_round"],
         "superfed": _superfed_summary(run),
-        "baseline": _baseline_summary(space, archs, baseline),
+        "baseline": _baseline_summary(family, archs, baseline),
         "ratios": compare(run, baseline),
         "per_round": per_round,
     }
 
 
-def write_cost_report(config, space: space_lib.SearchSpace, sequence: dict, workdir: str,
+def write_cost_report(config, family: family_lib.Family, sequence: dict, workdir: str,
                       examples_per_client=None) -> dict:
     """Writes `WORKDIR/cost.json` (a run's compute and communication vs independent FedAvg); returns it.
 
     Args:
       config: the experiment config (reads cost.baseline, cost.bytes_per_param, client.epochs).
-      space: the run's final space.
+      family: the run's final family (with the data's input shape and classes).
       sequence: the run's assignment sequence (`federated.assignment.assignment_sequence`).
       workdir: where cost.json goes.
       examples_per_client: [K] example counts; when given, training MACs are multiplied out too.
     """
-    baseline = (space_lib.parse_archs(space, config.cost.baseline, "cost.baseline")
+    baseline = (archs_lib.parse_archs(family, config.cost.baseline, "cost.baseline")
                 if config.cost.baseline else None)
-    report = cost_report(space, sequence, baseline, examples_per_client=examples_per_client,
+    report = cost_report(family, sequence, baseline, examples_per_client=examples_per_client,
                          epochs=config.client.epochs if examples_per_client is not None else None,
                          bytes_per_param=config.cost.bytes_per_param)
     with open(os.path.join(workdir, "cost.json"), "w") as f:
@@ -325,14 +299,15 @@ def trains_only_its_baseline(report: dict) -> bool:
             and run["total_bytes_per_direction"] == baseline["total_bytes_per_direction"])
 
 
-def cost_summary(report: dict) -> str:
-    """Two lines for stdout: the run's cost, then its ratios against independent FedAvg.
+def cost_summary(report: dict, cost_unit: str = "image") -> str:
+    """Two lines for stdout: the run's cost (MACs per `cost_unit`, the family's), then its ratios against
+    independent FedAvg.
 
     A FedAvg baseline run (`trains_only_its_baseline`) gets, instead of a ratio of 1 against itself, the
     command that sets it against a weight-shared run.
     """
     superfed, ratios = report["superfed"], report["ratios"]
-    first = (f"cost: {superfed['total_macs']:.4g} forward MACs per image summed over the run's clients "
+    first = (f"cost: {superfed['total_macs']:.4g} forward MACs per {cost_unit} summed over the run's clients "
              f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
              f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction")
     if trains_only_its_baseline(report):

@@ -1,4 +1,4 @@
-"""A finished run's work directory read back: config, space, tracked archs, evaluation records, cost.
+"""A finished run's work directory read back: config, family, tracked archs, evaluation records, cost.
 
 `read_run(workdir)` is what every report starts from; `select_best` picks the evaluation that reports
 quote (the best mean validation accuracy over the tracked archs) and `arch_rows` gives each tracked
@@ -12,8 +12,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from superfed_jax import _json_file
-from superfed_jax.supernet.ofa_resnet import cost as cost_lib
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import archs as archs_lib
+from superfed_jax.supernet import family as family_lib
 
 
 class RunRecord(NamedTuple):
@@ -21,9 +21,9 @@ class RunRecord(NamedTuple):
 
     workdir: str
     config: dict  # config.json
-    space: space_lib.SearchSpace
-    space_file: str  # 'space.json' or 'config.json': where `space` came from
-    tracked: dict  # name -> concrete Arch, in the config's order
+    family: family_lib.Family  # the run's family (`model.family`) on its space
+    space_file: str  # 'space.json' or 'config.json': where the family's space came from
+    tracked: dict  # name -> concrete arch, in the config's order
     records: list  # metrics.jsonl, one dict per evaluation
     cost: Optional[dict]  # cost.json, None when missing
 
@@ -73,21 +73,41 @@ def required_file(workdir: str, name: str) -> str:
     return path
 
 
-def load_space(workdir: str) -> space_lib.SearchSpace:
-    """The run's search space: ``space.json`` (the final space, after the dataset's input shape and class
-    count replaced the config's) if present, else the ``space`` fields of ``config.json``."""
+def load_family(workdir: str, config: Optional[dict] = None) -> family_lib.Family:
+    """The run's family (config.json's `model.family`, `model.conv_impl`, `model.dtype`; the defaults of
+    a config without them) on its space: ``space.json`` (the final space, after the dataset's input shape
+    and class count replaced the config's) if present, else the ``space`` fields of ``config.json``.
+
+    `config` is the run's config.json when already read."""
+    config_path = os.path.join(workdir, "config.json")
+    if config is None and os.path.isfile(config_path):
+        config = read_json(config_path)
+    model = (config or {}).get("model") or {}
+    try:
+        family_class = family_lib.family_class(model.get("family", family_lib.DEFAULT_FAMILY))
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
     path = os.path.join(workdir, "space.json")
     if os.path.isfile(path):
         fields = read_json(path)
     else:
-        fields = read_json(required_file(workdir, "config.json")).get("space")
-        path = os.path.join(workdir, "config.json") + " field 'space'"
+        if config is None:
+            config = read_json(required_file(workdir, "config.json"))
+        fields, path = config.get("space"), config_path + " field 'space'"
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: not the fields of the space of family {family_class.name!r} "
+                         f"(a JSON object of them), but {fields!r}")
     try:
-        return space_lib.SearchSpace(**fields)
-    except TypeError as error:  # missing, unknown or not a dict of fields
-        raise ValueError(f"{path}: not the fields of space.SearchSpace ({error})") from None
-    except ValueError as error:  # a field value the space rejects
+        return family_class.from_config(fields, conv_impl=model.get("conv_impl", "xla"),
+                                        dtype=model.get("dtype", "float32"))
+    except (TypeError, ValueError) as error:  # missing or unknown fields, a value the space rejects
         raise ValueError(f"{path}: {error}") from None
+
+
+def space_text(family: family_lib.Family) -> str:
+    """The family's name and space as one line of JSON: equal for runs on the same space (a report
+    compares spaces, not how the runs computed: `conv_impl` and `dtype` may differ)."""
+    return json.dumps({"family": family.name, "space": family.space_dict()}, sort_keys=True)
 
 
 def setting(config: dict, dotted: str):
@@ -103,14 +123,14 @@ def read_run(workdir: str) -> RunRecord:
         raise FileNotFoundError(f"{workdir}: no such directory")
     config = read_json(required_file(workdir, "config.json"))
     records = read_metrics(required_file(workdir, "metrics.jsonl"))
-    space = load_space(workdir)
+    family = load_family(workdir, config)
     try:
-        tracked = space_lib.tracked_archs(space, config.get("eval", {}).get("tracked", ""))
+        tracked = archs_lib.tracked_archs(family, config.get("eval", {}).get("tracked", ""))
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{workdir}: config.json eval.tracked: {error}") from None
     cost_path = os.path.join(workdir, "cost.json")
     space_file = "space.json" if os.path.isfile(os.path.join(workdir, "space.json")) else "config.json"
-    return RunRecord(workdir, config, space, space_file, tracked, records,
+    return RunRecord(workdir, config, family, space_file, tracked, records,
                read_json(cost_path) if os.path.isfile(cost_path) else None)
 
 
@@ -147,23 +167,23 @@ def is_fedavg_baseline(config: dict) -> bool:
     return isinstance(pool, list) and len(pool) == 1
 
 
-def arch_key(space: space_lib.SearchSpace, arch: space_lib.Arch) -> str:
+def arch_key(family: family_lib.Family, arch) -> str:
     """A canonical string of an arch (equal for archs that are the same subnet)."""
-    return json.dumps(space_lib.arch_to_dict(space, arch), sort_keys=True)
+    return archs_lib.arch_text(family, arch)
 
 
-def _size(run: RunRecord, arch: space_lib.Arch) -> tuple[int, int, str]:
+def _size(run: RunRecord, arch) -> tuple[int, int, str]:
     """(forward MACs of one image, params, where they come from) of one arch of a run.
 
     Without ``space.json`` the config's space may have the wrong input shape or class count (the data
     sets them), but ``cost.json`` holds the sizes of its baseline archs computed on the run's final space.
     """
     if run.space_file == "config.json" and run.cost:
-        key = arch_key(run.space, arch)
+        key = arch_key(run.family, arch)
         for entry in run.cost.get("baseline", {}).get("archs", []):
             if json.dumps(entry["arch"], sort_keys=True) == key:
                 return int(entry["macs"]), int(entry["params"]), "cost.json"
-    return cost_lib.macs(run.space, arch), cost_lib.params(run.space, arch), run.space_file
+    return run.family.macs(arch), run.family.params(arch), run.space_file
 
 
 def arch_rows(run: RunRecord, best: Optional[dict] = None) -> list[dict]:
@@ -175,7 +195,7 @@ def arch_rows(run: RunRecord, best: Optional[dict] = None) -> list[dict]:
     rows = []
     for name, arch in run.tracked.items():
         macs, params, source = _size(run, arch)
-        rows.append({"name": name, "arch": space_lib.arch_to_dict(run.space, arch), "macs": macs,
+        rows.append({"name": name, "arch": run.family.arch_to_json(arch), "macs": macs,
                      "params": params, "size_source": source, "round": int(best["round"]),
                      "val_accuracy": float(best.get(f"{name}/val_accuracy", math.nan)),
                      "test_accuracy": float(best.get(f"{name}/test_accuracy", math.nan))})

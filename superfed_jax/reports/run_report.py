@@ -11,7 +11,7 @@ training driver calls it at the end of every run:
   independent FedAvg as estimated by `run_cost` (``cost.json``). Beside them: ``curves.png`` (validation
   and test accuracy by round per tracked arch), ``search.png`` when a post-training search wrote
   ``search.json`` (`search_front`), every figure also as SVG, and each table as CSV (``report_*.csv``).
-* `summary_table(space, tracked, best)`: the table the driver prints at the end of a run.
+* `summary_table(family, tracked, best)`: the table the driver prints at the end of a run.
 
 The comparison of a weight-shared run with FedAvg runs is `compare`; the command line is `cli`.
 """
@@ -25,7 +25,6 @@ from superfed_jax.reports.format import arch_text, percent, runs_title, si, size
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
-from superfed_jax.supernet.ofa_resnet import cost as cost_lib
 
 __all__ = ["write_run_report", "summary_table", "provenance_lines"]
 
@@ -194,11 +193,11 @@ def _search_lines(run: RunRecord, out: str) -> list[str]:
             files_line(out, [os.path.join(out, n) for n in ("search.png", "search.svg")] + [csv_path]), ""]
 
 
-def summary_table(space, tracked: dict, best: dict) -> str:
+def summary_table(family, tracked: dict, best: dict) -> str:
     """Per tracked arch: MACs, params and validation/test accuracy at the best validation round."""
     lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val acc':>9}{'test acc':>9}"]
     for name, arch in tracked.items():
-        lines.append(f"{name:<12}{cost_lib.macs(space, arch) / 1e6:>10.2f}{cost_lib.params(space, arch):>12,}"
+        lines.append(f"{name:<12}{family.macs(arch) / 1e6:>10.2f}{family.params(arch):>12,}"
                      f"{best['round']:>12}{best.get(f'{name}/val_accuracy', float('nan')):>9.4f}"
                      f"{best.get(f'{name}/test_accuracy', float('nan')):>9.4f}")
     return "\n".join(lines)

@@ -4,11 +4,9 @@ round and evaluation, and the initial server state (`build(config) -> RunSetup`)
 Also the translations from config to the federated layer's static settings (`round_settings`,
 `client_layout`, `execution`) and the up-front memory check, which the dry run and the post-training tools reuse.
 """
-import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from superfed_jax import config as config_lib
@@ -23,16 +21,14 @@ from superfed_jax.federated import placement
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
-from superfed_jax.supernet.ofa_resnet import cost
-from superfed_jax.supernet.ofa_resnet import model as model_lib
-from superfed_jax.supernet.ofa_resnet import sliced
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import archs as archs_lib
+from superfed_jax.supernet import family as family_lib
 
 
-def round_settings(config, space: space_lib.SearchSpace) -> federated_round.RoundSettings:
+def round_settings(config, family: family_lib.Family) -> federated_round.RoundSettings:
     """Static round settings from the config, with derived defaults resolved."""
     fl = config.fl
-    pool = space_lib.stack(space_lib.parse_archs(space, fl.pool, "fl.pool")) if fl.pool else None
+    pool = family_lib.stack(archs_lib.parse_archs(family, fl.pool, "fl.pool")) if fl.pool else None
     return federated_round.RoundSettings(
         num_clients=fl.num_clients, clients_per_round=fl.clients_per_round,
         chunk_size=fl.chunk_size or fl.clients_per_round, heuristic=fl.heuristic, pool=pool,
@@ -68,51 +64,56 @@ def client_layout(config, mesh) -> str:
 SLICED_MIN_SUPERNET_MACS = 100e6
 
 
-def execution(config, layout: str, space: space_lib.SearchSpace) -> str:
+def execution(config, layout: str, family: family_lib.Family) -> str:
     """`model.execution`, with 'auto' resolved per backend, client layout and net size (docs/performance.md 16).
 
     'auto' picks only what was measured faster: sliced for clients side by side on one CPU device when the
     supernet is big enough for the saved arithmetic to outweigh sliced execution's longer compile; the
-    masked reference wherever no measurement exists yet (vmapped clients, accelerators).
+    masked reference wherever no measurement exists yet (vmapped clients, accelerators), and for a family
+    without a sliced execution (`Family.sliced` None), where 'sliced' is an error.
     """
     # Configs saved before the field existed ran masked (`absent`).
     chosen = config.model.get("execution", config_schema.field("model.execution").absent)
+    if chosen == "sliced" and family.sliced is None:
+        raise ValueError(f"model.execution='sliced': the family {family.name!r} has no sliced execution; "
+                         "use 'masked' or 'auto'")
     if chosen != "auto":
         return chosen
-    big = cost.macs(space, space_lib.largest(space)) >= SLICED_MIN_SUPERNET_MACS
+    if family.sliced is None:
+        return "masked"
+    big = family.macs(family.largest()) >= SLICED_MIN_SUPERNET_MACS
     measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side" and big
     return "sliced" if measured_faster else "masked"
 
 
-def check_memory(config, space, settings, mesh, data) -> None:
+def check_memory(config, family: family_lib.Family, settings, mesh, data) -> None:
     """Stops before compiling, suggesting a chunk size, when a round would not fit a device (memory.py)."""
     if not config.memory.check:
         return
     available = (config.memory.available_gib * 2 ** 30 if config.memory.available_gib
                  else memory.device_memory_bytes())
     memory.check_round_memory(
-        space, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
+        family, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
         clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
-        dtype=config.model.dtype, conv_impl=config.model.conv_impl, data_bytes=memory.data_bytes(data))
+        dtype=config.model.dtype, data_bytes=memory.data_bytes(data))
 
 
 class RunSetup(NamedTuple):
     """Everything built from a config before the first round."""
 
-    space: space_lib.SearchSpace  # the final space: input shape and classes from the data
+    family: family_lib.Family  # the final family: input shape and classes from the data
     dataset: data_lib.Dataset
     settings: federated_round.RoundSettings
-    tracked: dict  # name -> Arch evaluated during training
+    tracked: dict  # name -> arch evaluated during training
     mesh: Any
     data: federated_round.FederatedData
-    model: model_lib.Supernet
     state: federated_round.ServerState  # the initial state (round 0)
     round_fn: Callable  # jitted, donates the state
     evaluate: Callable  # jitted
     eval_sets: dict  # split name -> evaluation.EvalSet, on the devices
 
 
-def _train_clients_fn(config, mesh, space, loss_fn, max_client_size: int, layout: str,
+def _train_clients_fn(config, mesh, family: family_lib.Family, loss_fn, max_client_size: int, layout: str,
                       execution_: str) -> Callable:
     """The chunk-training function of the round: clients side by side or vmapped (`client_layout`),
     with a per-chunk envelope when the execution is sliced."""
@@ -120,10 +121,10 @@ def _train_clients_fn(config, mesh, space, loss_fn, max_client_size: int, layout
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=max_client_size, unroll=config.client.scan_unroll)
     envelope, form = None, client_lib.IDENTITY_FORM
-    if execution_ == "sliced":  # clients train width-group pieces of the params (supernet/ofa_resnet/sliced.py)
-        envelope = functools.partial(sliced.chunk_envelope, space)
-        form = client_lib.ParamsForm(functools.partial(sliced.to_pieces, space),
-                                     functools.partial(sliced.from_pieces, space))
+    if execution_ == "sliced":  # clients train the family's pieces of the params (`Family.sliced`)
+        sliced = family.sliced
+        envelope = sliced.envelope
+        form = client_lib.ParamsForm(sliced.to_pieces, sliced.from_pieces)
     if layout == "side_by_side":
         return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope,
                                                    params_form=form, **schedule)
@@ -155,29 +156,26 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     natural = (partition_lib.natural_partition(dataset.client_train, config.data.min_client_size)
                if config.data.partition == "natural" else None)  # the data's clients, counted up front
     validation.check_against_data(config, len(dataset.y_train), dataset.x_train.shape[1:], natural)
-    _, height, _, channels = dataset.x_train.shape
-    space = config_lib.search_space(config, input_size=height, input_channels=channels,
-                                    num_classes=dataset.num_classes)
-    settings = round_settings(config, space)
+    family = config_lib.make_family(config, family_lib.DataShape(tuple(dataset.x_train.shape[1:]),
+                                                                 dataset.num_classes))
+    settings = round_settings(config, family)
     mesh = sharding.make_mesh()
     data = placement.place_federated_data(dataset, config, mesh)
-    check_memory(config, space, settings, mesh, data)
-    model = model_lib.Supernet(space, config.model.conv_impl, jnp.dtype(config.model.dtype))
-    params = model_lib.init_params(space, jax.random.key(config.seed), config.model.conv_impl,
-                                   out_sharding=sharding.replicated(mesh))
+    check_memory(config, family, settings, mesh, data)
+    params = family.init(jax.random.key(config.seed), out_sharding=sharding.replicated(mesh))
     state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
                            sharding.replicated(mesh))
     layout = client_layout(config, mesh)
-    execution_ = execution(config, layout, space)
-    loss_fn = objective.make_loss_fn(model, dataset.mean, dataset.std, config.data, execution_)
-    train_clients = _train_clients_fn(config, mesh, space, loss_fn, int(data.index_table.shape[1]), layout,
+    execution_ = execution(config, layout, family)
+    loss_fn = objective.make_loss_fn(family, dataset.mean, dataset.std, config.data, execution_)
+    train_clients = _train_clients_fn(config, mesh, family, loss_fn, int(data.index_table.shape[1]), layout,
                                       execution_)
-    round_fn = jax.jit(federated_round.make_round_fn(space, settings, train_clients, mesh),
+    round_fn = jax.jit(federated_round.make_round_fn(family, settings, train_clients, mesh),
                        donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(
-        objective.make_logits_fn(model, dataset.mean, dataset.std)))
-    return RunSetup(space, dataset, settings, space_lib.tracked_archs(space, config.eval.tracked), mesh,
-                    data, model, state, round_fn, evaluate, _eval_sets(dataset, config.eval.batch_size, mesh))
+        objective.make_logits_fn(family, dataset.mean, dataset.std)))
+    return RunSetup(family, dataset, settings, archs_lib.tracked_archs(family, config.eval.tracked), mesh,
+                    data, state, round_fn, evaluate, _eval_sets(dataset, config.eval.batch_size, mesh))
 
 
 def compile_ahead(run: RunSetup, state: federated_round.ServerState) -> None:
@@ -190,6 +188,6 @@ def compile_ahead(run: RunSetup, state: federated_round.ServerState) -> None:
     is still usable.
     """
     run.round_fn.lower(state, run.data).compile()
-    archs = space_lib.stack(list(run.tracked.values()))
+    archs = family_lib.stack(list(run.tracked.values()))
     for eval_set in run.eval_sets.values():
         run.evaluate.lower(state.params, archs, eval_set).compile()

@@ -19,10 +19,10 @@ def run_dry(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     validation.check_config(config)
     workdir_lib.check_dry_run_target(workdir)
-    space = config_lib.search_space(config)
-    sequence = assignment.assignment_sequence(space, build.round_settings(config, space), config.seed,
+    family = config_lib.make_family(config)
+    sequence = assignment.assignment_sequence(family, build.round_settings(config, family), config.seed,
                                               config.fl.rounds)
     os.makedirs(workdir, exist_ok=True)
-    report = run_cost.write_cost_report(config, space, sequence, workdir)
-    print(run_cost.cost_summary(report), flush=True)
+    report = run_cost.write_cost_report(config, family, sequence, workdir)
+    print(run_cost.cost_summary(report, family.cost_unit), flush=True)
     return report

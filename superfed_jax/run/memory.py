@@ -16,12 +16,12 @@ Memory per device (`estimate_round_memory`):
     - the optimizer state (`optimizer_slots` copies; plain SGD with clipping, the paper's optimizer, has
       none; momentum would add one),
     - a copy of the params in the compute dtype when it differs from the params dtype (bfloat16),
-    - the activations of one batch: every feature map of the *supernet* forward pass (the masked
-      supernet computes max-width tensors whatever the arch, so this is the largest arch) at
-      `batch_size` in the compute dtype, plus the backward pass's working set (the gradient of the
-      largest feature map and of its input) and, for "im2col" convolutions, the k*k channel expansion
-      of every convolution (kept from the forward for the weight gradient; the largest one for
-      "xla_mmgrad").
+    - the activations of one batch: the family's count per example (`Family.activation_elements`) at
+      `batch_size` in the compute dtype. For the OFA-ResNet that is every feature map of the *supernet*
+      forward pass (the masked supernet computes max-width tensors whatever the arch, so this is the
+      largest arch), plus the backward pass's working set (the gradient of the largest feature map and
+      of its input) and, for "im2col" convolutions, the k*k channel expansion of every convolution
+      (kept from the forward for the weight gradient; the largest one for "xla_mmgrad").
   The per-client term is dominated by the params-sized copies (3 x params bytes in float32) for wide
   nets at small batches, and by activations for large batches or images.
 
@@ -57,14 +57,12 @@ from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
-from superfed_jax.supernet.ofa_resnet import cost
-from superfed_jax.supernet.ofa_resnet.memory import activation_elements
-from superfed_jax.supernet.ofa_resnet import space as space_lib
+from superfed_jax.supernet import family as family_lib
 
 
-def params_bytes(space: space_lib.SearchSpace, param_dtype: Any = "float32") -> int:
+def params_bytes(family: family_lib.Family, param_dtype: Any = "float32") -> int:
     """Bytes of the supernet params (every weight, the largest arch) in `param_dtype`."""
-    count = cost.params(space, space_lib.largest(space))
+    count = family.params(family.largest())
     return count * np.dtype(param_dtype).itemsize
 
 
@@ -73,15 +71,15 @@ def clients_in_flight(chunk_size: int, num_devices: int) -> int:
     return -(-chunk_size // num_devices)
 
 
-def estimate_round_memory(space: space_lib.SearchSpace, *, batch_size: int, chunk_size: int,
+def estimate_round_memory(family: family_lib.Family, *, batch_size: int, chunk_size: int,
                           clients_per_round: Optional[int] = None, num_devices: int = 1,
                           dtype: Any = "float32", param_dtype: Any = "float32",
-                          optimizer_slots: int = 0, conv_impl: str = "im2col",
-                          data_bytes: int = 0) -> dict:
+                          optimizer_slots: int = 0, data_bytes: int = 0) -> dict:
     """Estimated peak device memory of one round, per device, with its parts (module docstring).
 
     Args:
-      space: the search space (the supernet's shapes).
+      family: the supernet family (its shapes, and its `conv_impl` where the activations depend on it:
+        `Family.activation_elements`).
       batch_size: local batch size (`client.batch_size`).
       chunk_size: clients trained at once (`fl.chunk_size`; 0 means all `clients_per_round`).
       clients_per_round: P; needed only when `chunk_size` is 0.
@@ -89,7 +87,6 @@ def estimate_round_memory(space: space_lib.SearchSpace, *, batch_size: int, chun
       dtype: compute dtype of convolutions and matmuls (`model.dtype`).
       param_dtype: dtype of the params, gradients and optimizer state (float32 in this codebase).
       optimizer_slots: params-sized optimizer state buffers (0 for plain SGD, 1 for momentum).
-      conv_impl: `model.conv_impl`; the matrix-product forms add their channel expansion.
       data_bytes: bytes of the training set one device holds (`data_bytes(client_data)`).
 
     Returns:
@@ -101,9 +98,9 @@ def estimate_round_memory(space: space_lib.SearchSpace, *, batch_size: int, chun
         if not clients_per_round:
             raise ValueError("chunk_size=0 means all clients of a round: pass clients_per_round")
         chunk_size = clients_per_round
-    p_bytes = params_bytes(space, param_dtype)
+    p_bytes = params_bytes(family, param_dtype)
     compute_size, param_size = np.dtype(dtype).itemsize, np.dtype(param_dtype).itemsize
-    elements = activation_elements(space, conv_impl)
+    elements = family.activation_elements()
     per_client = {
         "params": p_bytes,
         "gradients": p_bytes,
@@ -135,14 +132,14 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def suggest_chunk_size(space: space_lib.SearchSpace, available_bytes: float, *, clients_per_round: int,
+def suggest_chunk_size(family: family_lib.Family, available_bytes: float, *, clients_per_round: int,
                        **kwargs) -> Optional[int]:
     """The largest divisor of `clients_per_round` whose estimate fits `available_bytes`; None if none does.
 
     `kwargs` are those of `estimate_round_memory` except `chunk_size`.
     """
     for chunk in reversed(_divisors(clients_per_round)):
-        estimate = estimate_round_memory(space, chunk_size=chunk, clients_per_round=clients_per_round,
+        estimate = estimate_round_memory(family, chunk_size=chunk, clients_per_round=clients_per_round,
                                          **kwargs)
         if estimate["total_bytes"] <= available_bytes:
             return chunk
@@ -154,7 +151,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def check_round_memory(space: space_lib.SearchSpace, available_bytes: float, *, batch_size: int,
+def check_round_memory(family: family_lib.Family, available_bytes: float, *, batch_size: int,
                        chunk_size: int, clients_per_round: int, **kwargs) -> dict:
     """Raises ValueError when the round's estimate exceeds `available_bytes`; returns the estimate otherwise.
 
@@ -162,11 +159,11 @@ def check_round_memory(space: space_lib.SearchSpace, available_bytes: float, *, 
     `fl.chunk_size` that fits (or, when even one client per chunk does not fit, what else to reduce).
     `kwargs` are the other arguments of `estimate_round_memory`.
     """
-    estimate = estimate_round_memory(space, batch_size=batch_size, chunk_size=chunk_size,
+    estimate = estimate_round_memory(family, batch_size=batch_size, chunk_size=chunk_size,
                                      clients_per_round=clients_per_round, **kwargs)
     if estimate["total_bytes"] <= available_bytes:
         return estimate
-    fits = suggest_chunk_size(space, available_bytes, clients_per_round=clients_per_round,
+    fits = suggest_chunk_size(family, available_bytes, clients_per_round=clients_per_round,
                               batch_size=batch_size, **kwargs)
     advice = (f"use --config.fl.chunk_size={fits} (the largest divisor of fl.clients_per_round="
               f"{clients_per_round} that fits)" if fits else
@@ -245,12 +242,13 @@ def data_bytes(client_data) -> int:
 # Command line.
 
 
-def config_estimate(config, space: space_lib.SearchSpace, *, num_devices: int, data_bytes: int = 0) -> dict:
-    """`estimate_round_memory` with the arguments a run's config gives (`fl`, `client`, `model`)."""
+def config_estimate(config, family: family_lib.Family, *, num_devices: int, data_bytes: int = 0) -> dict:
+    """`estimate_round_memory` with the arguments a run's config gives (`fl`, `client`, `model`); the
+    family is the config's (`config.make_family`, which binds `model.conv_impl`)."""
     return estimate_round_memory(
-        space, batch_size=config.client.batch_size, chunk_size=config.fl.chunk_size,
+        family, batch_size=config.client.batch_size, chunk_size=config.fl.chunk_size,
         clients_per_round=config.fl.clients_per_round, num_devices=num_devices, dtype=config.model.dtype,
-        conv_impl=config.model.conv_impl, data_bytes=data_bytes)
+        data_bytes=data_bytes)
 
 
 def command_line_problems(config, devices: int, available_gib: float, train_examples: int) -> list[str]:
@@ -280,17 +278,17 @@ def main(argv) -> None:
     problems = command_line_problems(config, args.devices, args.available_gib, args.train_examples)
     if problems:
         _cli.fail("\n".join(problems))
-    space = config_lib.search_space(config)
-    image_bytes = space.input_size ** 2 * space.input_channels  # uint8 images
-    estimate = config_estimate(config, space, num_devices=args.devices,
-                               data_bytes=args.train_examples * (image_bytes + 4))
+    family = config_lib.make_family(config)
+    example_bytes = math.prod(family.data_shape.input_shape)  # uint8 images
+    estimate = config_estimate(config, family, num_devices=args.devices,
+                               data_bytes=args.train_examples * (example_bytes + 4))
     # Without --available_gib: the default device of this machine (the allocator's limit on GPU/TPU).
     available = args.available_gib * 2**30 if args.available_gib else device_memory_bytes()
     estimate["available_bytes"] = int(available)
     estimate["suggested_chunk_size"] = suggest_chunk_size(
-        space, available, clients_per_round=config.fl.clients_per_round,
+        family, available, clients_per_round=config.fl.clients_per_round,
         batch_size=config.client.batch_size, num_devices=args.devices, dtype=config.model.dtype,
-        conv_impl=config.model.conv_impl, data_bytes=estimate["data_bytes"])
+        data_bytes=estimate["data_bytes"])
     print(json.dumps(estimate, indent=2))
 
 

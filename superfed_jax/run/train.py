@@ -84,8 +84,8 @@ def check_resume_allowed(config, workdir: str, writer: bool) -> None:
             "(deletes the checkpoints too), or use another --workdir")
 
 
-def check_same_data_shapes(workdir: str, space) -> None:
-    """The data's shapes saved in WORKDIR/space.json (when resuming) must be those of `space`."""
+def check_same_data_shapes(workdir: str, family) -> None:
+    """The data's shapes saved in WORKDIR/space.json (when resuming) must be those of `family`'s space."""
     space_path = os.path.join(workdir, "space.json")
     if not checkpoint.saved_configs(workdir) or not os.path.exists(space_path):
         return
@@ -93,7 +93,7 @@ def check_same_data_shapes(workdir: str, space) -> None:
         space_path, "it records the data's shapes when the run started; restore it from a copy, or delete "
         "it and rerun the same command (the resumed run writes it again, but cannot then check beforehand "
         "that the data's shapes are unchanged)")
-    now = json.loads(json.dumps(dataclasses.asdict(space)))  # tuples as lists, as saved
+    now = json.loads(json.dumps(family.space_dict()))  # tuples as lists, as saved
     changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k)]
     if changed:
@@ -113,7 +113,7 @@ def start_or_resume(config, workdir: str, run: build.RunSetup, manager) -> Start
     """
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     writer = distributed.is_writer()
-    check_same_data_shapes(workdir, run.space)
+    check_same_data_shapes(workdir, run.family)
     restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:
         rewind_rounds(workdir, 0, writer)
@@ -174,7 +174,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
     start = start_or_resume(config, workdir, run, manager)
     if writer:
         _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-        _write_json(os.path.join(workdir, "space.json"), dataclasses.asdict(run.space))  # the data's shapes
+        _write_json(os.path.join(workdir, "space.json"), run.family.space_dict())  # the data's shapes
         provenance.record_session(workdir, start.round)  # beside config.json: which code on which machine
     state, rounds = start.state, config.fl.rounds
     with preemption.catch_termination() as signal_flag, open_session(config, run, workdir, writer, manager,
@@ -287,7 +287,8 @@ def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
         print(("\n" if loop.bar.tty else "") + failed, file=sys.stderr, flush=True)
     run = loop.run
     record = {"round": done, **metrics.round_summary(loop.pending),
-              **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets)}
+              **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets,
+                                            run.family.metrics)}
     metrics.append_record(loop.metrics_file, record)
     if loop.scalars:  # the summary fields are in TensorBoard per round already (rounds/...)
         tb_writer.write_record(loop.scalars, {key: value for key, value in record.items()
@@ -321,13 +322,13 @@ def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> di
     best = run_record.select_best(records, run.tracked)
     if not distributed.is_writer():
         return best
-    print(run_report.summary_table(run.space, run.tracked, best), flush=True)
+    print(run_report.summary_table(run.family, run.tracked, best), flush=True)
     # Assignment depends only on (seed, round, tracking), so the dry-run replay is the run's own sequence
     # (tests/test_run_cost.py checks this), also across resumes.
-    sequence = assignment.assignment_sequence(run.space, run.settings, config.seed, config.fl.rounds)
+    sequence = assignment.assignment_sequence(run.family, run.settings, config.seed, config.fl.rounds)
     sizes = sharding.to_host(run.data.sizes)
-    cost_report = run_cost.write_cost_report(config, run.space, sequence, workdir, sizes)
-    print(run_cost.cost_summary(cost_report), flush=True)
+    cost_report = run_cost.write_cost_report(config, run.family, sequence, workdir, sizes)
+    print(run_cost.cost_summary(cost_report, run.family.cost_unit), flush=True)
     written = run_report.write_run_report(workdir)
     print(f"report: {written['report']}, plot: {written['plot']}", flush=True)
     if metrics.nothing_trained(records, config.fl.clients_per_round):

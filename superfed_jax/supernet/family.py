@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import json
 from typing import Any, ClassVar, Mapping, NamedTuple, Optional, Sequence
 
 import jax
@@ -228,6 +229,37 @@ class Family(abc.ABC):
                 "params": self.params(arch)}
 
     # ------------------------------------------------------------------------------------------------
+    # Optional hooks for the cost reports and command lines; the defaults serve any family.
+
+    def cost_batch(self, archs, **conventions) -> tuple:
+        """(MACs, params) of a concrete batch of archs as the cost reports count them: exact int64 arrays
+        shaped like the batch's leading axes.
+
+        `conventions` are a family's own counting options, documented by it (the OFA-ResNet's
+        `count_padding` and `bn_affine`, its paper's conventions). The default has none (ValueError for any)
+        and counts `macs_batch` and `params_batch`.
+        """
+        _no_conventions(self, conventions)
+        return self.macs_batch(archs), self.params_batch(archs)
+
+    def cost_conventions(self, **conventions) -> dict:
+        """What `cost_batch` counts under `conventions`, in words: {'macs': ..., 'params': ...}, in that
+        order (the cost report's 'conventions')."""
+        _no_conventions(self, conventions)
+        return {"macs": f"forward multiply-accumulates of one {self.cost_unit} (`Family.macs`)",
+                "params": "the subnet's parameters (`Family.params`)"}
+
+    def paper_baseline(self) -> Optional[list]:
+        """The archs a published cost comparison trains independently with FedAvg, when this family's space
+        is the one it was published for (the cost report's default baseline); None, the default, otherwise:
+        the report then compares with the `default_tracked` archs."""
+        return None
+
+    def arch_help(self) -> str:
+        """One line saying what an arch's JSON form may be, for error messages (default: an example)."""
+        return f"give the arch's JSON form, e.g. {json.dumps(self.arch_to_json(self.smallest()))}"
+
+    # ------------------------------------------------------------------------------------------------
     # Dense subnets (export, search, deployment).
 
     @abc.abstractmethod
@@ -268,6 +300,11 @@ class Family(abc.ABC):
     def activation_elements(self) -> int:
         """Activation elements per example of one training step of the supernet (forward values kept for
         the backward pass plus the backward's working set), for the up-front memory estimate."""
+
+
+def _no_conventions(family: Family, conventions: Mapping[str, Any]) -> None:
+    if conventions:
+        raise ValueError(f"the {family.name} family has no cost conventions {sorted(conventions)}")
 
 
 def family_class(name: str) -> type:

@@ -41,6 +41,22 @@ SPACE_FIELDS = (
 )
 
 
+# docs/algorithm.md 2.3: the 9 archs the paper trains independently with FedAvg for its cost comparison,
+# defined on its CIFAR space (`PAPER_SPACE`, the default space).
+PAPER_BASELINE = (
+    {"d": [0, 0, 0, 0], "e": 0.10},
+    {"d": [0, 0, 0, 1], "e": 0.14},
+    {"d": [0, 1, 0, 1], "e": 0.14},
+    {"d": [0, 1, 1, 1], "e": 0.14},
+    {"d": [1, 1, 1, 1], "e": 0.18},
+    {"d": [1, 1, 1, 2], "e": 0.22},
+    {"d": [1, 2, 1, 2], "e": 0.22},
+    {"d": [1, 2, 2, 2], "e": 0.22},
+    {"d": [2, 2, 2, 2], "e": 0.25},
+)
+PAPER_SPACE = space_lib.SearchSpace()
+
+
 @dataclasses.dataclass(frozen=True)
 class OFAResNet(family_lib.Family):
     """The no-normalization once-for-all ResNet of the image tasks (docs/algorithm.md 2).
@@ -182,6 +198,32 @@ class OFAResNet(family_lib.Family):
     def cost_summary(self, arch) -> dict:
         """Also the paper's conventions: MACs without padding taps, params with frozen BatchNorm pairs."""
         return cost.size_summary(self.space, arch)
+
+    def cost_batch(self, archs, *, count_padding: bool = True, bn_affine: bool = False) -> tuple:
+        """`count_padding`: count kernel taps on the zero padding in MACs (the paper's convention, default);
+        `bn_affine`: count the reference code's frozen BatchNorm affine pairs in params (the paper's table)
+        or not (default: the parameters this model has). See `cost.py`."""
+        return (cost.macs_batch(self.space, archs.depth, archs.expand, count_padding=count_padding),
+                cost.params_batch(self.space, archs.depth, archs.expand, bn_affine=bn_affine))
+
+    def cost_conventions(self, *, count_padding: bool = True, bn_affine: bool = False) -> dict:
+        return {
+            "macs": "forward multiply-accumulates of one image; conv = Cin*k*k*Cout*Hout*Wout "
+                    + ("(padding taps counted, the paper's convention)" if count_padding
+                       else "(only taps on real input)") + ", dense = in*out; ReLU, pooling, adds free",
+            "params": "the subnet's parameters " + ("including the reference code's frozen BN affine pairs "
+                                                    "(the paper's table)" if bn_affine
+                                                    else "as this model has them (no BN affine pairs)"),
+        }
+
+    def paper_baseline(self) -> Optional[list]:
+        """The paper's 9 archs (docs/algorithm.md 2.3) on the paper's CIFAR space, any number of classes."""
+        if dataclasses.replace(self.space, num_classes=PAPER_SPACE.num_classes) != PAPER_SPACE:
+            return None
+        return [self.arch_from_json(spec) for spec in PAPER_BASELINE]
+
+    def arch_help(self) -> str:
+        return space_lib._allowed(self.space)  # the same words as the parse errors of its archs
 
     # ------------------------------------------------------------------------------------------ subnets
 
