@@ -146,8 +146,8 @@ def write_rounds(writer: ScalarWriter, rows: list[dict]) -> None:
 def flat_hparams(config: dict, prefix: str = "") -> dict:
     """A nested config as flat ``section.field`` -> value for TensorBoard's hparams.
 
-    Numbers, booleans and strings stay as they are; None becomes 'None' and any other value (a tuple of
-    stage widths, a list) its JSON text, since hparams hold scalars only.
+    Numbers, booleans and strings stay as they are; None becomes 'None' and any other value (a tuple such
+    as a space's widths, a list) its JSON text, since hparams hold scalars only.
     """
     flat = {}
     for key, value in config.items():
