@@ -113,7 +113,7 @@ def test_training_rows_are_split_over_devices():
                                                   min_client_size=1)))
     x = np.arange(21 * 2 * 2 * 1, dtype=np.uint8).reshape(21, 2, 2, 1)
     y = np.arange(21) % 3
-    dataset = type("D", (), dict(x_train=x, y_train=y))()
+    dataset = type("D", (), dict(x_train=x, y_train=y, client_train=None))()
     mesh = sharding.make_mesh()
     data = placement.place_federated_data(dataset, config, mesh)
     assert data.images.shape == (24, 2, 2, 1)  # padded to a multiple of 8 devices
