@@ -34,6 +34,13 @@ def check_run_dir(workdir: str) -> None:
                                 "the run first")
 
 
+def _saved_family(saved: dict) -> str:
+    """The `model.family` of a saved config (the default family when absent: runs from before families)."""
+    model = saved.get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    return family if isinstance(family, str) else family_lib.DEFAULT_FAMILY
+
+
 def saved_config(workdir: str):
     """The run's config (a ConfigDict): its config.json over today's defaults, checked like a new run's.
 
@@ -49,8 +56,9 @@ def saved_config(workdir: str):
     saved = resume.read_saved_config(workdir)
     if saved is None:
         raise FileNotFoundError(f"{workdir} is not a run directory: it has no config.json")
-    config = config_lib.base_config()
     try:
+        # The saved run's family decides the fields of its space section.
+        config = config_lib.base_config(_saved_family(saved))
         for name, value in saved.items():  # ConfigDict.update would say only "'list' object has no ..."
             if name in config and hasattr(config[name], "items") and not isinstance(value, dict):
                 raise ValueError(f"{name}: {value!r} is not a section (a JSON object of fields)")
