@@ -6,23 +6,29 @@ and exit status 2, never a Python traceback or absl's `FATAL Flags parsing error
   a value of the wrong kind, a missing required flag or a config file that fails to load is one message.
 * `user_errors()`: a `with` block in a command's `main` turning the errors that mean "bad input" (a
   ValueError or a filesystem error, already phrased for the user) into `fail`.
-* `run(main, define_flags, argv_checks)`: the whole absl command: checks on the raw arguments (e.g. a
-  `--config` file that does not exist, which ml_collections would report with a traceback), the flags
-  defined (only when run as a program, so importing a command's module defines none), `app.run`.
+* `resolve_config(value)` / `resolve_config_argv(argv)`: `--config=NAME` or `--config=configs/NAME.py`
+  that names no file here is the packaged `superfed_jax/configs/NAME.py` (so every command works from
+  any directory); a config that exists nowhere is one message naming the packaged configs.
+* `run(main, define_flags, argv_checks, config_flag)`: the whole absl command: the `--config` argument
+  resolved, checks on the raw arguments (e.g. a `--config` file that does not exist, which
+  ml_collections would report with a traceback), the flags defined (only when run as a program, so
+  importing a command's module defines none), `app.run`.
 
 With the environment variable SUPERFED_DEBUG set, the original exception is raised instead, traceback
 and all. This module imports nothing of the package, so commands of every layer may use it.
 """
 import contextlib
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 from absl import app
 from absl import flags
 
-__all__ = ["EXIT_USAGE", "DEBUG_HINT", "FLAG_ERRORS", "debugging", "fail", "flag_error_message",
-           "parse_flags", "user_errors", "run"]
+__all__ = ["EXIT_USAGE", "DEBUG_HINT", "FLAG_ERRORS", "PACKAGED_CONFIGS", "debugging", "fail",
+           "flag_error_message", "packaged_config_names", "resolve_config", "config_argument",
+           "resolve_config_argv", "parse_flags", "user_errors", "run"]
 
 EXIT_USAGE = 2  # a bad flag, config or input file (also what absl's own usage errors would deserve)
 DEBUG_VARIABLE = "SUPERFED_DEBUG"
@@ -31,6 +37,10 @@ DEBUG_HINT = f"(set {DEBUG_VARIABLE}=1 for a traceback)"
 # whatever a config file's `get_config` raises while ml_collections loads it.
 FLAG_ERRORS = (flags.Error, ValueError, TypeError, KeyError, AttributeError, OSError)
 _CONFIG_FILE_ERROR = "Error whilst parsing config file:"  # how ml_collections starts a config file's traceback
+# The experiment configs installed with the package (the repository's `configs/` links here); a path only,
+# so this module still imports nothing of the package.
+PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+_CONFIG_FLAG = re.compile(r"^--?config(=|$)")  # --config=V or --config V (not --config.X overrides)
 
 
 def debugging() -> bool:
@@ -73,6 +83,81 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(flag_error_message(error), debug_hint=from_config_file)
 
 
+def packaged_config_names(directory: str = PACKAGED_CONFIGS) -> list[str]:
+    """The names (without `.py`) of the config files in `directory`, sorted; `__init__` is no config."""
+    try:
+        files = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(name[:-3] for name in files if name.endswith(".py") and not name.startswith("_"))
+
+
+def resolve_config(value: str, directory: str = PACKAGED_CONFIGS) -> tuple[str, bool]:
+    """The `--config` value to load for `value` ('PATH[:VARIANT]'), and whether it is a packaged one.
+
+    A PATH that is a file is kept. Otherwise a bare name (`digits`, `digits.py`) or a path into a
+    `configs` folder (`configs/digits.py`, as the README writes it from the repository root) is the
+    packaged config of that name in `directory`, the variant kept (`digits:smoke` ->
+    '<directory>/digits.py:smoke'). Only those two forms fall back: a missing file anywhere else is a
+    typo the user should hear about, not silently replaced by a shipped config of the same name.
+
+    Raises:
+      ValueError: the config exists nowhere (the message names the value and the packaged configs).
+    """
+    path, colon, variant = value.partition(":")  # as ml_collections splits it
+    if os.path.isfile(path):
+        return value, False
+    folder, base = os.path.split(os.path.normpath(path)) if path else ("", "")
+    name = base[:-3] if base.endswith(".py") else base
+    names = packaged_config_names(directory)
+    falls_back = folder in ("", "configs") and name in names and not os.path.exists(path)
+    if falls_back:
+        return os.path.join(directory, name + ".py") + colon + variant, True
+    state = "is not a file" if os.path.exists(path) else "does not exist"
+    raise ValueError(f"--config={value}: {path!r} {state}; need a config file such as configs/cifar10.py, "
+                     f"or a packaged config by name: {', '.join(names) or '(none found)'}")
+
+
+def config_argument(argv: Sequence[str]) -> Optional[tuple[int, str]]:
+    """(position in argv, value) of the last `--config=V` / `--config V` in `argv`, or None.
+
+    absl keeps the last of a repeated flag; arguments after `--` are positional and not looked at.
+    """
+    found = None
+    for position, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            break
+        match = _CONFIG_FLAG.match(arg)
+        if match and match.group(1) == "=":
+            found = (position, arg.split("=", 1)[1])
+        elif match and position + 1 < len(argv):
+            found = (position + 1, argv[position + 1])
+    return found
+
+
+def resolve_config_argv(argv: Sequence[str], directory: str = PACKAGED_CONFIGS) -> list[str]:
+    """`argv` with its `--config` value resolved by `resolve_config`; a fallback is said on stderr.
+
+    Done on the raw arguments, before ml_collections loads the file named there. A packaged config
+    used in place of a missing path is printed as `config: <file>` (one line), so the user sees which
+    file ran. A config that exists nowhere ends the command (`fail`, exit status 2).
+    """
+    argv = list(argv)
+    found = config_argument(argv)
+    if found is None:
+        return argv
+    position, value = found
+    try:
+        resolved, packaged = resolve_config(value, directory)
+    except ValueError as error:
+        fail(str(error))
+    if packaged:
+        print(f"config: {resolved.partition(':')[0]}", file=sys.stderr, flush=True)
+        argv[position] = (argv[position].split("=", 1)[0] + "=" + resolved if argv[position].startswith("-")
+                          else resolved)
+    return argv
+
+
 @contextlib.contextmanager
 def user_errors(kinds: tuple = (ValueError, OSError), debug_hint: bool = False):
     """Within the block, an exception of `kinds` ends the command with `fail(str(error))`.
@@ -91,7 +176,7 @@ def user_errors(kinds: tuple = (ValueError, OSError), debug_hint: bool = False):
 
 def run(main: Callable[[list], None], define_flags: Callable[[], None],
         argv_checks: Sequence[Callable[[Sequence[str]], Optional[str]]] = (),
-        argv: Optional[Sequence[str]] = None) -> None:
+        argv: Optional[Sequence[str]] = None, config_flag: bool = False) -> None:
     """Runs an absl command: `argv_checks` on the raw arguments, `define_flags()`, then `app.run(main)`.
 
     Args:
@@ -101,8 +186,12 @@ def run(main: Callable[[list], None], define_flags: Callable[[], None],
       argv_checks: each returns a problem of the raw arguments as one line, or None; every problem found
         ends the command before anything is defined or loaded.
       argv: the arguments, program name first (default: `sys.argv`).
+      config_flag: the command defines `--config` (ml_collections): its value is resolved first
+        (`resolve_config_argv`), so a packaged config is found from any directory.
     """
     argv = list(sys.argv if argv is None else argv)
+    if config_flag:
+        argv = resolve_config_argv(argv)
     problems = [problem for check in argv_checks if (problem := check(argv))]
     if problems:
         fail("\n".join(problems))

@@ -58,7 +58,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-cost` command: the same as `python -m superfed_jax.reports.arch_size`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem])
+    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem], config_flag=True)
 
 
 if __name__ == "__main__":

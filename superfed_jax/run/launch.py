@@ -4,7 +4,10 @@
                    [--config.model.family=NAME --config.space.FIELD=VALUE ...]
 
 Without --config it runs the package's own `configs/digits.py` (scikit-learn's bundled digits, no
-download); the fields and their documentation are in `superfed_jax/config_schema.py`. The work is done by
+download); `--config=NAME[:VARIANT]` (or `configs/NAME.py` from outside the repository) is the packaged
+config of that name (`_cli.resolve_config`). The default --workdir names the config, its variant and an
+.npz file's name (`workdirs/digits_smoke`, `workdirs/npz_my_data`: `workdir.default_workdir`). The
+fields and their documentation are in `superfed_jax/config_schema.py`. The work is done by
 `superfed_jax.run.train`; this module parses the command line.
 
 Every mistake, on the command line, in the config or in the data, ends the command with one
@@ -38,8 +41,7 @@ from superfed_jax import _cli
 __all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
 # The package's own default config, found next to the installed modules (superfed_jax/configs/).
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                              "digits.py")
+DEFAULT_CONFIG = os.path.join(_cli.PACKAGED_CONFIGS, "digits.py")
 EXIT_USAGE = _cli.EXIT_USAGE  # a bad config, flag or data file
 # --config.a.b=V, --config.a.b V, --config.a.b (True), --noconfig.a.b (False); one dash works too.
 _OVERRIDE = re.compile(r"^--?(no)?config\.([^=]*)(?:=(.*))?$", re.DOTALL)
@@ -199,7 +201,8 @@ def _define_flags(argv: Sequence[str]) -> None:
         return
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True,
                                     sys_argv=list(argv))
-    flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config name>).")
+    flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config>[_<variant>], "
+                        "workdirs/npz_<file>[_<variant>] for .npz data).")
 
 
 def _without_overwrite(config) -> str:
@@ -209,20 +212,30 @@ def _without_overwrite(config) -> str:
     return " (without --config.overwrite=True, which would delete the run and start over)"
 
 
-def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=()) -> None:
+def _config_value(argv: Sequence[str]) -> str:
+    """The `--config` value ('PATH[:VARIANT]') of the command line `argv`, or the default config's path."""
+    found = _cli.config_argument(argv)
+    return found[1] if found else DEFAULT_CONFIG
+
+
+def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
+         config_argv: Optional[Sequence[str]] = None) -> None:
     """Validates the parsed config and trains (absl's main, called with the positional arguments).
 
     `family` and `space_overrides`: a family named on the command line and the space fields given for it
-    (`split_family_switch`), applied to the loaded config first.
+    (`split_family_switch`), applied to the loaded config first. `config_argv`: the command line whose
+    `--config` names the default workdir (`workdir.default_workdir`).
     """
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
     from superfed_jax.run import preemption
+
     from superfed_jax.run import workdir as workdir_lib
 
     config = flags.FLAGS.config
-    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
-    workdir = flags.FLAGS.workdir or os.path.join("workdirs", name)
+    workdir = flags.FLAGS.workdir or workdir_lib.default_workdir(
+        _config_value(sys.argv if config_argv is None else config_argv), config.data.name,
+        config.data.get("path"))
     try:
         with preemption.stop_on_termination():  # until the round loop, which handles signals itself
             # Imported late so absl parses flags before JAX initialises.
@@ -283,6 +296,7 @@ def main(argv: Sequence[str]) -> None:
     """
     _console.quiet_backend_probe()
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
+    argv = _cli.resolve_config_argv(argv)  # `digits:smoke`, or configs/X.py from outside the repository
     argv = last_override_wins(argv)
     family = command_line_family(argv)
     problems = override_problems(argv, family)  # before ml_collections, which raises on an unknown field
@@ -297,8 +311,8 @@ def main(argv: Sequence[str]) -> None:
         if _cli.debugging():
             raise
         _cli.fail(_cli.flag_error_message(error), debug_hint=True)
-    app.run(functools.partial(_run, family=family, space_overrides=space_overrides), argv=argv,
-            flags_parser=_cli.parse_flags)
+    app.run(functools.partial(_run, family=family, space_overrides=space_overrides, config_argv=argv),
+            argv=argv, flags_parser=_cli.parse_flags)
 
 
 def console() -> None:

@@ -294,7 +294,10 @@ def main(argv) -> None:
 
 def _define_flags() -> None:
     # Only when run as a program, so importing this module defines no flags (as in cost.py).
-    config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
+    # The packaged default, not 'configs/digits.py': that relative path exists only in the repository root.
+    config_flags.DEFINE_config_file("config", os.path.join(_cli.PACKAGED_CONFIGS, "digits.py"),
+                                    "Experiment config (a file, or a packaged name: digits, cifar10, ...).",
+                                    lock_config=True)
     flags.DEFINE_integer("devices", 1, "Devices of the clients mesh axis.")
     flags.DEFINE_float("available_gib", 0.0, "Device memory in GiB; 0 = query this machine's device.")
     flags.DEFINE_integer("train_examples", 0, "Training examples kept on device (uint8 images).")
@@ -303,7 +306,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-memory` command: the same as `python -m superfed_jax.run.memory`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem])
+    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem], config_flag=True)
 
 
 if __name__ == "__main__":

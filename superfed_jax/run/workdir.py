@@ -1,5 +1,8 @@
 """The workdir of a run: one run at a time, no silent restart over results, readable I/O failures.
 
+* `default_workdir(config_value, data_name, data_path)`: the --workdir of a run that names none, one per
+  config, variant and .npz file, so the README's commands run one after another without colliding.
+
 * `hold_lock(workdir)`: an OS lock (fcntl.flock) on WORKDIR/.lock for the whole run. A second run on the
   same workdir stops at once, naming the process that holds it (pid, host and start time are written into
   the lock file). The OS drops the lock when its process ends in any way, so a crash leaves no stale lock;
@@ -15,9 +18,13 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import hashlib
+import json
 import os
+import re
 import shutil
 import socket
+from typing import Optional
 
 LOCK_FILE = ".lock"
 # Everything a training run writes into its workdir; `overwrite=True` clears these and nothing else.
@@ -29,6 +36,68 @@ RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", 
              "report_cost.csv", "report_curves.csv", "report_search.csv")
 # What a training run leaves that a dry run must not write beside (a dry run writes only cost.json).
 TRAINED_RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "checkpoints", "report.md")
+
+
+WORKDIRS = "workdirs"  # the default workdirs' parent, relative to the current directory (.gitignore'd)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")  # what a directory name should not carry (spaces, '/', JSON)
+
+
+def _split_variants(text: str) -> list[str]:
+    """The comma-separated variants of `text`; an arch JSON's own commas ({"d":[0,1]}) do not split."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _variant_name(variant: str) -> str:
+    """One variant as a name part: 'smoke', 'fedavg=largest' -> 'fedavg_largest', an arch JSON -> a hash.
+
+    An arch JSON would make an unreadable (and, with '/', invalid) directory name, so it becomes
+    'fedavg_' + 8 hex digits of its canonical form: the same arch, however spaced or ordered, gives the
+    same workdir (and so resumes), another arch another one.
+    """
+    key, equals, value = variant.partition("=")
+    value = value.strip()
+    if not equals:
+        return _UNSAFE.sub("_", key)
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        return f"{key}_{value}"
+    try:
+        canonical = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"))
+    except ValueError:  # not JSON: apply_variant will say so; any stable name will do until then
+        canonical = value
+    return f"{key}_{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+def default_workdir(config_value: str, data_name: Optional[str] = None,
+                    data_path: Optional[str] = None) -> str:
+    """The workdir of a run without --workdir: workdirs/<config>[_<variant>...].
+
+    `config_value` is the --config value ('PATH[:VARIANT]'); the name is the file's name without '.py',
+    then each variant, 'smoke' first, then 'fedavg_<arch>' (`_variant_name`), whatever their order on the
+    command line. With `data_name` 'npz' the data file names the run in place of the config
+    (workdirs/npz_<file name without .npz>): two data sets trained with one config must not share a
+    workdir, and a resume refuses another data.path anyway.
+
+        default_workdir('configs/digits.py')                        -> 'workdirs/digits'
+        default_workdir('digits:fedavg=largest,smoke')             -> 'workdirs/digits_smoke_fedavg_largest'
+        default_workdir('configs/digits.py', 'npz', '/d/my_data.npz') -> 'workdirs/npz_my_data'
+    """
+    path, _, variant = config_value.partition(":")
+    base = os.path.basename(os.path.normpath(path)) if path else "config"
+    name = base[:-3] if base.endswith(".py") else base
+    if data_name == "npz" and data_path:
+        stem = os.path.basename(os.path.normpath(str(data_path)))
+        name = "npz_" + (stem[:-4] if stem.endswith(".npz") else stem)
+    # 'smoke' before 'fedavg': a variant's order on the command line does not change the run.
+    variants = sorted(_split_variants(variant), key=lambda part: (not part.startswith("smoke"), part))
+    parts = [_UNSAFE.sub("_", name)] + [_variant_name(part) for part in variants]
+    return os.path.join(WORKDIRS, "_".join(parts))
 
 
 class WorkdirError(ValueError):
