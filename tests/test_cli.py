@@ -105,3 +105,92 @@ def test_every_posttrain_command_runs_through_the_shared_path():
     from superfed_jax.posttrain import evaluate_export, export, search
     for module in (export, search, evaluate_export):
         assert "_cli.run(main, _define_flags)" in inspect.getsource(module.console), module.__name__
+
+
+# ------------------------------------------------------------------- --config found from anywhere
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch):
+    """A packaged-configs folder (digits, cifar10) and an empty cwd, so only what a test makes exists."""
+    directory = tmp_path / "package_configs"
+    directory.mkdir()
+    for name in ("__init__", "digits", "cifar10"):
+        (directory / f"{name}.py").write_text("")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return str(directory)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("digits", "{p}/digits.py"),                               # a bare name
+    ("digits.py", "{p}/digits.py"),
+    ("digits:smoke", "{p}/digits.py:smoke"),                   # the variant kept
+    ("configs/digits.py", "{p}/digits.py"),                    # the README's path, outside the repository
+    ("./configs/cifar10.py:smoke,fedavg=largest", "{p}/cifar10.py:smoke,fedavg=largest"),
+    ('digits:fedavg={"d":[0,1],"e":0.25}', '{p}/digits.py:fedavg={"d":[0,1],"e":0.25}'),
+])
+def test_a_missing_config_is_the_packaged_one(packaged, value, expected):
+    assert _cli.resolve_config(value, packaged) == (expected.replace("{p}", packaged), True)
+
+
+def test_an_existing_config_file_is_kept_even_with_a_packaged_namesake(packaged):
+    os.makedirs("configs")
+    open("configs/digits.py", "w").close()
+    open("mine.py", "w").close()
+    for value in ("configs/digits.py", "configs/digits.py:smoke", "mine.py", "mine.py:fedavg=largest"):
+        assert _cli.resolve_config(value, packaged) == (value, False)
+
+
+@pytest.mark.parametrize("value, path, state", [
+    ("nonexistent", "nonexistent", "does not exist"),           # no such packaged name
+    ("configs/nonexistent.py:smoke", "configs/nonexistent.py", "does not exist"),
+    ("/elsewhere/digits.py", "/elsewhere/digits.py", "does not exist"),  # a typo'd path is not replaced
+    ("__init__", "__init__", "does not exist"),                 # the package file is no config
+    (".", ".", "is not a file"),
+])
+def test_a_config_that_exists_nowhere_is_one_message_naming_the_packaged_ones(packaged, value, path, state):
+    with pytest.raises(ValueError) as raised:
+        _cli.resolve_config(value, packaged)
+    assert str(raised.value) == (f"--config={value}: {path!r} {state}; need a config file such as "
+                                 "configs/cifar10.py, or a packaged config by name: cifar10, digits")
+
+
+@pytest.mark.parametrize("argv, position, value", [
+    (["prog"], None, None),
+    (["prog", "--config=a.py", "--config.fl.rounds=2"], 1, "a.py"),
+    (["prog", "--config", "a.py:smoke"], 2, "a.py:smoke"),
+    (["prog", "-config=a.py", "--config=b.py"], 2, "b.py"),      # the last one, as absl
+    (["prog", "--config=a.py", "--", "--config=b.py"], 1, "a.py"),  # after '--': positional
+    (["prog", "--configs=a.py", "--config.fl.rounds=2"], None, None),
+])
+def test_config_argument_is_the_last_config_flag(argv, position, value):
+    expected = None if position is None else (position, value)
+    assert _cli.config_argument(argv) == expected
+
+
+def test_resolve_config_argv_rewrites_only_the_config_value_and_says_which_file(packaged, capsys):
+    argv = ["prog", "--config=digits:smoke", "--config.fl.rounds=2", "x"]
+    assert _cli.resolve_config_argv(argv, packaged) == [
+        "prog", f"--config={packaged}/digits.py:smoke", "--config.fl.rounds=2", "x"]
+    assert capsys.readouterr().err == f"config: {packaged}/digits.py\n"
+    assert _cli.resolve_config_argv(["prog", "--config", "cifar10"], packaged) == [
+        "prog", "--config", f"{packaged}/cifar10.py"]
+    open("mine.py", "w").close()
+    capsys.readouterr()
+    assert _cli.resolve_config_argv(["prog", "--config=mine.py"], packaged) == ["prog", "--config=mine.py"]
+    assert _cli.resolve_config_argv(["prog"], packaged) == ["prog"]
+    assert capsys.readouterr().err == ""  # nothing said when the given file (or the default) is used
+
+
+def test_resolve_config_argv_of_an_unknown_config_exits_2(packaged, capsys):
+    status, err = exit_of(capsys, _cli.resolve_config_argv, ["prog", "--config=digitz:smoke"], packaged)
+    assert status == 2
+    assert err == ("error: --config=digitz:smoke: 'digitz' does not exist; need a config file such as "
+                   "configs/cifar10.py, or a packaged config by name: cifar10, digits\n")
+
+
+def test_the_packaged_configs_are_the_shipped_ones():
+    assert _cli.packaged_config_names() == ["cifar10", "cifar100", "custom", "digits"]
+    assert os.path.samefile(_cli.PACKAGED_CONFIGS, os.path.join(ROOT, "configs"))

@@ -3,6 +3,7 @@ messages, failed rounds. The same cases through the real command are in tests/te
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,3 +207,37 @@ def test_stopped_message_says_nothing_is_lost():
     assert "SIGTERM received" in fresh and "nothing is lost" in fresh and "start the run" in fresh
     resumed = preemption.stopped_message("SIGINT", 6, "/w")
     assert "checkpoint after round 6 in /w is intact" in resumed
+
+
+# ------------------------------------------------------------------------- the default workdir
+
+ARCH_HASH = workdir_lib.default_workdir('digits:fedavg={"d":[0,1],"e":0.25}')
+
+
+@pytest.mark.parametrize("config_value, data_name, data_path, expected", [
+    ("configs/digits.py", "digits", "", "workdirs/digits"),
+    ("/site-packages/superfed_jax/configs/digits.py", None, None, "workdirs/digits"),  # the default
+    ("configs/digits.py:smoke", "digits", "", "workdirs/digits_smoke"),
+    ("configs/digits.py:fedavg=largest", "digits", "", "workdirs/digits_fedavg_largest"),
+    ("digits:smoke,fedavg=largest", "digits", "", "workdirs/digits_smoke_fedavg_largest"),
+    ("digits:fedavg=largest,smoke", "digits", "", "workdirs/digits_smoke_fedavg_largest"),  # same run
+    ("configs/cifar10.py:fedavg=small", "cifar10", "", "workdirs/cifar10_fedavg_small"),
+    ("configs/digits.py", "npz", "my_data.npz", "workdirs/npz_my_data"),  # whatever the config file
+    ("configs/custom.py", "npz", "/data/sets/my_data.npz", "workdirs/npz_my_data"),
+    ("custom:smoke", "npz", "/data/my_data.npz", "workdirs/npz_my_data_smoke"),
+    ("custom", "npz", "", "workdirs/custom"),             # no file yet: check_config will ask for one
+    ("my experiment.py", "digits", "", "workdirs/my_experiment"),
+    ("digits:smoke", "npz", "runs/a b.npz", "workdirs/npz_a_b_smoke"),
+])
+def test_default_workdir_names_the_config_its_variant_and_the_npz_file(config_value, data_name,
+                                                                         data_path, expected):
+    assert workdir_lib.default_workdir(config_value, data_name, data_path) == expected
+
+
+def test_default_workdir_of_an_arch_json_is_a_short_stable_hash():
+    assert re.fullmatch(r"workdirs/digits_fedavg_[0-9a-f]{8}", ARCH_HASH)
+    # The same arch, spaced or ordered otherwise: the same workdir (a resume finds it); another: another.
+    assert workdir_lib.default_workdir('digits:fedavg={ "e": 0.25, "d": [0, 1] }') == ARCH_HASH
+    assert workdir_lib.default_workdir('digits:fedavg={"d":[0,1],"e":0.5}') != ARCH_HASH
+    assert workdir_lib.default_workdir('digits:smoke,fedavg={"d":[0,1],"e":0.25}') == (
+        ARCH_HASH.replace("digits_", "digits_smoke_"))
