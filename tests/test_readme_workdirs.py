@@ -22,8 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTION = "## Running"
 # `:smoke` as overrides (superfed_jax/config.py: apply_variant), one round: the README's commands cheap.
 SHRINK = ["--config.fl.rounds=1", "--config.fl.decay_fraction=1.0", "--config.fl.num_clients=4",
-          "--config.fl.clients_per_round=2", "--config.client.epochs=1", "--config.eval.every_rounds=1", "--config.eval.batch_size=50",
-          "--config.checkpoint.every_rounds=1", "--config.space.stem_width=4",
+          "--config.fl.clients_per_round=2", "--config.client.epochs=1", "--config.eval.every_rounds=1",
+          "--config.eval.batch_size=50", "--config.checkpoint.every_rounds=1", "--config.space.stem_width=4",
           "--config.space.stage_widths=(32,64)", "--config.space.stage_strides=(1,2)",
           "--config.space.blocks_per_stage=2", "--config.space.divisor=1"]
 
