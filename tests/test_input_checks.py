@@ -241,13 +241,14 @@ def test_eval_batch_is_capped_at_the_split_and_gives_the_same_metrics():
 # --------------------------------------------------------------------------------- small CLIs
 
 
-def _module(*args, timeout=120):
+def _module(*args, timeout=120, cwd=None):
+    """`python ARGS` in the repository root (or `cwd`), with the checkout on the path."""
     import os
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
-    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args], cwd=cwd or root, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -267,6 +268,19 @@ def test_memory_command_validates_the_config_and_flags(args, message):
     lines = result.stderr.strip().splitlines()
     for expected in message:
         assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_memory_and_cost_commands_find_the_packaged_configs_from_anywhere(tmp_path):
+    """Outside the repository: the default config (once `_ErrorConfig`) and a config by name."""
+    import json
+    result = _module("-m", "superfed_jax.run.memory", "--available_gib=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["available_bytes"] == 2 ** 30
+    result = _module("-m", "superfed_jax.reports.arch_size", "--config=configs/digits.py",
+                     '--arch={"d":[0,0,0],"e":0.25}', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.startswith("config: ") and result.stderr.rstrip().endswith("digits.py")
+    assert json.loads(result.stdout)["params"] > 0
 
 
 def test_memory_command_still_estimates_a_good_config():

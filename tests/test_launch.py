@@ -257,3 +257,17 @@ def test_last_override_wins_drops_the_earlier_ones_with_their_values():
         "superfed-train", "--workdir=w", "--config.space.stage_widths=(4,8)", "--config.fl.rounds=5",
         "--config.data.flip"]
     assert launch_lib.last_override_wins(argv[:5]) == argv[:5]
+
+
+def test_a_packaged_config_by_name_with_a_variant_from_outside_the_repository(tmp_path):
+    """`--config=digits:smoke` from a folder without configs/: the packaged file, said on stderr."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run([sys.executable, "-m", "superfed_jax.run.launch", "--config=digits:smoke",
+                             "--config.dry_run=True"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    packaged = os.path.join(ROOT, "superfed_jax", "configs", "digits.py")
+    assert f"config: {packaged}\n" in result.stderr
+    cost = json.load(open(tmp_path / "workdirs" / "digits_smoke" / "cost.json"))  # the variant's workdir
+    assert cost["rounds"] == 2  # :smoke's
