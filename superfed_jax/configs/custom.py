@@ -8,8 +8,8 @@ The file holds x_train, y_train, x_test, y_test (images NHWC or NHW, uint8 or fl
 optionally client_id (one id per training example, for --config.data.partition=natural); the input shape
 and the class count are inferred from it. The run's default workdir is workdirs/npz_<file name>
 (workdirs/npz_my_data for the first line, npz_my_data_smoke for the second). Everything else is the base
-config (the paper's space and training settings, docs/algorithm.md): shrink it for small images or short runs with --config.X overrides (e.g.
---config.fl.rounds=200 --config.space.stage_widths='(32,64,128,256)').
+config (the paper's space and training settings, docs/algorithm.md): shrink it for small images or short
+runs with --config.X overrides (e.g. --config.fl.rounds=200 --config.space.stage_widths='(32,64,128,256)').
 """
 from superfed_jax import config as config_lib
 
