@@ -197,3 +197,17 @@ def run(main: Callable[[list], None], define_flags: Callable[[], None],
         fail("\n".join(problems))
     define_flags()
     app.run(main, argv=argv, flags_parser=parse_flags)
+
+
+def split_variants(arg: str) -> list[str]:
+    """The comma-separated variants of the `:ARG` of `--config=FILE:ARG`, each stripped (empty ones kept,
+    for the caller to judge). An arch JSON holds commas of its own ({"d":[0,1],"e":0.25}); only top-level
+    commas separate."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(arg):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(arg[start:position])
+            start = position + 1
+    parts.append(arg[start:])
+    return [part.strip() for part in parts]

@@ -9,6 +9,7 @@ import json
 
 import ml_collections
 
+from superfed_jax import _cli
 from superfed_jax import config_schema
 from superfed_jax.supernet import family as family_lib
 
@@ -97,17 +98,6 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
     allowed = ("allowed '', 'smoke', 'fedavg=ARCH' or both comma-separated (e.g. 'smoke,fedavg=largest'), "
                "with ARCH one of smallest, small, medium, largest, or an arch JSON")
 
-    def split_outside_brackets(text: str) -> list[str]:
-        # An arch JSON holds commas of its own ({"d":[0,1],"e":0.25}); only top-level commas separate.
-        parts, depth, start = [], 0, 0
-        for position, char in enumerate(text):
-            depth += (char in "[{") - (char in "]}")
-            if char == "," and depth == 0:
-                parts.append(text[start:position])
-                start = position + 1
-        parts.append(text[start:])
-        return [part.strip() for part in parts]
-
     def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         family = family_lib.family_class(config.model.get("family", family_lib.DEFAULT_FAMILY))
         config.space.update(**family.smoke_space())
@@ -121,7 +111,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
     if not arg:
         return config
     applied = set()
-    for part in split_outside_brackets(arg):
+    for part in _cli.split_variants(arg):
         key, equals, value = part.partition("=")
         valid = (key == "smoke" and not equals) or (key == "fedavg" and bool(value.strip()))
         if not valid or key in applied:

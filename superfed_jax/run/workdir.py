@@ -26,6 +26,8 @@ import shutil
 import socket
 from typing import Optional
 
+from superfed_jax import _cli
+
 LOCK_FILE = ".lock"
 # Everything a training run writes into its workdir; `overwrite=True` clears these and nothing else.
 RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", "cost.json", "report.md",
@@ -40,18 +42,6 @@ TRAINED_RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "checkpoints"
 
 WORKDIRS = "workdirs"  # the default workdirs' parent, relative to the current directory (.gitignore'd)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")  # what a directory name should not carry (spaces, '/', JSON)
-
-
-def _split_variants(text: str) -> list[str]:
-    """The comma-separated variants of `text`; an arch JSON's own commas ({"d":[0,1]}) do not split."""
-    parts, depth, start = [], 0, 0
-    for position, char in enumerate(text):
-        depth += (char in "[{") - (char in "]}")
-        if char == "," and depth == 0:
-            parts.append(text[start:position])
-            start = position + 1
-    parts.append(text[start:])
-    return [part.strip() for part in parts if part.strip()]
 
 
 def _variant_name(variant: str) -> str:
@@ -95,7 +85,8 @@ def default_workdir(config_value: str, data_name: Optional[str] = None,
         stem = os.path.basename(os.path.normpath(str(data_path)))
         name = "npz_" + (stem[:-4] if stem.endswith(".npz") else stem)
     # 'smoke' before 'fedavg': a variant's order on the command line does not change the run.
-    variants = sorted(_split_variants(variant), key=lambda part: (not part.startswith("smoke"), part))
+    variants = sorted(filter(None, _cli.split_variants(variant)),
+                      key=lambda part: (not part.startswith("smoke"), part))
     parts = [_UNSAFE.sub("_", name)] + [_variant_name(part) for part in variants]
     return os.path.join(WORKDIRS, "_".join(parts))
 
