@@ -1,11 +1,12 @@
-# Two entry points: `make run` (train on the embedded digits data) and `make test`.
+# Two entry points: `make run` (train on the embedded digits data) and `make test` (what CI runs: every
+# test); `make test-quick` runs the tests that start no process (tests/conftest.py marks the others).
 # Each creates the virtual environment in .venv on first use, so either works on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test test-quick clean
 
 # Reinstalled when pyproject.toml changes (new dependencies, extras or console scripts).
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +22,9 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+test-quick: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not subprocess and not slow" tests
 
 clean:
 	rm -rf $(VENV) *.egg-info build
