@@ -32,7 +32,8 @@ os.environ.update(COMPILATION_CACHE)
 
 # ------------------------------------------------------------------------------- the quick selection
 #
-# `make test-quick` runs `pytest -m "not subprocess and not slow"`: every test that starts no process. A
+# `make test-quick` runs `pytest -m "not subprocess and not heavy and not slow"`: the tests that start no
+# process and were measured fast (`heavy` below). A
 # test is marked `subprocess` here, at collection, when it can start one: when its function, a fixture it
 # uses (directly or through other fixtures) or a parameter it gets reaches, through the functions of the
 # test files it calls, a `subprocess` or `multiprocessing` call. Helpers that start runs
@@ -41,6 +42,7 @@ os.environ.update(COMPILATION_CACHE)
 # marker written by hand. The walk reads code objects only (names a function uses), never runs anything,
 # and does not enter the package's own code: a library call that runs git (provenance) is not a run.
 import inspect  # noqa: E402
+import json  # noqa: E402
 import subprocess  # noqa: E402
 import types  # noqa: E402
 
@@ -100,9 +102,70 @@ def item_starts_process(item) -> bool:
     return any(f is not None and starts_process(f) for f in functions)
 
 
+# The other half of the quick selection: tests that start no process but compile or train enough to take
+# seconds each (a round, a vmapped evaluation). Which ones is measured, not guessed: DURATIONS_FILE holds
+# the seconds (setup + call) of each test as `make test-durations` last measured them, and a test at or
+# over HEAVY_SECONDS there is marked `heavy`. A test not in the file yet is not `heavy`.
+DURATIONS_FILE = os.path.join(TESTS_DIR, "durations.json")
+HEAVY_SECONDS = 1.0
+
+
+def read_durations(path: str = DURATIONS_FILE) -> dict:
+    """{test node id: seconds} from `path`; {} when it is missing or unreadable (nothing is marked heavy)."""
+    try:
+        with open(path) as f:
+            durations = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return durations if isinstance(durations, dict) else {}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--write-durations", default="", metavar="PATH",
+                     help="write each test's seconds (setup + call) as JSON to PATH (make test-durations)")
+
+
+_measured: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call"):
+        _measured[report.nodeid] = round(_measured.get(report.nodeid, 0.0) + report.duration, 3)
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--write-durations")
+    if path and _measured:
+        with open(path, "w") as f:
+            json.dump(dict(sorted(_measured.items())), f, indent=0)
+            f.write("\n")
+
+
+def shared_fixtures(item) -> set:
+    """The tests' own fixtures of a wider scope than one test that `item` uses, as (where, name): the
+    first test to use one pays its setup (a compile, a trained run), the others get it for free."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    shared = set()
+    for name in item.fixturenames:
+        for definition in definitions.get(name, ()):
+            if definition.scope != "function" and _is_test_code(definition.func):
+                where = "" if definition.scope == "session" else str(item.path)
+                shared.add((where, name))
+    return shared
+
+
 def pytest_collection_modifyitems(config, items):
-    """Marks every test that can start a process `subprocess` (the quick selection leaves them out)."""
-    del config
+    """Marks every test that can start a process `subprocess`, and every test measured at HEAVY_SECONDS or
+    more `heavy` (the quick selection leaves both out), with the tests sharing a wide-scoped fixture
+    with a heavy one (without its first user, the next would pay the fixture's setup)."""
+    durations = {} if config.getoption("--write-durations") else read_durations()
+    heavy, costly = [], set()
     for item in items:
         if item_starts_process(item):
             item.add_marker("subprocess")
+        elif durations.get(item.nodeid, 0.0) >= HEAVY_SECONDS:
+            heavy.append(item)
+            costly |= shared_fixtures(item)
+    for item in items:
+        if item in heavy or (costly & shared_fixtures(item) and not item.get_closest_marker("subprocess")):
+            item.add_marker("heavy")
