@@ -107,7 +107,7 @@ def item_starts_process(item) -> bool:
 # the seconds (setup + call) of each test as `make test-durations` last measured them, and a test at or
 # over HEAVY_SECONDS there is marked `heavy`. A test not in the file yet is not `heavy`.
 DURATIONS_FILE = os.path.join(TESTS_DIR, "durations.json")
-HEAVY_SECONDS = 1.0
+HEAVY_SECONDS = 0.5
 
 
 def read_durations(path: str = DURATIONS_FILE) -> dict:
