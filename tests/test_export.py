@@ -118,6 +118,67 @@ def test_arch_from_search_json(tmp_path):
         export.resolve_arch(loaded.family, loaded.run.tracked, "search:params=1", str(tmp_path))
 
 
+def write_search(directory, checkpoint_round, digest):
+    """A search.json in `directory` whose best arch for 'macs=5e5' is ARCH, of the given checkpoint."""
+    search = {"checkpoint_round": checkpoint_round, "checkpoint_digest": digest,
+              "results": [{"budget": "macs=5e5", "best": {"arch": json.loads(ARCH)}}]}
+    with open(os.path.join(directory, "search.json"), "w") as f:
+        json.dump(search, f)
+
+
+def test_a_search_json_of_another_supernet_is_refused(tmp_path):
+    loaded = trained_run.loaded()
+    write_search(tmp_path, loaded.round, loaded.digest)
+    supernet = (loaded.round, loaded.digest)
+    resolve = lambda supernet: export.resolve_arch(loaded.family, loaded.run.tracked, "search:macs=5e5",
+                                                   str(tmp_path), supernet)
+    assert search_genes(resolve(supernet)) == search_genes(archs_lib.parse_arch(loaded.family, ARCH))
+    with pytest.raises(ValueError, match=f"search.json is stale: it searched the supernet of round "
+                       f"{loaded.round}, but the run's newest checkpoint is of round {loaded.round + 8} "):
+        resolve((loaded.round + 8, "b" * 64))
+    with pytest.raises(ValueError, match=f"whose weights the run no longer holds: the checkpoint of round "
+                       f"{loaded.round} has other weights"):
+        resolve((loaded.round, "b" * 64))
+
+
+def stale_run(tmp_path, checkpoint_round, digest) -> str:
+    """A copy of the tiny run whose search.json searched the given checkpoint."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained_run.workdir(), workdir)
+    write_search(workdir, checkpoint_round, digest)
+    return workdir
+
+
+def test_export_command_line_refuses_a_stale_search_with_exit_2(tmp_path):
+    loaded = trained_run.loaded()
+    command = f"python -m superfed_jax.posttrain.search --workdir={{}} --budget=macs=5e5"
+    for name, searched, digest, reason in (
+            ("earlier", loaded.round - 4, None,  # an earlier checkpoint, by a search.json without digest
+             f"it searched the supernet of round {loaded.round - 4}, but the run's newest checkpoint is "
+             f"of round {loaded.round} (the run trained on, or was started over, after the search)"),
+            ("overwritten", loaded.round, "b" * 64,  # the same round of a run started over
+             f"it searched a supernet of round {loaded.round} whose weights the run no longer holds: the "
+             f"checkpoint of round {loaded.round} has other weights (digest {loaded.digest[:12]}, the "
+             "search's bbbbbbbbbbbb), so the run was started over (--config.overwrite=True) or replaced "
+             "after the search")):
+        workdir = stale_run(tmp_path / name, searched, digest)
+        result = trained_run.run_module("-m", "superfed_jax.posttrain.export", f"--workdir={workdir}",
+                                        "--arch=search:macs=5e5", f"--out={tmp_path / name / 'x'}",
+                                        timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: {workdir}/search.json is stale: {reason}. Its subnets and accuracies are not those of "
+            f"the run's supernet, so they are not used. Search again: {command.format(workdir)}")
+        assert not (tmp_path / name / "x").exists()
+
+
+def test_export_of_a_current_search_json(tmp_path):
+    loaded = trained_run.loaded()
+    workdir = stale_run(tmp_path, loaded.round, loaded.digest)
+    description = export.export_run(workdir, "search:macs=5e5", str(tmp_path / "out"))
+    assert description["arch"] == loaded.family.arch_to_json(archs_lib.parse_arch(loaded.family, ARCH))
+
+
 def search_genes(arch):
     return np.asarray(arch.depth).tolist(), np.asarray(arch.expand).tolist()
 

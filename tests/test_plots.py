@@ -315,14 +315,92 @@ def test_fedavg_seeds_missing_from_the_weight_shared_side_are_warned(tmp_path):
     assert math.isnan(big["difference_std"]) and big["paired_seeds"] == 1
 
 
-def test_search_older_than_the_last_training_is_not_drawn(tmp_path):
+DIGEST = "a" * 64  # the state digest of the hand-made checkpoint below
+
+
+def add_checkpoint(workdir, step, digest=DIGEST):
+    """A checkpoint's host JSON as run/checkpoint.py writes it (all the report reads of a checkpoint)."""
+    host = os.path.join(workdir, "checkpoints", str(step), "host")
+    os.makedirs(host)
+    with open(os.path.join(host, "metadata"), "w") as f:
+        json.dump({"round": step, "digest": digest, "pending": []}, f)
+
+
+def test_the_report_reads_a_checkpoint_where_the_run_writes_it(tmp_path):
+    from superfed_jax.run import checkpoint
+    add_checkpoint(str(tmp_path), 20)
+    assert checkpoint.host_json_path(str(tmp_path), 20) == str(tmp_path / "checkpoints/20/host/metadata")
+    assert search_front.newest_checkpoint(str(tmp_path)) == (20, DIGEST)
+    add_checkpoint(str(tmp_path), 30)
+    (tmp_path / "checkpoints/30/host/metadata").write_text("{torn")  # unreadable: the next older one
+    assert search_front.newest_checkpoint(str(tmp_path)) == (20, DIGEST)
+    assert search_front.newest_checkpoint(str(tmp_path / "none")) is None
+
+
+def test_stale_reason_compares_round_and_digest():
+    search = dict(make_search(), checkpoint_digest=DIGEST)
+    assert search_front.stale_reason(search, (20, DIGEST)) is None
+    assert search_front.stale_reason(search, None) is None  # no checkpoint to compare with
+    assert "round 20, but the run's newest checkpoint is of round 30" in search_front.stale_reason(
+        search, (30, DIGEST))
+    assert "--config.overwrite=True" in search_front.stale_reason(search, (20, "b" * 64))
+    old = make_search()  # written before the digest was recorded: the round only
+    assert search_front.stale_reason(old, (20, "b" * 64)) is None
+    assert search_front.stale_reason(old, (30, "b" * 64)) is not None
+
+
+def stale_message(workdir, searched_round):
+    return (f"{os.path.join(workdir, 'search.json')} is stale: it searched the supernet of round "
+            f"{searched_round}, but the run's newest checkpoint is of round 30 (the run trained on, or was "
+            "started over, after the search). Its subnets and accuracies are not those of the run's "
+            "supernet, so they are not used. Search again: python -m superfed_jax.posttrain.search "
+            f"--workdir={workdir} --budget=macs=1000")
+
+
+def test_a_search_of_an_earlier_checkpoint_is_refused_by_the_report(tmp_path, capsys):
     workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
-    (tmp_path / "search.json").write_text(json.dumps(make_search()))
-    stamp = os.path.getmtime(tmp_path / "metrics.jsonl")
-    os.utime(tmp_path / "search.json", (stamp - 60, stamp - 60))  # searched before the last training
+    add_checkpoint(workdir, 30)
+    (tmp_path / "search.json").write_text(json.dumps(dict(make_search(), checkpoint_digest=DIGEST)))
+    with pytest.raises(search_front.StaleSearch) as refused:
+        run_report.write_run_report(workdir)
+    assert str(refused.value) == stale_message(workdir, 20)
+    assert not (tmp_path / "report.md").exists()  # refused before anything was written
+    from superfed_jax.reports import cli
+    assert cli.main([workdir]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {stale_message(workdir, 20)}"
+
+
+def test_a_search_of_an_overwritten_run_is_refused_by_the_report(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    add_checkpoint(workdir, 20, digest="b" * 64)  # round 20 again, other weights
+    (tmp_path / "search.json").write_text(json.dumps(dict(make_search(), checkpoint_digest=DIGEST)))
+    with pytest.raises(search_front.StaleSearch, match=r"search.json is stale: it searched a supernet of "
+                       r"round 20 whose weights the run no longer holds: .* started over "
+                       r"\(--config.overwrite=True\).* Search again: python -m superfed_jax.posttrain.search "
+                       r"--workdir=\S+ --budget=macs=1000$"):
+        run_report.write_run_report(workdir)
+
+
+def test_a_current_search_and_an_old_one_of_the_same_round_are_drawn(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    add_checkpoint(workdir, 20)
+    for search in (dict(make_search(), checkpoint_digest=DIGEST), make_search()):
+        (tmp_path / "search.json").write_text(json.dumps(search))
+        assert run_report.write_run_report(workdir)["stale_search"] is None
+        assert "search.png" in linked_files(tmp_path / "report.md")
+
+
+def test_the_training_runs_report_leaves_a_stale_search_out(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    add_checkpoint(workdir, 20)
+    (tmp_path / "search.json").write_text(json.dumps(dict(make_search(), checkpoint_digest=DIGEST)))
     run_report.write_run_report(workdir)
-    assert "search.json is older than metrics.jsonl" in open(tmp_path / "report.md").read()
-    assert not (tmp_path / "search.png").exists()
+    assert (tmp_path / "search.png").exists()
+    add_checkpoint(workdir, 30)  # the run resumed and trained on
+    written = run_report.write_run_report(workdir, skip_stale_search=True)
+    assert written["stale_search"] == stale_message(workdir, 20)
+    assert f"Not drawn: {stale_message(workdir, 20)}" in open(tmp_path / "report.md").read()
+    assert not any((tmp_path / n).exists() for n in ("search.png", "search.svg", "report_search.csv"))
 
 
 def test_seeds_of_a_two_stage_space_combine_and_must_track_the_same_archs(tmp_path):

@@ -232,6 +232,9 @@ def test_same_seed_gives_the_same_search_json():
                                seed=7)
     first = search.search_loaded(loaded, budgets, options)
     again = search.search_loaded(loaded, budgets, options)
+    # It names the checkpoint it searched, by round and by the digest of its state (its host JSON's).
+    host = json.load(open(f"{trained_run.workdir()}/checkpoints/{loaded.round}/host/metadata"))
+    assert (first["checkpoint_round"], first["checkpoint_digest"]) == (host["round"], host["digest"])
     assert json.dumps(first) == json.dumps(again)
     # A budget's search does not depend on the other budgets of the call.
     alone = search.search_loaded(loaded, budgets[1:], options)

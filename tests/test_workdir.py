@@ -107,6 +107,26 @@ def test_overwrite_clears_the_run_files_and_nothing_else(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+def test_overwrite_clears_what_the_search_and_report_derived_from_the_old_supernet(tmp_path):
+    write_run_files(str(tmp_path), checkpoint=True)
+    derived = ("search.json", "search.png", "search.svg", "report_search.csv", "latency_cache.json",
+               "latency_cache.json.tmp")
+    for name in derived:
+        (tmp_path / name).write_text("{}")
+    workdir_lib.check_start(str(tmp_path), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_run_outputs_doc_names_every_file_overwrite_clears():
+    """docs/run_outputs.md's file table is the user's list of what --config.overwrite=True deletes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "run_outputs.md")) as f:
+        doc = f.read()
+    missing = [name for name in workdir_lib.RUN_FILES
+               if not name.endswith(".tmp") and f"`{name.rstrip('/')}" not in doc]
+    assert not missing, f"docs/run_outputs.md does not name {missing}"
+
+
 def test_a_dry_run_is_refused_beside_a_trained_run(tmp_path):
     write_run_files(str(tmp_path))
     with pytest.raises(workdir_lib.WorkdirError, match="a dry run would overwrite its cost.json"):

@@ -43,6 +43,7 @@ from superfed_jax.data import augment
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
 from superfed_jax.posttrain import search
+from superfed_jax.reports import search_front
 from superfed_jax.run import checkpoint
 from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet import conv
@@ -60,15 +61,27 @@ OLD_EXPORT_FAMILY = "ofa_resnet"
 # Which arch.
 
 
-def search_result_arch(family: family_lib.Family, workdir: str, budget: str):
-    """The best arch that RUN_DIR/search.json holds for the budget written as `budget`."""
+def search_result_arch(family: family_lib.Family, workdir: str, budget: str, supernet="read"):
+    """The best arch that RUN_DIR/search.json holds for the budget written as `budget`.
+
+    Args:
+      supernet: (round, digest) of the supernet the arch will be sliced from; "read": the run's newest
+        checkpoint on disk. A search.json of another supernet is refused (its best arch is not this
+        supernet's best).
+
+    Raises:
+      search_front.StaleSearch: search.json searched another checkpoint (the message says how to rerun it).
+      ValueError: no search.json, no such budget in it, or a malformed file.
+    """
     path = os.path.join(workdir, search.SEARCH_FILE)
     if not os.path.exists(path):
         raise ValueError(f"arch 'search:{budget}': {path} does not exist; run superfed_jax.posttrain.search first")
-    found = _json_file.read_object(path, "run superfed_jax.posttrain.search again to rewrite it").get("results")
+    content = _json_file.read_object(path, "run superfed_jax.posttrain.search again to rewrite it")
+    found = content.get("results")
     if not isinstance(found, list) or not all(isinstance(r, dict) and "budget" in r for r in found):
         raise ValueError(f"{path}: 'results' is not a list of search results with a 'budget' each; run "
                          "superfed_jax.posttrain.search again to rewrite it")
+    search_front.check_current(workdir, content, supernet)
     results = {r["budget"]: r for r in found}
     if budget not in results:
         raise ValueError(f"arch 'search:{budget}': {path} has no budget {budget!r}; it has "
@@ -76,17 +89,20 @@ def search_result_arch(family: family_lib.Family, workdir: str, budget: str):
     return family.arch_from_json(results[budget]["best"]["arch"])
 
 
-def resolve_arch(family: family_lib.Family, tracked: dict, text: str, workdir: str):
+def resolve_arch(family: family_lib.Family, tracked: dict, text: str, workdir: str, supernet="read"):
     """An arch from a tracked name ('largest', ...), 'search:BUDGET' or the family's JSON form.
 
+    `supernet`: (round, digest) of the supernet exported from, for 'search:' ("read": the newest on disk).
+
     Raises:
-      ValueError: naming the allowed forms, or saying why the arch is outside the space.
+      ValueError: naming the allowed forms, or saying why the arch is outside the space (or, for
+        'search:', why search.json cannot be used).
     """
     text = text.strip()
     if text in tracked:
         return tracked[text]
     if text.startswith("search:"):
-        return search_result_arch(family, workdir, text[len("search:"):])
+        return search_result_arch(family, workdir, text[len("search:"):], supernet)
     if not text.startswith("{"):
         raise ValueError(f"arch {text!r}: give a tracked name ({', '.join(tracked)}), "
                          "'search:BUDGET' (the best arch of RUN_DIR/search.json) or an arch JSON such as "
@@ -179,7 +195,8 @@ def export_loaded(loaded: run_dir.TrainedRun, arch_text: str, out_dir: str,
       ValueError: the arch is unknown or outside the run's space, or `out_dir` holds an export.
     """
     run, config = loaded.run, loaded.config
-    arch = resolve_arch(loaded.family, run.tracked, arch_text, loaded.workdir)
+    # search.json is compared with the checkpoint actually restored (the newest intact one).
+    arch = resolve_arch(loaded.family, run.tracked, arch_text, loaded.workdir, (loaded.round, loaded.digest))
     source = {"workdir": loaded.workdir, "checkpoint_round": loaded.round, "seed": config["seed"],
               "data": config["data"]}
     description = describe(loaded.family, arch, run.dataset.mean, run.dataset.std,

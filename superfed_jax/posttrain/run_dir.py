@@ -71,8 +71,9 @@ def saved_config(workdir: str):
     return config
 
 
-def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.ServerState]:
-    """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state.
+def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.ServerState, str]:
+    """The run in `workdir` rebuilt from its config.json, with the newest intact checkpoint's state and
+    that checkpoint's digest (the SHA-256 of its state, verified on restore: it names these weights).
 
     Raises:
       FileNotFoundError: `workdir` has no config.json or no checkpoint.
@@ -84,7 +85,7 @@ def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.Serv
         raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
     for skipped in restored.skipped:
         print(f"warning: skipped damaged checkpoint {skipped}", file=sys.stderr, flush=True)
-    return run, restored.state
+    return run, restored.state, str(restored.host["digest"])
 
 
 class TrainedRun(NamedTuple):
@@ -97,6 +98,7 @@ class TrainedRun(NamedTuple):
     round: int  # rounds trained by the restored checkpoint
     val_set: evaluation.EvalSet | None  # on the same device; None when the run holds out no validation
     test_set: evaluation.EvalSet | None
+    digest: str = ""  # SHA-256 of the restored checkpoint's state (its host JSON's "digest")
 
     @property
     def family(self) -> family_lib.Family:
@@ -114,7 +116,7 @@ def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
     Raises:
       FileNotFoundError: no config.json or no checkpoint.
     """
-    run, state = load_trained(workdir)
+    run, state, digest = load_trained(workdir)
     config = resume.read_saved_config(workdir)  # as saved: read by load_trained just before
     device = jax.devices()[0]
     batch = eval_batch_size or config["eval"]["batch_size"]
@@ -126,4 +128,4 @@ def load_trained_run(workdir: str, eval_batch_size: int = 0) -> TrainedRun:
 
     return TrainedRun(os.path.abspath(workdir), config, run, jax.device_put(state.params, device),
                       int(state.round), place(run.dataset.x_val, run.dataset.y_val),
-                      place(run.dataset.x_test, run.dataset.y_test))
+                      place(run.dataset.x_test, run.dataset.y_test), digest)

@@ -33,6 +33,7 @@ from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
 from superfed_jax.reports import run_report
+from superfed_jax.reports import search_front
 from superfed_jax.supernet import family as family_lib
 
 BUDGET_KEYS = ("macs", "params", "latency_ms")
@@ -297,7 +298,10 @@ def search_loaded(loaded: run_dir.TrainedRun, budgets: list, options: SearchOpti
         results.append(budget_report(family, budget, evolution, metric_fns, test_fn))
         print(f"{budget.text}: {len(evolution.genes)} distinct archs evaluated in "
               f"{time.perf_counter() - start:.1f} s", file=log, flush=True)
-    return {"workdir": loaded.workdir, "checkpoint_round": loaded.round, "seed": options.seed,
+    # The round and the digest of the searched checkpoint: export and the report refuse this file once
+    # the run's newest checkpoint is another (reports/search_front.py `check_current`).
+    return {"workdir": loaded.workdir, "checkpoint_round": loaded.round,
+            search_front.CHECKPOINT_DIGEST_KEY: loaded.digest, "seed": options.seed,
             "evolution": options.evolution._asdict(),
             "val_examples": int(loaded.val_set.weights.sum()),
             "test_examples": 0 if loaded.test_set is None else int(loaded.test_set.weights.sum()),

@@ -84,16 +84,33 @@ def provenance_lines(workdir: str) -> list[str]:
     return lines + [""]
 
 
-def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
+def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search: bool = False) -> dict:
     """Writes ``report.md`` and ``pareto.png`` of one run into ``out`` (default: the work directory), with
-    ``curves.png``, ``search.png`` (when the run has a current search.json), each figure also as SVG, and
-    the tables as ``report_*.csv``.
+    ``curves.png``, ``search.png`` (when the run has a search.json), each figure also as SVG, and the
+    tables as ``report_*.csv``.
+
+    A search.json that did not search the run's newest checkpoint (`search_front.check_current`) is
+    refused before anything is written, unless `skip_stale_search`: then the report says why it is not
+    drawn and removes the search figure and table it drew before (the training driver's report at the end
+    of a resumed run must not fail over a search the user has not yet repeated).
 
     Returns:
-      ``best_round``, ``rows`` (`arch_rows`), ``cost`` (cost.json or None) and the written ``report`` and
-      ``plot`` paths.
+      ``best_round``, ``rows`` (`arch_rows`), ``cost`` (cost.json or None), the written ``report`` and
+      ``plot`` paths, and ``stale_search``: why search.json was not drawn, or None.
+
+    Raises:
+      search_front.StaleSearch: search.json is stale and `skip_stale_search` is off.
+      ValueError: a file of the run is missing or malformed.
     """
     run = read_run(workdir)
+    search, stale = search_front.read_search(workdir), None
+    if search is not None:
+        try:
+            search_front.check_current(workdir, search)
+        except search_front.StaleSearch as error:
+            if not skip_stale_search:
+                raise
+            search, stale = None, str(error)
     out = out or workdir
     os.makedirs(out, exist_ok=True)
     best = select_best(run.records, run.tracked)
@@ -112,11 +129,11 @@ def write_run_report(workdir: str, out: Optional[str] = None) -> dict:
     plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
                 f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")
     lines += _figure_files_lines(out, "pareto") + _curve_lines(run, out, int(best["round"]))
-    lines += _search_lines(run, out) + _table_files_lines(out, rows, run.cost)
+    lines += _search_lines(run, out, search, stale) + _table_files_lines(out, rows, run.cost)
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
-            "plot": plot_path}
+            "plot": plot_path, "stale_search": stale}
 
 
 def _figure_files_lines(out: str, name: str) -> list[str]:
@@ -172,15 +189,19 @@ def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
             files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
 
 
-def _search_lines(run: RunRecord, out: str) -> list[str]:
-    """With search.json: draws every budget's candidates and front (search.png/.svg, report_search.csv)."""
-    search = search_front.read_search(run.workdir)
+SEARCH_OUTPUTS = ("search.png", "search.svg", "report_search.csv")
+
+
+def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optional[str]) -> list[str]:
+    """With a current search.json: draws every budget's candidates and front (search.png/.svg,
+    report_search.csv). With a stale one (`stale`: why): removes those files and says why."""
+    if stale is not None:
+        for name in SEARCH_OUTPUTS:  # drawn from a supernet the run no longer holds
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        return ["## Post-training search", "", f"Not drawn: {stale}", ""]
     if search is None or not search["results"]:
         return []
-    if search_front.is_stale(run.workdir):
-        return ["## Post-training search", "", "search.json is older than metrics.jsonl: it searched a "
-                "checkpoint that later training replaced, so its front is not drawn. Run the search again "
-                "(python -m superfed_jax.posttrain.search) to draw it.", ""]
     plot_search(os.path.join(out, "search.png"), search_front.search_panels(run, search),
                 f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}")
     csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.SEARCH_CSV_HEADER,

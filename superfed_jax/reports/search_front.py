@@ -7,19 +7,28 @@ search also records them, ``evaluated``: the metric values and validation accura
 candidate (columns of equal length). This module recomputes the non-dominated set from all points
 (`non_dominated`), so the figure does not rest on the search's own bookkeeping, and places the run's
 tracked subnets at their validation accuracy in the evaluation of the searched checkpoint's round.
-A search.json without ``evaluated`` (written before it was recorded) shows its front only; one older than
-the run's metrics.jsonl searched a checkpoint that later training replaced (`is_stale`) and is not drawn.
+A search.json without ``evaluated`` (written before it was recorded) shows its front only.
+
+A search.json is *current* when the supernet it searched is the run's newest checkpoint: the same round
+(``checkpoint_round``) and the same weights (``checkpoint_digest``, the SHA-256 of the checkpoint's state
+that every checkpoint's host JSON records). The round alone would not do: a run started over with
+--config.overwrite=True and trained to the same round has a checkpoint of that round with other weights.
+`stale_reason` compares them, `check_current` refuses a stale one with the command that searches again.
+A search.json written before the digest was recorded is judged by its round only.
 """
+import json
 import os
 from typing import Optional
 
 from superfed_jax.reports.plot import SearchPanel, gid_of
 from superfed_jax.reports.run_record import RunRecord, arch_rows, read_json
 
-__all__ = ["SEARCH_FILE", "read_search", "is_stale", "non_dominated", "search_points", "search_panels",
+__all__ = ["SEARCH_FILE", "CHECKPOINT_DIGEST_KEY", "StaleSearch", "read_search", "newest_checkpoint",
+           "stale_reason", "rerun_command", "check_current", "non_dominated", "search_points", "search_panels",
            "SEARCH_CSV_HEADER", "search_csv_rows"]
 
 SEARCH_FILE = "search.json"  # the name posttrain.search writes (the reports layer may not import it)
+CHECKPOINT_DIGEST_KEY = "checkpoint_digest"  # search.json: the digest of the checkpoint it searched
 # metric -> (axis label, factor from the stored value to the axis unit)
 METRIC_AXES = {"macs": ("forward MACs per image (MMACs)", 1e-6), "params": ("params (millions)", 1e-6),
                "latency_ms": ("latency (ms)", 1.0)}
@@ -39,11 +48,74 @@ def read_search(workdir: str) -> Optional[dict]:
     return search
 
 
-def is_stale(workdir: str) -> bool:
-    """Whether search.json predates the run's last training (metrics.jsonl modified after it): a rerun
-    with --config.overwrite=True or a resumed run has replaced the checkpoint the search evaluated."""
-    search, metrics = (os.path.join(workdir, name) for name in (SEARCH_FILE, "metrics.jsonl"))
-    return os.path.getmtime(search) < os.path.getmtime(metrics)
+class StaleSearch(ValueError):
+    """search.json searched a supernet that is not the run's newest checkpoint."""
+
+
+def newest_checkpoint(workdir: str) -> Optional[tuple[int, Optional[str]]]:
+    """(round, state digest) of the newest checkpoint of `workdir` whose host JSON reads, or None.
+
+    Read from ``checkpoints/STEP/host/metadata`` (where run/checkpoint.py's `host_json_path` puts it; the
+    reports layer may not import the run layer), without orbax: a report must not restore a supernet.
+    None when the run holds no checkpoint (e.g. a copy of its result files only).
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    for step in sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True):
+        try:
+            with open(os.path.join(directory, str(step), "host", "metadata")) as f:
+                host = json.load(f)
+        except (OSError, ValueError):
+            continue  # unreadable: the restore that loads the run judges it, and falls back past it
+        if isinstance(host, dict):
+            digest = host.get("digest")
+            return step, digest if isinstance(digest, str) else None
+    return None
+
+
+def stale_reason(search: dict, newest: Optional[tuple[int, Optional[str]]]) -> Optional[str]:
+    """Why `search` (a search.json) did not search the checkpoint `newest` (round, digest); None if it did.
+
+    Nothing to compare with (no checkpoint) is not stale. A search.json without a digest (written before
+    it was recorded) is judged by its round only.
+    """
+    if newest is None:
+        return None
+    round_now, digest_now = newest
+    searched = search.get("checkpoint_round")
+    if searched != round_now:
+        return (f"it searched the supernet of round {searched}, but the run's newest checkpoint is of round "
+                f"{round_now} (the run trained on, or was started over, after the search)")
+    digest = search.get(CHECKPOINT_DIGEST_KEY)
+    if digest and digest_now and digest != digest_now:  # either unknown: the round decides
+        return (f"it searched a supernet of round {searched} whose weights the run no longer holds: the "
+                f"checkpoint of round {round_now} has other weights (digest {digest_now[:12]}, the search's "
+                f"{str(digest)[:12]}), so the run was started over (--config.overwrite=True) or replaced "
+                "after the search")
+    return None
+
+
+def rerun_command(workdir: str, search: dict) -> str:
+    """The command that searches the run again under the budgets `search` held."""
+    budgets = [r.get("budget") for r in search.get("results", []) if isinstance(r, dict)]
+    flags = " ".join(f"--budget={b}" for b in budgets if isinstance(b, str)) or "--budget=KEY=VALUE"
+    return f"python -m superfed_jax.posttrain.search --workdir={workdir} {flags}"
+
+
+def check_current(workdir: str, search: dict, newest="read") -> None:
+    """Raises StaleSearch when `search` (WORKDIR/search.json) is not of the run's newest checkpoint.
+
+    Args:
+      workdir: the run directory.
+      search: its search.json content.
+      newest: (round, digest) of the supernet to compare with; "read": the newest checkpoint on disk.
+    """
+    reason = stale_reason(search, newest_checkpoint(workdir) if newest == "read" else newest)
+    if reason is not None:
+        raise StaleSearch(
+            f"{os.path.join(workdir, SEARCH_FILE)} is stale: {reason}. Its subnets and accuracies are not "
+            f"those of the run's supernet, so they are not used. Search again: {rerun_command(workdir, search)}")
 
 
 def non_dominated(points: list[tuple[float, float]]) -> list[int]:

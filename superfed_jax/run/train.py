@@ -329,8 +329,11 @@ def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> di
     sizes = sharding.to_host(run.data.sizes)
     cost_report = run_cost.write_cost_report(config, run.family, sequence, workdir, sizes)
     print(run_cost.cost_summary(cost_report, run.family.cost_unit), flush=True)
-    written = run_report.write_run_report(workdir)
+    # A search.json of an earlier checkpoint is left out with a warning: the run itself has succeeded.
+    written = run_report.write_run_report(workdir, skip_stale_search=True)
     print(f"report: {written['report']}, plot: {written['plot']}", flush=True)
+    if written["stale_search"]:
+        print(f"warning: the report leaves out the search front: {written['stale_search']}", flush=True)
     if metrics.nothing_trained(records, config.fl.clients_per_round):
         raise metrics.NothingTrained(
             f"no round of this run trained anything: in every one of its {records[-1]['round']} rounds every "

@@ -35,7 +35,13 @@ RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", 
              "provenance.json", "provenance.json.tmp",
              # the report's other figures (PNG + SVG) and its tables as CSV
              "pareto.svg", "curves.png", "curves.svg", "search.png", "search.svg", "report_accuracy.csv",
-             "report_cost.csv", "report_curves.csv", "report_search.csv")
+             "report_cost.csv", "report_curves.csv", "report_search.csv",
+             # the combined report's seed table, when a run directory is its default --out
+             "report_seeds.csv",
+             # what the post-training commands derive from the run (posttrain/search.py, latency.py): the
+             # search describes a supernet the new run replaces, and the latency cache is keyed by arch
+             # text alone, which a new run with another space would read as other subnets
+             "search.json", "latency_cache.json", "latency_cache.json.tmp")
 # What a training run leaves that a dry run must not write beside (a dry run writes only cost.json).
 TRAINED_RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "checkpoints", "report.md")
 
