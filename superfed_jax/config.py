@@ -87,7 +87,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
     * 'fedavg=ARCH' : FedAvg of one arch (`fedavg_baseline`); ARCH is a default tracked name (smallest,
       small, medium, largest) or an arch JSON.
     * 'smoke' : a local run of seconds, for tests and a first try of a setup (as big_vision's local
-      mode): 2 rounds of 2 out of 4 clients, 1 local epoch, the family's tiny space
+      mode): 2 rounds of 2 out of 4 clients (out of the data's own for data.partition='natural'), 1 local epoch, the family's tiny space
       (`Family.smoke_space`; the OFA-ResNet's: two stages of narrow blocks), evaluation (in batches of 50),
       a checkpoint and a progress line after every round. The file's data, client batch size,
       learning rate and chunk size are kept (the shipped chunk sizes, 2 and 0, divide the 2 clients).
@@ -101,7 +101,9 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
     def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         family = family_lib.family_class(config.model.get("family", family_lib.DEFAULT_FAMILY))
         config.space.update(**family.smoke_space())
-        config.fl.update(rounds=2, num_clients=4, clients_per_round=2)
+        config.fl.update(rounds=2, clients_per_round=2)
+        if config.data.partition != "natural":  # a natural partition's client count is the data's
+            config.fl.num_clients = 4
         config.client.epochs = 1
         config.eval.update(every_rounds=1, batch_size=50)
         config.checkpoint.every_rounds = 1

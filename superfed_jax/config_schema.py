@@ -84,15 +84,26 @@ _PACKAGE_FIELDS = (
 
     Field("data.name", "cifar10", "the dataset", "choice", DATASET_NAMES),
     Field("data.path", "", "the .npz file when name='npz' (keys x_train, y_train, x_test, y_test; "
-          "client_id for partition='natural')", "text",
+          "client_id for partition='natural'); for 'shakespeare' TFF's shakespeare.tar.bz2 or a folder of "
+          "its two .h5 files; for 'leaf_shakespeare' a folder with LEAF's train/ and test/ JSON folders; "
+          "for 'ptb' a folder with train.txt, valid.txt, test.txt", "text",
           absent=OPTIONAL_FIELDS["path"]),
     Field("data.archive", "", "CIFAR binary archive (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz)",
           "text", absent=OPTIONAL_FIELDS["archive"]),
     Field("data.tfds_data_dir", "", "a prepared TFDS data dir holding cifar10 / cifar100", "text",
           absent=OPTIONAL_FIELDS["tfds_data_dir"]),
+    Field("data.seq_len", 80, "name='ptb': tokens per training window (its input length)", "int",
+          _AT_LEAST_1, absent=OPTIONAL_FIELDS["seq_len"]),
+    Field("data.scored_len", 40, "name='ptb': the last this many positions of a window are scored (the "
+          "rest is context) and windows start this many tokens apart, so every token is predicted once",
+          "int", _AT_LEAST_1, absent=OPTIONAL_FIELDS["scored_len"]),
+    Field("data.max_vocab", 0, "name='ptb': refuse a training vocabulary larger than this (0 = no cap)",
+          "int", _AT_LEAST_0, " (0 = no cap)", absent=OPTIONAL_FIELDS["max_vocab"]),
     Field("data.val_fraction", 0.1, "share of the training set held out to select the best round",
           "number", Range(0, 1, high_open=True), absent=OPTIONAL_FIELDS["val_fraction"]),
-    Field("data.partition", "dirichlet", "how the training set is split over clients (docs/algorithm.md 6)",
+    Field("data.partition", "dirichlet", "how the training set is split over clients (docs/algorithm.md 6): "
+          "by a Dirichlet draw over class labels, iid, label shards, contiguous runs in file order (a "
+          "text stream), or the data's own clients (natural)",
           "choice", PARTITION_METHODS),
     Field("data.alpha", 100.0, "Dirichlet concentration: 100 near-IID, 1 and 0.1 increasingly skewed",
           "number", _POSITIVE, " (the Dirichlet concentration)"),

@@ -37,6 +37,7 @@ from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import archs
+from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.family import DEFAULT_FAMILY
 
 __all__ = ["check_config", "check_against_data", "config_file_problem", "unknown_field"]
@@ -212,13 +213,43 @@ def _check_data_values(report: _Report) -> None:
     partition = report.check("data.partition")
     if partition == "natural" and name is not None and data_load.natural_needs_ids(name):  # .npz only
         report.add(data_load.natural_needs_ids(name))
+    _check_data_kind(report, name, partition)
     if partition == "dirichlet":
         report.check("data.alpha")
     else:  # only the Dirichlet split reads it (and a bad partition is reported already)
         report.skip("data.alpha")
     for field in ("data.shards_per_client", "data.min_client_size", "data.val_fraction",
-                  "data.crop_padding", "data.flip", "data.cutout_size"):
+                  "data.crop_padding", "data.flip", "data.cutout_size", "data.seq_len", "data.scored_len",
+                  "data.max_vocab"):
         report.check(field)
+    seq_len, scored = report.get("data.seq_len"), report.get("data.scored_len")
+    if name == "ptb" and _is_int(seq_len) and _is_int(scored) and scored > seq_len:  # only ptb reads them
+        report.add(f"data.scored_len={scored}: more than data.seq_len={seq_len}, the window's length; "
+                   f"need 1 <= data.scored_len <= {seq_len}")
+    fraction = report.get("data.val_fraction")
+    if name in data_load.OWN_VALIDATION and _is_number(fraction) and fraction:
+        report.add(f"data.val_fraction={fraction}: data.name={name!r} has its own validation split "
+                   "(valid.txt); set data.val_fraction=0")
+
+
+def _check_data_kind(report: _Report, name, partition) -> None:
+    """Text data needs a family that reads token windows, images one that reads images; token windows
+    have no class per example, so the label-based splits cannot cut them."""
+    if name not in data_load.DATASET_NAMES:
+        return  # reported by the name's own check
+    text = name in data_load.TEXT_DATASETS
+    try:
+        kind = family_lib.family_class(report.family).batch_kind
+    except ValueError:
+        return  # reported with model.family
+    if text != (kind == family_lib.TOKENS):
+        wants = "token windows (model.family='tcn')" if text else "images (model.family='ofa_resnet')"
+        report.add(f"data.name={name!r}: its examples are {'token windows' if text else 'images'}, "
+                   f"and model.family={report.family!r} reads {kind}; use a family that reads {wants}")
+    if text and partition in partition_lib.LABEL_METHODS:
+        report.add(f"data.partition={partition!r}: splits by class label, and data.name={name!r} holds "
+                   "token windows with a target per position; use 'contiguous', 'iid' or 'natural' "
+                   "(shakespeare, leaf_shakespeare)")
 
 
 def _check_existing(report: _Report, field: str, path: str, is_dir: bool = False) -> None:
@@ -234,7 +265,13 @@ def _check_data_files(report: _Report) -> None:
     """data.path (required for name='npz'), data.archive and data.tfds_data_dir must exist if given."""
     name = report.get("data.name")
     path = report.check("data.path")
-    if name == "npz" and path is not None:
+    if name in data_load.TEXT_DATASETS and path is not None:
+        if not path:
+            report.add(f"data.path='': data.name={name!r} needs data.path, "
+                       f"{data_load.TEXT_PATH_HELP[name]}")
+        elif not os.path.exists(path):
+            report.add(f"data.path={path!r}: does not exist; need {data_load.TEXT_PATH_HELP[name]}")
+    elif name == "npz" and path is not None:
         if not path:
             report.add("data.path='': data.name='npz' needs data.path, the .npz file "
                        "(keys x_train, y_train, x_test, y_test)")

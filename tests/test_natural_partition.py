@@ -174,8 +174,9 @@ def test_a_pickled_client_id_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["digits", "cifar10", "cifar100"])
 def test_datasets_without_ids_refuse_a_natural_partition(name):
-    expected = (f"data.partition='natural': makes one client per client id, and only data.name='npz' "
-                f"carries ids (an array 'client_id' in the .npz file); data.name={name!r} has none.")
+    expected = (f"data.partition='natural': makes one client per client id, and only data.name 'npz' "
+                f"(an array 'client_id' in the .npz file), 'shakespeare' and 'leaf_shakespeare' (one client "
+                f"per speaking role) carry ids; data.name={name!r} has none.")
     config = config_lib.base_config()
     config.data.update(name=name, partition="natural")
     with pytest.raises(ValueError) as info:

@@ -332,8 +332,12 @@ def test_allowed_names_are_the_owning_modules_lists(name, owner):
     for value in owner:
         # A natural partition reads an .npz file's client_id array (tests/test_natural_partition.py).
         dataset = {"data.name": "npz"} if value == "natural" else {}
-        validation.check_config(override({name: value, "fl.pool": '["largest"]', "data.path": __file__,
-                                          **dataset}))
+        config = override({name: value, "fl.pool": '["largest"]', "data.path": __file__, **dataset})
+        if name == "data.name" and value in load.TEXT_DATASETS:  # token windows: the ResNet cannot read them
+            with pytest.raises(ValueError, match=f"data.name='{value}': its examples are token windows"):
+                validation.check_config(config)
+            continue
+        validation.check_config(config)
 
 
 def test_no_second_copy_of_the_allowed_names():

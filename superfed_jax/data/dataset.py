@@ -1,7 +1,9 @@
-"""The in-memory image classification dataset and the helpers that shape it.
+"""The in-memory dataset (images or token windows) and the helpers that shape it.
 
-A :class:`Dataset` holds host-side NumPy arrays (NHWC images, int32 labels)
-for train, validation and test, plus the per-channel statistics used to
+A :class:`Dataset` holds host-side NumPy arrays (NHWC images with int32
+labels, or int32 token windows [N, T] with int32 targets [N, T], -1 where a
+position is not scored) for train, validation and test, plus the per-channel
+statistics used to
 normalise images on device. Images stay in their stored dtype (usually uint8)
 until they reach the accelerator, where :func:`to_unit_float` scales them:
 uint8 images are four times smaller to keep and to transfer than float32.
@@ -12,27 +14,30 @@ from typing import Optional, Tuple
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Dataset", "holdout_indices", "holdout_validation", "to_unit_float"]
+__all__ = ["Dataset", "holdout_indices", "holdout_per_client", "holdout_validation", "to_unit_float"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train/validation/test splits of an image classification task.
+    """Train/validation/test splits of an image classification task or a language-modelling task.
 
     ``eq=False`` because element-wise array comparison has no single truth
     value; datasets are compared by identity.
 
     Attributes:
-        x_train: ``[N, H, W, C]`` images, uint8 (0..255) or float.
-        y_train: ``[N]`` int32 labels in ``[0, num_classes)``.
+        x_train: ``[N, H, W, C]`` images, uint8 (0..255) or float; or
+            ``[N, T]`` int32 token windows (ids in ``[0, num_classes)``).
+        y_train: ``[N]`` int32 labels in ``[0, num_classes)``; for token
+            windows ``[N, T]`` target ids, -1 where a position is not scored
+            (padding, or context that only conditions the prediction).
         x_val: Validation images held out from the training data (may be empty).
         y_val: Validation labels.
         x_test: Test images.
         y_test: Test labels.
-        num_classes: Number of classes.
+        num_classes: Number of classes (the vocabulary size for tokens).
         mean: ``[C]`` float32 per-channel mean of the training images after
-            :func:`to_unit_float`.
-        std: ``[C]`` float32 per-channel standard deviation, same scale.
+            :func:`to_unit_float` (``[0.]`` for tokens, which are not normalised).
+        std: ``[C]`` float32 per-channel standard deviation, same scale (``[1.]`` for tokens).
         client_train: ``[N]`` int64 client id of each training example (after
             the validation hold-out), for ``data.partition='natural'``; None
             when the data names no clients.
@@ -91,6 +96,35 @@ def holdout_indices(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.
     perm = np.random.default_rng(seed).permutation(n)
     # Sorting keeps each part in file order; only membership is random.
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def holdout_per_client(client_ids: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Like :func:`holdout_indices`, but each client holds out ``floor(fraction * n_c)`` of its own rows.
+
+    Every client keeps at least one training row (the floor of a fraction below 1 of n_c is below n_c),
+    so the clients of a natural partition, and their count, do not depend on the seed.
+
+    Args:
+        client_ids: ``[N]`` client id of each training row.
+        fraction: Share of each client's rows to hold out, in ``[0, 1)``.
+        seed: Seed of the per-client choice.
+
+    Returns:
+        ``(train_idx, val_idx)``, int arrays in increasing order that together hold ``0..N-1`` once.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            f"data.val_fraction must be in [0, 1), got {fraction!r}.")
+    client_ids = np.asarray(client_ids)
+    rng = np.random.default_rng(seed)
+    held = []
+    for client in np.unique(client_ids):
+        rows = np.flatnonzero(client_ids == client)
+        held.append(rng.permutation(rows)[:int(np.floor(fraction * len(rows)))])
+    val_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    keep = np.ones(len(client_ids), bool)
+    keep[val_idx] = False
+    return np.flatnonzero(keep), val_idx
 
 
 def holdout_validation(

@@ -14,18 +14,32 @@ from typing import Any
 import numpy as np
 
 from superfed_jax.data import cifar, digits, npz
-from superfed_jax.data.dataset import Dataset, holdout_indices, holdout_validation
+from superfed_jax.data.dataset import Dataset, holdout_indices, holdout_per_client, holdout_validation
 from superfed_jax.data.stats import channel_mean_std
 
-__all__ = ["CLIENT_ID_DATASETS", "DATASET_NAMES", "OPTIONAL_FIELDS", "check_normalizable",
+__all__ = ["CLIENT_ID_DATASETS", "DATASET_NAMES", "IMAGE_DATASETS", "OWN_VALIDATION", "TEXT_DATASETS", "OPTIONAL_FIELDS", "check_normalizable",
            "check_square", "load_dataset", "load_raw", "natural_needs_ids", "single_class_warning"]
 
-DATASET_NAMES = ("digits", "npz", "cifar10", "cifar100")
+IMAGE_DATASETS = ("digits", "npz", "cifar10", "cifar100")
+# Token windows for language models (`superfed_jax.data.text`): TFF's federated Shakespeare (archive or
+# h5 files), LEAF's Shakespeare JSON, and word-level text in the Penn Treebank files' layout.
+TEXT_DATASETS = ("shakespeare", "leaf_shakespeare", "ptb")
+DATASET_NAMES = IMAGE_DATASETS + TEXT_DATASETS
 # The datasets whose files can name the client of each training example (data.partition='natural').
-CLIENT_ID_DATASETS = ("npz",)
+CLIENT_ID_DATASETS = ("npz", "shakespeare", "leaf_shakespeare")
+# What data.path names for each text dataset, for messages.
+TEXT_PATH_HELP = {
+    "shakespeare": "TensorFlow Federated's shakespeare.tar.bz2, or a folder holding its "
+                   "shakespeare_train.h5 and shakespeare_test.h5",
+    "leaf_shakespeare": "a folder holding LEAF's train/ and test/ folders of JSON files",
+    "ptb": "a folder holding train.txt, valid.txt and test.txt (one sentence per line)",
+}
+# The text datasets that come with their own validation split (data.val_fraction must be 0).
+OWN_VALIDATION = ("ptb",)
 # Fields of the data section read with these values when a config lacks them, so configs written before
 # the fields existed still load as they did then (no hold-out, no archive, no TFDS folder).
-OPTIONAL_FIELDS = {"path": "", "archive": "", "tfds_data_dir": "", "val_fraction": 0.0}
+OPTIONAL_FIELDS = {"path": "", "archive": "", "tfds_data_dir": "", "val_fraction": 0.0,
+                   "seq_len": 80, "scored_len": 40, "max_vocab": 0}
 
 
 def _field(config: Any, name: str) -> Any:
@@ -70,9 +84,11 @@ def natural_needs_ids(name: str) -> str:
     """
     if name in CLIENT_ID_DATASETS:
         return ""
-    return (f"data.partition='natural': makes one client per client id, and only data.name='npz' "
-            f"carries ids (an array {npz.CLIENT_ID_KEY!r} in the .npz file); data.name={name!r} has "
-            "none. Use data.partition 'dirichlet', 'iid' or 'shards', or an .npz file with client ids")
+    return (f"data.partition='natural': makes one client per client id, and only data.name 'npz' (an "
+            f"array {npz.CLIENT_ID_KEY!r} in the .npz file), 'shakespeare' and 'leaf_shakespeare' (one "
+            f"client per speaking role) carry ids; data.name={name!r} has none. Use data.partition "
+            f"{'contiguous or iid' if name in TEXT_DATASETS else 'dirichlet, iid or shards'}, or data "
+            "with client ids")
 
 
 def _natural(data_config: Any) -> bool:
@@ -166,6 +182,48 @@ def single_class_warning(where: str, y_train: np.ndarray) -> str:
             "trains to perfect accuracy without learning anything. Check the labels.")
 
 
+def _load_text(data_config: Any, seed: int, natural: bool) -> Dataset:
+    """A text dataset as token windows: inputs [N, T] and targets [N, T] (-1 where a position is not
+    scored), the vocabulary as the classes; the validation split is the data's own (ptb) or a seeded
+    hold-out of training windows (data.val_fraction), per client when the data has clients; client ids
+    kept for a natural partition."""
+    from superfed_jax.data import text  # imported here: image runs never read text files
+
+    path = _field(data_config, "path")
+    if not path:
+        raise ValueError(f"data.name={data_config.name!r} needs data.path, where the data lies "
+                         f"({TEXT_PATH_HELP[data_config.name]})")
+    if data_config.name == "shakespeare":
+        tokens = text.load_tff_shakespeare(path)
+    elif data_config.name == "leaf_shakespeare":
+        tokens = text.load_leaf_shakespeare(path)
+    else:
+        tokens = text.load_word_text(path, seq_len=int(_field(data_config, "seq_len")),
+                                     scored=int(_field(data_config, "scored_len")),
+                                     max_vocab=int(_field(data_config, "max_vocab")))
+    for note in tokens.notes:
+        print(f"note: {path}: {note}", file=sys.stderr, flush=True)
+    fraction = float(_field(data_config, "val_fraction"))
+    x_tr, y_tr, x_val, y_val = tokens.x_train, tokens.y_train, tokens.x_val, tokens.y_val
+    client_train = tokens.client_train if natural else None
+    if x_val is None:
+        # Per client when the data has clients: a natural partition keeps all of them whatever the seed.
+        train_idx, val_idx = (holdout_indices(len(x_tr), fraction, seed) if tokens.client_train is None
+                              else holdout_per_client(tokens.client_train, fraction, seed))
+        x_val, y_val = x_tr[val_idx], y_tr[val_idx]
+        x_tr, y_tr = x_tr[train_idx], y_tr[train_idx]
+        client_train = None if client_train is None else client_train[train_idx]
+    elif fraction:
+        raise ValueError(f"data.val_fraction={fraction}: data.name={data_config.name!r} has its own "
+                         "validation split; set data.val_fraction=0")
+    # Token ids go to the model as they are: no per-channel statistics (identity normalization).
+    return Dataset(x_train=x_tr.astype(np.int32), y_train=y_tr.astype(np.int32),
+                   x_val=x_val.astype(np.int32), y_val=y_val.astype(np.int32),
+                   x_test=tokens.x_test.astype(np.int32), y_test=tokens.y_test.astype(np.int32),
+                   num_classes=len(tokens.vocab), mean=np.zeros(1, np.float32), std=np.ones(1, np.float32),
+                   client_train=client_train)
+
+
 def load_dataset(data_config: Any, seed: int) -> Dataset:
     """Loads the configured dataset with a held-out validation split.
 
@@ -191,6 +249,8 @@ def load_dataset(data_config: Any, seed: int) -> Dataset:
         FileNotFoundError: If the data files are absent.
     """
     natural = _natural(data_config)
+    if data_config.name in TEXT_DATASETS:
+        return _load_text(data_config, seed, natural)
     x_tr, y_tr, x_te, y_te, num_classes = load_raw(data_config)
     where = _where(data_config)
     check_square(where, x_tr)

@@ -13,6 +13,9 @@ and the data's own clients:
 * ``iid``: a uniformly random near-equal split.
 * ``shards``: McMahan et al.'s pathological split; sort by label, cut into
   equal shards, deal each client ``shards_per_client`` random shards.
+* ``contiguous``: the examples in file order cut into near-equal consecutive
+  parts, as the reference splits one text stream (Penn Treebank) into K
+  clients. No randomness.
 * ``natural``: one client per distinct client id the data gives its training
   examples (an ``.npz`` file's ``client_id`` array), in increasing id order;
   clients with fewer than ``min_size`` examples are dropped, with a note. No
@@ -31,6 +34,7 @@ __all__ = [
     "PARTITION_METHODS",
     "client_index_table",
     "dirichlet_partition",
+    "contiguous_partition",
     "iid_partition",
     "label_skew",
     "make_partition",
@@ -41,7 +45,9 @@ __all__ = [
     "skew_warning",
 ]
 
-PARTITION_METHODS = ("dirichlet", "iid", "shards", "natural")
+PARTITION_METHODS = ("dirichlet", "iid", "shards", "contiguous", "natural")
+# The splits that read one class label per example; token windows (labels [N, T]) have none.
+LABEL_METHODS = ("dirichlet", "shards")
 # Ids named in the note about dropped natural clients; the rest are counted only.
 _IDS_SHOWN = 10
 
@@ -153,6 +159,22 @@ def iid_partition(num_examples: int, num_clients: int, seed: int) -> List[np.nda
     """
     perm = np.random.default_rng(seed).permutation(num_examples)
     return [part.astype(np.int64) for part in np.array_split(perm, num_clients)]
+
+
+def contiguous_partition(num_examples: int, num_clients: int) -> List[np.ndarray]:
+    """Consecutive near-equal parts in file order (sizes differ by <= 1, larger parts first).
+
+    The reference cuts a text stream into K equal consecutive chunks (dropping the last N mod K
+    tokens); here windows of the stream are cut instead, and none is dropped.
+
+    Args:
+        num_examples: Number of examples ``N``.
+        num_clients: Number of clients.
+
+    Returns:
+        One int64 index array per client: client k holds a run of consecutive rows.
+    """
+    return [part.astype(np.int64) for part in np.array_split(np.arange(num_examples), num_clients)]
 
 
 def shards_partition(
@@ -357,6 +379,11 @@ def make_partition(
         raise ValueError(
             f"Cannot split {len(labels)} examples among fl.num_clients="
             f"{num_clients} clients; need 1 <= num_clients <= {len(labels)}.")
+    if method in LABEL_METHODS and labels.ndim > 1:
+        raise ValueError(
+            f"data.partition={method!r} splits by class label, and these examples are token windows "
+            "with a target per position (no class per example); use 'contiguous', 'iid' or "
+            "'natural' (data with client ids).")
     if method == "dirichlet":
         parts = dirichlet_partition(labels, num_clients, alpha, seed, min_size)
         warning = skew_warning(labels, parts, alpha)
@@ -365,6 +392,8 @@ def make_partition(
         return parts
     if method == "iid":
         return iid_partition(len(labels), num_clients, seed)
+    if method == "contiguous":
+        return contiguous_partition(len(labels), num_clients)
     if method == "shards":
         return shards_partition(labels, num_clients, shards_per_client, seed)
     raise ValueError(

@@ -27,7 +27,8 @@ CLIENT_LAYOUTS = ("auto", "vmap", "side_by_side")
 
 
 class ClientResult(NamedTuple):
-    """What one client returns: trained params and the mean loss over the real examples it saw."""
+    """What one client returns: trained params and the mean loss over the scored positions it saw (its
+    real examples, for images)."""
 
     params: dict
     loss: jax.Array  # float32 scalar; NaN-free for a client with at least one example
@@ -53,22 +54,29 @@ def epoch_order(key: jax.Array, size: jax.Array, max_size: int, num_batches: int
     return order.reshape(num_batches, batch_size)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    """Sum of per-example cross-entropy times `weights` (0 for padding).
+def scored_weights(labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Per-position weights shaped like `labels`: each example's weight on every position, 0 where the
+    label is negative (a position that is not scored: padding of a text window, or its context part).
 
     Labels may have more axes than `weights` (token windows: labels [B, T], weights [B]); each example's
     weight then applies to all of its positions.
     """
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    weights = jnp.reshape(weights, jnp.shape(weights) + (1,) * (losses.ndim - jnp.ndim(weights)))
-    return jnp.sum(losses * weights)
+    weights = jnp.reshape(weights, jnp.shape(weights) + (1,) * (jnp.ndim(labels) - jnp.ndim(weights)))
+    return jnp.where(labels >= 0, weights, 0.0)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Sum of per-position cross-entropy times `scored_weights` (0 for padding and unscored positions)."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    return jnp.sum(losses * scored_weights(labels, weights))
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
     """Builds `train_step(params, opt_state, arch, images, labels, weights, key) -> (params, opt_state, loss)`.
 
-    One SGD step on one batch; `loss` is the mean over the batch's real examples (weights 1). A batch with
-    no real example leaves params and optimizer state untouched.
+    One SGD step on one batch; `loss` is the mean over the batch's scored positions (`scored_weights`: the
+    real examples of an image batch; the real, scored targets of token windows). A batch with nothing
+    scored leaves params and optimizer state untouched.
 
     Args:
       loss_fn: `loss_fn(params, arch, images, labels, weights, key) -> summed weighted loss`; it applies the
@@ -77,7 +85,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) 
     """
 
     def train_step(params, opt_state, arch, images, labels, weights, key):
-        real = jnp.sum(weights)
+        real = jnp.sum(scored_weights(labels, weights))
         mean_loss = lambda p: loss_fn(p, arch, images, labels, weights, key) / jnp.maximum(real, 1.0)  # noqa: E731
         loss, grads = jax.value_and_grad(mean_loss)(params)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -149,8 +157,8 @@ class _Carry(NamedTuple):
 
     params: dict
     opt_state: optax.OptState
-    loss_sum: jax.Array  # sum over steps of (step loss * real examples in the step)
-    count: jax.Array  # real examples seen
+    loss_sum: jax.Array  # sum over steps of (step loss * scored positions in the step)
+    count: jax.Array  # scored positions seen (real examples, for images)
 
 
 def _initial_carry(params, optimizer) -> _Carry:
@@ -164,7 +172,7 @@ def _local_step(train_step, carry: _Carry, positions, key, arch, indices, size, 
     rows = indices[jnp.minimum(positions, max_size - 1)]
     params, opt_state, loss = train_step(carry.params, carry.opt_state, arch, images[rows], labels[rows],
                                          weights, key)
-    real = jnp.sum(weights)
+    real = jnp.sum(scored_weights(labels[rows], weights))
     return _Carry(params, opt_state, carry.loss_sum + loss * real, carry.count + real)
 
 

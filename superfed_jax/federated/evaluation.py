@@ -20,8 +20,8 @@ from superfed_jax.supernet import family as family_lib
 
 
 class EvalSet(NamedTuple):
-    """A split padded to whole batches: images [nb, B, ...], labels [nb, B, ...], weights shaped like the
-    labels (0 = padding)."""
+    """A split padded to whole batches: images [nb, B, ...], labels [nb, B, ...] (>= 0), weights shaped
+    like the labels (0 = padding or a position that is not scored)."""
 
     images: jax.Array
     labels: jax.Array
@@ -29,14 +29,19 @@ class EvalSet(NamedTuple):
 
 
 def make_eval_set(images: np.ndarray, labels: np.ndarray, batch_size: int) -> EvalSet:
-    """Pads a split to a multiple of `batch_size` and reshapes it into batches (host side, once)."""
+    """Pads a split to a multiple of `batch_size` and reshapes it into batches (host side, once).
+
+    A negative label marks a position that is not scored (text windows): its weight is 0 and its label
+    becomes 0, so accuracy and loss are means over the scored positions only.
+    """
     count = len(labels)
     num_batches = max(1, -(-count // batch_size))
     pad = num_batches * batch_size - count
     images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
     labels = np.concatenate([labels, np.zeros((pad,) + labels.shape[1:], labels.dtype)]).astype(np.int32)
     weights = (np.arange(num_batches * batch_size) < count).astype(np.float32)
-    weights = np.array(np.broadcast_to(weights.reshape((-1,) + (1,) * (labels.ndim - 1)), labels.shape))
+    weights = np.where(labels >= 0, weights.reshape((-1,) + (1,) * (labels.ndim - 1)), 0.0).astype(np.float32)
+    labels = np.maximum(labels, 0)
     shape = (num_batches, batch_size)
     return EvalSet(images.reshape(shape + images.shape[1:]), labels.reshape(shape + labels.shape[1:]),
                    weights.reshape(shape + labels.shape[1:]))

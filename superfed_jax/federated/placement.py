@@ -27,7 +27,8 @@ def place_federated_data(dataset, config, mesh) -> federated_round.FederatedData
     pad = -len(dataset.y_train) % mesh.devices.size
     images = np.concatenate([dataset.x_train, np.zeros((pad,) + dataset.x_train.shape[1:],
                                                        dataset.x_train.dtype)])
-    labels = np.concatenate([dataset.y_train, np.zeros(pad, dataset.y_train.dtype)]).astype(np.int32)
+    labels = np.concatenate([dataset.y_train, np.zeros((pad,) + dataset.y_train.shape[1:],
+                                                      dataset.y_train.dtype)]).astype(np.int32)
     rows, small = sharding.data_sharded(mesh), sharding.replicated(mesh)
     return federated_round.FederatedData(
         images=sharding.put_global(images, rows), labels=sharding.put_global(labels, rows),

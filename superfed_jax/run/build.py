@@ -155,7 +155,9 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     dataset = data_lib.load_dataset(config.data, config.seed)
     natural = (partition_lib.natural_partition(dataset.client_train, config.data.min_client_size)
                if config.data.partition == "natural" else None)  # the data's clients, counted up front
-    validation.check_against_data(config, len(dataset.y_train), dataset.x_train.shape[1:], natural)
+    images = dataset.x_train.ndim == 4  # token windows [N, T] have no augmentation to fit
+    validation.check_against_data(config, len(dataset.y_train),
+                                  dataset.x_train.shape[1:] if images else None, natural)
     family = config_lib.make_family(config, family_lib.DataShape(tuple(dataset.x_train.shape[1:]),
                                                                  dataset.num_classes))
     settings = round_settings(config, family)
