@@ -65,7 +65,7 @@ def _names(names: List[str]) -> str:
 
 
 def _open_sources(path: str) -> Tuple[Tuple[str, object], Tuple[str, object]]:
-    """((where, file) for train, (where, file) for test): paths in a folder, or in-memory archive members."""
+    """((where, file) of train, (where, file) of test): paths in a folder, or in-memory members."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder; expected {_EXPECTED}.")
     if os.path.isdir(path):
