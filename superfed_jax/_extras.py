@@ -16,6 +16,7 @@ EXTRAS = {
     "sklearn": ("scikit-learn", "digits", "the embedded digits dataset"),
     "matplotlib": ("matplotlib", "plots", "the report's plots"),
     "tensorboardX": ("tensorboardX", "tensorboard", "TensorBoard scalars"),
+    "h5py": ("h5py", "text", "reading TFF's federated Shakespeare (HDF5)"),
 }
 
 

@@ -6,6 +6,7 @@ Each field's default, documentation and allowed values are declared once, in
 `--config.fl.pool='[{"d":[0,0,0,0],"e":0.1}]'`.
 """
 import json
+from typing import Callable, Mapping
 
 import ml_collections
 
@@ -80,23 +81,30 @@ def make_family(config: ml_collections.ConfigDict,
                                     dtype=model.get("dtype", "float32"))
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+def apply_variant(config: ml_collections.ConfigDict, arg: str,
+                  own: "Mapping[str, Callable] | None" = None) -> ml_collections.ConfigDict:
     """Applies the `:arg` of `--config=FILE:arg`, a comma-separated combination of variants.
 
     * '' : the file's own config (SuperFed).
     * 'fedavg=ARCH' : FedAvg of one arch (`fedavg_baseline`); ARCH is a default tracked name (smallest,
       small, medium, largest) or an arch JSON.
     * 'smoke' : a local run of seconds, for tests and a first try of a setup (as big_vision's local
-      mode): 2 rounds of 2 out of 4 clients (out of the data's own for data.partition='natural'), 1 local epoch, the family's tiny space
-      (`Family.smoke_space`; the OFA-ResNet's: two stages of narrow blocks), evaluation (in batches of 50),
-      a checkpoint and a progress line after every round. The file's data, client batch size,
-      learning rate and chunk size are kept (the shipped chunk sizes, 2 and 0, divide the 2 clients).
+      mode): 2 rounds of 2 out of 4 clients (out of the data's own for data.partition='natural'), 1 local
+      epoch, the family's tiny space (`Family.smoke_space`; the OFA-ResNet's: two stages of narrow
+      blocks), evaluation (in batches of 50), a checkpoint and a progress line after every round. The
+      file's data, client batch size, learning rate and chunk size are kept (the shipped chunk sizes, 2
+      and 0, divide the 2 clients).
+    * a name of `own`: the config file's own variants, name -> function(config) -> config (e.g.
+      configs/shakespeare.py's 'cpu', a scaled-down run for a CPU machine).
 
-    Variants combine in any order, e.g. 'smoke,fedavg=largest'; `--config.x=value` flags still override
-    on top (e.g. `:smoke` with `--config.fl.rounds=8`).
+    Variants combine in any order, e.g. 'smoke,fedavg=largest', and apply in a fixed one (the file's own,
+    then smoke, then fedavg), so 'cpu,smoke' is a smoke run whatever the file's 'cpu' sets;
+    `--config.x=value` flags still override on top (e.g. `:smoke` with `--config.fl.rounds=8`).
     """
-    allowed = ("allowed '', 'smoke', 'fedavg=ARCH' or both comma-separated (e.g. 'smoke,fedavg=largest'), "
-               "with ARCH one of smallest, small, medium, largest, or an arch JSON")
+    own = dict(own or {})
+    names = "".join(f"'{name}', " for name in own)
+    allowed = (f"allowed '', {names}'smoke', 'fedavg=ARCH' or several comma-separated (e.g. "
+               "'smoke,fedavg=largest'), with ARCH one of smallest, small, medium, largest, or an arch JSON")
 
     def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         family = family_lib.family_class(config.model.get("family", family_lib.DEFAULT_FAMILY))
@@ -112,14 +120,19 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
 
     if not arg:
         return config
-    applied = set()
+    chosen = {}
     for part in _cli.split_variants(arg):
         key, equals, value = part.partition("=")
-        valid = (key == "smoke" and not equals) or (key == "fedavg" and bool(value.strip()))
-        if not valid or key in applied:
+        valid = ((key in ("smoke", *own) and not equals) or (key == "fedavg" and bool(value.strip())))
+        if not valid or key in chosen:
             problem = f"{key!r} given twice" if valid else f"{part!r} is not a variant"
             raise ValueError(f"config argument {arg!r}: {problem}; {allowed}")
-        applied.add(key)
-        config = smoke(config) if key == "smoke" else fedavg_baseline(config, value.strip())
+        chosen[key] = value.strip()
+    for key in own:
+        if key in chosen:
+            config = own[key](config)
+    if "smoke" in chosen:
+        config = smoke(config)
+    if "fedavg" in chosen:
+        config = fedavg_baseline(config, chosen["fedavg"])
     return config
-

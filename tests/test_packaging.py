@@ -180,7 +180,7 @@ def test_every_extra_named_in_a_message_installs_that_package():
 
 def test_all_is_the_union_of_the_optional_extras():
     extras = pyproject()["project"]["optional-dependencies"]
-    assert extras["all"] == ["superfed_jax[cifar,digits,plots,tensorboard]"]
+    assert extras["all"] == ["superfed_jax[cifar,digits,plots,tensorboard,text]"]
 
 
 def test_core_dependencies_hold_no_extra():
@@ -272,7 +272,7 @@ print(json.dumps({
     "version": superfed_jax.__version__,
     "metadata_version": importlib.metadata.version("superfed_jax"),
     "installed": {name: importlib.util.find_spec(name) is not None
-                  for name in ("tensorflow_datasets", "matplotlib", "tensorboardX", "sklearn")},
+                  for name in ("tensorflow_datasets", "matplotlib", "tensorboardX", "sklearn", "h5py")},
 }))
 """
 
@@ -302,7 +302,7 @@ def test_core_install_into_a_fresh_environment(tmp_path):
     assert Path(result["file"]).is_relative_to(venv)
     assert result["version"] == result["metadata_version"] == superfed_jax.__version__
     assert result["installed"] == {"tensorflow_datasets": False, "matplotlib": False,
-                                   "tensorboardX": False, "sklearn": False}
+                                   "tensorboardX": False, "sklearn": False, "h5py": False}
 
     # A console script of the core install: the report command, importable without matplotlib, answers
     # a missing run directory with its usual message and status.
