@@ -89,8 +89,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str,
     * 'fedavg=ARCH' : FedAvg of one arch (`fedavg_baseline`); ARCH is a default tracked name (smallest,
       small, medium, largest) or an arch JSON.
     * 'smoke' : a local run of seconds, for tests and a first try of a setup (as big_vision's local
-      mode): 2 rounds of 2 out of 4 clients (out of the data's own for data.partition='natural'), 1 local
-      epoch, the family's tiny space (`Family.smoke_space`; the OFA-ResNet's: two stages of narrow
+      mode): 2 rounds of 2 out of 4 clients (out of the data's own for data.partition='natural') with the
+      beta decay over at least one of them, 1 local epoch, the family's tiny space (`Family.smoke_space`; the OFA-ResNet's: two stages of narrow
       blocks), evaluation (in batches of 50), a checkpoint and a progress line after every round. The
       file's data, client batch size, learning rate and chunk size are kept (the shipped chunk sizes, 2
       and 0, divide the 2 clients).
@@ -110,6 +110,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str,
         family = family_lib.family_class(config.model.get("family", family_lib.DEFAULT_FAMILY))
         config.space.update(**family.smoke_space())
         config.fl.update(rounds=2, clients_per_round=2)
+        # The beta decay must last at least one of the 2 rounds (a short decay of a long run would not).
+        config.fl.decay_fraction = max(config.fl.decay_fraction, 0.5)
         if config.data.partition != "natural":  # a natural partition's client count is the data's
             config.fl.num_clients = 4
         config.client.epochs = 1
