@@ -27,7 +27,7 @@ from typing import Optional
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports import search_front
-from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
+from superfed_jax.reports.format import arch_text, runs_title, si, size_note
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
