@@ -209,7 +209,8 @@ def claim_markdown(result: dict) -> str:
              + f"; commit {env['git']['commit']}{' (dirty tree)' if env['git']['dirty'] else ''}; "
              f"{env['date']}.", "",
              f"| arch | d / e | MMACs | params | weight-shared {column} | FedAvg {column} "
-             f"| difference ({metric.difference_unit}), mean [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+             f"| difference ({metric.difference_unit}), mean [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in summary:
         lines.append(f"| {row['name']} | `{arch_text(row['arch'])}` | {row['macs'] / 1e6:.4g} | {row['params']:,} "
                      f"| {mean_std_text(row['shared'], metric)} | {mean_std_text(row['fedavg'], metric)} "

@@ -33,7 +33,10 @@ from superfed_jax.reports import run_report  # noqa: E402
 from superfed_jax.reports import search_front  # noqa: E402
 from superfed_jax.run import progress  # noqa: E402
 from superfed_jax.supernet import family as family_lib  # noqa: E402
+from test_claim import _load_script as load_claim_script  # noqa: E402
+from test_launch import launch, read_metrics  # noqa: E402
 from test_report import make_config, make_cost, make_workdir, record, table_row  # noqa: E402
+from trained_run import run_module  # noqa: E402
 
 PPL_FAMILY = "tests.perplexity_mlp:PerplexityMLP"
 MLP_SPACE = {"hidden_layers": 1, "width_choices": [2, 4], "input_shape": [2, 2, 1], "num_classes": 3}
@@ -263,7 +266,8 @@ def ppl_runs(tmp_path, shared_records, fedavg_records, seed=0, suffix=""):
     """A weight-shared perplexity run and FedAvg of TINY of one seed, with their cost.json."""
     cost = make_cost(1_000, 3_000, 500)
     return [make_workdir(tmp_path / f"shared{suffix}", ppl_config(seed=seed), shared_records, cost),
-            make_workdir(tmp_path / f"fedavg_tiny{suffix}", ppl_config(fedavg=TINY, seed=seed), fedavg_records, cost)]
+            make_workdir(tmp_path / f"fedavg_tiny{suffix}", ppl_config(fedavg=TINY, seed=seed), fedavg_records,
+                         cost)]
 
 
 def test_the_combined_report_compares_perplexity_shared_minus_fedavg(tmp_path):
@@ -305,8 +309,7 @@ def test_runs_selected_by_different_metrics_are_not_compared(tmp_path):
 
 
 def test_the_claim_script_writes_perplexity_tables(tmp_path):
-    from test_claim import _load_script
-    script = _load_script()
+    script = load_claim_script()
     shared, fedavg = [10.0, 11.0, 12.0], [12.0, 12.5, 13.5]
     rows = {seed: [{"name": "tiny", "arch": TINY, "macs": 1_000, "params": 2, "shared_test_perplexity": a,
                     "fedavg_test_perplexity": b}] for seed, a, b in zip((0, 1, 2), shared, fedavg)}
@@ -382,8 +385,6 @@ def test_budget_report_records_the_metric_values_not_the_fitness():
 
 
 def test_a_perplexity_family_trains_reports_and_searches_by_perplexity(tmp_path):
-    from test_launch import launch, read_metrics
-    from trained_run import run_module
     run = tmp_path / "run"
     result = launch("--config=configs/digits.py:smoke", f"--config.model.family={PPL_FAMILY}",
                     "--config.fl.rounds=4", "--config.eval.every_rounds=1", f"--workdir={run}")

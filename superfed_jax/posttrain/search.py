@@ -13,8 +13,9 @@ a time (one compiled program) and cached per distinct subnet. A run whose headli
 (`eval.metric`: perplexity for a language model, or the loss; `superfed_jax.federated.metric`) is searched by
 that metric: its value follows from the evaluated loss (perplexity = exp(loss)), the evolution maximises its
 negative (lower is better), and search.json records ``"metric": "perplexity"`` with ``val_perplexity`` /
-``test_perplexity`` in place of ``val_accuracy`` / ``test_accuracy``; an accuracy search's file is as before. Randomness is a NumPy generator seeded by
-(seed, budget text), so a budget's search does not depend on the other budgets of the same call.
+``test_perplexity`` in place of ``val_accuracy`` / ``test_accuracy``; an accuracy search's file is as
+before. Randomness is a NumPy generator seeded by (seed, budget text), so a budget's search does not depend
+on the other budgets of the same call.
 
   python -m superfed_jax.posttrain.search --workdir=RUN_DIR --budget=macs=0.8e9 --budget=params=2e6
 """

@@ -124,7 +124,8 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
     rows = arch_rows(run, best)
     has_val = any(metric.key(n, "val") in best for n in run.tracked)
     selection = (f"the evaluation with the {metric.best_word} mean validation {metric.name} over the tracked "
-                 "archs" if has_val else f"the last evaluation (the run has no validation {metric.plural.lower()})")
+                 "archs" if has_val
+                 else f"the last evaluation (the run has no validation {metric.plural.lower()})")
     short = metric.short
     lines = [f"# RunRecord report: {_run_title(run)}", "", f"Work directory: `{workdir}`.", "",
              f"{metric.plural} at round {best['round']} of {run.records[-1]['round']}: {selection}.", "",
@@ -210,7 +211,8 @@ def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
     plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: {metric.name} by round")
     csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.curve_csv_header(metric), csv_rows)
     return [f"## {metric.name.capitalize()} by round", "", "Every evaluation of every tracked arch "
-            "(metrics.jsonl); the table above quotes the dotted round.", "", f"![{metric.name} by round](curves.png)", "",
+            "(metrics.jsonl); the table above quotes the dotted round.", "",
+            f"![{metric.name} by round](curves.png)", "",
             files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
 
 

@@ -6,9 +6,9 @@ or latency_ms), its ``front`` (non-dominated archs with that metric and ``val_ac
 search also records them, ``evaluated``: the metric values and validation accuracy of every distinct
 candidate (columns of equal length). A search of a run whose headline metric is not accuracy (`eval.metric`,
 e.g. perplexity) records ``"metric": "perplexity"`` and ``val_perplexity`` in place of ``val_accuracy``
-(`search_metric`); the front then keeps the lowest values. This module recomputes the non-dominated set from all points
-(`non_dominated`), so the figure does not rest on the search's own bookkeeping, and places the run's
-tracked subnets at their validation accuracy in the evaluation of the searched checkpoint's round.
+(`search_metric`); the front then keeps the lowest values. This module recomputes the non-dominated set
+from all points (`non_dominated`), so the figure does not rest on the search's own bookkeeping, and places
+the run's tracked subnets at their validation accuracy in the evaluation of the searched checkpoint's round.
 A search.json without ``evaluated`` (written before it was recorded) shows its front only.
 
 A search.json is *current* when the supernet it searched is the run's newest checkpoint: the same round
@@ -26,9 +26,9 @@ from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports.plot import SearchPanel, gid_of
 from superfed_jax.reports.run_record import RunRecord, arch_rows, read_json
 
-__all__ = ["SEARCH_FILE", "search_metric", "search_csv_header", "CHECKPOINT_DIGEST_KEY", "StaleSearch", "read_search", "newest_checkpoint",
-           "stale_reason", "rerun_command", "check_current", "non_dominated", "search_points", "search_panels",
-           "SEARCH_CSV_HEADER", "search_csv_rows"]
+__all__ = ["SEARCH_FILE", "search_metric", "CHECKPOINT_DIGEST_KEY", "StaleSearch", "read_search",
+           "newest_checkpoint", "stale_reason", "rerun_command", "check_current", "non_dominated", "search_points",
+           "search_panels", "SEARCH_CSV_HEADER", "search_csv_header", "search_csv_rows"]
 
 SEARCH_FILE = "search.json"  # the name posttrain.search writes (the reports layer may not import it)
 CHECKPOINT_DIGEST_KEY = "checkpoint_digest"  # search.json: the digest of the checkpoint it searched
