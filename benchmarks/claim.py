@@ -28,6 +28,11 @@ incomplete one is started again and resumes from its last checkpoint. Writes:
 * OUT/claim.md: the table (per arch MMACs, params, both sides' mean +- std, the paired difference with its
   interval, the verdict), the per-seed numbers and the cost ratios.
 
+The runs are compared in their headline metric (`eval.metric`: accuracy by default, perplexity for a language
+model; `superfed_jax.federated.metric`): for a lower-is-better metric the tables show it as it is (not in
+%), and the verdict reads the interval in its direction (`reports.claim.verdict`: at or below 0 -> "ahead").
+claim.json then records ``"metric"`` and names its keys after it (``shared_test_perplexity`` ...).
+
 CONFIG is any config file (`configs/digits.py`, `configs/cifar10.py` with its data present, or any `.npz`
 via `--config.data.name=npz --config.data.path=FILE`), optionally with its own `:variant`. `--smoke` adds
 the `:smoke` variant (seconds per run, to try the pipeline, not to measure the claim).
@@ -46,6 +51,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from superfed_jax.federated import metric as metric_lib  # noqa: E402
 from superfed_jax.reports import claim as claim_lib  # noqa: E402
 from superfed_jax.reports import compare as report_compare  # noqa: E402
 from superfed_jax.reports.format import arch_text, si  # noqa: E402
@@ -154,55 +160,66 @@ def strict(value):
     return value
 
 
-def points(value, sign: bool = False) -> str:
-    """An accuracy fraction or difference as percentage points ('n/a' for None/NaN)."""
+def points(value, sign: bool = False, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
+    """An accuracy fraction or difference as percentage points ('n/a' for None/NaN); another metric's value
+    as it is."""
     if value is None or math.isnan(value):
         return "n/a"
-    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+    return metric.difference_text(value) if sign else metric.text(value)
 
 
-def mean_std_text(side: dict) -> str:
+def mean_std_text(side: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     if side["std"] is None:
-        return points(side["mean"])
-    return f"{points(side['mean'])} +- {points(side['std'])}"
+        return points(side["mean"], metric=metric)
+    return f"{points(side['mean'], metric=metric)} +- {points(side['std'], metric=metric)}"
 
 
-def interval_text(difference: dict) -> str:
+def interval_text(difference: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     if difference["mean"] is None:
         return "n/a"
     if difference["low"] is None:
-        return f"{points(difference['mean'], True)} (one seed, no interval)"
-    return (f"{points(difference['mean'], True)} [{points(difference['low'], True)}, "
-            f"{points(difference['high'], True)}]")
+        return f"{points(difference['mean'], True, metric)} (one seed, no interval)"
+    return (f"{points(difference['mean'], True, metric)} [{points(difference['low'], True, metric)}, "
+            f"{points(difference['high'], True, metric)}]")
+
+
+def verdict_sentence(metric: metric_lib.Metric) -> str:
+    """The verdict rule as claim.md states it."""
+    if metric.higher_is_better:
+        return (f"Verdict: interval lower bound >= 0 -> \"{claim_lib.AT_LEAST}\", upper bound < 0 -> "
+                f"\"{claim_lib.BEHIND}\", otherwise \"{claim_lib.ON_A_PAR}\".")
+    return (f"Lower {metric.name} is better. Verdict: interval upper bound <= 0 -> \"{claim_lib.AHEAD}\", "
+            f"lower bound > 0 -> \"{claim_lib.BEHIND}\", otherwise \"{claim_lib.ON_A_PAR}\".")
 
 
 def claim_markdown(result: dict) -> str:
     """The claim table, the per-seed numbers and the cost over seeds as Markdown."""
     seeds, summary, cost = result["seeds"], result["summary"], result["cost"]
     env = result["environment"]
+    metric = metric_lib.metric_named(result.get("metric", "accuracy"))
+    key, column = f"test_{metric.name}", f"test {metric.short}{metric.unit}"
     lines = [f"# The claim over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: `{result['config']}`", "",
              f"Seeds {', '.join(map(str, seeds))}; overrides: {' '.join(result['overrides']) or 'none'}. "
-             f"Test accuracy of each run at its best validation round (`reports.compare`). Mean +- sample "
+             f"Test {metric.name} of each run at its best validation round (`reports.compare`). Mean +- sample "
              f"std over seeds; the difference is weight-shared minus FedAvg of the same seed (same data split "
-             f"and clients), with its 95% Student-t interval. Verdict: interval lower bound >= 0 -> "
-             f"\"{claim_lib.AT_LEAST}\", upper bound < 0 -> \"{claim_lib.BEHIND}\", otherwise "
-             f"\"{claim_lib.ON_A_PAR}\".", "",
+             f"and clients), with its 95% Student-t interval. {verdict_sentence(metric)}", "",
              f"Machine: {env['cpu']['model']} ({env['cpu']['cores']} cores; SIMD "
              f"{', '.join(env['cpu']['simd_flags']) or 'unknown'}), Python {env['python']}, "
              + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
              + f"; commit {env['git']['commit']}{' (dirty tree)' if env['git']['dirty'] else ''}; "
              f"{env['date']}.", "",
-             "| arch | d / e | MMACs | params | weight-shared test acc (%) | FedAvg test acc (%) "
-             "| difference (points), mean [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+             f"| arch | d / e | MMACs | params | weight-shared {column} | FedAvg {column} "
+             f"| difference ({metric.difference_unit}), mean [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in summary:
         lines.append(f"| {row['name']} | `{arch_text(row['arch'])}` | {row['macs'] / 1e6:.4g} | {row['params']:,} "
-                     f"| {mean_std_text(row['shared'])} | {mean_std_text(row['fedavg'])} "
-                     f"| {interval_text(row['difference'])} | {row['verdict']} |")
-    lines += ["", "Per seed, test accuracy (%) weight-shared / FedAvg:", "",
+                     f"| {mean_std_text(row['shared'], metric)} | {mean_std_text(row['fedavg'], metric)} "
+                     f"| {interval_text(row['difference'], metric)} | {row['verdict']} |")
+    lines += ["", f"Per seed, test {metric.name}{metric.unit} weight-shared / FedAvg:", "",
               "| arch | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for row in summary:
-        cells = [f"{points(a)} / {points(b)}" for a, b in zip(row["shared_test_accuracy"],
-                                                             row["fedavg_test_accuracy"])]
+        cells = [f"{points(a, metric=metric)} / {points(b, metric=metric)}"
+                 for a, b in zip(row[f"shared_{key}"], row[f"fedavg_{key}"])]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     labels = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
               "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
@@ -304,7 +321,8 @@ def run_seed(args, overrides, seed: int, index: int) -> dict:
             json.dump(walls, f, indent=2)
         print(f"{tag} done in {walls[name]:.1f} s", flush=True)
     combined = report_compare.write_combined_report([os.path.join(seed_dir, n) for n in names], seed_dir)
-    keys = ("name", "arch", "macs", "params", "shared_test_accuracy", "shared_round", "fedavg_test_accuracy",
+    key = f"test_{combined['metric'].name}"
+    keys = ("name", "arch", "macs", "params", f"shared_{key}", "shared_round", f"fedavg_{key}",
             "fedavg_round", "difference")
     return {"rows": [{k: row[k] for k in keys} for row in combined["rows"]], "cost": combined["cost"],
             "warnings": combined["warnings"], "wall_seconds": {n: walls.get(n) for n in names},
@@ -323,12 +341,13 @@ def main(argv=None) -> int:
     all_runs = [os.path.join(args.out, f"seed_{seed}", name) for seed in args.seeds
                 for name in ["superfed"] + [f"fedavg_{a}" for a in args.archs]]
     combined = report_compare.write_combined_report(all_runs, args.out)
-    summary = claim_lib.summarize({s: e["rows"] for s, e in per_seed.items()})
+    metric = combined["metric"]  # every run's: the combined report refuses runs of different metrics
+    summary = claim_lib.summarize({s: e["rows"] for s, e in per_seed.items()}, metric=metric)
     cost = claim_lib.cost_over_seeds({s: e["cost"] for s, e in per_seed.items()})
     result = {"config": config_arg(args.config_file, args.variants, args.smoke, ""), "seeds": args.seeds,
               "archs": args.archs, "overrides": overrides, "confidence": 0.95,
-              "verdict_rule": "95% interval of the paired difference: lower bound >= 0 -> at least as accurate, "
-                              "upper bound < 0 -> behind, otherwise on a par; one seed -> no verdict",
+              **({} if metric == metric_lib.ACCURACY else {"metric": metric.name}),  # accuracy: as before
+              "verdict_rule": claim_lib.verdict_rule(metric),
               "summary": summary, "cost": cost, "per_seed": {str(s): e for s, e in per_seed.items()},
               "report": os.path.relpath(combined["report"], args.out),
               "environment": environment(), "invocation_seconds": round(time.perf_counter() - start, 1)}

@@ -22,6 +22,7 @@ from superfed_jax.data.load import DATASET_NAMES, OPTIONAL_FIELDS
 from superfed_jax.data.partition import PARTITION_METHODS
 from superfed_jax.federated.client import CLIENT_LAYOUTS
 from superfed_jax.federated.heuristics import HEURISTICS
+from superfed_jax.federated.metric import METRIC_CHOICES
 from superfed_jax.federated.schedules import SCHEDULES
 from superfed_jax.supernet.conv import CONV_IMPLS
 from superfed_jax.supernet.family import DEFAULT_FAMILY, DTYPES, EXECUTIONS, FAMILIES
@@ -159,6 +160,10 @@ _PACKAGE_FIELDS = (
     Field("eval.batch_size", 500, "evaluation batch size", "int", _AT_LEAST_1, resumable=True),
     Field("eval.tracked", "", "JSON object name -> arch (or name); '' = smallest, small, medium, largest",
           "text", hint=", a JSON object name -> arch, or ''", resumable=True),
+    # Resumable: it changes only which evaluation the reports select and how they compare, not training.
+    Field("eval.metric", "auto", "the metric that chooses the best round, ranks search candidates and "
+          "decides claim verdicts; 'auto' = perplexity for a language-model family (one whose metrics list "
+          "it), else accuracy", "choice", METRIC_CHOICES, resumable=True, absent="auto"),
 
     Field("cost.baseline", "", "JSON list of archs trained independently with FedAvg for the cost "
           "comparison; '' = the 9 archs of the paper's table (paper space) or the tracked archs (other "

@@ -35,6 +35,7 @@ from superfed_jax import config_schema as schema
 from superfed_jax.data import load as data_load
 from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
 from superfed_jax.supernet import archs
 from superfed_jax.supernet import family as family_lib
@@ -411,6 +412,9 @@ def _check_space_and_archs(report: _Report, config) -> None:
     tracked = report.get("eval.tracked")
     if isinstance(tracked, str):  # a non-string was reported with the eval section
         _add_error(report, lambda: archs.tracked_archs(family, tracked))
+    metric = report.get("eval.metric")
+    if metric in metric_lib.METRIC_CHOICES:  # another value was reported with the eval section
+        _add_error(report, lambda: metric_lib.headline_metric(metric, family.metrics))
     baseline = report.get("cost.baseline")
     if isinstance(baseline, str) and baseline:  # parsed now, not after training writes the report
         _add_error(report, lambda: archs.parse_archs(family, baseline, "cost.baseline"))

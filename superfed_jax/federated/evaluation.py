@@ -7,7 +7,6 @@ with `lax.map` is cheap on every backend.
 Labels may have more than one axis (token windows: [B, T]); accuracy and loss are then means over every
 weighted position. A family whose `metrics` include 'perplexity' (a language model) also gets exp(loss).
 """
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.federated import sharding
 from superfed_jax.supernet import family as family_lib
 
@@ -73,14 +73,6 @@ def make_evaluate_fn(logits_fn: Callable) -> Callable:
     return evaluate
 
 
-def _exp(value: float) -> float:
-    """exp(value); inf past the largest float (a diverged loss), NaN for NaN."""
-    try:
-        return math.exp(value)
-    except OverflowError:
-        return math.inf
-
-
 def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict,
                      metrics: Sequence[str] = ("accuracy", "loss")) -> dict:
     """`<arch>/<split>_accuracy` and `<arch>/<split>_loss` of every tracked arch on every split.
@@ -101,5 +93,6 @@ def evaluate_tracked(evaluate, params, tracked: dict, eval_sets: dict,
             record[f"{name}/{split}_accuracy"] = float(accuracy[i])
             record[f"{name}/{split}_loss"] = float(loss[i])
             if "perplexity" in metrics:
-                record[f"{name}/{split}_perplexity"] = _exp(record[f"{name}/{split}_loss"])
+                # exp(loss); inf past the largest float (a diverged loss), NaN for NaN
+                record[f"{name}/{split}_perplexity"] = metric_lib.PERPLEXITY.from_loss(record[f"{name}/{split}_loss"])
     return record

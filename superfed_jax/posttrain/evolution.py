@@ -165,6 +165,9 @@ def evolve(family: family_lib.Family, settings: EvolutionSettings, rng: np.rando
 def pareto_front(metric: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats (metric <= and accuracy >=, one strictly), by metric.
 
+    `accuracy` is any fitness where higher is better: a lower-is-better value (perplexity) comes in as its
+    negative (`federated.metric.Metric.score`), as the search's fitness does.
+
     Of points with equal metric and accuracy the first is kept; the last index is the most accurate point
     (the cheapest among equally accurate ones).
     """

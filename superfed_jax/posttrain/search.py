@@ -9,8 +9,13 @@ the best arch and the Pareto front of each to RUN_DIR/search.json, with every ca
 redraws RUN_DIR/report.md, which plots them (superfed_jax/reports/search_front.py).
 
 Fitness is the run's validation accuracy, computed by the run's vmapped evaluation for `arch_batch` archs at
-a time (one compiled program) and cached per distinct subnet. Randomness is a NumPy generator seeded by
-(seed, budget text), so a budget's search does not depend on the other budgets of the same call.
+a time (one compiled program) and cached per distinct subnet. A run whose headline metric is another
+(`eval.metric`: perplexity for a language model, or the loss; `superfed_jax.federated.metric`) is searched by
+that metric: its value follows from the evaluated loss (perplexity = exp(loss)), the evolution maximises its
+negative (lower is better), and search.json records ``"metric": "perplexity"`` with ``val_perplexity`` /
+``test_perplexity`` in place of ``val_accuracy`` / ``test_accuracy``; an accuracy search's file is as
+before. Randomness is a NumPy generator seeded by (seed, budget text), so a budget's search does not depend
+on the other budgets of the same call.
 
   python -m superfed_jax.posttrain.search --workdir=RUN_DIR --budget=macs=0.8e9 --budget=params=2e6
 """
@@ -29,6 +34,7 @@ from absl import logging
 
 from superfed_jax import _console
 from superfed_jax import _cli
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
 from superfed_jax.posttrain import run_dir
@@ -131,14 +137,17 @@ def make_feasible_fn(budget: Budget, metric_fns: dict) -> Callable:
 
 
 def make_accuracy_fn(family: family_lib.Family, evaluate: Callable, params, eval_set,
-                     arch_batch: int) -> Callable:
-    """`accuracy_fn(genes [n, G]) -> float64 [n]`: accuracy from the supernet, cached per subnet.
+                     arch_batch: int, metric: metric_lib.Metric = metric_lib.ACCURACY) -> Callable:
+    """`accuracy_fn(genes [n, G]) -> float64 [n]`: accuracy (or ``metric``) from the supernet, cached per
+    subnet.
 
     Archs not yet in the cache are evaluated `arch_batch` at a time by `evaluate(params, archs,
     eval_set) -> (accuracy [A], loss [A])` (the run's vmapped evaluation); the last batch is padded with
-    copies of its first arch, so every call has the same shapes and compiles once.
+    copies of its first arch, so every call has the same shapes and compiles once. A metric other than
+    accuracy follows from the loss (`Metric.from_loss`: the loss itself, or exp of it).
     """
     cache = {}
+    use_loss = metric.name != metric_lib.ACCURACY.name
 
     def accuracy_fn(genes):
         genes = evolution_lib.canonical_genes(family, genes)
@@ -148,9 +157,9 @@ def make_accuracy_fn(family: family_lib.Family, evaluate: Callable, params, eval
             chunk = [g for _, g in missing[start:start + arch_batch]]
             chunk += [chunk[0]] * (arch_batch - len(chunk))
             archs = family_lib.from_genes(family, np.stack(chunk))
-            accuracy, _ = jax.device_get(evaluate(params, archs, eval_set))
-            for (key, _), value in zip(missing[start:start + arch_batch], accuracy):
-                cache[key] = float(value)
+            accuracy, loss = jax.device_get(evaluate(params, archs, eval_set))
+            for (key, _), value in zip(missing[start:start + arch_batch], loss if use_loss else accuracy):
+                cache[key] = metric.from_loss(float(value)) if use_loss else float(value)
         return np.asarray([cache[k] for k in keys], np.float64)
 
     return accuracy_fn
@@ -176,43 +185,55 @@ def arch_entry(family: family_lib.Family, genes: np.ndarray, metric_fns: dict, k
 
 
 def budget_report(family: family_lib.Family, budget: Budget, evolution: evolution_lib.Evolution,
-                  metric_fns: dict, test_accuracy_fn: Callable) -> dict:
+                  metric_fns: dict, test_accuracy_fn: Callable,
+                  metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
     """The search.json entry of one budget: its best arch (with test accuracy), the Pareto front and
     ``evaluated``: the metrics and validation accuracy of every distinct candidate, in columns.
 
-    `test_accuracy_fn` is None when the run has no test split (the entry then says null).
+    `test_accuracy_fn` is None when the run has no test split (the entry then says null). With another
+    ``metric`` the evolution's fitness is `metric.score` of its values (higher is better), the entries
+    give the values themselves under ``val_<name>`` / ``test_<name>`` and the front keeps the best.
     """
     keys = ["macs", "params"] + (["latency_ms"] if "latency_ms" in dict(budget.limits) else [])
     values = {key: np.asarray(metric_fns[key](evolution.genes), np.float64) for key in keys}
     front = evolution_lib.pareto_front(values[budget.metric], evolution.fitness)
     best = evolution.genes[front[-1]]
+    val, test, name = f"val_{metric.name}", f"test_{metric.name}", metric.name
+
+    def value(fitness):  # the metric's value of a fitness (`score` is its own inverse)
+        return float(metric.score(float(fitness)))
+
     return {
         "budget": budget.text,
         "limits": dict(budget.limits),
-        "best": arch_entry(family, best, metric_fns, keys, val_accuracy=float(evolution.fitness[front[-1]]),
-                           test_accuracy=None if test_accuracy_fn is None
-                           else float(test_accuracy_fn(best[None])[0])),
+        "best": arch_entry(family, best, metric_fns, keys, **{
+            val: value(evolution.fitness[front[-1]]),
+            test: None if test_accuracy_fn is None else float(test_accuracy_fn(best[None])[0])}),
         "front_metric": budget.metric,
-        "front": [arch_entry(family, evolution.genes[i], metric_fns, keys,
-                             val_accuracy=float(evolution.fitness[i])) for i in front],
+        "front": [arch_entry(family, evolution.genes[i], metric_fns, keys, **{val: value(evolution.fitness[i])})
+                  for i in front],
         "archs_evaluated": len(evolution.genes),
         # Every distinct candidate, as columns (the reports draw them and recompute the front from them).
         "evaluated": {**{key: [float(v) if key == "latency_ms" else int(v) for v in values[key]]
-                         for key in keys}, "val_accuracy": [float(v) for v in evolution.fitness]},
-        "best_val_accuracy_per_generation": [float(v) for v in evolution.best_per_generation],
+                         for key in keys}, val: [value(v) for v in evolution.fitness]},
+        f"best_val_{name}_per_generation": [value(v) for v in evolution.best_per_generation],
     }
 
 
-def summary_table(results: list[dict]) -> str:
+def summary_table(results: list[dict], metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     """A short table of the best arch per budget, each followed by its arch JSON."""
-    lines = [f"{'budget':<28}{'MMACs':>10}{'params':>12}{'latency ms':>12}{'val acc':>9}{'test acc':>9}"
-             f"{'front':>7}"]
+    short = metric.short
+    width = max(9, len(f"test {short}") + 1)
+    lines = [f"{'budget':<28}{'MMACs':>10}{'params':>12}{'latency ms':>12}{'val ' + short:>{width}}"
+             f"{'test ' + short:>{width}}{'front':>7}"]
     for result in results:
         best = result["best"]
         latency_text = f"{best['latency_ms']:.3f}" if "latency_ms" in best else "-"
-        test = best["test_accuracy"] if best["test_accuracy"] is not None else float("nan")
+        test = best[f"test_{metric.name}"]
+        test = test if test is not None else float("nan")
         lines.append(f"{result['budget']:<28}{best['macs'] / 1e6:>10.2f}{best['params']:>12,}"
-                     f"{latency_text:>12}{best['val_accuracy']:>9.4f}{test:>9.4f}{len(result['front']):>7}")
+                     f"{latency_text:>12}{best[f'val_{metric.name}']:>{width}.4f}{test:>{width}.4f}"
+                     f"{len(result['front']):>7}")
         lines.append(f"  {json.dumps(best['arch'])}")
     return "\n".join(lines)
 
@@ -283,25 +304,34 @@ def search_loaded(loaded: run_dir.TrainedRun, budgets: list, options: SearchOpti
         raise ValueError(f"{loaded.workdir}: the run has no validation split (data.val_fraction=0); the "
                          "search selects subnets on held-out data, so train with data.val_fraction > 0")
     family, evaluate = loaded.family, loaded.run.evaluate
+    try:
+        metric = metric_lib.config_metric(loaded.config, family.metrics)
+    except ValueError as error:
+        raise ValueError(f"{loaded.workdir}: config.json {error}") from None
     metric_fns = make_run_metric_fns(loaded, budgets, options)
     least = smallest_metrics(family, metric_fns)
     for budget in budgets:
         check_reachable(budget, least)
-    val_fn = make_accuracy_fn(family, evaluate, loaded.params, loaded.val_set, options.arch_batch)
+    val_fn = make_accuracy_fn(family, evaluate, loaded.params, loaded.val_set, options.arch_batch, metric)
     test_fn = None if loaded.test_set is None else make_accuracy_fn(
-        family, evaluate, loaded.params, loaded.test_set, options.arch_batch)
+        family, evaluate, loaded.params, loaded.test_set, options.arch_batch, metric)
+    if metric.higher_is_better:
+        fitness_fn = val_fn
+    else:  # the evolution maximises: the negative of a lower-is-better metric
+        fitness_fn = lambda genes: np.asarray([metric.score(v) for v in val_fn(genes)], np.float64)  # noqa: E731
     results = []
     for budget in budgets:
         start = time.perf_counter()
         evolution = evolution_lib.evolve(family, options.evolution, rng_for(options.seed, budget),
-                                         make_feasible_fn(budget, metric_fns), val_fn)
-        results.append(budget_report(family, budget, evolution, metric_fns, test_fn))
+                                         make_feasible_fn(budget, metric_fns), fitness_fn)
+        results.append(budget_report(family, budget, evolution, metric_fns, test_fn, metric))
         print(f"{budget.text}: {len(evolution.genes)} distinct archs evaluated in "
               f"{time.perf_counter() - start:.1f} s", file=log, flush=True)
     # The round and the digest of the searched checkpoint: export and the report refuse this file once
     # the run's newest checkpoint is another (reports/search_front.py `check_current`).
     return {"workdir": loaded.workdir, "checkpoint_round": loaded.round,
             search_front.CHECKPOINT_DIGEST_KEY: loaded.digest, "seed": options.seed,
+            **({} if metric.name == metric_lib.ACCURACY.name else {"metric": metric.name}),  # accuracy: as before
             "evolution": options.evolution._asdict(),
             "val_examples": int(loaded.val_set.weights.sum()),
             "test_examples": 0 if loaded.test_set is None else int(loaded.test_set.weights.sum()),
@@ -346,7 +376,7 @@ def main(argv) -> None:
     with _cli.user_errors():  # e.g. --out in a read-only directory: the message names the path
         with open(out, "w") as f:
             json.dump(report, f, indent=2)
-    print(summary_table(report["results"]))
+    print(summary_table(report["results"], search_front.search_metric(report)))
     print(f"wrote {out}")
     if os.path.abspath(out) == os.path.abspath(os.path.join(values.workdir, SEARCH_FILE)):
         print(refresh_report(values.workdir))

@@ -13,16 +13,24 @@ decide this: float summation order alone (another CPU, another SIMD width) moved
 * a verdict that follows from the interval alone (`verdict`, the rule is documented there);
 * the measured cost ratio over all seeds (`cost_over_seeds`).
 
+Accuracy is compared by default; runs whose headline metric is another (`eval.metric`, e.g. perplexity, where
+lower is better) are compared in it: the difference stays weight-shared minus FedAvg, and the verdict reads
+its interval in the metric's direction (`verdict`: an interval at or below 0 is the weight-shared subnet
+"ahead").
+
 The t quantile is computed here (`t_quantile`: the exact t CDF for integer degrees of freedom, inverted by
 bisection), so no statistics package is needed. Pure functions: no files, no printing.
 """
 import math
 from typing import Optional, Sequence
 
-__all__ = ["t_cdf", "t_quantile", "mean_std", "paired_difference", "verdict", "summarize_arch",
-           "summarize", "cost_over_seeds", "AT_LEAST", "ON_A_PAR", "BEHIND", "ONE_SEED", "NO_DATA"]
+from superfed_jax.federated import metric as metric_lib
+
+__all__ = ["t_cdf", "t_quantile", "mean_std", "paired_difference", "verdict", "verdict_rule", "summarize_arch",
+           "summarize", "cost_over_seeds", "AT_LEAST", "AHEAD", "ON_A_PAR", "BEHIND", "ONE_SEED", "NO_DATA"]
 
 AT_LEAST = "at least as accurate"
+AHEAD = "ahead"  # the verdict of AT_LEAST for a lower-is-better metric: "at least as good", in its words
 ON_A_PAR = "on a par"
 BEHIND = "behind"
 ONE_SEED = "one seed: no verdict"
@@ -127,45 +135,64 @@ def paired_difference(shared: Sequence[float], fedavg: Sequence[float], confiden
     return result
 
 
-def verdict(difference: dict) -> str:
+def verdict(difference: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     """The plain verdict that follows from `paired_difference`'s interval [low, high] (weight-shared minus
-    FedAvg), and from nothing else:
+    FedAvg), and from nothing else. For accuracy (higher is better):
 
     * low >= 0: "at least as accurate" (the interval excludes the weight-shared subnet being worse);
     * high < 0: "behind" (the interval excludes it being as good);
     * otherwise (the interval holds 0, or starts below it and ends at it): "on a par";
     * one paired seed: "one seed: no verdict" (no interval); none: "no paired seeds: no verdict".
+
+    For a lower-is-better ``metric`` (perplexity, loss) the same rule on the interval mirrored: high <= 0:
+    "ahead" (the weight-shared subnet's value is not above FedAvg's); low > 0: "behind"; otherwise "on a par".
     """
     if difference["n"] == 0:
         return NO_DATA
     if difference["low"] is None:
         return ONE_SEED
-    if difference["low"] >= 0:
-        return AT_LEAST
-    if difference["high"] < 0:
+    low, high = ((difference["low"], difference["high"]) if metric.higher_is_better
+                 else (-difference["high"], -difference["low"]))  # the gain of weight-shared, either way
+    if low >= 0:
+        return AT_LEAST if metric.higher_is_better else AHEAD
+    if high < 0:
         return BEHIND
     return ON_A_PAR
 
 
-def summarize_arch(shared: Sequence[float], fedavg: Sequence[float], confidence: float = 0.95) -> dict:
+def verdict_rule(metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
+    """`verdict`'s rule in one line (claim.json's ``verdict_rule``)."""
+    if metric.higher_is_better:
+        return (f"95% interval of the paired difference: lower bound >= 0 -> {AT_LEAST}, upper bound < 0 -> "
+                f"{BEHIND}, otherwise {ON_A_PAR}; one seed -> no verdict")
+    return (f"95% interval of the paired difference of {metric.name} (lower is better): upper bound <= 0 -> "
+            f"{AHEAD}, lower bound > 0 -> {BEHIND}, otherwise {ON_A_PAR}; one seed -> no verdict")
+
+
+def summarize_arch(shared: Sequence[float], fedavg: Sequence[float], confidence: float = 0.95,
+                   metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
     """One arch over seeds: ``shared`` / ``fedavg`` (each {mean, std}), ``difference`` (`paired_difference`)
-    and ``verdict``."""
+    and ``verdict`` (in ``metric``'s direction)."""
     sides = {}
     for side, values in (("shared", shared), ("fedavg", fedavg)):
         mean, std = mean_std(values)
         sides[side] = {"mean": mean, "std": std}
     difference = paired_difference(shared, fedavg, confidence)
-    return dict(sides, difference=difference, verdict=verdict(difference))
+    return dict(sides, difference=difference, verdict=verdict(difference, metric))
 
 
-def summarize(per_seed_rows: dict, confidence: float = 0.95) -> list[dict]:
+def summarize(per_seed_rows: dict, confidence: float = 0.95,
+              metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[dict]:
     """Per arch over seeds, from {seed: rows}, rows as `compare.combine_runs` gives them (``name``, ``arch``,
     ``macs``, ``params``, ``shared_test_accuracy``, ``fedavg_test_accuracy``; NaN where a side lacks it).
 
     Returns one dict per arch in the first seed's order: name, arch, macs, params, seeds, the per-seed
     ``shared_test_accuracy`` / ``fedavg_test_accuracy`` lists, and `summarize_arch`'s fields. ValueError if
     a seed lacks an arch the first seed has, or gives it another size (the seeds would not be one setup).
+    With another ``metric`` the rows' and the result's keys name it (``shared_test_perplexity`` ...) and
+    the verdicts follow its direction.
     """
+    key = f"test_{metric.name}"
     if not per_seed_rows:
         raise ValueError("summarize: no seeds")
     seeds = list(per_seed_rows)
@@ -182,11 +209,11 @@ def summarize(per_seed_rows: dict, confidence: float = 0.95) -> list[dict]:
                                  f"{row['params']} params), seed {seeds[0]} has {first['arch']} "
                                  f"({first['macs']} MACs, {first['params']} params)")
             rows.append(row)
-        shared = [r["shared_test_accuracy"] for r in rows]
-        fedavg = [r["fedavg_test_accuracy"] for r in rows]
+        shared = [r[f"shared_{key}"] for r in rows]
+        fedavg = [r[f"fedavg_{key}"] for r in rows]
         result.append(dict({k: first[k] for k in ("name", "arch", "macs", "params")}, seeds=seeds,
-                           shared_test_accuracy=shared, fedavg_test_accuracy=fedavg,
-                           **summarize_arch(shared, fedavg, confidence)))
+                           **{f"shared_{key}": shared, f"fedavg_{key}": fedavg},
+                           **summarize_arch(shared, fedavg, confidence, metric)))
     return result
 
 

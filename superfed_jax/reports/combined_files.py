@@ -9,11 +9,15 @@
 * ``report_accuracy.csv``, ``report_seeds.csv`` (every run's own number), ``report_cost.csv`` and
   ``report_curves.csv``: the tables and the curves' data at full precision.
 
+Runs compared in another headline metric than accuracy (`eval.metric`, e.g. perplexity) show it in its place:
+y axes "test perplexity", ``report_perplexity.csv`` with columns named after it (`compare`).
+
 Each writer returns the Markdown lines that show or link what it wrote.
 """
 import math
 import os
 
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports.format import arch_text, runs_title, si
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto
@@ -24,7 +28,7 @@ __all__ = ["FILES", "headline_cost_field", "cost_legends", "several_seeds", "wri
 
 # Every file the writers may put beside report.md.
 FILES = ("pareto.png", "pareto.svg", "curves.png", "curves.svg", "report_accuracy.csv", "report_seeds.csv",
-         "report_cost.csv", "report_curves.csv")
+         "report_cost.csv", "report_curves.csv", "report_perplexity.csv", "report_loss.csv")
 
 SIDES = (("shared", "weight-shared", "C0", "-"), ("fedavg", "FedAvg", "C1", "--"))
 
@@ -50,22 +54,23 @@ def cost_legends(cost: dict) -> tuple[str, str]:
 
 def several_seeds(combined: dict) -> bool:
     """Whether some side of some arch has more than one seed (the tables then show mean +- std)."""
-    return len(combined["shared_runs"]) > 1 or any(len(r["fedavg_test_accuracies"]) > 1
-                                                   for r in combined["rows"])
+    key = "fedavg_test_" + combined.get("metric", metric_lib.ACCURACY).plural.lower()
+    return len(combined["shared_runs"]) > 1 or any(len(r[key]) > 1 for r in combined["rows"])
 
 
 def write_pareto(combined: dict, out: str) -> list[str]:
     """Draws pareto.png / .svg; returns the lines showing it."""
     rows, cost = combined["rows"], combined["cost"]
+    metric = combined.get("metric", metric_lib.ACCURACY)
+    key = f"test_{metric.name}"
     shared_label, fedavg_label = cost_legends(cost)
     series = []
     for prefix, label, gid in (("shared", shared_label, "pareto-weight-shared"),
                                ("fedavg", fedavg_label, "pareto-fedavg")):
-        series.append((label, [dict(r, test_accuracy=r[f"{prefix}_test_accuracy"],
-                                    test_accuracy_low=r[f"{prefix}_test_accuracy_low"],
-                                    test_accuracy_high=r[f"{prefix}_test_accuracy_high"]) for r in rows], gid))
+        series.append((label, [dict(r, **{key: r[f"{prefix}_{key}"], f"{key}_low": r[f"{prefix}_{key}_low"],
+                                          f"{key}_high": r[f"{prefix}_{key}_high"]}) for r in rows], gid))
     ratios, field = cost.get("ratios"), headline_cost_field(cost)
-    title = f"{runs_title(combined['shared'])}: test accuracy at the best validation round"
+    title = f"{runs_title(combined['shared'])}: test {metric.name} at the best validation round"
     if ratios:
         title += (f"\nFedAvg of {cost['fedavg_runs']} arch{'s' if cost['fedavg_runs'] != 1 else ''}: "
                   f"{ratios[field]:.2f}x the compute, {ratios['total_bytes_per_direction']:.2f}x the "
@@ -73,8 +78,8 @@ def write_pareto(combined: dict, out: str) -> list[str]:
     if several_seeds(combined):
         title += "\nmean over seeds; bars: min to max over seeds"
     plot_pareto(os.path.join(out, "pareto.png"), series, title,
-                xlabel="forward MACs per image of each subnet (MMACs); training cost: see legend")
-    return ["![accuracy vs MACs](pareto.png)", "",
+                xlabel="forward MACs per image of each subnet (MMACs); training cost: see legend", metric=metric)
+    return [f"![{metric.name} vs MACs](pareto.png)", "",
             "Both sides' points sit at each subnet's own forward MACs (its size at inference); the cost of "
             "training them is each side's total, in the legend and the cost table.", "",
             files_line(out, [os.path.join(out, n) for n in ("pareto.png", "pareto.svg")]), ""]
@@ -86,10 +91,11 @@ def _unique_names(rows: list[dict]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
 
 
-def _side_curve(sources: list, split: str, name: str, side: tuple):
+def _side_curve(sources: list, split: str, name: str, side: tuple,
+                metric: metric_lib.Metric = metric_lib.ACCURACY):
     """(Curve, SeedCurve) of one side of one arch, or None when its runs recorded no such accuracy."""
     prefix, label, color, linestyle = side
-    series = [s for s in (curves_lib.accuracy_by_round(run.records, evaluated, split)
+    series = [s for s in (curves_lib.accuracy_by_round(run.records, evaluated, split, metric)
                           for run, evaluated in sources) if s[0]]
     if not series:
         return None
@@ -103,8 +109,9 @@ def _side_curve(sources: list, split: str, name: str, side: tuple):
 def write_curves(combined: dict, out: str) -> list[str]:
     """Draws curves.png / .svg and writes report_curves.csv; returns the lines showing them."""
     rows, sources = combined["rows"], combined["sources"]
+    metric = combined.get("metric", metric_lib.ACCURACY)
     runs = [(run, name) for source in sources for side in source.values() for run, name in side]
-    splits = [s for s in curves_lib.SPLITS if any(curves_lib.accuracy_by_round(run.records, name, s)[0]
+    splits = [s for s in curves_lib.SPLITS if any(curves_lib.accuracy_by_round(run.records, name, s, metric)[0]
                                                    for run, name in runs)]
     if not splits:
         return []
@@ -113,21 +120,23 @@ def write_curves(combined: dict, out: str) -> list[str]:
         for row, name, source in zip(rows, _unique_names(rows), sources):
             curves = []
             for side in SIDES:
-                drawn = _side_curve(source[side[0]], split, name, side)
+                drawn = _side_curve(source[side[0]], split, name, side, metric)
                 if drawn:
                     curves.append(drawn[0])
-                    csv_rows += curves_lib.curve_csv_rows(side[1], row["name"], split, drawn[1])
-            split_name = curves_lib.SPLITS[split].split(" ")[0]  # 'validation' or 'test'
+                    csv_rows += curves_lib.curve_csv_rows(side[1], row["name"], split, drawn[1], metric)
+            label = curves_lib.split_label(split, metric)
+            split_name = label.split(" ")[0]  # 'validation' or 'test'
             panels.append(Panel(f"{row['name']} ({row['macs'] / 1e6:.4g} MMACs): {split_name}",
-                                curves_lib.SPLITS[split], curves, gid_of("panel", split, name)))
+                                label, curves, gid_of("panel", split, name), scale=metric.shown(1.0)))
     plot_curves(os.path.join(out, "curves.png"), panels,
-                f"{runs_title(combined['shared'])}: accuracy by round, weight-shared (solid) and FedAvg "
+                f"{runs_title(combined['shared'])}: {metric.name} by round, weight-shared (solid) and FedAvg "
                 "(dashed)", columns=len(rows))
-    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.CURVE_CSV_HEADER, csv_rows)
+    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.curve_csv_header(metric), csv_rows)
     band = (" With several seeds: the mean over seeds, the band from min to max." if several_seeds(combined)
             else "")
-    return ["## Accuracy by round", "", "Every evaluation of every run (metrics.jsonl), per arch; the table "
-            f"quotes each run at its best validation round.{band}", "", "![accuracy by round](curves.png)", "",
+    return [f"## {metric.name.capitalize()} by round", "", "Every evaluation of every run (metrics.jsonl), per "
+            f"arch; the table quotes each run at its best validation round.{band}", "",
+            f"![{metric.name} by round](curves.png)", "",
             files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
 
 
@@ -145,24 +154,43 @@ def _percent(value: float) -> float:
     return 100 * value if not math.isnan(value) else math.nan
 
 
+def table_headers(metric: metric_lib.Metric) -> tuple[list[str], list[str]]:
+    """(the per-arch table's header, report_seeds.csv's): ACCURACY_CSV_HEADER and SEEDS_CSV_HEADER for
+    accuracy; for another metric its name in place of '_percent' / '_points' ('weight_shared_mean_perplexity',
+    'difference_perplexity', 'test_perplexity')."""
+    if metric.percent:
+        return ACCURACY_CSV_HEADER, SEEDS_CSV_HEADER
+    name = metric.name
+    header = [h.replace("_percent", f"_{name}").replace("_points", f"_{name}") for h in ACCURACY_CSV_HEADER]
+    return header, SEEDS_CSV_HEADER[:4] + [f"test_{name}"] + SEEDS_CSV_HEADER[5:]
+
+
 def write_tables(combined: dict, out: str) -> list[str]:
     """Writes the accuracy, per-seed and cost tables as CSV; returns the lines linking them."""
     rows, cost = combined["rows"], combined["cost"]
+    metric = combined.get("metric", metric_lib.ACCURACY)
+    key, per_seed = f"test_{metric.name}", f"test_{metric.plural.lower()}"
+    shown = _percent if metric.percent else (lambda value: value)
     accuracy = [[r["name"], arch_text(r["arch"]), r["macs"], r["params"],
-                 _percent(r["shared_test_accuracy"]), _percent(r["shared_test_accuracy_std"]),
-                 len(r["shared_test_accuracies"]), _percent(r["fedavg_test_accuracy"]),
-                 _percent(r["fedavg_test_accuracy_std"]), len(r["fedavg_test_accuracies"]),
-                 _percent(r["difference"]), _percent(r["difference_std"])] for r in rows]
+                 shown(r[f"shared_{key}"]), shown(r[f"shared_{key}_std"]),
+                 len(r[f"shared_{per_seed}"]), shown(r[f"fedavg_{key}"]),
+                 shown(r[f"fedavg_{key}_std"]), len(r[f"fedavg_{per_seed}"]),
+                 shown(r["difference"]), shown(r["difference_std"])] for r in rows]
     shared_dirs = {run.config.get("seed"): run.workdir for run in combined["shared_runs"]}
-    seeds = [[r["name"], label, seed, r[f"{prefix}_rounds"][seed], _percent(value),
+    seeds = [[r["name"], label, seed, r[f"{prefix}_rounds"][seed], shown(value),
               shared_dirs[seed] if prefix == "shared" else r["fedavg_workdirs"][seed]]
              for r in rows for prefix, label, _, _ in SIDES
-             for seed, value in r[f"{prefix}_test_accuracies"].items()]
+             for seed, value in r[f"{prefix}_{per_seed}"].items()]
     costs = [[*COST_LABELS[f], cost["weight_shared"][f], cost["fedavg"][f], cost.get("ratios", {}).get(f)]
              for f in cost["weight_shared"]]
-    paths = [write_csv(os.path.join(out, "report_accuracy.csv"), ACCURACY_CSV_HEADER, accuracy),
-             write_csv(os.path.join(out, "report_seeds.csv"), SEEDS_CSV_HEADER, seeds),
+    header, seeds_header = table_headers(metric)
+    paths = [write_csv(os.path.join(out, f"report_{metric.name}.csv"), header, accuracy),
+             write_csv(os.path.join(out, "report_seeds.csv"), seeds_header, seeds),
              write_csv(os.path.join(out, "report_cost.csv"), COST_CSV_HEADER, costs)]
-    return ["## Tables as CSV", "", "The tables above at full precision (accuracies and their spread in %, "
-            "differences in points, MACs and params as counts, costs per seed), and every run's own test "
-            "accuracy (report_seeds.csv).", "", files_line(out, paths), ""]
+    if metric.percent:
+        units = "accuracies and their spread in %, differences in points"
+    else:
+        units = f"{metric.name} and its spread and differences as computed"
+    return ["## Tables as CSV", "", f"The tables above at full precision ({units}, MACs and params as counts, "
+            f"costs per seed), and every run's own test {metric.name} (report_seeds.csv).", "",
+            files_line(out, paths), ""]

@@ -14,14 +14,21 @@ arch each, `config.fedavg_baseline`, one per arch and seed), each read with `run
   plain numbers of those runs.
 
 The command line (`python -m superfed_jax.reports.cli` with several RUN_DIRs) calls it.
+
+Every run is read at its best validation round and compared in the runs' headline metric (`eval.metric`;
+`superfed_jax.federated.metric`), which all runs must share: accuracy by default (rows ``shared_test_accuracy``
+..., in %), or e.g. perplexity for a language model (rows ``shared_test_perplexity``, ``*_perplexities``,
+report_perplexity.csv; the difference is still weight-shared minus FedAvg, so a negative one is the
+weight-shared subnet ahead).
 """
 import json
 import math
 import os
 import statistics
 
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import combined_files
-from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
+from superfed_jax.reports.format import arch_text, runs_title, si, size_note
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
                                              required_file, select_best, setting, space_text)
 
@@ -98,6 +105,11 @@ def _split_runs(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]
     for run in shared[1:]:
         _check_same_settings(shared[0], run)
     baselines = [r for r in runs if r not in shared]
+    for run in shared[1:] + baselines:
+        if run.metric != shared[0].metric:
+            raise ValueError(f"{run.workdir}: its headline metric is {run.metric.name} (config.json "
+                             f"eval.metric), that of the weight-shared run {shared[0].workdir} is "
+                             f"{shared[0].metric.name}; compare runs selected by the same metric")
     for run in shared + baselines:
         if run.cost is None:
             required_file(run.workdir, "cost.json")  # raises, naming the directory
@@ -113,7 +125,7 @@ def _fedavg_rows(baselines: list[RunRecord]) -> dict:
     rows = {}
     for run in baselines:
         name = _trained_arch(run)
-        row = next(r for r in arch_rows(run, select_best(run.records, [name])) if r["name"] == name)
+        row = next(r for r in arch_rows(run, select_best(run.records, [name], run.metric)) if r["name"] == name)
         by_seed = rows.setdefault(arch_key(run.family, run.tracked[name]), {})
         if _seed(run) in by_seed:
             raise ValueError(f"two FedAvg runs of the arch {arch_text(row['arch'])} with seed {_seed(run)!r}: "
@@ -183,6 +195,7 @@ def combine_runs(workdirs: list[str]) -> dict:
       that differ; ``sources``: per row, the (run, evaluated name) pairs of each side (for the curves).
     """
     shared_runs, baselines = _split_runs([read_run(w) for w in workdirs])
+    metric = shared_runs[0].metric
     fedavg = _fedavg_rows(baselines)
     cost, warnings = _measured_cost(shared_runs, fedavg), _seed_warnings(shared_runs, fedavg)
     shared_rows = [{r["name"]: r for r in arch_rows(run)} for run in shared_runs]
@@ -195,39 +208,51 @@ def combine_runs(workdirs: list[str]) -> dict:
         pairs.append((shared_side, fedavg_side))
     pairs += sorted((({}, side) for side in fedavg_only.values()),
                     key=lambda pair: next(iter(pair[1].values()))[0]["macs"])
-    return {"shared": shared_runs[0], "shared_runs": shared_runs, "baselines": baselines,
-            "rows": [_combined_row(*pair) for pair in pairs], "cost": cost, "warnings": warnings,
+    return {"shared": shared_runs[0], "shared_runs": shared_runs, "baselines": baselines, "metric": metric,
+            "rows": [_combined_row(*pair, metric) for pair in pairs], "cost": cost, "warnings": warnings,
             "sources": [{"shared": [(run, n) for _, run, n in shared_side.values()],
                          "fedavg": [(run, n) for _, run, n in fedavg_side.values()]}
                         for shared_side, fedavg_side in pairs]}
 
 
-def _side(prefix: str, side: dict) -> dict:
+def test_key(metric: metric_lib.Metric) -> str:
+    """A combined row's key of a side's mean test value after 'shared_' / 'fedavg_': 'test_accuracy'."""
+    return f"test_{metric.name}"
+
+
+def seeds_key(metric: metric_lib.Metric) -> str:
+    """A combined row's key of a side's per-seed test values: 'test_accuracies', 'test_perplexities'."""
+    return f"test_{metric.plural.lower()}"
+
+
+def _side(prefix: str, side: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
     """The fields of one side of a combined row from {seed: (row, run, name)} (see `combine_runs`)."""
-    accuracies = {seed: row["test_accuracy"] for seed, (row, _, _) in side.items()}
+    key = test_key(metric)
+    accuracies = {seed: row[key] for seed, (row, _, _) in side.items()}
     values = list(accuracies.values())
-    fields = {"test_accuracies": accuracies,
+    fields = {seeds_key(metric): accuracies,
               "rounds": {seed: row["round"] for seed, (row, _, _) in side.items()},
-              "test_accuracy": statistics.fmean(values) if values else math.nan,
-              "test_accuracy_std": (statistics.stdev(values) if len(values) > 1
-                                    else 0.0 if values else math.nan),
-              "test_accuracy_low": min(values) if values else math.nan,
-              "test_accuracy_high": max(values) if values else math.nan,
+              key: statistics.fmean(values) if values else math.nan,
+              f"{key}_std": (statistics.stdev(values) if len(values) > 1
+                             else 0.0 if values else math.nan),
+              f"{key}_low": min(values) if values else math.nan,
+              f"{key}_high": max(values) if values else math.nan,
               "round": next(iter(side.values()))[0]["round"] if len(side) == 1 else None}
     return {f"{prefix}_{key}": value for key, value in fields.items()}
 
 
-def _combined_row(shared_side: dict, fedavg_side: dict) -> dict:
+def _combined_row(shared_side: dict, fedavg_side: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
     """One arch's row of `combine_runs` from both sides' {seed: (row, run, name)}."""
     base = next(iter((shared_side or fedavg_side).values()))[0]
     row = {key: base[key] for key in ("name", "arch", "macs", "params", "size_source")}
-    row.update(_side("shared", shared_side))
-    row.update(_side("fedavg", fedavg_side))
+    row.update(_side("shared", shared_side, metric))
+    row.update(_side("fedavg", fedavg_side, metric))
     row["fedavg_workdirs"] = {seed: run.workdir for seed, (_, run, _) in fedavg_side.items()}
     row["fedavg_workdir"] = next(iter(row["fedavg_workdirs"].values()), None)
-    row["difference"] = row["shared_test_accuracy"] - row["fedavg_test_accuracy"]
-    paired = [row["shared_test_accuracies"][s] - row["fedavg_test_accuracies"][s]
-              for s in row["shared_test_accuracies"] if s in row["fedavg_test_accuracies"]]
+    key, per_seed = test_key(metric), seeds_key(metric)
+    row["difference"] = row[f"shared_{key}"] - row[f"fedavg_{key}"]
+    paired = [row[f"shared_{per_seed}"][s] - row[f"fedavg_{per_seed}"][s]
+              for s in row[f"shared_{per_seed}"] if s in row[f"fedavg_{per_seed}"]]
     row["difference_std"] = statistics.stdev(paired) if len(paired) > 1 else math.nan
     row["paired_seeds"] = len(paired)
     return row
@@ -263,22 +288,23 @@ def _combined_cost_lines(combined: dict) -> list[str]:
 
 def _side_source_lines(combined: dict) -> list[str]:
     """The bullet list of the runs read: the weight-shared run(s) and each arch's FedAvg run(s)."""
-    shared_runs, rows = combined["shared_runs"], combined["rows"]
+    shared_runs, rows, metric = combined["shared_runs"], combined["rows"], combined["metric"]
     tracked = len(shared_runs[0].tracked)
+    name, best = metric.name, metric.best_word
     if len(shared_runs) == 1:
-        lines = [f"- weight-shared: `{shared_runs[0].workdir}`, test accuracy at round "
-                 f"{rows[0]['shared_round']} (the best mean validation accuracy over its {tracked} tracked "
+        lines = [f"- weight-shared: `{shared_runs[0].workdir}`, test {name} at round "
+                 f"{rows[0]['shared_round']} (the {best} mean validation {name} over its {tracked} tracked "
                  "archs)"]
     else:
         rounds = rows[0]["shared_rounds"]
-        lines = [f"- weight-shared, {len(shared_runs)} seeds, each at its round of best mean validation "
-                 f"accuracy over its {tracked} tracked archs: "
+        lines = [f"- weight-shared, {len(shared_runs)} seeds, each at its round of {best} mean validation "
+                 f"{name} over its {tracked} tracked archs: "
                  + ", ".join(f"`{r.workdir}` (seed {_seed(r)}, round {rounds[_seed(r)]})" for r in shared_runs)]
     for r in rows:
         if not r["fedavg_workdirs"]:
             continue
         if len(shared_runs) == 1 and len(r["fedavg_workdirs"]) == 1:
-            lines.append(f"- FedAvg of {r['name']}: `{r['fedavg_workdir']}`, test accuracy at its best "
+            lines.append(f"- FedAvg of {r['name']}: `{r['fedavg_workdir']}`, test {name} at its best "
                          f"validation round {r['fedavg_round']}")
         else:
             lines.append(f"- FedAvg of {r['name']}, {_plural(len(r['fedavg_workdirs']), 'seed')}, each at its "
@@ -288,30 +314,34 @@ def _side_source_lines(combined: dict) -> list[str]:
     return lines
 
 
-def _seed_cell(row: dict, prefix: str) -> str:
-    """'mean +- std (seeds)' in %; 'n/a' without runs."""
-    count = len(row[f"{prefix}_test_accuracies"])
-    if not count or math.isnan(row[f"{prefix}_test_accuracy"]):
+def _seed_cell(row: dict, prefix: str, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
+    """'mean +- std (seeds)' in % (accuracy; another metric as it is); 'n/a' without runs."""
+    key = test_key(metric)
+    count = len(row[f"{prefix}_{seeds_key(metric)}"])
+    if not count or math.isnan(row[f"{prefix}_{key}"]):
         return "n/a"
-    mean, std = percent(row[f"{prefix}_test_accuracy"]), percent(row[f"{prefix}_test_accuracy_std"])
+    mean, std = metric.text(row[f"{prefix}_{key}"]), metric.text(row[f"{prefix}_{key}_std"])
     return f"{mean} +- {std} ({count})"
 
 
-def _accuracy_table_lines(rows: list[dict], several: bool) -> list[str]:
+def _accuracy_table_lines(rows: list[dict], several: bool,
+                          metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
     """The per-arch table: one seed as plain numbers, several as mean +- std (seeds) and paired differences."""
+    column, unit = f"test {metric.short}{metric.unit}", metric.difference_unit
     if not several:
-        lines = ["| arch | d / e | MMACs | params | weight-shared test acc (%) | FedAvg test acc (%) "
-                 "| weight-shared - FedAvg (points) |", "|---|---|---|---|---|---|---|"]
+        lines = [f"| arch | d / e | MMACs | params | weight-shared {column} | FedAvg {column} "
+                 f"| weight-shared - FedAvg ({unit}) |", "|---|---|---|---|---|---|---|"]
     else:
-        lines = ["| arch | d / e | MMACs | params | weight-shared test acc (%), mean +- std (seeds) "
-                 "| FedAvg test acc (%), mean +- std (seeds) | weight-shared - FedAvg (points), "
+        lines = [f"| arch | d / e | MMACs | params | weight-shared {column}, mean +- std (seeds) "
+                 f"| FedAvg {column}, mean +- std (seeds) | weight-shared - FedAvg ({unit}), "
                  "mean +- std of paired differences |", "|---|---|---|---|---|---|---|"]
+    key = test_key(metric)
     for r in rows:
-        difference = "n/a" if math.isnan(r["difference"]) else f"{100 * r['difference']:+.2f}"
+        difference = metric.difference_text(r["difference"])
         if several and not math.isnan(r["difference_std"]):
-            difference += f" +- {100 * r['difference_std']:.2f}"
-        cells = ([percent(r["shared_test_accuracy"]), percent(r["fedavg_test_accuracy"])] if not several
-                 else [_seed_cell(r, "shared"), _seed_cell(r, "fedavg")])
+            difference += f" +- {metric.text(r['difference_std'])}"
+        cells = ([metric.text(r[f"shared_{key}"]), metric.text(r[f"fedavg_{key}"])] if not several
+                 else [_seed_cell(r, "shared", metric), _seed_cell(r, "fedavg", metric)])
         lines.append(f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
                      f"| {cells[0]} | {cells[1]} | {difference} |")
     if several:
@@ -337,7 +367,7 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     os.makedirs(out, exist_ok=True)
     several = combined_files.several_seeds(combined)
     lines = [f"# Weight-shared vs independent FedAvg: {runs_title(shared)}", ""] + _side_source_lines(combined)
-    lines += [""] + _accuracy_table_lines(rows, several)
+    lines += [""] + _accuracy_table_lines(rows, several, combined["metric"])
     lines += ["", size_note(rows), ""] + _combined_cost_lines(combined)
     if combined["warnings"]:
         lines += ["## Warnings: settings differ", ""] + [f"- {w}" for w in combined["warnings"]] + [""]

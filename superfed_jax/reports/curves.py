@@ -1,7 +1,9 @@
-"""Accuracy by round, read from a run's evaluation records, and its mean and spread over seeds.
+"""Accuracy (or the run's headline metric) by round, read from a run's evaluation records, and its mean and
+spread over seeds.
 
 A run's ``metrics.jsonl`` holds one record per evaluation with ``NAME/val_accuracy`` and, where the data
-has a test split, ``NAME/test_accuracy`` per tracked arch. `accuracy_by_round` reads one such series;
+has a test split, ``NAME/test_accuracy`` per tracked arch (and ``NAME/val_perplexity`` ... for a language
+model). `accuracy_by_round` reads one such series of a metric (accuracy unless told);
 `over_seeds` combines the same series of runs that differ only in their seed: at every round that all
 of them evaluated, the mean, the sample standard deviation (n - 1; 0 for one seed) and the min and max.
 Reports draw the mean with the min-max band and write all four to CSV (`curve_csv_rows`).
@@ -10,14 +12,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SPLITS", "SeedCurve", "accuracy_by_round", "splits_recorded", "over_seeds", "CURVE_CSV_HEADER",
-           "curve_csv_rows"]
+from superfed_jax.federated import metric as metric_lib
+
+__all__ = ["SPLITS", "split_label", "SeedCurve", "accuracy_by_round", "splits_recorded", "over_seeds",
+           "CURVE_CSV_HEADER", "curve_csv_header", "curve_csv_rows"]
 
 SPLITS = {"val": "validation accuracy (%)", "test": "test accuracy (%)"}
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def split_label(split: str, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
+    """The axis label of a split's metric: 'validation accuracy (%)', 'test perplexity'."""
+    return f"{_SPLIT_NAMES[split]} {metric.name}{metric.unit}"
 
 
 class SeedCurve(NamedTuple):
-    """One accuracy series over seeds (fractions), at the rounds every seed evaluated."""
+    """One series over seeds (accuracy as fractions, or another metric's values), at the rounds every seed
+    evaluated."""
 
     rounds: list
     mean: list
@@ -27,17 +38,19 @@ class SeedCurve(NamedTuple):
     seeds: int
 
 
-def accuracy_by_round(records: list[dict], name: str, split: str) -> tuple[list, list]:
-    """(rounds, accuracies) of ``NAME/SPLIT_accuracy`` over the records that hold it, by round."""
-    key = f"{name}/{split}_accuracy"
+def accuracy_by_round(records: list[dict], name: str, split: str,
+                      metric: metric_lib.Metric = metric_lib.ACCURACY) -> tuple[list, list]:
+    """(rounds, values) of ``NAME/SPLIT_<metric>`` (accuracy unless told) over the records that hold it,
+    by round."""
+    key = metric.key(name, split)
     pairs = sorted((int(r["round"]), float(r[key])) for r in records if key in r)
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def splits_recorded(records: list[dict], names) -> list[str]:
-    """The splits ('val', 'test') that some record holds an accuracy of for some name, in that order."""
+def splits_recorded(records: list[dict], names, metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
+    """The splits ('val', 'test') that some record holds the metric of for some name, in that order."""
     return [split for split in SPLITS
-            if any(f"{name}/{split}_accuracy" in r for r in records for name in names)]
+            if any(metric.key(name, split) in r for r in records for name in names)]
 
 
 def over_seeds(series: list[tuple[list, list]]) -> SeedCurve:
@@ -62,7 +75,14 @@ CURVE_CSV_HEADER = ["series", "arch", "split", "round", "seeds", "mean_accuracy_
                     "std_accuracy_percent", "min_accuracy_percent", "max_accuracy_percent"]
 
 
-def curve_csv_rows(series: str, arch: str, split: str, curve: SeedCurve) -> list[list]:
-    """Rows of CURVE_CSV_HEADER for one curve (accuracies in %, as the reports' tables)."""
-    return [[series, arch, split, r, curve.seeds, 100 * m, 100 * s, 100 * lo, 100 * hi]
+def curve_csv_header(metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
+    """CURVE_CSV_HEADER for accuracy; for another metric its name in place of 'accuracy_percent'."""
+    return CURVE_CSV_HEADER[:5] + [metric.csv_column(stat) for stat in ("mean", "std", "min", "max")]
+
+
+def curve_csv_rows(series: str, arch: str, split: str, curve: SeedCurve,
+                   metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[list]:
+    """Rows of `curve_csv_header` for one curve (accuracies in %, as the reports' tables)."""
+    return [[series, arch, split, r, curve.seeds, metric.shown(m), metric.shown(s), metric.shown(lo),
+             metric.shown(hi)]
             for r, m, s, lo, hi in zip(curve.rounds, curve.mean, curve.std, curve.low, curve.high)]

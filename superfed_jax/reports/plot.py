@@ -16,6 +16,7 @@ import re
 from typing import NamedTuple, Optional
 
 from superfed_jax import _extras
+from superfed_jax.federated import metric as metric_lib
 
 __all__ = ["Curve", "Panel", "SearchPanel", "gid_of", "save_figure", "plot_pareto", "plot_curves",
            "plot_search"]
@@ -52,7 +53,7 @@ def save_figure(figure, png_path: str) -> list[str]:
 
 
 def plot_pareto(path: str, series: list[tuple], title: str,
-                xlabel: str = "forward MACs per image (MMACs)"):
+                xlabel: str = "forward MACs per image (MMACs)", metric: metric_lib.Metric = metric_lib.ACCURACY):
     """Writes PNG and SVG of test accuracy (%) against forward MMACs, one line per series.
 
     Args:
@@ -63,6 +64,8 @@ def plot_pareto(path: str, series: list[tuple], title: str,
         ``pareto-LABEL``.
       title: the plot title.
       xlabel: the x axis label.
+      metric: what the y axis shows (accuracy unless told): the rows' ``test_<name>`` (and
+        ``test_<name>_low`` / ``_high``), e.g. ``test_perplexity``, labelled "test perplexity".
 
     Returns:
       The matplotlib `Figure` (already saved).
@@ -70,13 +73,14 @@ def plot_pareto(path: str, series: list[tuple], title: str,
     figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
     named = set()  # an arch's name once, even when several series have a point at its MACs
+    key, shown = f"test_{metric.name}", metric.shown
     for entry, marker in zip(series, "osD^v"):
         label, rows = entry[0], entry[1]
         gid = entry[2] if len(entry) > 2 else gid_of("pareto", label)
-        points = sorted((r["macs"] / 1e6, 100 * r["test_accuracy"], r["name"],
-                         100 * r.get("test_accuracy_low", r["test_accuracy"]),
-                         100 * r.get("test_accuracy_high", r["test_accuracy"])) for r in rows
-                        if not math.isnan(r["test_accuracy"]))
+        points = sorted((r["macs"] / 1e6, shown(r[key]), r["name"],
+                         shown(r.get(f"{key}_low", r[key])),
+                         shown(r.get(f"{key}_high", r[key]))) for r in rows
+                        if not math.isnan(r[key]))
         if not points:
             continue
         xs, ys, _, lows, highs = zip(*points)
@@ -93,7 +97,7 @@ def plot_pareto(path: str, series: list[tuple], title: str,
                 axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     axes.margins(x=0.1, y=0.15)
     axes.set_xlabel(xlabel)
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(f"test {metric.name}{metric.unit}")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=7)
@@ -105,7 +109,8 @@ def plot_pareto(path: str, series: list[tuple], title: str,
 
 
 class Curve(NamedTuple):
-    """One line of accuracy (fractions) by round, with an optional band (e.g. min-max over seeds)."""
+    """One line of accuracy (fractions; or another metric's values, see `Panel.scale`) by round, with an
+    optional band (e.g. min-max over seeds)."""
 
     label: str
     gid: str
@@ -119,17 +124,20 @@ class Curve(NamedTuple):
 
 class Panel(NamedTuple):
     """One axes of `plot_curves`: a title, its y label, its curves and optionally a round to mark (the
-    round a table quotes), drawn as a dotted vertical line with gid ``GID-marked``."""
+    round a table quotes), drawn as a dotted vertical line with gid ``GID-marked``. The curves' values are
+    drawn times ``scale`` (100: accuracy fractions as percent; 1: perplexity or loss as they are)."""
 
     title: str
     ylabel: str
     curves: list
     gid: str
     marked_round: Optional[int] = None
+    scale: float = 100
 
 
 def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
-    """Writes PNG and SVG of accuracy (%) against round, one axes per panel, ``columns`` per row.
+    """Writes PNG and SVG of accuracy (%) (or each panel's metric, `Panel.scale`) against round, one axes
+    per panel, ``columns`` per row.
 
     A curve's line has its ``gid``; its band (drawn where ``low`` and ``high`` are given) has
     ``GID-band``. Returns the `Figure` (already saved).
@@ -141,13 +149,14 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
     for index, panel in enumerate(panels):
         axes = figure.add_subplot(rows, columns, index + 1, gid=panel.gid)
         for curve in panel.curves:
-            ys = [100 * v for v in curve.values]
+            ys = [panel.scale * v for v in curve.values]
             # Markers while they stay readable: a curve of one evaluation is a point, not an empty line.
             [line] = axes.plot(curve.rounds, ys, label=curve.label, gid=curve.gid, color=curve.color,
                                linestyle=curve.linestyle, linewidth=1.4,
                                marker="o" if len(ys) <= 60 else None, markersize=2.5)
             if curve.low is not None and curve.high is not None:
-                axes.fill_between(curve.rounds, [100 * v for v in curve.low], [100 * v for v in curve.high],
+                axes.fill_between(curve.rounds, [panel.scale * v for v in curve.low],
+                                  [panel.scale * v for v in curve.high],
                                   color=line.get_color(), alpha=0.2, linewidth=0, gid=curve.gid + "-band")
         if panel.marked_round is not None:
             axes.axvline(panel.marked_round, color="0.3", linestyle=":", linewidth=1,
@@ -168,15 +177,19 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2):
 
 
 class SearchPanel(NamedTuple):
-    """One budget of a search: candidates and front as (metric, accuracy) points, tracked archs, limit."""
+    """One budget of a search: candidates and front as (cost, accuracy) points, tracked archs, limit.
+
+    The y values are validation accuracies (fractions), or of the search's metric (``metric``: e.g.
+    perplexity, lower is better)."""
 
     title: str
-    xlabel: str  # the front's metric with its unit
+    xlabel: str  # the front's cost metric with its unit
     evaluated: list  # (x, accuracy) of every evaluated candidate
     front: list  # (x, accuracy) of the non-dominated ones, x ascending
     tracked: list  # (name, x, accuracy) of the run's tracked subnets
     limit: Optional[float]  # the budget on x
     gid: str
+    metric: metric_lib.Metric = metric_lib.ACCURACY
 
 
 def plot_search(path: str, panels: list[SearchPanel], title: str):
@@ -184,31 +197,33 @@ def plot_search(path: str, panels: list[SearchPanel], title: str):
 
     gids per panel: ``GID-evaluated``, ``GID-front``, ``GID-tracked``, ``GID-limit``. The step line holds
     each front accuracy from its arch's cost to the next front arch's: the best accuracy any candidate
-    reaches at that cost or less. Returns the `Figure` (already saved).
+    reaches at that cost or less (the lowest, for a lower-is-better metric). Returns the `Figure` (already
+    saved).
     """
     figure = _new_figure(5.2 * len(panels) + 0.6, 4.3)
     for index, panel in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), index + 1, gid=panel.gid)
+        shown = panel.metric.shown
         if panel.evaluated:
             xs, ys = zip(*panel.evaluated)
-            axes.scatter(xs, [100 * y for y in ys], s=9, color="0.55", alpha=0.35, linewidths=0,
+            axes.scatter(xs, [shown(y) for y in ys], s=9, color="0.55", alpha=0.35, linewidths=0,
                          label=f"evaluated candidates ({len(panel.evaluated)})", gid=panel.gid + "-evaluated")
         if panel.front:
             xs, ys = zip(*panel.front)
-            axes.step(xs, [100 * y for y in ys], where="post", marker="o", markersize=4, color="C0",
+            axes.step(xs, [shown(y) for y in ys], where="post", marker="o", markersize=4, color="C0",
                       label=f"non-dominated front ({len(panel.front)})", gid=panel.gid + "-front")
         if panel.tracked:
             names, xs, ys = zip(*panel.tracked)
-            axes.scatter(xs, [100 * y for y in ys], marker="*", s=90, color="C3", zorder=3,
+            axes.scatter(xs, [shown(y) for y in ys], marker="*", s=90, color="C3", zorder=3,
                          label="tracked subnets", gid=panel.gid + "-tracked")
             for name, x, y in panel.tracked:
-                axes.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                axes.annotate(name, (x, shown(y)), textcoords="offset points", xytext=(5, 4), fontsize=7)
         if panel.limit is not None:
             axes.axvline(panel.limit, color="0.3", linestyle=":", linewidth=1, label="budget",
                          gid=panel.gid + "-limit")
         axes.set_title(panel.title, fontsize=9)
         axes.set_xlabel(panel.xlabel)
-        axes.set_ylabel("validation accuracy (%)")
+        axes.set_ylabel(f"validation {panel.metric.name}{panel.metric.unit}")
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize=7)
     figure.suptitle(title, fontsize=10)

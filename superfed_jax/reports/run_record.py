@@ -1,8 +1,9 @@
 """A finished run's work directory read back: config, family, tracked archs, evaluation records, cost.
 
 `read_run(workdir)` is what every report starts from; `select_best` picks the evaluation that reports
-quote (the best mean validation accuracy over the tracked archs) and `arch_rows` gives each tracked
-arch's size and accuracies there. Errors name the directory or file and the problem.
+quote (the best mean validation value of the run's headline metric over the tracked archs: the highest
+accuracy, or the lowest loss or perplexity; `eval.metric`, `superfed_jax.federated.metric`) and `arch_rows`
+gives each tracked arch's size and metric there. Errors name the directory or file and the problem.
 """
 import json
 import math
@@ -12,6 +13,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from superfed_jax import _json_file
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet import family as family_lib
 
@@ -26,6 +28,7 @@ class RunRecord(NamedTuple):
     tracked: dict  # name -> concrete arch, in the config's order
     records: list  # metrics.jsonl, one dict per evaluation
     cost: Optional[dict]  # cost.json, None when missing
+    metric: metric_lib.Metric = metric_lib.ACCURACY  # the headline metric (config eval.metric, resolved)
 
 
 # What to do about a damaged file of a finished run, by file name (appended to the message naming it).
@@ -128,28 +131,33 @@ def read_run(workdir: str) -> RunRecord:
         tracked = archs_lib.tracked_archs(family, config.get("eval", {}).get("tracked", ""))
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{workdir}: config.json eval.tracked: {error}") from None
+    try:
+        metric = metric_lib.config_metric(config, family.metrics)
+    except ValueError as error:
+        raise ValueError(f"{workdir}: config.json {error}") from None
     cost_path = os.path.join(workdir, "cost.json")
     space_file = "space.json" if os.path.isfile(os.path.join(workdir, "space.json")) else "config.json"
     return RunRecord(workdir, config, family, space_file, tracked, records,
-               read_json(cost_path) if os.path.isfile(cost_path) else None)
+               read_json(cost_path) if os.path.isfile(cost_path) else None, metric)
 
 
 # ---------------------------------------------------------------------------------------- selection
 
 
-def select_best(records: list[dict], names) -> dict:
-    """The record maximising the mean validation accuracy over ``names`` (the first on ties).
+def select_best(records: list[dict], names, metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
+    """The record with the best mean validation ``metric`` over ``names`` (the first on ties): the highest
+    accuracy, the lowest loss or perplexity.
 
-    Records without every name's validation accuracy do not compete; with none left (no validation
+    Records without every name's validation value do not compete; with none left (no validation
     split) the last record is returned. A NaN mean (a diverged evaluation) never wins.
     """
-    keys = [f"{name}/val_accuracy" for name in names]
+    keys = [metric.key(name, "val") for name in names]
     candidates = [r for r in records if all(k in r for k in keys)]
     if not candidates:
         return records[-1]
 
     def score(record):
-        mean = float(np.mean([record[k] for k in keys]))
+        mean = metric.score(float(np.mean([record[k] for k in keys])))
         return -math.inf if math.isnan(mean) else mean
 
     return max(candidates, key=score)
@@ -187,16 +195,18 @@ def _size(run: RunRecord, arch) -> tuple[int, int, str]:
 
 
 def arch_rows(run: RunRecord, best: Optional[dict] = None) -> list[dict]:
-    """Per tracked arch: name, arch (JSON form), macs, params, round, val/test accuracy at ``best``.
+    """Per tracked arch: name, arch (JSON form), macs, params, round, and the run's metric on validation
+    and test at ``best`` (``val_accuracy`` / ``test_accuracy``, or ``val_perplexity`` ...: `run.metric`).
 
-    ``best`` defaults to `select_best` over the tracked archs; missing accuracies are NaN.
+    ``best`` defaults to `select_best` over the tracked archs; missing values are NaN.
     """
-    best = select_best(run.records, run.tracked) if best is None else best
+    metric = run.metric
+    best = select_best(run.records, run.tracked, metric) if best is None else best
     rows = []
     for name, arch in run.tracked.items():
         macs, params, source = _size(run, arch)
         rows.append({"name": name, "arch": run.family.arch_to_json(arch), "macs": macs,
                      "params": params, "size_source": source, "round": int(best["round"]),
-                     "val_accuracy": float(best.get(f"{name}/val_accuracy", math.nan)),
-                     "test_accuracy": float(best.get(f"{name}/test_accuracy", math.nan))})
+                     f"val_{metric.name}": float(best.get(metric.key(name, "val"), math.nan)),
+                     f"test_{metric.name}": float(best.get(metric.key(name, "test"), math.nan))})
     return rows

@@ -13,15 +13,21 @@ training driver calls it at the end of every run:
   ``search.json`` (`search_front`), every figure also as SVG, and each table as CSV (``report_*.csv``).
 * `summary_table(family, tracked, best)`: the table the driver prints at the end of a run.
 
+A run whose headline metric (`eval.metric`, `superfed_jax.federated.metric`) is not accuracy (a language
+model's perplexity, or the loss) is reported in that metric instead, in its direction: the round of the
+lowest mean validation perplexity, "val perplexity" / "test perplexity" columns, ``report_perplexity.csv``
+in place of ``report_accuracy.csv``, perplexity on the figures' y axes.
+
 The comparison of a weight-shared run with FedAvg runs is `compare`; the command line is `cli`.
 """
 import json
 import os
 from typing import Optional
 
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports import search_front
-from superfed_jax.reports.format import arch_text, percent, runs_title, si, size_note
+from superfed_jax.reports.format import arch_text, runs_title, si, size_note
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
@@ -113,23 +119,28 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
             search, stale = None, str(error)
     out = out or workdir
     os.makedirs(out, exist_ok=True)
-    best = select_best(run.records, run.tracked)
+    metric = run.metric
+    best = select_best(run.records, run.tracked, metric)
     rows = arch_rows(run, best)
-    has_val = any(f"{n}/val_accuracy" in best for n in run.tracked)
-    selection = ("the evaluation with the best mean validation accuracy over the tracked archs" if has_val
-                 else "the last evaluation (the run has no validation accuracies)")
+    has_val = any(metric.key(n, "val") in best for n in run.tracked)
+    selection = (f"the evaluation with the {metric.best_word} mean validation {metric.name} over the tracked "
+                 "archs" if has_val
+                 else f"the last evaluation (the run has no validation {metric.plural.lower()})")
+    short = metric.short
     lines = [f"# RunRecord report: {_run_title(run)}", "", f"Work directory: `{workdir}`.", "",
-             f"Accuracies at round {best['round']} of {run.records[-1]['round']}: {selection}.", "",
-             "| arch | d / e | MMACs | params | val acc (%) | test acc (%) |", "|---|---|---|---|---|---|"]
+             f"{metric.plural} at round {best['round']} of {run.records[-1]['round']}: {selection}.", "",
+             f"| arch | d / e | MMACs | params | val {short}{metric.unit} | test {short}{metric.unit} |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
-              f"| {percent(r['val_accuracy'])} | {percent(r['test_accuracy'])} |" for r in rows]
-    lines += ["", size_note(rows), ""] + _cost_lines(run.cost) + ["![accuracy vs MACs](pareto.png)", ""]
+              f"| {metric.text(r[f'val_{metric.name}'])} | {metric.text(r[f'test_{metric.name}'])} |"
+              for r in rows]
+    lines += ["", size_note(rows), ""] + _cost_lines(run.cost) + [f"![{metric.name} vs MACs](pareto.png)", ""]
     lines += provenance_lines(workdir)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
-                f"{_run_title(run)}\ntest accuracy at round {best['round']} (best validation)")
+                f"{_run_title(run)}\ntest {metric.name} at round {best['round']} (best validation)", metric=metric)
     lines += _figure_files_lines(out, "pareto") + _curve_lines(run, out, int(best["round"]))
-    lines += _search_lines(run, out, search, stale) + _table_files_lines(out, rows, run.cost)
+    lines += _search_lines(run, out, search, stale) + _table_files_lines(out, rows, run.cost, metric)
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
@@ -146,11 +157,23 @@ ACCURACY_CSV_HEADER = ["arch", "d / e", "MACs", "params", "round", "val_accuracy
 COST_CSV_HEADER = ["quantity", "unit", "this_run", "independent_fedavg", "fedavg_over_this_run"]
 
 
-def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict]) -> list[str]:
+def metric_csv_name(metric: metric_lib.Metric) -> str:
+    """The file of the per-arch table: report_accuracy.csv, report_perplexity.csv, report_loss.csv."""
+    return f"report_{metric.name}.csv"
+
+
+def metric_csv_header(metric: metric_lib.Metric) -> list[str]:
+    """ACCURACY_CSV_HEADER for accuracy; val_perplexity / test_perplexity (...) for another metric."""
+    return ACCURACY_CSV_HEADER[:5] + [metric.csv_column("val"), metric.csv_column("test")]
+
+
+def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict],
+                       metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
     """Writes the accuracy table (and the cost table, with cost.json) as CSV; the lines linking them."""
-    paths = [write_csv(os.path.join(out, "report_accuracy.csv"), ACCURACY_CSV_HEADER,
+    name = metric.name
+    paths = [write_csv(os.path.join(out, metric_csv_name(metric)), metric_csv_header(metric),
                        [[r["name"], arch_text(r["arch"]), r["macs"], r["params"], r["round"],
-                         100 * r["val_accuracy"], 100 * r["test_accuracy"]] for r in rows])]
+                         metric.shown(r[f"val_{name}"]), metric.shown(r[f"test_{name}"])] for r in rows])]
     if cost is not None:
         run, base, ratios = cost["superfed"], cost["baseline"], cost["ratios"]
         table = [["compute: forward MACs per image, summed over clients", "MACs", run["total_macs"],
@@ -161,31 +184,35 @@ def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict]) -> list
         table.append(["communication per direction", "B", run["total_bytes_per_direction"],
                       base["total_bytes_per_direction"], ratios["comm_ratio"]])
         paths.append(write_csv(os.path.join(out, "report_cost.csv"), COST_CSV_HEADER, table))
-    return ["## Tables as CSV", "", "The tables above at full precision (accuracies in %, MACs and params "
+    units = "accuracies in %" if metric.percent else f"{metric.name} as computed"
+    return ["## Tables as CSV", "", f"The tables above at full precision ({units}, MACs and params "
             "as counts).", "", files_line(out, paths), ""]
 
 
 def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
-    """Draws accuracy by round of every tracked arch (curves.png/.svg, report_curves.csv), marking the
-    table's round; returns its section."""
-    splits = curves_lib.splits_recorded(run.records, run.tracked)
+    """Draws the run's metric by round of every tracked arch (curves.png/.svg, report_curves.csv), marking
+    the table's round; returns its section."""
+    metric = run.metric
+    splits = curves_lib.splits_recorded(run.records, run.tracked, metric)
     if not splits:
         return []
     panels, csv_rows = [], []
     for split in splits:
         curves = []
         for index, name in enumerate(run.tracked):
-            rounds, values = curves_lib.accuracy_by_round(run.records, name, split)
+            rounds, values = curves_lib.accuracy_by_round(run.records, name, split, metric)
             if rounds:
                 curves.append(Curve(name, gid_of("curve", split, name), rounds, values, color=f"C{index}"))
                 csv_rows += curves_lib.curve_csv_rows("run", name, split,
-                                                      curves_lib.over_seeds([(rounds, values)]))
-        panels.append(Panel(curves_lib.SPLITS[split].replace(" (%)", ""), curves_lib.SPLITS[split], curves,
-                            gid_of("panel", split), marked_round=best_round))
-    plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: accuracy by round")
-    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.CURVE_CSV_HEADER, csv_rows)
-    return ["## Accuracy by round", "", "Every evaluation of every tracked arch (metrics.jsonl); the table "
-            "above quotes the dotted round.", "", "![accuracy by round](curves.png)", "",
+                                                      curves_lib.over_seeds([(rounds, values)]), metric)
+        label = curves_lib.split_label(split, metric)
+        panels.append(Panel(label.replace(" (%)", ""), label, curves, gid_of("panel", split),
+                            marked_round=best_round, scale=metric.shown(1.0)))
+    plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: {metric.name} by round")
+    csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.curve_csv_header(metric), csv_rows)
+    return [f"## {metric.name.capitalize()} by round", "", "Every evaluation of every tracked arch "
+            "(metrics.jsonl); the table above quotes the dotted round.", "",
+            f"![{metric.name} by round](curves.png)", "",
             files_line(out, [os.path.join(out, n) for n in ("curves.png", "curves.svg")] + [csv_path]), ""]
 
 
@@ -204,21 +231,27 @@ def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optio
         return []
     plot_search(os.path.join(out, "search.png"), search_front.search_panels(run, search),
                 f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}")
-    csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.SEARCH_CSV_HEADER,
+    csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.search_csv_header(search),
                          search_front.search_csv_rows(search))
+    value = search_front.search_metric(search)
+    reach = f"{value.best_word} {value.name}"  # 'best accuracy', 'lowest perplexity'
     return ["## Post-training search: Pareto front", "",
             "From search.json: every subnet the evolution evaluated (grey), the ones no other beats in both "
-            "cost and validation accuracy (the step line: the best accuracy reachable at each cost), the "
+            f"cost and validation {value.name} (the step line: the {reach} reachable at each cost), the "
             "tracked subnets at the searched round (stars) and the budget (dotted).", "",
             "![search front](search.png)", "",
             files_line(out, [os.path.join(out, n) for n in ("search.png", "search.svg")] + [csv_path]), ""]
 
 
-def summary_table(family, tracked: dict, best: dict) -> str:
-    """Per tracked arch: MACs, params and validation/test accuracy at the best validation round."""
-    lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val acc':>9}{'test acc':>9}"]
+def summary_table(family, tracked: dict, best: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
+    """Per tracked arch: MACs, params and validation/test accuracy (or ``metric``) at the best validation
+    round."""
+    short = metric.short
+    width = max(9, len(f"test {short}") + 1)
+    lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val ' + short:>{width}}"
+             f"{'test ' + short:>{width}}"]
     for name, arch in tracked.items():
         lines.append(f"{name:<12}{family.macs(arch) / 1e6:>10.2f}{family.params(arch):>12,}"
-                     f"{best['round']:>12}{best.get(f'{name}/val_accuracy', float('nan')):>9.4f}"
-                     f"{best.get(f'{name}/test_accuracy', float('nan')):>9.4f}")
+                     f"{best['round']:>12}{best.get(metric.key(name, 'val'), float('nan')):>{width}.4f}"
+                     f"{best.get(metric.key(name, 'test'), float('nan')):>{width}.4f}")
     return "\n".join(lines)

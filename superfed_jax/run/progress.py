@@ -9,12 +9,15 @@ It says what is happening at every moment of a run, including the silent ones:
 * rates and ETAs count rounds from the end of that compilation, so the first line already has a rate, and
   the last line of a run (round T/T) says `done` instead of an ETA;
 * validation accuracies are labelled `val`, and when the line is for a later round than the evaluation
-  they come from, they say which round they were measured at (`val@25`).
+  they come from, they say which round they were measured at (`val@25`). A run whose headline metric is
+  not accuracy (`eval.metric`) shows that metric, named: `val perplexity smallest=41.203 ...`.
 """
 import math
 import sys
 import time
 from typing import Callable, Mapping, Optional
+
+from superfed_jax.federated import metric as metric_lib
 
 
 def format_seconds(seconds: float) -> str:
@@ -25,28 +28,35 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def validation_text(accuracies: Mapping[str, float], measured_at: int, line_round: int) -> str:
+def validation_text(accuracies: Mapping[str, float], measured_at: int, line_round: int,
+                    metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     """`val smallest=0.912 ...`, or `val@25 smallest=0.912 ...` on the line of a round after round 25.
 
     Args:
-      accuracies: tracked arch name -> validation accuracy (NaN when the run has no validation split).
+      accuracies: tracked arch name -> validation accuracy (NaN when the run has no validation split), or
+        the value of another `metric`, whose name then follows the label (`val perplexity smallest=...`).
       measured_at: the round after which they were evaluated.
       line_round: the round the line is about.
+      metric: what the values are.
     """
     label = "val" if measured_at == line_round else f"val@{measured_at}"
+    if metric.name != metric_lib.ACCURACY.name:
+        label += f" {metric.name}"
     return " ".join([label] + [f"{name}={value:.3f}" for name, value in accuracies.items()])
 
 
-def record_accuracies(record: Mapping, tracked) -> dict:
-    """Tracked arch name -> `<name>/val_accuracy` of an evaluation record (NaN if the record lacks it)."""
-    return {name: float(record.get(f"{name}/val_accuracy", math.nan)) for name in tracked}
+def record_accuracies(record: Mapping, tracked, metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
+    """Tracked arch name -> `<name>/val_accuracy` (or the metric's) of an evaluation record (NaN if the
+    record lacks it)."""
+    return {name: float(record.get(metric.key(name, "val"), math.nan)) for name in tracked}
 
 
 class Progress:
     """The progress line of rounds `start+1 .. total`: one line per `update` (overwritten on a terminal)."""
 
-    def __init__(self, total: int, start: int = 0, stream=sys.stderr):
-        self.total, self.start, self.stream = total, start, stream
+    def __init__(self, total: int, start: int = 0, stream=sys.stderr,
+                 metric: metric_lib.Metric = metric_lib.ACCURACY):
+        self.total, self.start, self.stream, self.metric = total, start, stream, metric
         self.t0 = time.perf_counter()
         self.loop_t0 = self.t0  # rates count from here: the end of compilation once `compile` ran
         self.tty = stream.isatty()
@@ -87,7 +97,7 @@ class Progress:
         text = (f"round {done}/{self.total} | loss {loss:.4f} | {rate:.2f} rounds/s | "
                 f"elapsed {format_seconds(now - self.t0)} | {eta}")
         if self.evaluation is not None:
-            text += " | " + validation_text(self.evaluation[1], self.evaluation[0], done)
+            text += " | " + validation_text(self.evaluation[1], self.evaluation[0], done, self.metric)
         return text
 
     def update(self, done: int, loss: float) -> None:
@@ -109,11 +119,12 @@ class Progress:
         if self.tty:
             self.update(*self.shown)
         else:
-            self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done)}")
+            self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done, self.metric)}")
 
     def note_record(self, record: Mapping, tracked) -> None:
-        """`evaluated` for a record of metrics.jsonl: its round and the tracked validation accuracies."""
-        self.evaluated(int(record["round"]), record_accuracies(record, tracked))
+        """`evaluated` for a record of metrics.jsonl: its round and the tracked validation accuracies (or
+        values of the run's metric)."""
+        self.evaluated(int(record["round"]), record_accuracies(record, tracked, self.metric))
 
     def close(self) -> None:
         if self.tty:

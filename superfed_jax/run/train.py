@@ -19,6 +19,7 @@ import ml_collections
 from superfed_jax import _json_file
 from superfed_jax.federated import assignment
 from superfed_jax.federated import evaluation
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.reports import run_cost
@@ -230,7 +231,7 @@ def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manage
     """The session's outputs (progress line, metrics.jsonl, rounds.jsonl, TensorBoard, round clock) as a
     `RoundLoop`; closes them however the block ends."""
     bar = progress.Progress(config.fl.rounds, start=start.round,
-                            stream=sys.stderr if writer else io.StringIO())
+                            stream=sys.stderr if writer else io.StringIO(), metric=headline(config, run))
     metrics_path, rounds_path = (os.path.join(workdir, name) if writer else os.devnull
                                  for name in ("metrics.jsonl", "rounds.jsonl"))
     # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
@@ -240,7 +241,8 @@ def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manage
     try:
         with open(metrics_path, "a") as metrics_file, open(rounds_path, "a") as rounds_file:
             if scalars:
-                tb_writer.write_config(scalars, config.to_dict(), _metric_tags(run.tracked), start.round)
+                tb_writer.write_config(scalars, config.to_dict(), _metric_tags(run.tracked, headline(config, run)),
+                                       start.round)
             clock.start()  # just before the first round, after compiling it ahead
             yield RoundLoop(config, run, workdir, writer, manager, bar, metrics_file, rounds_file, scalars,
                             clock, list(start.pending), list(start.records), start.round + 1)
@@ -251,9 +253,16 @@ def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manage
             tb_writer.close_writer(scalars)
 
 
-def _metric_tags(tracked: dict) -> list[str]:
-    """The scalars TensorBoard's hparams view shows beside the config: the tracked archs' accuracies."""
-    return [f"{name}/{split}_accuracy" for name in tracked for split in ("val", "test")]
+def headline(config, run: build.RunSetup) -> metric_lib.Metric:
+    """The run's headline metric (`eval.metric`, 'auto' resolved for its family): what selects the best
+    evaluation and what the progress line and the summary table show."""
+    return metric_lib.config_metric(config, run.family.metrics)
+
+
+def _metric_tags(tracked: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
+    """The scalars TensorBoard's hparams view shows beside the config: the tracked archs' accuracies (or
+    the run's headline metric)."""
+    return [metric.key(name, split) for name in tracked for split in ("val", "test")]
 
 
 def show_progress(loop: RoundLoop, done: int, round_metrics: dict) -> None:
@@ -319,10 +328,11 @@ def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> di
             f"finished its {config.fl.rounds} rounds (the file was emptied or replaced), so there is nothing "
             "to report; the checkpoints are unchanged. Put the file back, or start over with "
             "--config.overwrite=True, or use another --workdir")
-    best = run_record.select_best(records, run.tracked)
+    metric = headline(config, run)
+    best = run_record.select_best(records, run.tracked, metric)
     if not distributed.is_writer():
         return best
-    print(run_report.summary_table(run.family, run.tracked, best), flush=True)
+    print(run_report.summary_table(run.family, run.tracked, best, metric), flush=True)
     # Assignment depends only on (seed, round, tracking), so the dry-run replay is the run's own sequence
     # (tests/test_run_cost.py checks this), also across resumes.
     sequence = assignment.assignment_sequence(run.family, run.settings, config.seed, config.fl.rounds)

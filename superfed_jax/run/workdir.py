@@ -36,6 +36,8 @@ RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", 
              # the report's other figures (PNG + SVG) and its tables as CSV
              "pareto.svg", "curves.png", "curves.svg", "search.png", "search.svg", "report_accuracy.csv",
              "report_cost.csv", "report_curves.csv", "report_search.csv",
+             # report_accuracy.csv's name for a run whose eval.metric is perplexity or the loss
+             "report_perplexity.csv", "report_loss.csv",
              # the combined report's seed table, when a run directory is its default --out
              "report_seeds.csv",
              # what the post-training commands derive from the run (posttrain/search.py, latency.py): the
