@@ -192,5 +192,5 @@ def test_resolve_config_argv_of_an_unknown_config_exits_2(packaged, capsys):
 
 
 def test_the_packaged_configs_are_the_shipped_ones():
-    assert _cli.packaged_config_names() == ["cifar10", "cifar100", "custom", "digits"]
+    assert _cli.packaged_config_names() == ["cifar10", "cifar100", "custom", "digits", "ptb", "shakespeare"]
     assert os.path.samefile(_cli.PACKAGED_CONFIGS, os.path.join(ROOT, "configs"))
