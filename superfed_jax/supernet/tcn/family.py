@@ -25,6 +25,14 @@ SPACE_FIELDS = space_lib.SPACE_FIELDS
 TCNArch = space_lib.TCNArch
 TCNSpace = space_lib.TCNSpace
 
+# Jitted here (space and dtype static) so that calls outside a compiled program, as in evaluation loops and
+# tests, run one compiled program instead of dispatching every small operation; inside `jit` they inline.
+_forward = jax.jit(model_lib.forward, static_argnums=(0, 5))
+_sliced_forward = jax.jit(sliced_lib.forward, static_argnums=(0, 6))
+_dense_forward = jax.jit(model_lib.dense_forward, static_argnums=(2,))
+_init = jax.jit(model_lib.init_params, static_argnums=(0, 2))
+_masks = jax.jit(masks_lib.arch_masks, static_argnums=(0,))
+
 
 @dataclasses.dataclass(frozen=True)
 class ElasticTCN(family_lib.Family):
@@ -126,8 +134,7 @@ class ElasticTCN(family_lib.Family):
 
     def apply(self, params, inputs, arch, *, train=False, rng=None):
         """Logits [B, T, V]; dropout (embedding, both convolutions of every block) when `train` and `rng`."""
-        return model_lib.forward(self.space, params, inputs, arch, rng if train else None,
-                                 jnp.dtype(self.dtype))
+        return _forward(self.space, params, inputs, arch, rng if train else None, jnp.dtype(self.dtype))
 
     @property
     def sliced(self) -> family_lib.SlicedExecution:
@@ -135,7 +142,7 @@ class ElasticTCN(family_lib.Family):
         space, dtype = self.space, jnp.dtype(self.dtype)
 
         def apply(params, inputs, arch, envelope, train=False, rng=None):
-            return sliced_lib.forward(space, params, inputs, arch, envelope, rng if train else None, dtype)
+            return _sliced_forward(space, params, inputs, arch, envelope, rng if train else None, dtype)
 
         def identity(params):
             return params
@@ -144,7 +151,7 @@ class ElasticTCN(family_lib.Family):
                                           to_pieces=identity, from_pieces=identity, apply=apply)
 
     def masks(self, arch) -> dict:
-        return masks_lib.arch_masks(self.space, arch)
+        return _masks(self.space, arch)
 
     # ------------------------------------------------------------------------------------------ cost
 
@@ -183,12 +190,12 @@ class ElasticTCN(family_lib.Family):
     def dense_apply(self, dense_params, inputs, arch):
         """The standalone subnet's forward pass (no dropout); its shapes say its blocks and widths."""
         del arch
-        return model_lib.dense_forward(dense_params, inputs, jnp.dtype(self.dtype))
+        return _dense_forward(dense_params, inputs, jnp.dtype(self.dtype))
 
     def dense_init(self, key, inputs, arch) -> dict:
         """Only the dense subnet, initialised like the supernet (fan-in bounds of the supernet's shape)."""
         del inputs
-        return model_lib.init_params(self.space, key, subnet.subnet_mids(self.space, arch))
+        return _init(self.space, key, tuple(subnet.subnet_mids(self.space, arch)))
 
     def dense_description(self, arch) -> dict:
         mids = subnet.subnet_mids(self.space, arch)
