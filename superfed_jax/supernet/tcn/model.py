@@ -27,7 +27,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from superfed_jax.supernet.tcn import space as space_lib
 
@@ -42,14 +41,33 @@ def groups(space: space_lib.TCNSpace) -> tuple:
     return tuple(zip((0,) + mids[:-1], mids))
 
 
+def shift(x, steps: int):
+    """x [B, T, C] delayed by `steps` positions along T, zeros shifted in: out[t] = x[t - steps]."""
+    length = x.shape[-2]
+    if steps == 0:
+        return x
+    if steps >= length:
+        return jnp.zeros_like(x)
+    return jnp.pad(x[..., :length - steps, :], [(0, 0)] * (x.ndim - 2) + [(steps, 0), (0, 0)])
+
+
 def causal_conv(x, v_oiw, dilation: int, dtype):
     """Causal dilated 1-D convolution: x [B, T, in] with a kernel in PyTorch's [out, in, k] layout ->
-    float32 [B, T, out]; output t sees inputs t - dilation * (k - 1 - tap) (left zero padding only)."""
+    float32 [B, T, out]; out[t] = sum over taps j of w[:, :, j] @ x[t - dilation * (k - 1 - j)] (PyTorch's
+    symmetric padding then chomping the end, i.e. left zero padding only).
+
+    Computed as one matrix product per tap rather than `lax.conv_general_dilated`: as fast on CPU, and
+    its gradients are matrix products too. The sliced execution runs blocks inside `lax.switch`, where
+    XLA:CPU computes a convolution's kernel gradient about 30 times slower than outside a conditional
+    (measured: 240 ms against 8 ms for a [32, 80, 450] input and a [90, 450, 3] kernel).
+    """
     k = v_oiw.shape[-1]
-    return lax.conv_general_dilated(
-        x.astype(dtype), jnp.transpose(v_oiw, (2, 1, 0)).astype(dtype), window_strides=(1,),
-        padding=[((k - 1) * dilation, 0)], rhs_dilation=(dilation,),
-        dimension_numbers=("NWC", "WIO", "NWC"), preferred_element_type=jnp.float32)
+    out = None
+    for j in range(k):
+        part = jnp.dot(shift(x, dilation * (k - 1 - j)).astype(dtype), v_oiw[:, :, j].T.astype(dtype),
+                       preferred_element_type=jnp.float32)
+        out = part if out is None else out + part
+    return out
 
 
 def row_sq_norms(v):
