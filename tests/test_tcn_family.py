@@ -365,11 +365,13 @@ def test_subnet_counts():
         == family.num_subnets() == 3 ** 2 + 3 ** 4
 
 
-def test_default_tracked_of_small_spaces_drops_duplicates():
+def test_default_tracked_of_small_spaces_drops_duplicate_intermediates():
     smoke = ElasticTCN(TCNSpace(**{**TINY.space_dict(), **ElasticTCN.smoke_space()}))
     tracked = {name: smoke.arch_to_json(a) for name, a in smoke.default_tracked().items()}
     assert tracked == {"smallest": {"d": 0, "e": 0.25}, "small": {"d": 1, "e": 0.25},
-                       "large": {"d": 1, "e": 1.0}}
+                       "largest": {"d": 1, "e": 1.0}}  # medium = small, large = largest
+    one = ElasticTCN(TCNSpace(channels=4, levels=1, depth_choices=(0,), expand_choices=(1.0,)))
+    assert one.num_subnets() == 1 and list(one.default_tracked()) == ["smallest", "largest"]
 
 
 def test_bfloat16_compute_stays_close_to_float32(tiny_params):

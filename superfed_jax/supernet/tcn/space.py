@@ -235,22 +235,27 @@ def num_subnets(space: TCNSpace) -> int:
 
 def default_tracked(space: TCNSpace) -> dict:
     """smallest, small (middle depth, e nearest 0.2), medium (middle depth, e nearest 0.5), large (middle
-    depth, widest), largest; a name whose subnet equals an earlier one's is left out (tiny spaces)."""
+    depth, widest), largest (the supernet). In small spaces an intermediate name whose subnet equals the
+    smallest's, the largest's or an earlier name's is left out; 'smallest' and 'largest' are always there
+    (configs and command lines use them)."""
     def nearest(target):  # ties go to the narrower choice
         return min(range(len(space.expand_choices)), key=lambda i: (abs(space.expand_choices[i] - target), i))
 
     def arch(depth, expand):
         return TCNArch(np.int32(depth), np.full(space.levels, expand, np.int32))
 
+    def key(a):
+        return int(a.depth), np.asarray(canonical(space, a).expand).tobytes()
+
     middle, deepest, widest = len(space.depth_choices) // 2, len(space.depth_choices) - 1, \
         len(space.expand_choices) - 1
-    candidates = {"smallest": arch(0, 0), "small": arch(middle, nearest(0.2)),
-                  "medium": arch(middle, nearest(0.5)), "large": arch(middle, widest),
-                  "largest": arch(deepest, widest)}
-    tracked, seen = {}, set()
-    for name, candidate in candidates.items():
-        key = np.asarray(canonical(space, candidate).expand).tobytes() + bytes([int(candidate.depth)])
-        if key not in seen:
-            seen.add(key)
+    ends = {"smallest": arch(0, 0), "largest": arch(deepest, widest)}
+    seen = {key(a) for a in ends.values()}
+    tracked = {"smallest": ends["smallest"]}
+    for name, candidate in (("small", arch(middle, nearest(0.2))), ("medium", arch(middle, nearest(0.5))),
+                            ("large", arch(middle, widest))):
+        if key(candidate) not in seen:
+            seen.add(key(candidate))
             tracked[name] = candidate
+    tracked["largest"] = ends["largest"]
     return tracked
