@@ -6,7 +6,8 @@ A step is the forward and backward pass of the summed cross-entropy over every p
 token windows, plus the SGD update of the params it trains (what a client runs per local step), with
 dropout on. 'masked' trains the full supernet with the arch's masks; 'sliced' the supernet at the arch's
 own envelope (`Family.sliced`, a group of one client); 'dense' the extracted subnet alone (the lower
-bound: no supernet at all). Each is jitted and warmed up, then timed as the median of `--repeats` steps.
+bound: no supernet at all). Each is jitted and warmed up, then timed as the median of `--repeats` steps,
+the executions interleaved.
 The space 'shakespeare' is the reference's char model (V 80, C 450, 3 levels, e 0.2/0.5/1.0), 'ptb' the
 word model (V 10000, C 600, 4 levels). The last line of output is one JSON object with every figure.
 """
@@ -36,14 +37,17 @@ def _loss(logits, labels):
     return -jnp.sum(jnp.take_along_axis(logp, labels[..., None], axis=-1))
 
 
-def _timed(step, params, repeats):
-    params = jax.block_until_ready(step(params))  # compile and warm up
-    times = []
+def _timed(steps: dict, starts: dict, repeats: int) -> dict:
+    """Median seconds of one step of each execution, the executions interleaved (one step of each per
+    repeat), so that load from other processes on a shared machine hits them alike."""
+    state = {name: jax.block_until_ready(step(starts[name])) for name, step in steps.items()}  # compile
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        params = jax.block_until_ready(step(params))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            begin = time.perf_counter()
+            state[name] = jax.block_until_ready(step(state[name]))
+            times[name].append(time.perf_counter() - begin)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
@@ -78,11 +82,10 @@ def main():
         "sliced_no_dropout": lambda p: sliced.apply(p, tokens, arch, envelope, False, None),
         "dense": lambda p: family.dense_apply(p, tokens, arch),
     }
-    seconds = {}
-    for name, forward in forwards.items():
-        start = params if name != "dense" else family.extract(params, arch)
-        seconds[name] = _timed(sgd(forward), start, args.repeats)
-        print(f"{name:17s} {seconds[name] * 1e3:8.2f} ms/step")
+    starts = {name: family.extract(params, arch) if name == "dense" else params for name in forwards}
+    seconds = _timed({name: sgd(forward) for name, forward in forwards.items()}, starts, args.repeats)
+    for name, value in seconds.items():
+        print(f"{name:17s} {value * 1e3:8.2f} ms/step")
     macs = family.macs(arch) / family.macs(family.largest())
     print(f"arch {json.dumps(family.arch_to_json(arch))}: {macs:.3f} of the supernet's MACs; masked/sliced "
           f"{seconds['masked'] / seconds['sliced']:.2f}x, sliced/dense {seconds['sliced'] / seconds['dense']:.2f}x")
