@@ -59,6 +59,7 @@ class ElasticTCN(family_lib.Family):
 
     @classmethod
     def space_fields(cls) -> tuple:
+        """The `space.KEY` fields of `space.SPACE_FIELDS`."""
         return SPACE_FIELDS
 
     @classmethod
@@ -84,28 +85,35 @@ class ElasticTCN(family_lib.Family):
                              f"{[f.key for f in SPACE_FIELDS]}") from None
 
     def space_dict(self) -> dict:
+        """The space as JSON-ready field values (lists for tuples); `from_config` reads it back."""
         fields = dataclasses.asdict(self.space)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
     @property
     def data_shape(self) -> family_lib.DataShape:
+        """The window [T] and the vocabulary V."""
         return family_lib.DataShape(self.space.input_shape, self.space.num_classes)
 
     # ------------------------------------------------------------------------------------------ archs
 
     def smallest(self) -> TCNArch:
+        """The shallowest depth, the narrowest middle width in every block."""
         return space_lib.smallest(self.space)
 
     def largest(self) -> TCNArch:
+        """The whole supernet: the deepest depth, full width everywhere."""
         return space_lib.largest(self.space)
 
     def arch_bounds(self) -> TCNArch:
+        """Exclusive bounds: `len(depth_choices)` and `len(expand_choices)` per block."""
         return space_lib.arch_bounds(self.space)
 
     def canonical(self, arch) -> TCNArch:
+        """The expand indices of dropped blocks set to 0 (jittable, any leading axes)."""
         return space_lib.canonical(self.space, arch)
 
     def validate(self, arch) -> None:
+        """ValueError naming the problem when a concrete arch is outside the space."""
         space_lib.validate(self.space, arch)
 
     def arch_to_json(self, arch) -> dict:
@@ -114,20 +122,25 @@ class ElasticTCN(family_lib.Family):
         return space_lib.arch_to_json(self.space, arch)
 
     def arch_from_json(self, spec) -> TCNArch:
+        """Parses {"d": D, "e": ratio or list of `levels` ratios}; ValueError saying what is allowed."""
         return space_lib.arch_from_json(self.space, spec)
 
     def num_subnets(self) -> int:
+        """Distinct subnets: the sum over depth choices of |expand_choices| ** (blocks kept)."""
         return space_lib.num_subnets(self.space)
 
     def default_tracked(self) -> dict:
+        """smallest, small, medium, large, largest (`space.default_tracked`)."""
         return space_lib.default_tracked(self.space)
 
     def arch_help(self) -> str:
+        """What an arch's JSON form may be, in words."""
         return space_lib.allowed(self.space)
 
     # ------------------------------------------------------------------------------------------ supernet
 
     def init(self, key, out_sharding=None) -> dict:
+        """The supernet's params at full size, initialised as the reference does (`model.init_params`)."""
         mids = (self.space.mid_max,) * self.space.levels
         return jax.jit(functools.partial(model_lib.init_params, self.space, mids=mids),
                        out_shardings=out_sharding)(key)
@@ -151,29 +164,37 @@ class ElasticTCN(family_lib.Family):
                                           to_pieces=identity, from_pieces=identity, apply=apply)
 
     def masks(self, arch) -> dict:
+        """The broadcastable masks of one arch (`masks.arch_masks`; jittable)."""
         return _masks(self.space, arch)
 
     # ------------------------------------------------------------------------------------------ cost
 
     def macs(self, arch) -> int:
+        """Forward MACs per token of one concrete arch (`cost.py`)."""
         return cost.macs(self.space, arch)
 
     def params(self, arch) -> int:
+        """Parameters of one concrete arch's dense subnet, the tied matrix once."""
         return cost.params(self.space, arch)
 
     def macs_batch(self, archs) -> np.ndarray:
+        """Exact int64 MACs per token of a concrete batch of archs."""
         return cost.costs(self.space, np, archs, np.int64)[0]
 
     def params_batch(self, archs) -> np.ndarray:
+        """Exact int64 parameter counts of a concrete batch of archs."""
         return cost.costs(self.space, np, archs, np.int64)[1]
 
     def macs_array(self, archs) -> jax.Array:
+        """Jittable float32 MACs per token of (batches of) traced archs."""
         return cost.macs_array(self.space, archs)
 
     def params_array(self, archs) -> jax.Array:
+        """Jittable int32 parameter counts of (batches of) traced archs."""
         return cost.params_array(self.space, archs)
 
     def cost_conventions(self, **conventions) -> dict:
+        """What `cost_batch` counts, in words (no conventions to choose)."""
         family_lib._no_conventions(self, conventions)
         return {"macs": "forward multiply-accumulates of one token: 2*C*mid*k per kept block plus the "
                         "decoder C*V (embedding lookup, biases, activations free)",
@@ -182,9 +203,11 @@ class ElasticTCN(family_lib.Family):
     # ------------------------------------------------------------------------------------------ subnets
 
     def extract(self, params, arch) -> dict:
+        """The dense params of a concrete arch: kept blocks only, middle widths sliced (`subnet.extract`)."""
         return subnet.extract(self.space, params, arch)
 
     def embed(self, dense_params, arch, params) -> dict:
+        """Writes a dense subnet back into its supernet positions (`subnet.embed`)."""
         return subnet.embed(self.space, dense_params, arch, params)
 
     def dense_apply(self, dense_params, inputs, arch):
@@ -198,6 +221,7 @@ class ElasticTCN(family_lib.Family):
         return _init(self.space, key, tuple(subnet.subnet_mids(self.space, arch)))
 
     def dense_description(self, arch) -> dict:
+        """{"blocks": kept blocks, "mids": their middle widths}."""
         mids = subnet.subnet_mids(self.space, arch)
         return {"blocks": len(mids), "mids": mids}
 
