@@ -58,7 +58,7 @@ def test_family_class_resolves_names_and_import_paths():
     assert family_lib.family_class("ofa_resnet") is OFAResNet
     assert family_lib.family_class("superfed_jax.supernet.ofa_resnet.family:OFAResNet") is OFAResNet
     with pytest.raises(ValueError, match=r"model.family='resnet': not a registered family; allowed are "
-                                         r"\['ofa_resnet'\] or an import path"):
+                                         r"\['ofa_resnet', 'tcn'\] or an import path"):
         family_lib.family_class("resnet")
     with pytest.raises(ValueError, match="cannot import 'no_such_package_xyz.mod' \\(No module named"):
         family_lib.family_class("no_such_package_xyz.mod:Fam")

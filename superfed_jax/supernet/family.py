@@ -37,6 +37,7 @@ import numpy as np
 # of one family loads none of the others' code.
 FAMILIES = {
     "ofa_resnet": "superfed_jax.supernet.ofa_resnet.family:OFAResNet",
+    "tcn": "superfed_jax.supernet.tcn.family:ElasticTCN",
 }
 DEFAULT_FAMILY = "ofa_resnet"
 
