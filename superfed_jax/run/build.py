@@ -56,19 +56,12 @@ def client_layout(config, mesh) -> str:
     return layout
 
 
-# Forward MACs per image of the supernet above which 'auto' slices on CPU. Measured (docs/performance.md
-# 16, benchmarks/RESULTS.md): a 150-round digits run (1.7-MMAC supernet) finishes first masked, its
-# longer compile outweighing what sliced rounds save; the paper's CIFAR supernet (3.4 GMACs) runs 1.5-1.6x
-# faster per round sliced (CIFAR-shaped rounds at alpha 100 and 0.1) and repays its ~20 s of extra
-# compile within a few rounds. Between the two, unmeasured.
-SLICED_MIN_SUPERNET_MACS = 100e6
-
-
 def execution(config, layout: str, family: family_lib.Family) -> str:
     """`model.execution`, with 'auto' resolved per backend, client layout and net size (docs/performance.md 16).
 
-    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device when the
-    supernet is big enough for the saved arithmetic to outweigh sliced execution's longer compile; the
+    'auto' picks only what was measured faster: sliced for clients side by side on one CPU device where the
+    family's measured rule says the saved arithmetic outweighs the longer compile (`Family.sliced_pays_off`:
+    the OFA-ResNet from 0.1 GMACs per image, the TCN always); the
     masked reference wherever no measurement exists yet (vmapped clients, accelerators), and for a family
     without a sliced execution (`Family.sliced` None), where 'sliced' is an error.
     """
@@ -81,8 +74,8 @@ def execution(config, layout: str, family: family_lib.Family) -> str:
         return chosen
     if family.sliced is None:
         return "masked"
-    big = family.macs(family.largest()) >= SLICED_MIN_SUPERNET_MACS
-    measured_faster = jax.default_backend() == "cpu" and layout == "side_by_side" and big
+    measured_faster = (jax.default_backend() == "cpu" and layout == "side_by_side"
+                       and family.sliced_pays_off())
     return "sliced" if measured_faster else "masked"
 
 

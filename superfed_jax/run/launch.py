@@ -114,6 +114,26 @@ def command_line_family(argv: Sequence[str]) -> Optional[str]:
     return named[-1] if named and named[-1] is not None else None
 
 
+def config_file_family(argv: Sequence[str]) -> Optional[str]:
+    """The `model.family` of the config file `argv`'s `--config` names (the default config without one),
+    or None when the file cannot be loaded here (ml_collections then reports why, as usual).
+
+    Overrides are checked against that family's fields before ml_collections loads the file: a TCN config
+    takes `--config.space.channels`, which the default family's space does not have.
+    """
+    import importlib.util
+
+    found = _cli.config_argument(argv)
+    path, _, arg = (found[1] if found else DEFAULT_CONFIG).partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_superfed_config_probe", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return str(module.get_config(arg).model.family)
+    except Exception:  # noqa: BLE001 - any failure here is reported by ml_collections' own load
+        return None
+
+
 def split_family_switch(argv: Sequence[str], family: str) -> tuple[list[str], list[tuple[str, str]]]:
     """`argv` without `--config.model.family` and the `--config.space.X` overrides, and those overrides.
 
@@ -299,7 +319,8 @@ def main(argv: Sequence[str]) -> None:
     argv = _cli.resolve_config_argv(argv)  # `digits:smoke`, or configs/X.py from outside the repository
     argv = last_override_wins(argv)
     family = command_line_family(argv)
-    problems = override_problems(argv, family)  # before ml_collections, which raises on an unknown field
+    # Before ml_collections, which raises on an unknown field: against the fields of the family that runs.
+    problems = override_problems(argv, family or config_file_family(argv))
     if problems:
         _cli.fail("\n".join(problems))
     space_overrides = []

@@ -191,6 +191,14 @@ class Family(abc.ABC):
         """The family's sliced execution, or None when it has only the masked one."""
         return None
 
+    def sliced_pays_off(self) -> bool:
+        """Whether `model.execution='auto'` runs the sliced execution for clients side by side on one CPU
+        device: only where a whole run was measured to finish sooner sliced, its longer compile included
+        (docs/performance.md 16). Elsewhere (vmapped clients, accelerators) 'auto' stays masked until
+        measured. The default, False, keeps a family masked; a family with `sliced` overrides it with its
+        own measured rule."""
+        return False
+
     @abc.abstractmethod
     def masks(self, arch) -> dict:
         """The broadcastable mask pytree of one arch (jittable; vmap it for a batch)."""

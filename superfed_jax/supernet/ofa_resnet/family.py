@@ -57,6 +57,13 @@ PAPER_BASELINE = (
 PAPER_SPACE = space_lib.SearchSpace()
 
 
+# Forward MACs per image of the supernet from which 'auto' slices side by side on one CPU device. Measured
+# (docs/performance.md 16, benchmarks/RESULTS.md): a 150-round digits run (1.7-MMAC supernet) finishes
+# first masked, its longer compile outweighing what sliced rounds save; the paper's CIFAR supernet (3.4
+# GMACs) runs 1.5-1.6x faster per round sliced (CIFAR-shaped rounds at alpha 100 and 0.1) and repays its
+# ~20 s of extra compile within a few rounds. Between the two, unmeasured.
+SLICED_MIN_SUPERNET_MACS = 100e6
+
 @dataclasses.dataclass(frozen=True)
 class OFAResNet(family_lib.Family):
     """The no-normalization once-for-all ResNet of the image tasks (docs/algorithm.md 2).
@@ -158,6 +165,10 @@ class OFAResNet(family_lib.Family):
     def apply(self, params, inputs, arch, *, train=False, rng=None):
         del train, rng  # no dropout, no normalization: training and evaluation compute the same
         return self.model.apply({"params": params}, inputs, arch)
+
+    def sliced_pays_off(self) -> bool:
+        """Sliced for a supernet of at least `SLICED_MIN_SUPERNET_MACS` per image (see there)."""
+        return self.macs(self.largest()) >= SLICED_MIN_SUPERNET_MACS
 
     @property
     def sliced(self) -> family_lib.SlicedExecution:

@@ -22,6 +22,13 @@ from superfed_jax.supernet.tcn import space as space_lib
 from superfed_jax.supernet.tcn import subnet
 
 SPACE_FIELDS = space_lib.SPACE_FIELDS
+
+# Forward MACs per token of the supernet from which 'auto' slices side by side on one CPU device.
+# Measured on the 2-core CPU machine (docs/text.md, "Speed"): at the reference's Shakespeare width (3.7
+# MMACs per token) one client step of the smallest subnet runs 4-7x faster sliced
+# (benchmarks/tcn_step.py); at channels 128 (0.31 MMACs) rounds run 1.6x faster sliced but the ~20 s of
+# extra compile is repaid only after about 80 rounds, so an 8-round run finished first masked.
+SLICED_MIN_SUPERNET_MACS = 1e6
 TCNArch = space_lib.TCNArch
 TCNSpace = space_lib.TCNSpace
 
@@ -148,6 +155,10 @@ class ElasticTCN(family_lib.Family):
     def apply(self, params, inputs, arch, *, train=False, rng=None):
         """Logits [B, T, V]; dropout (embedding, both convolutions of every block) when `train` and `rng`."""
         return _forward(self.space, params, inputs, arch, rng if train else None, jnp.dtype(self.dtype))
+
+    def sliced_pays_off(self) -> bool:
+        """Sliced for a supernet of at least `SLICED_MIN_SUPERNET_MACS` per token (see there)."""
+        return self.macs(self.largest()) >= SLICED_MIN_SUPERNET_MACS
 
     @property
     def sliced(self) -> family_lib.SlicedExecution:
