@@ -242,3 +242,36 @@ def test_command_rejects_bad_archs(arch, problem):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and problem in lines[0]
     assert "0..2" in lines[0] and "[0.1, 0.14, 0.18, 0.22, 0.25]" in lines[0]
+
+
+# The reference's sizes table (SuperFedNAS text tasks, tied decoder counted once): arch -> (params,
+# forward MACs per token) for Shakespeare (LEAF's 80 symbols, channels 450, 3 levels, expand 0.2/0.5/1)
+# and PTB (10,000 words, channels 600, 4 levels).
+TCN_SIZES = {
+    "shakespeare": [("smallest", {"d": 0, "e": 0.2}, 280_160, 279_000),
+                    ("small", {"d": 1, "e": 0.2}, 524_240, 522_000),
+                    ("medium", {"d": 1, "e": 0.5}, 1_253_780, 1_251_000),
+                    ("large", {"d": 1, "e": 1.0}, 2_469_680, 2_466_000),
+                    ("largest", {"d": 2, "e": 1.0}, 3_686_480, 3_681_000)],
+    "ptb": [("smallest", {"d": 0, "e": 0.1}, 6_444_640, 6_432_000),
+            ("small", {"d": 1, "e": 0.2}, 7_310_320, 7_296_000),
+            ("medium", {"d": 1, "e": 0.5}, 9_255_400, 9_240_000),
+            ("large", {"d": 1, "e": 1.0}, 12_497_200, 12_480_000),
+            ("largest", {"d": 2, "e": 1.0}, 14_659_600, 14_640_000)],
+}
+
+
+@pytest.mark.parametrize("task", sorted(TCN_SIZES))
+def test_the_tcn_sizes_table_as_superfed_cost_prints_it(task):
+    vocabulary = {"shakespeare": 80, "ptb": 10_000}[task]
+    result = run_command(f"--config=configs/{task}.py", f"--config.space.num_classes={vocabulary}")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["name"], r["arch"], r["params"], r["macs"]) for r in rows] == TCN_SIZES[task]
+    for name, arch, params, macs in TCN_SIZES[task][::4]:  # by name and by JSON: the same one line
+        for given in (name, json.dumps(arch)):
+            one = run_command(f"--config=configs/{task}.py", f"--config.space.num_classes={vocabulary}",
+                              f"--arch={given}")
+            assert one.returncode == 0, one.stderr
+            assert json.loads(one.stdout) == {"arch": arch, "macs": macs, "gmacs": macs / 1e9,
+                                              "params": params}

@@ -1,9 +1,12 @@
-"""Command line: the size of one arch (forward MACs of one image, params), one JSON object on stdout.
+"""Command line: the size of archs (forward MACs per image or token, params), one JSON object per arch.
 
     python -m superfed_jax.reports.arch_size --config=configs/cifar10.py --arch='{"d":[0,0,0,0],"e":0.1}'
+    superfed-cost --config=configs/shakespeare.py --arch=largest    # a tracked arch by name
+    superfed-cost --config=configs/ptb.py                           # every tracked arch, one line each
 
 Without --config the default family on its default space is used (the OFA-ResNet on the paper's CIFAR
-space). The figures are the family's `cost_summary` (`supernet.family.Family`). The config needs only a
+space). The figures are the family's `cost_summary` (`supernet.family.Family`); without --arch, the
+family's default tracked archs are printed in order, each line with its "name". The config needs only a
 `space` section (and `model.family` for another family than the default); a missing config file, a bad
 flag, a bad space or a bad arch is one `error:` message and exit status 2.
 """
@@ -21,17 +24,22 @@ from superfed_jax.supernet import family as family_lib
 
 
 def _parse_arch(family: family_lib.Family, text: str):
-    """One arch from its JSON text; a ValueError says what the family's archs may be (`arch_help`)."""
+    """One arch from its JSON text or a tracked name; a ValueError says what the family's archs may be
+    (`arch_help`)."""
+    if text in family.default_tracked():
+        return family.default_tracked()[text]
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"arch {text!r} is not valid JSON ({error}); {family.arch_help()}") from None
+        names = ", ".join(family.default_tracked())
+        raise ValueError(f"arch {text!r} is not a tracked name ({names}) and not valid JSON ({error}); "
+                         f"{family.arch_help()}") from None
     return family.arch_from_json(spec)
 
 
 def main(argv) -> None:
-    """Prints the family's `cost_summary` of --arch in the space of --config; exit 2 with one line on bad
-    input."""
+    """Prints the family's `cost_summary` of --arch (or of each tracked arch) in the space of --config;
+    exit 2 with one line on bad input."""
     del argv
     config, arch_text = flags.FLAGS.config, flags.FLAGS.arch
     # Costs are host arithmetic: never initialise (and preallocate memory on) an accelerator for them.
@@ -39,11 +47,14 @@ def main(argv) -> None:
     try:
         family = (config_lib.make_family(config) if config is not None
                   else family_lib.family_class(family_lib.DEFAULT_FAMILY).from_config({}))
-        arch = _parse_arch(family, arch_text)
+        archs = ({None: _parse_arch(family, arch_text)} if arch_text is not None
+                 else family.default_tracked())
     except ValueError as error:
         # One message, no traceback: these are user errors and the message names the allowed values.
         _cli.fail("\n".join(" ".join(line.split()) for line in str(error).splitlines()))
-    print(json.dumps(family.cost_summary(arch)))
+    for name, arch in archs.items():
+        summary = family.cost_summary(arch)
+        print(json.dumps(summary if name is None else {"name": name, **summary}))
 
 
 def _define_flags() -> None:
@@ -51,8 +62,8 @@ def _define_flags() -> None:
     # other program that imports this module (e.g. its own --config).
     config_flags.DEFINE_config_file("config", None, "Config file with a `space` field; default: "
                                     "the default family's space (the paper's CIFAR space).", lock_config=True)
-    flags.DEFINE_string("arch", None, 'Arch as JSON, e.g. \'{"d":[0,1,0,1],"e":0.14}\'.')
-    flags.mark_flag_as_required("arch")
+    flags.DEFINE_string("arch", None, 'Arch as JSON, e.g. \'{"d":[0,1,0,1],"e":0.14}\', or a tracked '
+                        "name (smallest, ..., largest); without it, every tracked arch.")
 
 
 def console() -> None:
