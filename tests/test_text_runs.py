@@ -147,3 +147,14 @@ def test_ptb_smoke_trains_on_contiguous_clients_and_selects_by_perplexity(tmp_pa
     best = min(records, key=lambda r: r["largest/val_perplexity"])
     assert f"{best['largest/test_perplexity']:.2f}" in report
     assert "perplexity" in result.stdout
+
+
+@pytest.mark.parametrize("config", ["shakespeare", "ptb"])
+def test_a_dry_run_of_a_text_config_needs_no_data(config, tmp_path):
+    result = _launch(str(tmp_path), f"configs/{config}.py", "--config.dry_run=True")
+    assert "forward MACs per token" in result.stdout
+    with open(tmp_path / "cost.json") as f:
+        cost = json.load(f)
+    assert len(cost["baseline"]["archs"]) == 5  # FedAvg of each of the 5 tracked archs
+    ratio = cost["baseline"]["total_macs"] / cost["superfed"]["total_macs"]
+    assert cost["ratios"]["compute_ratio"] == pytest.approx(ratio) and ratio > 1

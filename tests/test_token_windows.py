@@ -98,3 +98,9 @@ def test_per_client_hold_out_keeps_every_client():
     again = dataset_lib.holdout_per_client(ids, 0.2, seed=3)
     np.testing.assert_array_equal(again[1], val)
     assert not np.array_equal(dataset_lib.holdout_per_client(ids, 0.2, seed=4)[1], val)
+
+
+def test_fewer_windows_than_clients_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="Cannot split 3 examples among fl.num_clients=5"):
+        partition.make_partition(np.zeros((3, 4), np.int32), 5, "contiguous", seed=0)

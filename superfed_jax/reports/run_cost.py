@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from superfed_jax.reports import format as format_lib
 from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet import family as family_lib
 
@@ -308,7 +309,7 @@ def cost_summary(report: dict, cost_unit: str = "image") -> str:
     """
     superfed, ratios = report["superfed"], report["ratios"]
     first = (f"cost: {superfed['total_macs']:.4g} forward MACs per {cost_unit} summed over the run's clients "
-             f"(mean client {superfed['mean_client_gmacs']:.4f} GMACs), "
+             f"(mean client {format_lib.si(superfed['mean_client_gmacs'] * 1e9, 'MACs')}), "
              f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction")
     if trains_only_its_baseline(report):
         return (f"{first}\nthis is a FedAvg baseline (one arch on every client): its cost is the "

@@ -243,6 +243,12 @@ def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optio
             files_line(out, [os.path.join(out, n) for n in ("search.png", "search.svg")] + [csv_path]), ""]
 
 
+def _mmacs(macs: int) -> str:
+    """MMACs with two decimals, or three significant digits below 0.1 (a text model's few kMACs/token)."""
+    value = macs / 1e6
+    return f"{value:.2f}" if value >= 0.1 or value == 0 else f"{value:.3g}"
+
+
 def summary_table(family, tracked: dict, best: dict, metric: metric_lib.Metric = metric_lib.ACCURACY) -> str:
     """Per tracked arch: MACs, params and validation/test accuracy (or ``metric``) at the best validation
     round."""
@@ -251,7 +257,7 @@ def summary_table(family, tracked: dict, best: dict, metric: metric_lib.Metric =
     lines = [f"{'arch':<12}{'MMACs':>10}{'params':>12}{'best round':>12}{'val ' + short:>{width}}"
              f"{'test ' + short:>{width}}"]
     for name, arch in tracked.items():
-        lines.append(f"{name:<12}{family.macs(arch) / 1e6:>10.2f}{family.params(arch):>12,}"
+        lines.append(f"{name:<12}{_mmacs(family.macs(arch)):>10}{family.params(arch):>12,}"
                      f"{best['round']:>12}{best.get(metric.key(name, 'val'), float('nan')):>{width}.4f}"
                      f"{best.get(metric.key(name, 'test'), float('nan')):>{width}.4f}")
     return "\n".join(lines)

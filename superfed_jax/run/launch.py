@@ -268,7 +268,7 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
 
                 config = config_lib.with_family(config, family)
                 apply_space_overrides(config, space_overrides)
-            validation.check_config(config)
+            validation.check_config(config, check_files=not config.dry_run)  # a dry run reads no data
             distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
             if distributed.is_writer():
                 print(f"workdir: {workdir}", flush=True)
