@@ -158,3 +158,28 @@ def test_a_dry_run_of_a_text_config_needs_no_data(config, tmp_path):
     assert len(cost["baseline"]["archs"]) == 5  # FedAvg of each of the 5 tracked archs
     ratio = cost["baseline"]["total_macs"] / cost["superfed"]["total_macs"]
     assert cost["ratios"]["compute_ratio"] == pytest.approx(ratio) and ratio > 1
+
+
+def _tool(name, *args):
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), name), *args], cwd=ROOT,
+                            env=_environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_a_text_run_is_searched_exported_and_its_dense_subnet_scores_as_in_the_supernet(shakespeare,
+                                                                                       tmp_path):
+    """search (under a MACs-per-token budget) -> export -> evaluate: the exported dense subnet's test
+    accuracy equals the masked supernet's for the same arch, as search.json records it."""
+    data, workdir, _ = shakespeare
+    copy = str(tmp_path / "run")
+    subprocess.run(["cp", "-r", workdir, copy], check=True)  # the module's run stays untouched
+    _tool("superfed-search", f"--workdir={copy}", "--budget", "macs=3000", "--generations=2",
+          "--population=6")
+    with open(os.path.join(copy, "search.json")) as f:
+        best = json.load(f)["results"][0]["best"]
+    assert best["macs"] <= 3000
+    _tool("superfed-export", f"--workdir={copy}", "--arch=search:macs=3000", f"--out={tmp_path / 'model'}")
+    evaluated = json.loads(_tool("superfed-evaluate", f"--model={tmp_path / 'model'}").stdout.splitlines()[-1])
+    assert evaluated["accuracy"] == pytest.approx(best["test_accuracy"], abs=1e-6)
+    assert evaluated["perplexity"] == pytest.approx(math.exp(evaluated["loss"]))

@@ -24,6 +24,7 @@ from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax.data import load as load_lib
 from superfed_jax.federated import evaluation
+from superfed_jax.federated import metric as metric_lib
 from superfed_jax.posttrain import export
 
 SPLITS = ("train", "val", "test")
@@ -99,7 +100,9 @@ def accuracy(model: export.ExportedModel, images: np.ndarray, labels: np.ndarray
 
 def evaluate_export(model_dir: str, data: str = "", split: str = "test", batch_size: int = 500,
                     tfds_data_dir: str = "") -> dict:
-    """Loads an export and its data; returns {model, data, split, examples, accuracy, loss}.
+    """Loads an export and its data; returns {model, data, split, examples, accuracy, loss}, and
+    perplexity for a language model (a family whose `metrics` list it). For token windows, examples are
+    windows, and accuracy and loss are over their scored positions.
 
     Raises:
       FileNotFoundError: no export in `model_dir`, or the data files are absent.
@@ -117,8 +120,11 @@ def evaluate_export(model_dir: str, data: str = "", split: str = "test", batch_s
     model = export.load_exported(model_dir)
     check_compatible(model, images, labels)
     acc, loss = accuracy(model, images, labels, batch_size)
-    return {"model": os.path.abspath(model_dir), "data": config.name, "split": split,
-            "examples": int(len(labels)), "accuracy": acc, "loss": loss}
+    result = {"model": os.path.abspath(model_dir), "data": config.name, "split": split,
+              "examples": int(len(labels)), "accuracy": acc, "loss": loss}
+    if "perplexity" in model.family.metrics:  # a language model: exp of the mean loss per scored token
+        result["perplexity"] = metric_lib.PERPLEXITY.from_loss(loss)
+    return result
 
 
 def main(argv) -> None:
