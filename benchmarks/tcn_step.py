@@ -50,22 +50,22 @@ def _timed(steps: dict, starts: dict, repeats: int) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="smallest", help="a tracked name or an arch's JSON form")
-    parser.add_argument("--space", default="shakespeare", choices=sorted(SPACES))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+EXECUTIONS = ("masked", "sliced", "sliced_no_dropout", "dense")
 
-    family = ElasticTCN(SPACES[args.space])
-    arch = archs_lib.arch_from_spec(family, args.arch)
-    params = family.init(jax.random.key(0))
-    rng = np.random.default_rng(0)
-    shape = (args.batch, family.space.window)
+
+def step_seconds(family: ElasticTCN, arch, batch: int, repeats: int, executions=EXECUTIONS,
+                 seed: int = 0) -> dict:
+    """{execution: median seconds of one SGD step} of `arch` on random windows [batch, T] (`_timed`).
+
+    The step of each execution of the module docstring, on the same tokens, labels and dropout key;
+    `benchmarks/suite.py` calls it for its TCN workload's family.
+    """
+    params = family.init(jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    shape = (batch, family.space.window)
     tokens = jnp.asarray(rng.integers(0, family.space.num_classes, shape), jnp.int32)
     labels = jnp.asarray(rng.integers(0, family.space.num_classes, shape), jnp.int32)
-    key = jax.random.key(1)
+    key = jax.random.key(seed + 1)
     sliced = family.sliced
     envelope = sliced.envelope(jax.tree.map(lambda a: np.asarray(a)[None], arch))
 
@@ -82,8 +82,22 @@ def main():
         "sliced_no_dropout": lambda p: sliced.apply(p, tokens, arch, envelope, False, None),
         "dense": lambda p: family.dense_apply(p, tokens, arch),
     }
+    forwards = {name: forwards[name] for name in executions}
     starts = {name: family.extract(params, arch) if name == "dense" else params for name in forwards}
-    seconds = _timed({name: sgd(forward) for name, forward in forwards.items()}, starts, args.repeats)
+    return _timed({name: sgd(forward) for name, forward in forwards.items()}, starts, repeats)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="smallest", help="a tracked name or an arch's JSON form")
+    parser.add_argument("--space", default="shakespeare", choices=sorted(SPACES))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    family = ElasticTCN(SPACES[args.space])
+    arch = archs_lib.arch_from_spec(family, args.arch)
+    seconds = step_seconds(family, arch, args.batch, args.repeats)
     for name, value in seconds.items():
         print(f"{name:17s} {value * 1e3:8.2f} ms/step")
     macs = family.macs(arch) / family.macs(family.largest())

@@ -2,10 +2,12 @@
 
 Computed over useful MACs is the figure that compares the masked and the sliced execution
 (docs/performance.md 16), so its host arithmetic is checked on one round of two clients of the paper space:
-the smallest arch on 20 examples (3 steps of batch 8) and the largest on 9 (2 steps).
+the smallest arch on 20 examples (3 steps of batch 8) and the largest on 9 (2 steps); and the same round
+of a tiny elastic TCN, whose costs are per token (a window of T tokens costs T times an arch's MACs).
 """
 import os
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import suite  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
+from superfed_jax.supernet.tcn import family as tcn_family  # noqa: E402
 
 SPACE = space_lib.SearchSpace()
 SMALL, LARGE = space_lib.smallest(SPACE), space_lib.largest(SPACE)
@@ -61,3 +64,63 @@ def test_paper_work_counts_the_paper_round_by_execution():
     assert ratios["masked, side by side"] > 1.8 * ratios["sliced, side by side"]
     # Before chunks ran their own steps every client ran the partition's largest count: never less.
     assert ratios[paper_work.BEFORE] >= ratios["masked, vmapped chunk of P"]
+
+
+# ---------------------------------------------------------------------------- the elastic TCN (per token)
+# A tiny TCN counted by hand (supernet/tcn/cost.py): C 10, k 2, V 7, windows of T 5 tokens, mids 5 and 10;
+# block 0 is kept by every arch, depth index d keeps 1 + d blocks. MACs per token: 2*C*k*mid = 40*mid per
+# kept block, plus the decoder C*V = 70.
+TCN = tcn_family.ElasticTCN(tcn_family.TCNSpace(channels=10, levels=3, kernel_size=2, depth_choices=(0, 1, 2),
+                                                expand_choices=(0.5, 1.0), num_classes=7, input_shape=(5,)))
+T = 5
+# a: 2 blocks at mid 5 (200 + 200 + 70 = 470); b: block 0 only, at mid 10 (400 + 70 = 470); b's
+# expand index 1 on the blocks it drops must not widen the envelope.
+TCN_ARCHS = tcn_family.TCNArch(np.array([1, 0], np.int32), np.array([[0, 0, 0], [1, 1, 1]], np.int32))
+A = B = 470
+SUPER = 3 * 400 + 70  # 1270: every block at mid 10
+ENVELOPE = 400 + 200 + 70  # 670: 2 blocks, block 0 at b's 10, block 1 at a's 5 (b drops it)
+TCN_ROUND = dict(clients=np.array([1, 2]), archs=TCN_ARCHS)
+
+
+def test_tcn_costs_by_hand():
+    assert suite.units_per_example(TCN) == T and suite.units_per_example(tcn_family.ElasticTCN()) == 80
+    assert TCN.macs(TCN.largest()) == SUPER and TCN.macs(TCN.smallest()) == 270
+    assert list(TCN.macs_batch(TCN_ARCHS)) == [A, B]
+    assert suite.tcn_envelope_macs(TCN.space, TCN_ARCHS.depth, TCN_ARCHS.expand) == ENVELOPE
+
+
+@pytest.mark.parametrize("execution,layout,chunk_size,expected", [
+    ("masked", "side_by_side", 1, SUPER * (3 + 2)),  # the supernet on every row of each own step
+    ("sliced", "side_by_side", 1, A * 3 + B * 2),  # each client its own arch and steps
+    ("masked", "vmap", 2, SUPER * 3 * 2),  # one chunk: the most steps for both, supernet width
+    ("sliced", "vmap", 2, ENVELOPE * 3 * 2),  # one chunk: the most steps at the chunk's envelope
+])
+def test_round_work_counts_tcn_macs_per_token_of_every_window(execution, layout, chunk_size, expected):
+    """Clients of 20 and 9 windows (3 and 2 steps of batch 8, 1 epoch): a row is a window of T tokens,
+    x 3 for forward and backward."""
+    work = suite.round_work(TCN, SIZES, 20, [TCN_ROUND], 1, 8, chunk_size, execution, layout)
+    assert work["computed_macs"] == 8 * 3 * T * expected
+    assert work["useful_macs"] == 3 * T * (20 * A + 9 * B)
+    assert work["supernet_macs_on_real_examples"] == 3 * T * 29 * SUPER
+    assert work["real_examples"] == 29 and work["computed_rows"] == 8 * work["computed_steps"]
+
+
+def test_tcn_envelope_macs_is_the_sliced_envelope():
+    """The host envelope against the one the sliced round computes (`Family.sliced.envelope`) on random groups."""
+    rng = np.random.default_rng(0)
+    mids = np.array(TCN.space.mids)
+    for _ in range(20):
+        size = int(rng.integers(1, 5))
+        archs = tcn_family.TCNArch(rng.integers(0, 3, size).astype(np.int32),
+                                   rng.integers(0, 2, (size, 3)).astype(np.int32))
+        env = TCN.sliced.envelope(archs)
+        blocks, expand = int(env.blocks), np.asarray(env.expand)
+        by_envelope = sum(2 * 10 * 2 * int(mids[expand[i]]) for i in range(blocks)) + 70
+        assert suite.tcn_envelope_macs(TCN.space, archs.depth, archs.expand) == by_envelope
+
+
+def test_scored_targets_counts_each_clients_real_rows():
+    """Client 0 owns rows 2 and 0, client 1 row 1 (its second table entry is padding)."""
+    data = types.SimpleNamespace(labels=np.array([[1, -1, -1], [2, 3, 4], [-1, -1, -1]]),
+                                 index_table=np.array([[2, 0], [1, 2]]), sizes=np.array([2, 1]))
+    assert list(suite.scored_targets(data)) == [1, 3]
