@@ -54,6 +54,7 @@ sys.path.insert(0, ROOT)
 from superfed_jax.federated import metric as metric_lib  # noqa: E402
 from superfed_jax.reports import claim as claim_lib  # noqa: E402
 from superfed_jax.reports import compare as report_compare  # noqa: E402
+from superfed_jax.reports import format as report_format  # noqa: E402
 from superfed_jax.reports.format import arch_text, si  # noqa: E402
 from superfed_jax.reports import run_record  # noqa: E402
 from superfed_jax.reports.run_record import is_fedavg_baseline  # noqa: E402
@@ -221,9 +222,7 @@ def claim_markdown(result: dict) -> str:
         cells = [f"{points(a, metric=metric)} / {points(b, metric=metric)}"
                  for a, b in zip(row[f"shared_{key}"], row[f"fedavg_{key}"])]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    labels = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
-              "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
-              "total_bytes_per_direction": ("communication per direction", "B")}
+    labels = report_format.cost_labels(result.get("cost_unit", "image"))
     runs = cost["fedavg_runs_per_seed"]
     lines += ["", f"Cost, measured from each run's own cost.json, summed over the {len(seeds)} seeds "
               f"(FedAvg: {runs[0] if len(set(runs)) == 1 else runs} runs per seed):", "",
@@ -342,11 +341,13 @@ def main(argv=None) -> int:
                 for name in ["superfed"] + [f"fedavg_{a}" for a in args.archs]]
     combined = report_compare.write_combined_report(all_runs, args.out)
     metric = combined["metric"]  # every run's: the combined report refuses runs of different metrics
+    unit = combined["cost_unit"]
     summary = claim_lib.summarize({s: e["rows"] for s, e in per_seed.items()}, metric=metric)
     cost = claim_lib.cost_over_seeds({s: e["cost"] for s, e in per_seed.items()})
     result = {"config": config_arg(args.config_file, args.variants, args.smoke, ""), "seeds": args.seeds,
               "archs": args.archs, "overrides": overrides, "confidence": 0.95,
               **({} if metric == metric_lib.ACCURACY else {"metric": metric.name}),  # accuracy: as before
+              **({} if unit == "image" else {"cost_unit": unit}),  # MACs per token of a language model
               "verdict_rule": claim_lib.verdict_rule(metric),
               "summary": summary, "cost": cost, "per_seed": {str(s): e for s, e in per_seed.items()},
               "report": os.path.relpath(combined["report"], args.out),

@@ -19,7 +19,7 @@ import os
 
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
-from superfed_jax.reports.format import arch_text, runs_title, si
+from superfed_jax.reports.format import arch_text, cost_labels, runs_title, si
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto
 from superfed_jax.reports.tables import files_line, write_csv
 
@@ -78,7 +78,8 @@ def write_pareto(combined: dict, out: str) -> list[str]:
     if several_seeds(combined):
         title += "\nmean over seeds; bars: min to max over seeds"
     plot_pareto(os.path.join(out, "pareto.png"), series, title,
-                xlabel="forward MACs per image of each subnet (MMACs); training cost: see legend", metric=metric)
+                xlabel=f"forward MACs per {combined['shared'].family.cost_unit} of each subnet (MMACs); "
+                       "training cost: see legend", metric=metric)
     return [f"![{metric.name} vs MACs](pareto.png)", "",
             "Both sides' points sit at each subnet's own forward MACs (its size at inference); the cost of "
             "training them is each side's total, in the legend and the cost table.", "",
@@ -145,9 +146,7 @@ ACCURACY_CSV_HEADER = ["arch", "d / e", "MACs", "params", "weight_shared_mean_pe
                        "fedavg_std_percent", "fedavg_seeds", "difference_points", "difference_std_points"]
 SEEDS_CSV_HEADER = ["arch", "side", "seed", "round", "test_accuracy_percent", "workdir"]
 COST_CSV_HEADER = ["quantity", "unit", "weight_shared", "fedavg", "fedavg_over_weight_shared"]
-COST_LABELS = {"total_macs": ("compute: forward MACs per image, summed over clients", "MACs"),
-               "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
-               "total_bytes_per_direction": ("communication per direction", "B")}
+COST_LABELS = cost_labels("image")  # an image family's; `cost_labels(unit)` for another cost unit
 
 
 def _percent(value: float) -> float:
@@ -181,7 +180,8 @@ def write_tables(combined: dict, out: str) -> list[str]:
               shared_dirs[seed] if prefix == "shared" else r["fedavg_workdirs"][seed]]
              for r in rows for prefix, label, _, _ in SIDES
              for seed, value in r[f"{prefix}_{per_seed}"].items()]
-    costs = [[*COST_LABELS[f], cost["weight_shared"][f], cost["fedavg"][f], cost.get("ratios", {}).get(f)]
+    labels = cost_labels(combined["shared"].family.cost_unit)
+    costs = [[*labels[f], cost["weight_shared"][f], cost["fedavg"][f], cost.get("ratios", {}).get(f)]
              for f in cost["weight_shared"]]
     header, seeds_header = table_headers(metric)
     paths = [write_csv(os.path.join(out, f"report_{metric.name}.csv"), header, accuracy),

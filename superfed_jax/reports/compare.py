@@ -28,7 +28,7 @@ import statistics
 
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import combined_files
-from superfed_jax.reports.format import arch_text, runs_title, si, size_note
+from superfed_jax.reports.format import arch_text, cost_labels, runs_title, si, size_note
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
                                              required_file, select_best, setting, space_text)
 
@@ -273,8 +273,9 @@ def _combined_cost_lines(combined: dict) -> list[str]:
                  f"{seeds} times each column.", "",
                  f"| | weight-shared run, per seed | FedAvg, {runs} per seed | FedAvg / weight-shared |",
                  "|---|---|---|---|"]
+    labels = cost_labels(shared.family.cost_unit)
     for field, value in cost["weight_shared"].items():
-        label, unit = combined_files.COST_LABELS[field]
+        label, unit = labels[field]
         ratio = f"{cost['ratios'][field]:.2f}x" if "ratios" in cost else "n/a"
         lines.append(f"| {label} | {si(value, unit)} | {si(cost['fedavg'][field], unit)} | {ratio} |")
     estimate = shared.cost["ratios"]
@@ -359,8 +360,8 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     the tables then give mean +- std over seeds and the figures the mean with the min-max spread.
 
     Returns:
-      `combine_runs`'s dict, less the `RunRecord`s, plus the written ``report`` and ``plot`` paths and
-      ``files`` (every file written).
+      `combine_runs`'s dict, less the `RunRecord`s, plus ``cost_unit`` (the family's), the written
+      ``report`` and ``plot`` paths and ``files`` (every file written).
     """
     combined = combine_runs(workdirs)
     shared, rows = combined["shared"], combined["rows"]
@@ -378,6 +379,7 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     result = {k: v for k, v in combined.items() if k not in ("shared", "shared_runs", "baselines", "sources")}
+    result["cost_unit"] = shared.family.cost_unit  # what the MACs are per: 'image', 'token'
     files = [report_path] + [os.path.join(out, n) for n in combined_files.FILES
                              if os.path.isfile(os.path.join(out, n))]
     return dict(result, report=report_path, plot=plot_path, files=files)

@@ -13,6 +13,19 @@ def si(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}"
 
 
+def compute_label(cost_unit: str = "image") -> str:
+    """The cost tables' compute row: forward MACs per `cost_unit` (the family's: 'image', 'token'),
+    summed over the clients of every round."""
+    return f"compute: forward MACs per {cost_unit}, summed over clients"
+
+
+def cost_labels(cost_unit: str = "image") -> dict:
+    """cost.json field -> (row label, unit) of the cost tables (the combined report, the claim)."""
+    return {"total_macs": (compute_label(cost_unit), "MACs"),
+            "total_training_macs": ("compute: training MACs (examples x epochs x 3)", "MACs"),
+            "total_bytes_per_direction": ("communication per direction", "B")}
+
+
 def percent(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 

@@ -27,7 +27,7 @@ from typing import Optional
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports import search_front
-from superfed_jax.reports.format import arch_text, runs_title, si, size_note
+from superfed_jax.reports.format import arch_text, compute_label, runs_title, si, size_note
 from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
@@ -35,8 +35,8 @@ from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_base
 __all__ = ["write_run_report", "summary_table", "provenance_lines"]
 
 
-def _cost_lines(cost: Optional[dict]) -> list[str]:
-    """The Markdown cost section of one run (from its cost.json)."""
+def _cost_lines(cost: Optional[dict], cost_unit: str = "image") -> list[str]:
+    """The Markdown cost section of one run (from its cost.json); MACs per the family's `cost_unit`."""
     if cost is None:
         return ["## Cost", "", "No cost.json in the work directory.", ""]
     run, base, ratios = cost["superfed"], cost["baseline"], cost["ratios"]
@@ -45,7 +45,7 @@ def _cost_lines(cost: Optional[dict]) -> list[str]:
              f"each of {len(base['archs'])} archs trained alone at the same rounds and clients per round "
              "(estimated from the archs' sizes).", "",
              "| | this run | independent FedAvg | FedAvg / this run |", "|---|---|---|---|",
-             f"| compute: forward MACs per image, summed over clients | {si(run['total_macs'], 'MACs')} "
+             f"| {compute_label(cost_unit)} | {si(run['total_macs'], 'MACs')} "
              f"| {si(base['total_macs'], 'MACs')} | {ratios['compute_ratio']:.2f}x |"]
     if "total_training_macs" in run and "example_compute_ratio" in ratios:
         lines.append(f"| compute: training MACs (examples x epochs x 3) "
@@ -134,13 +134,16 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
     lines += [f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
               f"| {metric.text(r[f'val_{metric.name}'])} | {metric.text(r[f'test_{metric.name}'])} |"
               for r in rows]
-    lines += ["", size_note(rows), ""] + _cost_lines(run.cost) + [f"![{metric.name} vs MACs](pareto.png)", ""]
+    lines += (["", size_note(rows), ""] + _cost_lines(run.cost, run.family.cost_unit)
+              + [f"![{metric.name} vs MACs](pareto.png)", ""])
     lines += provenance_lines(workdir)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
-                f"{_run_title(run)}\ntest {metric.name} at round {best['round']} (best validation)", metric=metric)
+                f"{_run_title(run)}\ntest {metric.name} at round {best['round']} (best validation)", metric=metric,
+                xlabel=f"forward MACs per {run.family.cost_unit} (MMACs)")
     lines += _figure_files_lines(out, "pareto") + _curve_lines(run, out, int(best["round"]))
-    lines += _search_lines(run, out, search, stale) + _table_files_lines(out, rows, run.cost, metric)
+    lines += (_search_lines(run, out, search, stale)
+              + _table_files_lines(out, rows, run.cost, metric, run.family.cost_unit))
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
@@ -168,7 +171,7 @@ def metric_csv_header(metric: metric_lib.Metric) -> list[str]:
 
 
 def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict],
-                       metric: metric_lib.Metric = metric_lib.ACCURACY) -> list[str]:
+                       metric: metric_lib.Metric = metric_lib.ACCURACY, cost_unit: str = "image") -> list[str]:
     """Writes the accuracy table (and the cost table, with cost.json) as CSV; the lines linking them."""
     name = metric.name
     paths = [write_csv(os.path.join(out, metric_csv_name(metric)), metric_csv_header(metric),
@@ -176,7 +179,7 @@ def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict],
                          metric.shown(r[f"val_{name}"]), metric.shown(r[f"test_{name}"])] for r in rows])]
     if cost is not None:
         run, base, ratios = cost["superfed"], cost["baseline"], cost["ratios"]
-        table = [["compute: forward MACs per image, summed over clients", "MACs", run["total_macs"],
+        table = [[compute_label(cost_unit), "MACs", run["total_macs"],
                   base["total_macs"], ratios["compute_ratio"]]]
         if "total_training_macs" in run and "example_compute_ratio" in ratios:
             table.append(["compute: training MACs (examples x epochs x 3)", "MACs", run["total_training_macs"],

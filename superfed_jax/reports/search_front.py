@@ -182,6 +182,7 @@ def search_panels(run: RunRecord, search: dict) -> list[SearchPanel]:
     for index, result in enumerate(search["results"]):
         metric, points, complete = search_points(result, value)
         label, factor = METRIC_AXES.get(metric, (metric, 1.0))
+        label = label.replace("per image", f"per {run.family.cost_unit}")  # a language model: per token
         front = [points[i] for i in non_dominated(points, value.higher_is_better)]
         limit = result.get("limits", {}).get(metric)
         count = f"{len(points)} candidates" if complete else "front only: no 'evaluated' in search.json"
