@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from superfed_jax.data import dataset as dataset_lib
 from superfed_jax.data import partition
@@ -104,3 +105,17 @@ def test_fewer_windows_than_clients_is_refused():
     import pytest
     with pytest.raises(ValueError, match="Cannot split 3 examples among fl.num_clients=5"):
         partition.make_partition(np.zeros((3, 4), np.int32), 5, "contiguous", seed=0)
+
+
+def test_perplexity_is_exp_of_the_mean_loss_per_scored_position_by_hand():
+    inputs = np.array([[0, 1], [1, 2], [2, 3]], np.int32)
+    labels = np.array([[-1, 1], [2, -1], [0, 0]], np.int32)
+    table = jnp.asarray(np.eye(4, dtype=np.float32)[[1, 2, 0, 3]] * 10)
+    evaluate = jax.jit(evaluation.make_evaluate_fn(lambda params, x, arch: params[x]))
+    record = evaluation.evaluate_tracked(evaluate, table, {"only": jnp.zeros(())},
+                                         {"test": evaluation.make_eval_set(inputs, labels, 2)},
+                                         metrics=("accuracy", "loss", "perplexity"))
+    # Scored: two right (cross-entropy ln(e^10 + 3) - 10) and two wrong (ln(e^10 + 3)).
+    right, wrong = _hand_ce([10, 0, 0, 0], 0), _hand_ce([10, 0, 0, 0], 1)
+    assert record["only/test_perplexity"] == pytest.approx(math.exp((right + wrong) / 2), rel=1e-5)
+    assert record["only/test_accuracy"] == pytest.approx(0.5)
