@@ -111,7 +111,15 @@ def test_shakespeare_smoke_trains_on_natural_clients_and_reports_accuracy(shakes
     assert all(np.isfinite(r["train_loss"]) for r in records)
     assert "val acc" in result.stdout  # Shakespeare's headline: next-character accuracy
     with open(os.path.join(workdir, "report.md")) as f:
-        assert "accuracy" in f.read()
+        report = f.read()
+    assert "accuracy" in report and "forward MACs per token" in report
+    with open(os.path.join(workdir, "cost.json")) as f:
+        cost = json.load(f)
+    # Training MACs count every token of a window (n_c windows * 80 tokens * epochs * MACs per token).
+    assert "windows of 80 tokens" in cost["conventions"]["example_macs"]
+    example_macs = cost["superfed"]["total_example_macs"]
+    assert example_macs % 80 == 0 and example_macs >= 80 * cost["superfed"]["total_macs"]
+    assert cost["superfed"]["total_training_macs"] == 3 * example_macs
 
 
 def test_shakespeare_resumes_bit_identically_after_sigkill(shakespeare, tmp_path):

@@ -21,6 +21,7 @@ A family may count by conventions of its own (`**counting`, passed to `Family.co
 `Family.cost_conventions`; the OFA-ResNet's give the paper's); none given, its defaults.
 """
 import json
+import math
 import os
 from typing import Optional, Sequence
 
@@ -189,6 +190,18 @@ def default_baseline_archs(family: family_lib.Family) -> list:
 # ------------------------------------------------------------------------------------------- report
 
 
+def cost_units_per_example(family: family_lib.Family) -> int:
+    """How many `cost_unit`s one training example holds: 1 for an image, T for a window of T tokens."""
+    return math.prod(family.data_shape.input_shape) if family.cost_unit == "token" else 1
+
+
+def _per_example(family: family_lib.Family) -> str:
+    """What the example-MACs convention adds for a family whose MACs are per token ('' for images)."""
+    if family.cost_unit != "token":
+        return ""
+    return f" * {cost_units_per_example(family)} (n_c windows of {cost_units_per_example(family)} tokens)"
+
+
 def conventions(family: family_lib.Family, bytes_per_param: int, fwd_bwd_factor: int, **counting) -> dict:
     """The counting conventions of a report, as strings (MACs and params in the family's words,
     `Family.cost_conventions`, under its `counting` options as in `run_cost`)."""
@@ -201,8 +214,8 @@ def conventions(family: family_lib.Family, bytes_per_param: int, fwd_bwd_factor:
                    "client's arch",
         "baseline": "independent FedAvg: every arch of the set trained alone, same rounds and clients "
                     "per round (docs/algorithm.md 8)",
-        "example_macs": "sum over rounds and sampled clients of n_c * epochs * MACs (forward only); "
-                        f"training MACs = {fwd_bwd_factor} x that (backward about 2 forwards)",
+        "example_macs": f"sum over rounds and sampled clients of n_c * epochs * MACs{_per_example(family)} "
+                        f"(forward only); training MACs = {fwd_bwd_factor} x that (backward about 2 forwards)",
     }
 
 
@@ -276,10 +289,13 @@ def write_cost_report(config, family: family_lib.Family, sequence: dict, workdir
       family: the run's final family (with the data's input shape and classes).
       sequence: the run's assignment sequence (`federated.assignment.assignment_sequence`).
       workdir: where cost.json goes.
-      examples_per_client: [K] example counts; when given, training MACs are multiplied out too.
+      examples_per_client: [K] example counts; when given, training MACs are multiplied out too (for a
+        family whose MACs are per token, each example counts its tokens: `cost_units_per_example`).
     """
     baseline = (archs_lib.parse_archs(family, config.cost.baseline, "cost.baseline")
                 if config.cost.baseline else None)
+    if examples_per_client is not None:  # in cost units: a window of T tokens costs T times a token's MACs
+        examples_per_client = np.asarray(examples_per_client, np.int64) * cost_units_per_example(family)
     report = cost_report(family, sequence, baseline, examples_per_client=examples_per_client,
                          epochs=config.client.epochs if examples_per_client is not None else None,
                          bytes_per_param=config.cost.bytes_per_param)
