@@ -127,7 +127,7 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
                  "archs" if has_val
                  else f"the last evaluation (the run has no validation {metric.plural.lower()})")
     short = metric.short
-    lines = [f"# RunRecord report: {_run_title(run)}", "", f"Work directory: `{workdir}`.", "",
+    lines = [f"# Run report: {_run_title(run)}", "", f"Work directory: `{workdir}`.", "",
              f"{metric.plural} at round {best['round']} of {run.records[-1]['round']}: {selection}.", "",
              f"| arch | d / e | MMACs | params | val {short}{metric.unit} | test {short}{metric.unit} |",
              "|---|---|---|---|---|---|"]
