@@ -21,9 +21,11 @@ from superfed_jax._fields import KINDS, Field, Range, suggestion
 from superfed_jax.data.load import DATASET_NAMES, OPTIONAL_FIELDS
 from superfed_jax.data.partition import PARTITION_METHODS
 from superfed_jax.federated.client import CLIENT_LAYOUTS
+from superfed_jax.federated.client_optimizer import CLIENT_OPTIMIZERS
 from superfed_jax.federated.heuristics import HEURISTICS
 from superfed_jax.federated.metric import METRIC_CHOICES
 from superfed_jax.federated.schedules import SCHEDULES
+from superfed_jax.federated.server_optimizer import SERVER_OPTIMIZERS
 from superfed_jax.supernet.conv import CONV_IMPLS
 from superfed_jax.supernet.family import DEFAULT_FAMILY, DTYPES, EXECUTIONS, FAMILIES
 from superfed_jax.supernet import family as family_lib
@@ -44,7 +46,14 @@ SECTIONS = {
     "model": "How the supernet computes.",
     "data": "The dataset, its split over clients and the augmentation.",
     "fl": "The federated rounds: clients, subnet assignment and the aggregation weights.",
-    "client": "Local training on a client (plain SGD, a fresh optimizer each round).",
+    "client": "Local training on a client: SGD (plain by default; momentum, weight decay and FedProx's "
+              "proximal term as options, all over the client's own subnet), a fresh optimizer each round.",
+    "server": "The server's step from the clients' masked mean (docs/algorithm.md 4.2): 'none' takes the "
+              "mean, as the paper does; an optimiser treats (server value - mean) as a gradient, per "
+              "covered element (FedAvgM, FedAdam, FedYogi, FedAdagrad).",
+    "dp": "User-level differential privacy for overlapping masks (DP-FedAvg; docs/algorithm.md 4.3): "
+          "clip each client's update, add Gaussian noise to each element's weighted sum, account the "
+          "privacy spent.",
     "eval": "Evaluation of the tracked archs.",
     "cost": "The compute and communication report against independently trained archs.",
     "checkpoint": "Saving the server state.",
@@ -149,11 +158,46 @@ _PACKAGE_FIELDS = (
 
     Field("client.epochs", 5, "local epochs per round", "int", _AT_LEAST_1),
     Field("client.batch_size", 64, "local batch size", "int", _AT_LEAST_1),
-    Field("client.learning_rate", 0.1, "plain SGD, no momentum, no weight decay, fresh each round",
-          "number", _POSITIVE),
+    Field("client.learning_rate", 0.1, "the local SGD step size", "number", _POSITIVE),
     Field("client.clip_norm", 1.0, "global-norm gradient clipping before every step", "number", _POSITIVE),
+    # Not resumable, like every option of the client's or the server's rule: results depend on them.
+    # Configs saved before they existed trained with the plain rule (`absent`).
+    Field("client.optimizer", "sgd", "the local rule: 'sgd' (with the options below) or a user's own "
+          "'package.module:function' taking the client section and returning an optax transformation "
+          "(docs/algorithm.md 5.1)", "text", hint=f", one of {list(CLIENT_OPTIMIZERS)} or 'package.module:function'", absent="sgd"),
+    Field("client.momentum", 0.0, "heavy-ball momentum of the local SGD (0 = none); the buffer starts at "
+          "zero every round", "number", Range(0, 1, high_open=True), absent=0.0),
+    Field("client.nesterov", False, "Nesterov momentum (needs client.momentum > 0)", "flag", absent=False),
+    Field("client.weight_decay", 0.0, "L2 weight decay added to the clipped gradient, over the client's "
+          "subnet only (elements outside it never change)", "number", _AT_LEAST_0, absent=0.0),
+    Field("client.prox_mu", 0.0, "FedProx: mu/2 * ||w - w_server||^2 over the client's subnet added to "
+          "the local loss (0 = plain FedAvg)", "number", _AT_LEAST_0, absent=0.0),
     Field("client.scan_unroll", 1, "unroll factor of the local-step loop; 0 = fully (faster convs on CPU, "
           "longer compile)", "int", _AT_LEAST_0, " (0 = fully unrolled)", resumable=True),
+
+    Field("server.optimizer", "none", "how the server moves each covered element toward the clients' "
+          "masked mean: 'none' takes the mean (the paper); 'sgd' (FedAvgM), 'adam', 'yogi', 'adagrad' "
+          "step on (server - mean) with optax; or a user's own 'package.module:function' taking the "
+          "server section and returning an optax GradientTransformation", "text",
+          hint=f", one of {list(SERVER_OPTIMIZERS)} or 'package.module:function'", absent="none"),
+    Field("server.learning_rate", 1.0, "the server's step size (sgd with 1.0 and no momentum is 'none' "
+          "up to rounding)", "number", _POSITIVE, absent=1.0),
+    Field("server.momentum", 0.0, "server.optimizer='sgd': momentum of the server step (FedAvgM)",
+          "number", Range(0, 1, high_open=True), absent=0.0),
+    Field("server.b1", 0.9, "'adam', 'yogi': decay of the first moment", "number",
+          Range(0, 1, high_open=True), absent=0.9),
+    Field("server.b2", 0.99, "'adam', 'yogi': decay of the second moment", "number",
+          Range(0, 1, high_open=True), absent=0.99),
+    Field("server.eps", 1e-3, "'adam', 'yogi', 'adagrad': the adaptivity constant (Reddi et al.'s tau)",
+          "number", _POSITIVE, absent=1e-3),
+
+    Field("dp.clip_norm", 0.0, "clip each client's update (its trained values minus the server's, over "
+          "its subnet) to this L2 norm; 0 = no differential privacy", "number", _AT_LEAST_0,
+          " (0 = off)", absent=0.0),
+    Field("dp.noise_multiplier", 0.0, "Gaussian noise of std noise_multiplier * clip_norm on each "
+          "element's weighted sum of updates (needs dp.clip_norm > 0)", "number", _AT_LEAST_0, absent=0.0),
+    Field("dp.delta", 1e-5, "the delta at which the privacy spent, epsilon, is reported", "number",
+          Range(0, 1, low_open=True, high_open=True), absent=1e-5),
 
     Field("eval.every_rounds", 50, "evaluate the tracked archs every this many rounds, and after the last",
           "int", _AT_LEAST_1, resumable=True),

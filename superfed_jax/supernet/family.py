@@ -26,12 +26,13 @@ How a family is found from a config (`model.family`): a registered name (`FAMILI
 from __future__ import annotations
 
 import abc
-import importlib
 import json
 from typing import Any, ClassVar, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
+
+from superfed_jax import _import_path
 
 # Registered families: config name -> import path of its `Family` class. Imported on first use, so a run
 # of one family loads none of the others' code.
@@ -323,20 +324,9 @@ def family_class(name: str) -> type:
       ValueError: naming the value and what is allowed, when it cannot be found or is not a Family.
     """
     allowed = f"allowed are {list(FAMILIES)} or an import path 'package.module:ClassName'"
-    path = FAMILIES.get(name, name)
-    module_name, colon, class_name = path.partition(":")
-    if not colon or not module_name or not class_name:
-        raise ValueError(f"model.family={name!r}: not a registered family; {allowed}")
-    try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as error:
-        raise ValueError(f"model.family={name!r}: cannot import {module_name!r} ({error}); {allowed}") \
-            from None
-    except AttributeError:
-        raise ValueError(f"model.family={name!r}: module {module_name!r} has no {class_name!r}; "
-                         f"{allowed}") from None
+    found = _import_path.load("model.family", FAMILIES.get(name, name), allowed, "family")
     if not (isinstance(found, type) and issubclass(found, Family)):
-        raise ValueError(f"model.family={name!r}: {path} is not a subclass of "
+        raise ValueError(f"model.family={name!r}: {FAMILIES.get(name, name)} is not a subclass of "
                          "superfed_jax.supernet.family.Family")
     return found
 
