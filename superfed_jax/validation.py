@@ -37,6 +37,7 @@ from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
+from superfed_jax.federated import server_optimizer
 from superfed_jax.supernet import archs
 from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.family import DEFAULT_FAMILY
@@ -348,6 +349,17 @@ def _check_fl(report: _Report) -> None:
     report.check("fl.client_layout")
 
 
+def _check_server(report: _Report) -> None:
+    """The server section's values, then a user's own server.optimizer: it must import and return an optax
+    transformation (built here with the section's values, before anything compiles)."""
+    values = {entry.key: report.check(entry.name) for entry in schema.schema_fields(report.family)
+              if entry.section == "server"}
+    name = values["optimizer"]
+    own_rule = isinstance(name, str) and name not in server_optimizer.SERVER_OPTIMIZERS
+    if own_rule and not report.has_problem("server"):
+        _add_error(report, lambda: server_optimizer.make_server_optimizer(ml_collections.ConfigDict(values)))
+
+
 def _check_section(report: _Report, section: str) -> None:
     """Every field of `section` against its schema entry alone (no field depends on another)."""
     for entry in schema.schema_fields(report.family):
@@ -470,7 +482,7 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     family = _family_name(values)
     report = _Report(values, family)
     _check_known_fields(report, values, config_lib.base_config(family).to_dict())
-    checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl)
+    checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl, _check_server)
     for check in checks if check_files else [c for c in checks if c is not _check_data_files]:
         check(report)
     for section in ("client", "eval", "cost", "checkpoint", "memory"):

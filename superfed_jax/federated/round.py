@@ -24,13 +24,15 @@ import jax.numpy as jnp
 from superfed_jax import aggregation
 from superfed_jax.federated import client as client_lib
 from superfed_jax.federated import heuristics
+from superfed_jax.federated import private_aggregation
 from superfed_jax.federated import sampling
 from superfed_jax.federated import schedules
+from superfed_jax.federated import server_optimizer
 from superfed_jax.federated import sharding
 from superfed_jax.supernet import family as family_lib
 
 # Stream ids for `fold_in(round_key, stream)`: independent randomness for each purpose.
-_SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM = 0, 1, 2
+_SAMPLE_STREAM, _ASSIGN_STREAM, _TRAIN_STREAM, _NOISE_STREAM = 0, 1, 2, 3
 
 
 @flax.struct.dataclass
@@ -41,6 +43,8 @@ class ServerState:
     round: jax.Array  # int32 scalar: rounds completed so far
     rng: jax.Array  # uint32 key data of the run's root key; never advanced, rounds fold in their index
     tracking: heuristics.TrackingState  # tracking-sandwich counters per client
+    # The server optimiser's state (`server_optimizer`); `()`, no leaves, when the server takes the mean.
+    server_opt: Any = ()
 
 
 @flax.struct.dataclass
@@ -73,13 +77,20 @@ class RoundSettings(NamedTuple):
     batch_size: int = 1
     # fl.weight_by_size: each client's aggregation weight is also multiplied by its training examples.
     weight_by_size: bool = False
+    # dp.clip_norm (0 = no differential privacy) and dp.noise_multiplier (private_aggregation.py).
+    dp_clip_norm: float = 0.0
+    dp_noise_multiplier: float = 0.0
 
 
-def init_state(params, seed: int, num_clients: int) -> ServerState:
-    """The state before round 0 (every leaf its own buffer, so the whole state can be donated)."""
+def init_state(params, seed: int, num_clients: int, server_opt=None) -> ServerState:
+    """The state before round 0 (every leaf its own buffer, so the whole state can be donated).
+
+    `server_opt`: the server's optax transformation (`server_optimizer.make_server_optimizer`), or None.
+    """
     state = ServerState(params=params, round=jnp.int32(0),
                        rng=jax.random.key_data(jax.random.key(seed)),
-                       tracking=heuristics.init_tracking(num_clients))
+                       tracking=heuristics.init_tracking(num_clients),
+                       server_opt=server_optimizer.init_state(server_opt, params))
     return jax.tree.map(jnp.array, state)
 
 
@@ -157,8 +168,39 @@ def _zero_sums(family: family_lib.Family, params):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def _private_sums(family, settings: RoundSettings, params, result, archs, weights, client_sum: str):
+    """The chunk's sums of clipped updates and its data-independent weight counts (private_aggregation.py):
+    a client whose update is not finite contributes zero but keeps its weight."""
+    client_masks = jax.vmap(family.masks)(archs)
+    updates, clipped = private_aggregation.clip_updates(result.params, params, client_masks,
+                                                        settings.dp_clip_norm)
+    return aggregation.masked_sums(updates, client_masks, weights, client_sum), clipped
+
+
+def _new_params(settings: RoundSettings, server_opt, state: ServerState, numerator, denominator, key):
+    """`(params, server optimiser state)` after the round, from the summed contributions.
+
+    Without privacy the sums are of the clients' params and their masked mean is `aggregation.finalize`
+    (the paper's rule, bit for bit with server.optimizer='none'); with it they are of clipped updates, and
+    noise is added to the numerator before the division. A server optimiser then steps on the mean.
+    """
+    if settings.dp_clip_norm > 0:
+        if settings.dp_noise_multiplier > 0:
+            numerator = private_aggregation.add_noise(
+                numerator, key, settings.dp_noise_multiplier * settings.dp_clip_norm)
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        mean_update = aggregation.finalize(numerator, denominator, zeros)  # 0 where nobody trained
+        mean = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), state.params, mean_update)
+    else:
+        mean = aggregation.finalize(numerator, denominator, state.params)
+    if server_opt is None:
+        return mean, state.server_opt
+    covered = jax.tree.map(lambda d: d > 0, denominator)
+    return server_optimizer.server_step(server_opt, state.params, state.server_opt, mean, covered)
+
+
 def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clients: Callable,
-                  mesh, client_sum: str = "") -> Callable:
+                  mesh, client_sum: str = "", server_opt=None) -> Callable:
     """Builds the pure round function; wrap it in `jax.jit(..., donate_argnums=0)`.
 
     Args:
@@ -170,24 +212,34 @@ def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clie
       mesh: the device mesh (clients are split over its `clients` axis).
       client_sum: `aggregation.masked_sums`'s form; "" picks it from the mesh (`aggregation.client_sum_for`:
         slices on one CPU device, one reduction per leaf when clients are sharded).
+      server_opt: the server's optax transformation (`server_optimizer.make_server_optimizer`), or None to
+        take the clients' masked mean (the paper). Its state is `ServerState.server_opt`.
     """
     num_chunks = settings.clients_per_round // settings.chunk_size
     client_sum = client_sum or aggregation.client_sum_for(mesh.devices.size, mesh.devices.flat[0].platform)
+    private = settings.dp_clip_norm > 0
 
     def train_and_sum(params, data: FederatedData, chunk):
         archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)
         result = train_clients(params, archs, data.index_table[clients], data.sizes[clients], keys,
                                data.images, data.labels)
-        client_params, weights, finite = _drop_nonfinite(result, weights)
-        client_masks = jax.vmap(family.masks)(archs)
-        sums = aggregation.masked_sums(client_params, client_masks, weights, client_sum)
-        return sums, (jnp.where(finite, result.loss, 0.0), finite)
+        finite = jax.vmap(_finite_tree)(result.params) & jnp.isfinite(result.loss)
+        if private:
+            sums, clipped = _private_sums(family, settings, params, result, archs, weights, client_sum)
+        else:
+            client_params, weights, _ = _drop_nonfinite(result, weights)
+            client_masks = jax.vmap(family.masks)(archs)
+            sums = aggregation.masked_sums(client_params, client_masks, weights, client_sum)
+            clipped = jnp.zeros_like(finite)
+        return sums, (jnp.where(finite, result.loss, 0.0), finite, clipped)
 
     def round_fn(state: ServerState, data: FederatedData):
         clients, archs, is_maxnet, tracking = assign_round(family, settings, state)
         beta = schedules.beta(settings.beta_schedule, state.round, beta0=settings.beta0,
                               beta_final=settings.beta_final, decay_rounds=settings.decay_rounds)
         weights = aggregation_weights(settings, beta, is_maxnet, data.sizes, clients)
+        if private:  # the largest weight 1: every client's contribution has norm <= dp.clip_norm
+            weights = private_aggregation.dp_weights(weights)
         keys = client_train_keys(round_key(state), clients)
 
         per_client = (archs, clients, weights, keys)
@@ -202,8 +254,9 @@ def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clie
             chunk_sums, outputs = train_and_sum(state.params, data, chunk)
             return jax.tree.map(jnp.add, sums, chunk_sums), outputs
 
-        (numerator, denominator), (losses, finite) = jax.lax.scan(chunk_step, zero_sums, chunks)
-        params = aggregation.finalize(numerator, denominator, state.params)
+        (numerator, denominator), (losses, finite, clipped) = jax.lax.scan(chunk_step, zero_sums, chunks)
+        params, server_opt_state = _new_params(settings, server_opt, state, numerator, denominator,
+                                               jax.random.fold_in(round_key(state), _NOISE_STREAM))
         losses, finite = losses.reshape(-1), finite.reshape(-1)
         metrics = {
             "train_loss": jnp.sum(losses) / jnp.maximum(jnp.sum(finite), 1),
@@ -212,7 +265,10 @@ def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clie
             "clients": clients,
             "archs": archs,  # the family's arch pytree, leading axis [P] (in sampled order)
         }
-        new_state = state.replace(params=params, round=state.round + 1, tracking=tracking)
+        if private:
+            metrics["dp_clipped"] = jnp.sum(clipped)  # clients whose update the clip norm scaled down
+        new_state = state.replace(params=params, round=state.round + 1, tracking=tracking,
+                                  server_opt=server_opt_state)
         return new_state, metrics
 
     return round_fn

@@ -19,6 +19,7 @@ from superfed_jax.federated import evaluation
 from superfed_jax.federated import objective
 from superfed_jax.federated import placement
 from superfed_jax.federated import round as federated_round
+from superfed_jax.federated import server_optimizer
 from superfed_jax.federated import sharding
 from superfed_jax.run import memory
 from superfed_jax.supernet import archs as archs_lib
@@ -38,7 +39,22 @@ def round_settings(config, family: family_lib.Family) -> federated_round.RoundSe
         beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
         decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size,
         # Configs saved before the field existed aggregated without it (`absent`).
-        weight_by_size=fl.get("weight_by_size", config_schema.field("fl.weight_by_size").absent))
+        weight_by_size=fl.get("weight_by_size", config_schema.field("fl.weight_by_size").absent),
+        dp_clip_norm=_field(config, "dp.clip_norm"), dp_noise_multiplier=_field(config, "dp.noise_multiplier"))
+
+
+def _field(config, name: str):
+    """The dotted field `name` of `config`, or its schema's `absent` value for a config saved before it
+    existed (such a run trained without it)."""
+    section, key = name.split(".")
+    return config.get(section, {}).get(key, config_schema.field(name).absent)
+
+
+def server_section(config) -> ml_collections.ConfigDict:
+    """The config's server section, with every field a config saved before it existed lacks at its
+    `absent` value (the mean, as the paper)."""
+    names = [f for f in config_schema.field_names() if f.startswith("server.")]
+    return ml_collections.ConfigDict({name.split(".")[1]: _field(config, name) for name in names})
 
 
 def client_layout(config, mesh) -> str:
@@ -158,15 +174,16 @@ def build(config: ml_collections.ConfigDict) -> RunSetup:
     data = placement.place_federated_data(dataset, config, mesh)
     check_memory(config, family, settings, mesh, data)
     params = family.init(jax.random.key(config.seed), out_sharding=sharding.replicated(mesh))
-    state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients),
+    server_opt = server_optimizer.make_server_optimizer(server_section(config))
+    state = jax.device_put(federated_round.init_state(params, config.seed, config.fl.num_clients, server_opt),
                            sharding.replicated(mesh))
     layout = client_layout(config, mesh)
     execution_ = execution(config, layout, family)
     loss_fn = objective.make_loss_fn(family, dataset.mean, dataset.std, config.data, execution_)
     train_clients = _train_clients_fn(config, mesh, family, loss_fn, int(data.index_table.shape[1]), layout,
                                       execution_)
-    round_fn = jax.jit(federated_round.make_round_fn(family, settings, train_clients, mesh),
-                       donate_argnums=0)
+    round_fn = jax.jit(federated_round.make_round_fn(family, settings, train_clients, mesh,
+                                                     server_opt=server_opt), donate_argnums=0)
     evaluate = jax.jit(evaluation.make_evaluate_fn(
         objective.make_logits_fn(family, dataset.mean, dataset.std)))
     return RunSetup(family, dataset, settings, archs_lib.tracked_archs(family, config.eval.tracked), mesh,

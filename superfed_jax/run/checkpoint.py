@@ -12,6 +12,7 @@ fact (a truncated or overwritten file) is caught on restore, either by orbax fai
 checksum not matching; `restore_newest_intact` then falls back to the next older checkpoint and says so.
 Saves are synchronous: the caller donates the state to the next round right after saving.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -65,10 +66,20 @@ def state_digest(state) -> str:
     return digest.hexdigest()
 
 
+def _on_disk(state) -> dict:
+    """The tree orbax writes for a `ServerState`: its fields by name, without `server_opt` when that has no
+    leaves (the server takes the mean). Checkpoints written before the server optimiser existed have no such
+    entry, so they and today's checkpoints of such runs read back alike."""
+    fields = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+    if "server_opt" in fields and not jax.tree.leaves(fields["server_opt"]):
+        del fields["server_opt"]
+    return fields
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, host: dict) -> None:
     """Writes checkpoint `step` (the number of completed rounds); returns when it is on disk."""
     host = dict(host, round=int(step), digest=state_digest(state))
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_on_disk(state)),
                                                host=ocp.args.JsonSave(host)), force=True)
     manager.wait_until_finished()
 
@@ -76,8 +87,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, host: dict) -> None:
 def restore(manager: ocp.CheckpointManager, step: int, target_state) -> tuple[Any, dict]:
     """Checkpoint `step`, placed like `target_state`; raises if it is unreadable or fails its checksum."""
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target_state), host=ocp.args.JsonRestore()))
-    state, host = restored["state"], dict(restored["host"])
+        state=ocp.args.StandardRestore(_on_disk(target_state)), host=ocp.args.JsonRestore()))
+    state, host = target_state.replace(**restored["state"]), dict(restored["host"])
     if host.get("round") != step:
         raise ValueError(f"host JSON says round {host.get('round')}")
     if host.get("digest") != state_digest(state):

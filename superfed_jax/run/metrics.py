@@ -23,7 +23,8 @@ def host_round_metrics(in_flight: list[dict], clients_per_round: int | None = No
     """
     values = sharding.to_host(in_flight)
     rounds = [{"beta": float(v["beta"]), "train_loss": float(v["train_loss"]),
-               "clients_nonfinite": int(v["clients_nonfinite"])} for v in values]
+               "clients_nonfinite": int(v["clients_nonfinite"]),
+               **({"dp_clipped": int(v["dp_clipped"])} if "dp_clipped" in v else {})} for v in values]
     for r in rounds:
         if clients_per_round is not None and r["clients_nonfinite"] >= clients_per_round:
             r["train_loss"] = float("nan")
@@ -65,11 +66,14 @@ def append_rows(rounds_file, rows: list[dict]) -> None:
 
 def round_summary(pending: list[dict]) -> dict:
     """The rounds since the last evaluation: last beta, mean train loss of the rounds that trained (NaN
-    if none did), total non-finite clients."""
+    if none did), total non-finite clients, and with differential privacy the total clipped updates."""
     losses = [p["train_loss"] for p in pending if np.isfinite(p["train_loss"])]
-    return {"beta": pending[-1]["beta"],
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "clients_nonfinite": sum(p["clients_nonfinite"] for p in pending)}
+    summary = {"beta": pending[-1]["beta"],
+               "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "clients_nonfinite": sum(p["clients_nonfinite"] for p in pending)}
+    if "dp_clipped" in pending[-1]:
+        summary["dp_clipped"] = sum(p.get("dp_clipped", 0) for p in pending)
+    return summary
 
 
 def failed_rounds_warning(pending: list[dict], clients_per_round: int, round_: int) -> str:
