@@ -475,9 +475,9 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
     client, eval, cost, checkpoint, memory, differential privacy and distributed settings; the search
-    space; fl.pool, eval.tracked and cost.baseline against it. Each field's kind, range and allowed values come from its
-    entry in `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
-    real-number fields finite numbers.
+    space; fl.pool, eval.tracked and cost.baseline against it. Each field's kind, range and allowed
+    values come from its entry in `superfed_jax.config_schema`. Integer fields must hold integers (not
+    floats or bools) and real-number fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
