@@ -67,28 +67,30 @@ def _probe_epsilon(relation_name: str, event) -> float:
 
 @functools.cache
 def _library_sensitivity_factor() -> float:
-    """What the installed dp-accounting divides the noise by under REPLACE_ONE: 1.0 if it reads
-    `GaussianDpEvent.noise_multiplier` as std / L2-sensitivity (0.6.0, issue #378), 2.0 if it already
-    doubles the per-record bound into the replace-one sensitivity itself.
+    """The multiple of the per-record norm bound that the installed dp-accounting takes as the L2
+    sensitivity under REPLACE_ONE: 1.0 if it reads `GaussianDpEvent.noise_multiplier` as std /
+    L2-sensitivity (0.6.0, issue #378: the caller must halve z), 2.0 if it doubles the bound itself.
 
-    Found by comparing, with public calls only, the unsampled Gaussian (fixed-size sampling of all of a
-    population, the event `dp_event` builds) under REPLACE_ONE with the Gaussian under ADD_OR_REMOVE_ONE,
-    whose multiplier is std / sensitivity by definition.
+    Found with public calls only: both events `dp_event` builds, at P == K (the Gaussian alone, and a
+    fixed-size sample of a whole population, which reaches the subsampled formulas' own Gaussian case),
+    under REPLACE_ONE against the Gaussian under ADD_OR_REMOVE_ONE, whose multiplier is std / sensitivity
+    by definition. Both must agree on one convention.
 
     Raises:
       RuntimeError: the library matches neither convention; accounting would be a guess.
     """
     dpa = accounting()
-    replaced = _probe_epsilon("REPLACE_ONE", dpa.SampledWithoutReplacementDpEvent(
-        2, 2, dpa.GaussianDpEvent(1.0)))
+    replaced = [_probe_epsilon("REPLACE_ONE", event) for event in (
+        dpa.GaussianDpEvent(1.0), dpa.SampledWithoutReplacementDpEvent(2, 2, dpa.GaussianDpEvent(1.0)))]
     for factor in (1.0, 2.0):
-        if math.isclose(replaced, _probe_epsilon("ADD_OR_REMOVE_ONE", dpa.GaussianDpEvent(1.0 / factor)),
-                        rel_tol=1e-9):
+        reference = _probe_epsilon("ADD_OR_REMOVE_ONE", dpa.GaussianDpEvent(1.0 / factor))
+        if all(math.isclose(value, reference, rel_tol=1e-9) for value in replaced):
             return factor
     raise RuntimeError(
         "the installed dp-accounting accounts the Gaussian mechanism under REPLACE_ONE in a way "
-        "superfed_jax does not know (neither std / sensitivity nor std / per-record bound); the privacy "
-        "spent cannot be reported reliably. Install dp-accounting 0.6.0: pip install 'dp-accounting==0.6.0'")
+        "superfed_jax does not know (neither std / sensitivity nor std / per-record bound, for both the "
+        "plain and the fully sampled Gaussian); the privacy spent cannot be reported reliably. Install "
+        "dp-accounting 0.6.0: pip install 'dp-accounting==0.6.0'")
 
 
 def _multiplier_for_library(noise_multiplier: float) -> float:
