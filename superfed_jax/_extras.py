@@ -17,6 +17,7 @@ EXTRAS = {
     "matplotlib": ("matplotlib", "plots", "the report's plots"),
     "tensorboardX": ("tensorboardX", "tensorboard", "TensorBoard scalars"),
     "h5py": ("h5py", "text", "reading TFF's federated Shakespeare (HDF5)"),
+    "dp_accounting": ("dp-accounting", "dp", "accounting the privacy spent (dp.noise_multiplier > 0)"),
 }
 
 

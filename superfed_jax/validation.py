@@ -11,7 +11,8 @@ Two entry points, both pure Python (no data reads, no tracing, no compilation):
 
 The rule of each single field (kind, range, allowed values) is its entry in `superfed_jax.config_schema`;
 this module adds the checks that involve several fields (chunk_size divides clients_per_round, the decay
-lasts a round, a pool for 'static'/'dynamic', process_id < num_processes) and the files and archs.
+lasts a round, a pool for 'static'/'dynamic', process_id < num_processes, noise needs a clip norm) and the
+files, archs and the optional package that accounts differential privacy.
 
 Both collect *every* problem they find and raise one `ValueError` whose message has one line per
 problem, in the order of the base config's sections. Each line names the dotted field, its bad value
@@ -21,6 +22,7 @@ and what is allowed, in the style of the base config's documentation, e.g.
 
 A check whose inputs are themselves bad is skipped, so that one mistake gives one line.
 """
+import importlib.util
 import math
 import os
 import re
@@ -30,6 +32,7 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
+from superfed_jax import _extras
 from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
 from superfed_jax.data import load as data_load
@@ -360,6 +363,27 @@ def _check_server(report: _Report) -> None:
         _add_error(report, lambda: server_optimizer.make_server_optimizer(ml_collections.ConfigDict(values)))
 
 
+def _check_dp(report: _Report) -> None:
+    """dp.clip_norm, dp.noise_multiplier, dp.delta (docs/algorithm.md 4.3): noise needs clipping (its std
+    is noise_multiplier * clip_norm), clipping needs weights that do not depend on the data, and noise
+    needs dp-accounting to report the privacy it spends (found before anything is compiled)."""
+    clip = report.check("dp.clip_norm")
+    noise = report.check("dp.noise_multiplier")
+    report.check("dp.delta")  # a range check: delta in (0, 1)
+    if noise and clip == 0:
+        report.add(f"dp.noise_multiplier={noise!r}: needs dp.clip_norm > 0 (dp.clip_norm=0 turns "
+                   "differential privacy off); the noise's std is noise_multiplier * clip_norm, so without "
+                   "a clip norm there is no noise and nothing bounds a client's update")
+    if clip and report.get("fl.weight_by_size") is True:
+        report.add(f"fl.weight_by_size=True: cannot be used with dp.clip_norm={clip!r} > 0: weights "
+                   "proportional to the clients' example counts depend on their data, so one client's "
+                   "contribution to the noised sum, the sensitivity, would not be bounded; set "
+                   "fl.weight_by_size=False")
+    if noise and importlib.util.find_spec("dp_accounting") is None:
+        report.add(f"dp.noise_multiplier={noise!r}: the privacy it spends is reported with "
+                   + _extras.missing_extra_message("dp_accounting", "dp"))
+
+
 def _check_section(report: _Report, section: str) -> None:
     """Every field of `section` against its schema entry alone (no field depends on another)."""
     for entry in schema.schema_fields(report.family):
@@ -462,10 +486,10 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
-    client, eval, cost, checkpoint, memory and distributed settings; the search space; fl.pool,
-    eval.tracked and cost.baseline against it. Each field's kind, range and allowed values come from its
-    entry in `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and
-    real-number fields finite numbers.
+    client, eval, cost, checkpoint, memory, differential privacy and distributed settings; the search
+    space; fl.pool, eval.tracked and cost.baseline against it. Each field's kind, range and allowed
+    values come from its entry in `superfed_jax.config_schema`. Integer fields must hold integers (not
+    floats or bools) and real-number fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
@@ -487,6 +511,7 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
         check(report)
     for section in ("client", "eval", "cost", "checkpoint", "memory"):
         _check_section(report, section)
+    _check_dp(report)
     _check_distributed(report)
     _check_the_rest(report)
     _check_space_and_archs(report, config)

@@ -171,6 +171,14 @@ def test_tensorboard_writer_without_tensorboardx(monkeypatch, tmp_path):
     assert_names_extra(error, "tensorboardX", "tensorboard")
 
 
+def test_privacy_accounting_without_dp_accounting(monkeypatch):
+    from superfed_jax.federated import privacy
+    block(monkeypatch, "dp_accounting")
+    with pytest.raises(ImportError) as error:
+        privacy.epsilon(1.0, 91, 3, 2, 1e-5)  # arguments no other test caches
+    assert_names_extra(error, "dp-accounting", "dp")
+
+
 def test_every_extra_named_in_a_message_installs_that_package():
     extras = pyproject()["project"]["optional-dependencies"]
     for module, (distribution, extra, _) in _extras.EXTRAS.items():
@@ -180,7 +188,7 @@ def test_every_extra_named_in_a_message_installs_that_package():
 
 def test_all_is_the_union_of_the_optional_extras():
     extras = pyproject()["project"]["optional-dependencies"]
-    assert extras["all"] == ["superfed_jax[cifar,digits,plots,tensorboard,text]"]
+    assert extras["all"] == ["superfed_jax[cifar,digits,dp,plots,tensorboard,text]"]
 
 
 def test_core_dependencies_hold_no_extra():
@@ -272,7 +280,8 @@ print(json.dumps({
     "version": superfed_jax.__version__,
     "metadata_version": importlib.metadata.version("superfed_jax"),
     "installed": {name: importlib.util.find_spec(name) is not None
-                  for name in ("tensorflow_datasets", "matplotlib", "tensorboardX", "sklearn", "h5py")},
+                  for name in ("tensorflow_datasets", "matplotlib", "tensorboardX", "sklearn", "h5py",
+                               "dp_accounting")},
 }))
 """
 
@@ -302,7 +311,8 @@ def test_core_install_into_a_fresh_environment(tmp_path):
     assert Path(result["file"]).is_relative_to(venv)
     assert result["version"] == result["metadata_version"] == superfed_jax.__version__
     assert result["installed"] == {"tensorflow_datasets": False, "matplotlib": False,
-                                   "tensorboardX": False, "sklearn": False, "h5py": False}
+                                   "tensorboardX": False, "sklearn": False, "h5py": False,
+                                   "dp_accounting": False}
 
     # A console script of the core install: the report command, importable without matplotlib, answers
     # a missing run directory with its usual message and status.

@@ -129,3 +129,21 @@ def test_record_accuracies_reads_the_tracked_validation_accuracies():
     accuracies = progress.record_accuracies(record, ["smallest", "largest"])
     assert accuracies["smallest"] == 0.25 and math.isnan(accuracies["largest"])  # no validation split
     assert progress.validation_text(accuracies, 5, 10) == "val@5 smallest=0.250 largest=nan"
+
+
+def test_a_run_with_differential_privacy_shows_the_privacy_spent(clock):
+    stream = io.StringIO()
+    bar = progress.Progress(150, stream=stream)
+    clock.now += 1.0
+    bar.update(25, 1.9)
+    record = {"round": 25, "smallest/val_accuracy": 0.912, "largest/val_accuracy": 0.95,
+              "dp_epsilon": 3.2071, "dp_delta": 1e-5}
+    bar.note_record(record, ["smallest", "largest"])
+    assert lines(stream)[-1] == "round 25/150 | val smallest=0.912 largest=0.950 | dp eps=3.21 delta=1e-05"
+    bar.update(30, 1.8)  # a later line: the privacy spent up to the evaluation it shows, labelled so
+    assert lines(stream)[-1].endswith("| val@25 smallest=0.912 largest=0.950 | dp@25 eps=3.21 delta=1e-05")
+
+
+def test_a_record_without_privacy_fields_shows_none():
+    assert progress.record_privacy({"round": 5, "smallest/val_accuracy": 0.25}) is None
+    assert progress.record_privacy({"round": 5, "dp_epsilon": 2.0, "dp_delta": 1e-6}) == (2.0, 1e-6)

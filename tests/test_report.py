@@ -112,6 +112,25 @@ def test_run_report_table_and_cost_match_hand_computation(tmp_path):
     assert image.shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
 
 
+def test_run_with_differential_privacy_reports_its_epsilon_and_delta(tmp_path):
+    config = make_config()
+    config["dp"].update(clip_norm=0.5, noise_multiplier=1.2, delta=1e-6)
+    records = [dict(r, dp_epsilon=eps, dp_delta=1e-6) for r, eps in zip(SINGLE_RECORDS, (2.5, 3.75, 4.625))]
+    text = open(report.write_run_report(make_workdir(tmp_path, config, records))["report"]).read()
+    assert "## Differential privacy" in text
+    assert ("after all 30 rounds the run is (epsilon, delta)-DP with **epsilon = 4.625 at delta = 1e-06**"
+            in text)
+    assert "dp.clip_norm = 0.5" in text and "dp.noise_multiplier = 1.2" in text
+    assert "2 of 4 clients sampled without replacement" in text
+    assert "The table's round 20 alone had spent epsilon = 3.75" in text
+
+
+def test_run_without_differential_privacy_has_no_privacy_section(tmp_path):
+    workdir = make_workdir(tmp_path, make_config(), SINGLE_RECORDS)
+    text = open(report.write_run_report(workdir)["report"]).read()
+    assert "privacy" not in text.lower() and "epsilon" not in text
+
+
 def test_plot_has_labelled_axes_legend_and_the_points(tmp_path):
     rows = [{"name": "a", "macs": 2_500_000, "test_accuracy": 0.5},
             {"name": "b", "macs": 500_000, "test_accuracy": 0.25},

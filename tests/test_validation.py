@@ -5,6 +5,7 @@ Pure Python: no data is loaded and nothing is compiled.
 import importlib.util
 import math
 import os
+import sys
 from collections.abc import Mapping
 
 import ml_collections
@@ -82,6 +83,8 @@ def test_base_config_passes():
     {"data.crop_padding": 0, "data.cutout_size": 0, "data.flip": False},
     {"dry_run": DELETE, "data.tfds_data_dir": DELETE},  # optional: loaders default them
     {"fl.weight_by_size": True}, {"fl.weight_by_size": DELETE},
+    {"dp.clip_norm": 1.0}, {"dp.clip_norm": 0.5, "dp.noise_multiplier": 1.1, "dp.delta": 1e-9},
+    {"dp.clip_norm": 0.0, "dp.noise_multiplier": 0.0, "fl.weight_by_size": True},
 ])
 def test_edge_values_pass(changes):
     validation.check_config(override(changes))
@@ -199,6 +202,16 @@ BAD_CASES = {
     "weight_by_size_str": ({"fl.weight_by_size": "True"},
                            ["fl.weight_by_size='True': must be True or False"]),
     "pool_type": ({"fl.pool": ["largest"]}, ["fl.pool=['largest']", "string"]),
+    # differential privacy (docs/algorithm.md 4.3)
+    "dp_noise_without_clip": ({"dp.noise_multiplier": 1.0},
+                              ["dp.noise_multiplier=1.0: needs dp.clip_norm > 0", "dp.clip_norm=0"]),
+    "dp_delta_1": ({"dp.delta": 1.0}, ["dp.delta=1.0", "(0, 1)"]),
+    "dp_delta_0": ({"dp.delta": 0.0}, ["dp.delta=0.0", "(0, 1)"]),
+    "dp_delta>1": ({"dp.delta": 2.0}, ["dp.delta=2.0", "(0, 1)"]),
+    "dp_clip<0": ({"dp.clip_norm": -1.0}, ["dp.clip_norm=-1.0", ">= 0"]),
+    "dp_noise<0": ({"dp.clip_norm": 1.0, "dp.noise_multiplier": -0.5}, ["dp.noise_multiplier=-0.5", ">= 0"]),
+    "dp_weight_by_size": ({"dp.clip_norm": 1.0, "fl.weight_by_size": True},
+                          ["fl.weight_by_size=True", "dp.clip_norm=1.0", "not be bounded"]),
     # other fields
     "seed<0": ({"seed": -1}, ["seed=-1", "in [0, 2**63)"]),
     "seed_too_big": ({"seed": 2 ** 63}, ["seed=9223372036854775808", "in [0, 2**63)"]),
@@ -224,6 +237,23 @@ def test_bad_field_gives_one_line_naming_field_and_value(changes, expected):
     [line] = problems(override(changes))
     for text in expected:
         assert text in line
+
+
+def test_noise_without_dp_accounting_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)  # as if not installed
+    [line] = problems(override({"dp.clip_norm": 1.0, "dp.noise_multiplier": 1.0}))
+    assert line.startswith("dp.noise_multiplier=1.0: ")
+    assert "pip install 'superfed_jax[dp]'" in line
+    validation.check_config(override({"dp.clip_norm": 1.0}))  # clipping alone needs no accountant
+
+
+def test_weight_by_size_is_a_problem_only_with_clipping():
+    # Without a clip norm the noise is the one mistake (weights by size are fine when DP is off) ...
+    [line] = problems(override({"dp.noise_multiplier": 1.0, "fl.weight_by_size": True}))
+    assert line.startswith("dp.noise_multiplier=1.0: needs dp.clip_norm > 0")
+    # ... with one, weighting by size is.
+    [line] = problems(override({"dp.clip_norm": 2.0, "dp.noise_multiplier": 1.0, "fl.weight_by_size": True}))
+    assert line.startswith("fl.weight_by_size=True: cannot be used with dp.clip_norm=2.0 > 0")
 
 
 def test_directory_is_not_a_data_file(tmp_path):

@@ -8,7 +8,8 @@ training driver calls it at the end of every run:
 
 * `write_run_report(workdir)`: one run -> ``WORKDIR/report.md`` and ``WORKDIR/pareto.png``: per tracked
   arch, test accuracy at the best validation round against forward MACs, and the run's cost against
-  independent FedAvg as estimated by `run_cost` (``cost.json``). Beside them: ``curves.png`` (validation
+  independent FedAvg as estimated by `run_cost` (``cost.json``), and for a run with differential privacy
+  the epsilon it spent at its delta (from metrics.jsonl). Beside them: ``curves.png`` (validation
   and test accuracy by round per tracked arch), ``search.png`` when a post-training search wrote
   ``search.json`` (`search_front`), every figure also as SVG, and each table as CSV (``report_*.csv``).
 * `summary_table(family, tracked, best)`: the table the driver prints at the end of a run.
@@ -32,7 +33,7 @@ from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pa
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
 
-__all__ = ["write_run_report", "summary_table", "provenance_lines"]
+__all__ = ["write_run_report", "summary_table", "provenance_lines", "privacy_lines"]
 
 
 def _cost_lines(cost: Optional[dict], cost_unit: str = "image") -> list[str]:
@@ -56,6 +57,33 @@ def _cost_lines(cost: Optional[dict], cost_unit: str = "image") -> list[str]:
               f"| {si(base['total_bytes_per_direction'], 'B')} | {ratios['comm_ratio']:.2f}x |", "",
               "FedAvg archs: " + ", ".join(arch_text(a["arch"]) for a in base["archs"]) + ".", ""]
     return lines
+
+
+def privacy_lines(run: RunRecord, best_round: int) -> list[str]:
+    """The Markdown section on differential privacy of a run that added noise (`dp.noise_multiplier` >
+    0): the epsilon spent by all its rounds at its delta, from the last record of metrics.jsonl (and at
+    the table's round). [] for any other run, whose records have no `dp_epsilon`."""
+    last = run.records[-1]
+    if "dp_epsilon" not in last:
+        return []
+    dp, fl = run.config.get("dp", {}), run.config.get("fl", {})
+    lines = ["## Differential privacy", "",
+             f"User-level differential privacy, a client being a user: after all {last['round']} rounds the "
+             f"run is (epsilon, delta)-DP with **epsilon = {last['dp_epsilon']:.4g} at delta = "
+             f"{last['dp_delta']:g}**. Each round clipped every client's update to L2 norm "
+             f"dp.clip_norm = {dp.get('clip_norm')} and added Gaussian noise of std dp.noise_multiplier = "
+             f"{dp.get('noise_multiplier')} times it, {fl.get('clients_per_round')} of "
+             f"{fl.get('num_clients')} clients sampled without replacement; epsilon from dp-accounting's RDP "
+             "accountant, replace-one neighbours (docs/algorithm.md 4.3)."]
+    best = next((r for r in run.records if r["round"] == best_round), None)
+    if best is not None and best is not last and "dp_epsilon" in best:
+        lines += ["", f"The table's round {best_round} alone had spent epsilon = {best['dp_epsilon']:.4g}; "
+                  "the run's figure is the one above, since every round's model was released."]
+    lines.append("")
+    lines.append("The guarantee covers what the rounds release, the server's model after each round; the "
+                 "accuracies and losses in this report are computed without noise on held-out data (the "
+                 "validation split held out of the training set, and the test set) and are not covered.")
+    return lines + [""]
 
 
 def _run_title(run: RunRecord) -> str:
@@ -134,7 +162,8 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
     lines += [f"| {r['name']} | `{arch_text(r['arch'])}` | {r['macs'] / 1e6:.4g} | {r['params']:,} "
               f"| {metric.text(r[f'val_{metric.name}'])} | {metric.text(r[f'test_{metric.name}'])} |"
               for r in rows]
-    lines += (["", size_note(rows), ""] + _cost_lines(run.cost, run.family.cost_unit)
+    lines += (["", size_note(rows), ""] + privacy_lines(run, int(best["round"]))
+              + _cost_lines(run.cost, run.family.cost_unit)
               + [f"![{metric.name} vs MACs](pareto.png)", ""])
     lines += provenance_lines(workdir)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")

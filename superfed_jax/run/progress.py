@@ -11,6 +11,8 @@ It says what is happening at every moment of a run, including the silent ones:
 * validation accuracies are labelled `val`, and when the line is for a later round than the evaluation
   they come from, they say which round they were measured at (`val@25`). A run whose headline metric is
   not accuracy (`eval.metric`) shows that metric, named: `val perplexity smallest=41.203 ...`.
+* a run with differential privacy (`dp.noise_multiplier` > 0) adds the privacy spent up to that
+  evaluation, from its record: `dp eps=3.21 delta=1e-05` (`dp@25 ...` on a later round's line).
 """
 import math
 import sys
@@ -45,6 +47,21 @@ def validation_text(accuracies: Mapping[str, float], measured_at: int, line_roun
     return " ".join([label] + [f"{name}={value:.3f}" for name, value in accuracies.items()])
 
 
+def privacy_text(epsilon: float, delta: float, measured_at: int, line_round: int) -> str:
+    """`dp eps=3.21 delta=1e-05`: the (epsilon, delta) of user-level DP spent by the rounds up to the
+    evaluation after round `measured_at` (`dp@25 ...` on the line of a later round, like `val@25`)."""
+    label = "dp" if measured_at == line_round else f"dp@{measured_at}"
+    return f"{label} eps={epsilon:.2f} delta={delta:g}"
+
+
+def record_privacy(record: Mapping) -> Optional[tuple[float, float]]:
+    """(epsilon, delta) of an evaluation record of a run with differential privacy; None for any other
+    run (its records have no `dp_epsilon`, docs/run_outputs.md)."""
+    if "dp_epsilon" not in record:
+        return None
+    return float(record["dp_epsilon"]), float(record["dp_delta"])
+
+
 def record_accuracies(record: Mapping, tracked, metric: metric_lib.Metric = metric_lib.ACCURACY) -> dict:
     """Tracked arch name -> `<name>/val_accuracy` (or the metric's) of an evaluation record (NaN if the
     record lacks it)."""
@@ -61,6 +78,7 @@ class Progress:
         self.loop_t0 = self.t0  # rates count from here: the end of compilation once `compile` ran
         self.tty = stream.isatty()
         self.evaluation: Optional[tuple[int, dict]] = None  # (round, accuracies) of the latest one
+        self.privacy: Optional[tuple[float, float]] = None  # (epsilon, delta) at that evaluation, if DP
         self.shown: Optional[tuple[int, float]] = None  # (round, loss) of the line on screen
 
     def _write(self, line: str) -> None:
@@ -98,6 +116,8 @@ class Progress:
                 f"elapsed {format_seconds(now - self.t0)} | {eta}")
         if self.evaluation is not None:
             text += " | " + validation_text(self.evaluation[1], self.evaluation[0], done, self.metric)
+            if self.privacy is not None:
+                text += " | " + privacy_text(*self.privacy, self.evaluation[0], done)
         return text
 
     def update(self, done: int, loss: float) -> None:
@@ -105,26 +125,32 @@ class Progress:
         self.shown = (done, loss)
         self._write(self.line(done, loss, time.perf_counter()))
 
-    def evaluated(self, done: int, accuracies: Mapping[str, float]) -> None:
-        """Records the validation accuracies measured after round `done`; later lines show them.
+    def evaluated(self, done: int, accuracies: Mapping[str, float],
+                  privacy: Optional[tuple[float, float]] = None) -> None:
+        """Records the validation accuracies measured after round `done` (and the privacy spent up to
+        it, (epsilon, delta), for a run with differential privacy); later lines show them.
 
         When the last line is for round `done` itself (the evaluation ran right after it), they are shown
         at once, so that round, the last one included, is seen with its own accuracies rather than the
         previous evaluation's: a terminal's line is redrawn with them; a log (not a terminal) gets a short
         line `round 25/150 | val ...` rather than the whole line again.
         """
-        self.evaluation = (done, dict(accuracies))
+        self.evaluation, self.privacy = (done, dict(accuracies)), privacy
         if self.shown is None or self.shown[0] != done:
             return
         if self.tty:
             self.update(*self.shown)
         else:
-            self._write(f"round {done}/{self.total} | {validation_text(accuracies, done, done, self.metric)}")
+            text = f"round {done}/{self.total} | {validation_text(accuracies, done, done, self.metric)}"
+            if privacy is not None:
+                text += " | " + privacy_text(*privacy, done, done)
+            self._write(text)
 
     def note_record(self, record: Mapping, tracked) -> None:
-        """`evaluated` for a record of metrics.jsonl: its round and the tracked validation accuracies (or
-        values of the run's metric)."""
-        self.evaluated(int(record["round"]), record_accuracies(record, tracked, self.metric))
+        """`evaluated` for a record of metrics.jsonl: its round, the tracked validation accuracies (or
+        values of the run's metric) and, with differential privacy, its epsilon and delta."""
+        self.evaluated(int(record["round"]), record_accuracies(record, tracked, self.metric),
+                       record_privacy(record))
 
     def close(self) -> None:
         if self.tty:

@@ -20,6 +20,7 @@ from superfed_jax import _json_file
 from superfed_jax.federated import assignment
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import metric as metric_lib
+from superfed_jax.federated import privacy
 from superfed_jax.federated import round as federated_round
 from superfed_jax.federated import sharding
 from superfed_jax.reports import run_cost
@@ -288,7 +289,8 @@ def record_rounds(loop: RoundLoop) -> None:
 
 def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
     """Evaluates the tracked archs after round `done`; appends the record (with the summary of the rounds
-    since the previous one) to metrics.jsonl and TensorBoard, and shows the validation accuracies."""
+    since the previous one, and the privacy spent for a run with differential privacy) to metrics.jsonl
+    and TensorBoard, and shows the validation accuracies."""
     record_rounds(loop)
     clients = loop.config.fl.clients_per_round
     failed = metrics.failed_rounds_warning(loop.pending, clients, done)
@@ -297,7 +299,10 @@ def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
     run = loop.run
     record = {"round": done, **metrics.round_summary(loop.pending),
               **evaluation.evaluate_tracked(run.evaluate, state.params, run.tracked, run.eval_sets,
-                                            run.family.metrics)}
+                                            run.family.metrics),
+              # dp_epsilon and dp_delta with dp.noise_multiplier > 0, else nothing: they depend on the
+              # config and the round alone, so a resumed run writes what an uninterrupted one would.
+              **privacy.record_fields(loop.config, done)}
     metrics.append_record(loop.metrics_file, record)
     if loop.scalars:  # the summary fields are in TensorBoard per round already (rounds/...)
         tb_writer.write_record(loop.scalars, {key: value for key, value in record.items()
