@@ -15,10 +15,6 @@ DP_ARGS = (SMOKE, "--config.dp.clip_norm=1", "--config.dp.noise_multiplier=1",
            "--config.fl.decay_fraction=1.0")
 
 
-# TODO(issue 22 item 3): unskip when federated/round.py clips each client's update to dp.clip_norm and
-# noises the weighted sums. Until then a run with these flags trains without noise while its records
-# would claim an epsilon, which is what this test must not bless.
-@pytest.mark.skip(reason="needs the DP round")
 def test_smoke_run_reports_epsilon_and_a_resumed_run_writes_the_same(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     result = launch(*DP_ARGS, f"--workdir={whole}")

@@ -253,7 +253,6 @@ def _digest(workdir):
         return json.load(f)["digest"]
 
 
-@pytest.mark.subprocess
 def test_sigkill_and_resume_with_a_server_optimizer_is_bit_identical(tmp_path):
     reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
     assert _launch(reference).returncode == 0
