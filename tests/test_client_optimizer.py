@@ -287,7 +287,7 @@ def test_a_run_with_client_options_killed_and_resumed_is_bit_identical(tmp_path)
 def test_a_custom_rule_through_the_command_line(tmp_path):
     """`--config.client.optimizer=client_rules:sign_sgd` runs (a rule from the user's own module, on the
     PYTHONPATH); one that returns no transformation stops the run before it starts, naming the field."""
-    flags = [SMOKE, "--config.fl.rounds=1"]
+    flags = [SMOKE]  # 2 rounds
     custom = _run(tmp_path / "custom", *flags, "--config.client.optimizer=client_rules:sign_sgd")
     assert custom.returncode == 0, custom.stderr[-3000:]
     with open(tmp_path / "custom" / "config.json") as f:
