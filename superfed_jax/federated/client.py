@@ -1,8 +1,9 @@
 """Client local training (docs/algorithm.md section 5), written for one client and vmapped over clients.
 
 SGD (optax; momentum, weight decay and FedProx's proximal term as options, `client_optimizer.py`), a
-fresh optimizer each round, global-norm clipping before every step, `epochs` passes over the client's own examples in shuffled batches with the last partial batch
-used, cross-entropy averaged over the batch's real examples.
+fresh optimizer each round, global-norm clipping before every step, `epochs` passes over the client's
+own examples in shuffled batches with the last partial batch used, cross-entropy averaged over the
+batch's real examples.
 
 Clients of different sizes run in one program. Every epoch's batch order is drawn over a static row of
 ceil(max_client_size / batch_size) batches with the real examples first, so a client of n examples fills
