@@ -205,6 +205,37 @@ def test_default_config_trains_bit_identical_to_the_literal_old_chain():
         np.testing.assert_array_equal(results[name].loss, results["old"].loss)
 
 
+def test_options_through_build_side_by_side_sliced_equal_vmapped_masked():
+    """run/build.py's wiring with every option: clients side by side in the sliced execution (their mask
+    from the raw arch of `(arch, envelope)`, in pieces) train what vmapped masked clients train, and
+    leave every element outside their subnets as it was."""
+    config = config_lib.base_config()
+    config.client.update(epochs=1, batch_size=8, scan_unroll=1, learning_rate=LR, clip_norm=1.0,
+                         **OPTIONS["all"])
+    table, sizes = T.index_table()
+    images, labels = T.make_data()
+    no_aug = ml_collections.ConfigDict(dict(crop_padding=0, flip=False, cutout_size=0))
+    archs = family_lib.stack([T.MEDIUM, T.FAMILY.smallest()])
+    params = T.as_jnp(T.init_params())
+    args = (params, archs, table[[4, 6]], sizes[[4, 6]], jax.random.split(jax.random.key(3), 2), images,
+            labels)
+    results = {}
+    for layout, execution in (("vmap", "masked"), ("side_by_side", "sliced")):
+        loss_fn = objective.make_loss_fn(T.FAMILY, T.MEAN, T.STD, no_aug, execution)
+        fn = build._train_clients_fn(config, None, T.FAMILY, loss_fn, int(table.shape[1]), layout, execution)
+        results[execution] = jax.device_get(jax.jit(fn)(*args))
+    T.assert_trees_close(results["sliced"].params, results["masked"].params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["sliced"].loss, results["masked"].loss, rtol=1e-5)
+    for c, arch in enumerate((T.MEDIUM, T.FAMILY.smallest())):
+        outside = jax.tree.map(lambda m, p: np.broadcast_to(np.asarray(m), p.shape) == 0,
+                               T.FAMILY.masks(arch), params)
+        for result in results.values():
+            for new, old, out in zip(jax.tree.leaves(result.params), jax.tree.leaves(params),
+                                     jax.tree.leaves(outside)):
+                np.testing.assert_array_equal(np.asarray(new)[c][out], np.asarray(old)[out])
+            assert not T.trees_equal(jax.tree.map(lambda x: x[c], result.params), params)
+
+
 # --------------------------------------------------------------------------------- a user's own rule
 
 
