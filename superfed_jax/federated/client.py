@@ -83,9 +83,9 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) 
     """Builds `train_step(params, opt_state, arch, images, labels, weights, key, opt_args=None) -> (params,
     opt_state, loss)`.
 
-    One optimizer step on one batch; `loss` is the mean over the batch's scored positions (`scored_weights`: the
-    real examples of an image batch; the real, scored targets of token windows). A batch with nothing
-    scored leaves params and optimizer state untouched.
+    One optimizer step on one batch; `loss` is the mean over the batch's scored positions
+    (`scored_weights`: the real examples of an image batch; the real, scored targets of token windows). A
+    batch with nothing scored leaves params and optimizer state untouched.
 
     Args:
       loss_fn: `loss_fn(params, arch, images, labels, weights, key) -> summed weighted loss`; it applies the
