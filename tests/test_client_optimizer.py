@@ -26,6 +26,7 @@ from superfed_jax.federated import client
 from superfed_jax.federated import client_optimizer
 from superfed_jax.federated import objective
 from superfed_jax.run import build
+from superfed_jax.run import memory
 from superfed_jax.supernet import family as family_lib
 from test_launch import ROOT, SMOKE
 
@@ -175,6 +176,19 @@ def test_defaults_build_the_old_chain_and_absent_values_agree_with_the_schema():
     for options in ({"weight_decay": 0.1}, {"prox_mu": 0.1}, {"optimizer": "client_rules:adam"}):
         assert client_optimizer.needs_subnet(client_section(**options))
     assert not client_optimizer.needs_subnet(client_section(momentum=0.9, nesterov=True))
+
+
+def test_the_memory_check_counts_the_options_state():
+    """run/memory.py budgets a params-sized buffer for momentum and for the mask the options read."""
+    assert client_optimizer.state_slots(config_lib.base_config().client) == 0
+    assert client_optimizer.state_slots(client_section(momentum=0.9)) == 1
+    assert client_optimizer.state_slots(client_section(**OPTIONS["all"])) == 2
+    assert client_optimizer.state_slots(client_section(optimizer="client_rules:adam")) == 3
+    config = config_lib.base_config()
+    plain = memory.config_estimate(config, config_lib.make_family(config), num_devices=1)
+    config.client.momentum = 0.9
+    with_momentum = memory.config_estimate(config, config_lib.make_family(config), num_devices=1)
+    assert with_momentum["per_client_bytes"] - plain["per_client_bytes"] == plain["params_bytes"]
 
 
 def test_default_config_trains_bit_identical_to_the_literal_old_chain():

@@ -138,3 +138,18 @@ def needs_subnet(client_config) -> bool:
     if _option(client_config, "optimizer") not in CLIENT_OPTIMIZERS:
         return True
     return float(_option(client_config, "prox_mu")) > 0 or float(_option(client_config, "weight_decay")) > 0
+
+
+# Params-sized state a user's rule is assumed to keep per client (Adam's two moments): the memory check
+# cannot see inside a rule, so it budgets for the common adaptive case.
+CUSTOM_RULE_SLOTS = 2
+
+
+def state_slots(client_config) -> int:
+    """Params-sized buffers a training client holds for its optimiser beyond the params and gradients
+    (`run/memory.py`'s `optimizer_slots`): 1 for the momentum buffer, 1 for the subnet mask when the rule
+    reads it (params-sized in the sliced execution's pieces; an upper bound for the masked one), and for a
+    user's rule `CUSTOM_RULE_SLOTS` and the mask. 0 for the default rule."""
+    if _option(client_config, "optimizer") not in CLIENT_OPTIMIZERS:
+        return CUSTOM_RULE_SLOTS + 1
+    return int(float(_option(client_config, "momentum")) > 0) + int(needs_subnet(client_config))

@@ -89,7 +89,8 @@ def check_memory(config, family: family_lib.Family, settings, mesh, data) -> Non
     memory.check_round_memory(
         family, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
         clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
-        dtype=config.model.dtype, data_bytes=memory.data_bytes(data))
+        dtype=config.model.dtype, optimizer_slots=client_optimizer.state_slots(config.client),
+        data_bytes=memory.data_bytes(data))
 
 
 class RunSetup(NamedTuple):
