@@ -37,6 +37,7 @@ from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
 from superfed_jax.data import load as data_load
 from superfed_jax.data import partition as partition_lib
+from superfed_jax.federated import client_optimizer
 from superfed_jax.federated.heuristics import POOL_HEURISTICS
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.federated.schedules import DECAYING_SCHEDULES
@@ -391,6 +392,23 @@ def _check_section(report: _Report, section: str) -> None:
             report.check(entry.name)
 
 
+def _check_client(report: _Report, client_config) -> None:
+    """The client section; Nesterov needs momentum; a user's client.optimizer must load and return an optax
+    transformation for this section (built only when the section's other fields are good, since the
+    user's function may read them)."""
+    _check_section(report, "client")
+    if report.get("client.nesterov") is True and report.get("client.momentum") == 0:
+        report.add("client.nesterov=True: needs client.momentum > 0 (client.momentum=0.0); set "
+                   "client.momentum in (0, 1) or client.nesterov=False")
+    name = report.get("client.optimizer")
+    if not isinstance(name, str) or name in client_optimizer.CLIENT_OPTIMIZERS:
+        return  # a non-string was reported with the section
+    if report.has_problem("client.") or client_config is None:
+        _add_error(report, lambda: client_optimizer.load_rule(name))
+    else:
+        _add_error(report, lambda: client_optimizer.custom_rule(name, client_config))
+
+
 def _check_distributed(report: _Report) -> None:
     """Multi-host settings (only used when distributed.initialize is True)."""
     report.check("distributed.initialize")
@@ -486,10 +504,12 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     Checks, in order: unknown fields (typos); seed, dry_run, log_every_rounds; model names; data
     names, partition parameters, augmentation and the files named by data.path / data.archive /
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
-    client, eval, cost, checkpoint, memory, differential privacy and distributed settings; the search
-    space; fl.pool, eval.tracked and cost.baseline against it. Each field's kind, range and allowed
-    values come from its entry in `superfed_jax.config_schema`. Integer fields must hold integers (not
-    floats or bools) and real-number fields finite numbers.
+    client settings (client.nesterov needs client.momentum, a user's client.optimizer is loaded and
+    built), server settings (a user's server.optimizer is loaded and built), eval, cost, checkpoint,
+    memory, differential privacy and distributed settings; the search space; fl.pool, eval.tracked and
+    cost.baseline against it. Each field's kind, range and allowed values come from its entry in
+    `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and real-number
+    fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
@@ -509,7 +529,8 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     checks = (_check_top, _check_model, _check_data_values, _check_data_files, _check_fl, _check_server)
     for check in checks if check_files else [c for c in checks if c is not _check_data_files]:
         check(report)
-    for section in ("client", "eval", "cost", "checkpoint", "memory"):
+    _check_client(report, config.get("client"))
+    for section in ("eval", "cost", "checkpoint", "memory"):
         _check_section(report, section)
     _check_dp(report)
     _check_distributed(report)

@@ -14,6 +14,7 @@ import pytest
 
 import tiny_setup as T
 from superfed_jax.federated import client
+from superfed_jax.federated import client_optimizer
 from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import sharding
@@ -122,14 +123,27 @@ def test_sliced_gradients_equal_dense_subnet_and_vanish_elsewhere():
 # ------------------------------------------------------------------------------------ one client step
 
 
-@pytest.mark.parametrize("form", ["full", "pieces"])
+# Every client optimiser option at once (docs/algorithm.md 5.1): they must keep masked == sliced.
+OPTIONS = ml_collections.ConfigDict(dict(learning_rate=LR, clip_norm=CLIP, optimizer="sgd", momentum=0.9,
+                                         nesterov=True, weight_decay=0.05, prox_mu=0.5))
+
+
+@pytest.mark.parametrize("form", ["full", "pieces", "pieces with options"])
 def test_one_client_update_sliced_equals_masked(form):
     """A whole local schedule of one client (its own arch as the envelope) against the masked update,
-    training full-shape params (split at every step) and width-group pieces (split once)."""
-    masked = jax.jit(client.make_client_update(loss_fn("masked"), optimizer(), **SCHEDULE))
-    params_form = PIECES if form == "pieces" else client.IDENTITY_FORM
-    sliced_update = jax.jit(client.make_client_update(loss_fn("sliced"), optimizer(), params_form=params_form,
-                                                      **SCHEDULE))
+    training full-shape params (split at every step) and width-group pieces (split once); with the
+    client optimiser's options, whose subnet mask the sliced client gets in pieces. Elements outside the
+    client's subnet stay exactly as they were."""
+    opt, masks = optimizer(), {"masked": None, "sliced": None}
+    if form == "pieces with options":
+        opt = client_optimizer.make_client_optimizer(OPTIONS)
+        masks = {"masked": T.FAMILY.masks,
+                 "sliced": lambda arch_and_envelope: T.FAMILY.masks(arch_and_envelope[0])}
+    masked = jax.jit(client.make_client_update(loss_fn("masked"), opt, subnet_mask=masks["masked"],
+                                               **SCHEDULE))
+    params_form = PIECES if form.startswith("pieces") else client.IDENTITY_FORM
+    sliced_update = jax.jit(client.make_client_update(loss_fn("sliced"), opt, params_form=params_form,
+                                                      subnet_mask=masks["sliced"], **SCHEDULE))
     key = jax.random.key(7)
     for c, a in ((6, T.MEDIUM), (3, space_lib.smallest(T.SPACE))):
         expected = masked(PARAMS, a, TABLE[c], SIZES[c], key, IMAGES, LABELS)
@@ -139,6 +153,12 @@ def test_one_client_update_sliced_equals_masked(form):
         assert jax.tree.structure(got.params) == jax.tree.structure(PARAMS)  # joined back to full shape
         T.assert_trees_close(got.params, expected.params, rtol=1e-5, atol=1e-6)
         assert not T.trees_equal(got.params, PARAMS)
+        outside = jax.tree.map(lambda m, p: np.broadcast_to(np.asarray(m), p.shape) == 0, T.FAMILY.masks(a),
+                               PARAMS)
+        for result in (got, expected):
+            for new, old, out in zip(jax.tree.leaves(result.params), jax.tree.leaves(PARAMS),
+                                     jax.tree.leaves(outside)):
+                np.testing.assert_array_equal(np.asarray(new)[out], np.asarray(old)[out])
 
 
 def test_pieces_round_trip_and_group_widths():

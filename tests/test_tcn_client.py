@@ -1,17 +1,27 @@
 """The elastic TCN in the federated client code (`federated/client.py`, `federated/objective.py`): token
 windows through a vmapped chunk of local schedules, the sliced execution against the masked one."""
 import jax
+import ml_collections
 import numpy as np
+import pytest
 
 from superfed_jax.federated import client
+from superfed_jax.federated import client_optimizer
 from superfed_jax.federated import objective
 from superfed_jax.supernet import family as family_lib
 from superfed_jax.supernet.tcn.family import ElasticTCN, TCNSpace
 
 
-def test_a_vmapped_chunk_of_clients_trains_the_same_sliced_and_masked():
+# Every client optimiser option at once (docs/algorithm.md 5.1): they must keep masked == sliced.
+OPTIONS = ml_collections.ConfigDict(dict(learning_rate=0.5, clip_norm=1.0, optimizer="sgd", momentum=0.9,
+                                         nesterov=True, weight_decay=0.05, prox_mu=0.5))
+
+
+@pytest.mark.parametrize("options", [False, True])
+def test_a_vmapped_chunk_of_clients_trains_the_same_sliced_and_masked(options):
     """The federated client code end to end on token windows: two clients' local schedules (dropout on)
-    as one vmapped chunk with the chunk's envelope, against the masked execution."""
+    as one vmapped chunk with the chunk's envelope, against the masked execution; with every client
+    optimiser option too, where the subnet mask comes from the raw arch of the `(arch, envelope)` pair."""
     family = ElasticTCN(TCNSpace(channels=4, levels=2, kernel_size=2, depth_choices=(0, 1),
                                  expand_choices=(0.5, 1.0), input_shape=(5,), num_classes=7))
     params = family.init(jax.random.key(2))
@@ -25,8 +35,15 @@ def test_a_vmapped_chunk_of_clients_trains_the_same_sliced_and_masked():
     keys = jax.random.split(jax.random.key(4), 2)
 
     def train(execution):
+        optimizer, subnet_mask = client.make_optimizer(0.5, 1.0), None
+        if options:
+            optimizer = client_optimizer.make_client_optimizer(OPTIONS)
+            subnet_mask = family.masks if execution == "masked" else lambda pair: family.masks(pair[0])
+        form = (client.ParamsForm(family.sliced.to_pieces, family.sliced.from_pieces) if execution == "sliced"
+                else client.IDENTITY_FORM)
         update = client.make_client_update(objective.make_loss_fn(family, None, None, None, execution),
-                                           client.make_optimizer(0.5, 1.0), epochs=1, batch_size=2, max_size=4)
+                                           optimizer, epochs=1, batch_size=2, max_size=4, params_form=form,
+                                           subnet_mask=subnet_mask)
         envelope = family.sliced.envelope if execution == "sliced" else None
         return jax.jit(client.vmap_clients(update, envelope))(params, archs, indices, sizes, keys, tokens, targets)
 

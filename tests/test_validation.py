@@ -85,6 +85,11 @@ def test_base_config_passes():
     {"fl.weight_by_size": True}, {"fl.weight_by_size": DELETE},
     {"dp.clip_norm": 1.0}, {"dp.clip_norm": 0.5, "dp.noise_multiplier": 1.1, "dp.delta": 1e-9},
     {"dp.clip_norm": 0.0, "dp.noise_multiplier": 0.0, "fl.weight_by_size": True},
+    # client optimiser options (docs/algorithm.md 5.1); a user's rule from tests/client_rules.py
+    {"client.momentum": 0.9, "client.nesterov": True, "client.weight_decay": 0.1, "client.prox_mu": 1.0},
+    {"client.optimizer": "client_rules:sign_sgd"}, {"client.optimizer": "client_rules:adam"},
+    {"client.optimizer": DELETE, "client.momentum": DELETE, "client.nesterov": DELETE,
+     "client.weight_decay": DELETE, "client.prox_mu": DELETE},  # a config saved before the options
 ])
 def test_edge_values_pass(changes):
     validation.check_config(override(changes))
@@ -180,6 +185,25 @@ BAD_CASES = {
                            ["fl.chunk_size=3", "must divide fl.clients_per_round=8", "[1, 2, 4, 8]"]),
     "chunk>P": ({"fl.chunk_size": 16}, ["fl.chunk_size=16", "fl.clients_per_round=8", "[1, 2, 4, 8]"]),
     "unroll<0": ({"client.scan_unroll": -1}, ["client.scan_unroll=-1", ">= 0"]),
+    # client optimiser (docs/algorithm.md 5.1)
+    "momentum=1": ({"client.momentum": 1.0}, ["client.momentum=1.0", "[0, 1)"]),
+    "weight_decay<0": ({"client.weight_decay": -0.1}, ["client.weight_decay=-0.1", ">= 0"]),
+    "prox_mu<0": ({"client.prox_mu": -1.0}, ["client.prox_mu=-1.0", ">= 0"]),
+    "nesterov_without_momentum": ({"client.nesterov": True},
+                                  ["client.nesterov=True", "needs client.momentum > 0"]),
+    "client_optimizer_unknown": ({"client.optimizer": "adam"},
+                                 ["client.optimizer='adam'", "not a registered client optimizer", "['sgd']"]),
+    "client_optimizer_not_importable": ({"client.optimizer": "no_such_package.rules:adam"},
+                                        ["client.optimizer='no_such_package.rules:adam'", "cannot import"]),
+    "client_optimizer_no_function": ({"client.optimizer": "client_rules:missing"},
+                                     ["client.optimizer='client_rules:missing'", "has no 'missing'"]),
+    "client_optimizer_no_transformation": (
+        {"client.optimizer": "client_rules:not_a_transformation"},
+        ["client.optimizer='client_rules:not_a_transformation'", "not an optax GradientTransformation"]),
+    "client_optimizer_raises": ({"client.optimizer": "client_rules:raises"},
+                                ["client.optimizer='client_rules:raises'", "raised KeyError"]),
+    "client_optimizer_with_a_bad_option": ({"client.optimizer": "client_rules:raises", "client.momentum": 2.0},
+                                           ["client.momentum=2.0"]),
     # archs and space
     "tracked_outside_space": ({"eval.tracked": '{"big": {"d": [3, 3, 3, 3], "e": 0.25}}'},
                               ["eval.tracked=", "[3, 3, 3, 3]", "0..2"]),

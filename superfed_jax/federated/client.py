@@ -1,8 +1,9 @@
 """Client local training (docs/algorithm.md section 5), written for one client and vmapped over clients.
 
-Plain SGD (optax), no momentum or weight decay, a fresh optimizer each round, global-norm clipping before
-every step, `epochs` passes over the client's own examples in shuffled batches with the last partial batch
-used, cross-entropy averaged over the batch's real examples.
+SGD (optax; momentum, weight decay and FedProx's proximal term as options, `client_optimizer.py`), a
+fresh optimizer each round, global-norm clipping before every step, `epochs` passes over the client's
+own examples in shuffled batches with the last partial batch used, cross-entropy averaged over the
+batch's real examples.
 
 Clients of different sizes run in one program. Every epoch's batch order is drawn over a static row of
 ceil(max_client_size / batch_size) batches with the real examples first, so a client of n examples fills
@@ -13,6 +14,10 @@ computed and discarded); side by side, it runs to the chunk's largest count and 
 its further steps (a `lax.cond` per client), so only real steps are computed. A padded example has loss
 weight 0 and a step with no real example leaves params untouched (`jnp.where`), so padding changes
 nothing: not the params, not the clipping norm, not the loss.
+
+An optimizer that reads the client's subnet (masked weight decay, the proximal term, a user's rule) gets
+it, and the params the client started from, as the extra args `subnet` and `anchor` of every update
+(`make_client_update`'s `subnet_mask`); both are computed once per client, before its step loop.
 """
 import functools
 from typing import Callable, NamedTuple, Optional
@@ -35,7 +40,10 @@ class ClientResult(NamedTuple):
 
 
 def make_optimizer(learning_rate: float, clip_norm: float) -> optax.GradientTransformation:
-    """Global-norm clipping then plain SGD. Masked weights have zero gradient, so the norm is the subnet's."""
+    """Global-norm clipping then plain SGD. Masked weights have zero gradient, so the norm is the subnet's.
+
+    The default of `client_optimizer.make_client_optimizer`, which builds this same chain when no option
+    is set."""
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.sgd(learning_rate))
 
 
@@ -72,23 +80,28 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> j
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """Builds `train_step(params, opt_state, arch, images, labels, weights, key) -> (params, opt_state, loss)`.
+    """Builds `train_step(params, opt_state, arch, images, labels, weights, key, opt_args=None) -> (params,
+    opt_state, loss)`.
 
-    One SGD step on one batch; `loss` is the mean over the batch's scored positions (`scored_weights`: the
-    real examples of an image batch; the real, scored targets of token windows). A batch with nothing
-    scored leaves params and optimizer state untouched.
+    One optimizer step on one batch; `loss` is the mean over the batch's scored positions
+    (`scored_weights`: the real examples of an image batch; the real, scored targets of token windows). A
+    batch with nothing scored leaves params and optimizer state untouched.
 
     Args:
       loss_fn: `loss_fn(params, arch, images, labels, weights, key) -> summed weighted loss`; it applies the
         (masked) model to a batch and is responsible for augmentation with `key`.
-      optimizer: an optax transformation.
+      optimizer: an optax transformation. `opt_args`, a dict, are extra keyword args of its `update`
+        (`subnet`, `anchor`: see `make_client_update`); None or {} calls it as a plain transformation.
     """
+    # Extra args reach only the transforms that take them (a plain one, e.g. the default chain's, ignores
+    # them); for an ExtraArgs transformation, e.g. any optax.chain, this is the transformation itself.
+    optimizer = optax.with_extra_args_support(optimizer)
 
-    def train_step(params, opt_state, arch, images, labels, weights, key):
+    def train_step(params, opt_state, arch, images, labels, weights, key, opt_args=None):
         real = jnp.sum(scored_weights(labels, weights))
         mean_loss = lambda p: loss_fn(p, arch, images, labels, weights, key) / jnp.maximum(real, 1.0)  # noqa: E731
         loss, grads = jax.value_and_grad(mean_loss)(params)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params, **(opt_args or {}))
         new_params = optax.apply_updates(params, updates)
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(real > 0, new, old),
                                          (new_params, new_opt_state), (params, opt_state))
@@ -152,6 +165,26 @@ class ParamsForm(NamedTuple):
 IDENTITY_FORM = ParamsForm(split=lambda params: params, join=lambda params: params)
 
 
+def training_mask(masks, params, form: ParamsForm):
+    """The subnet mask `masks` (a tree like the full-shape `params`, leaves broadcastable to theirs) in the
+    form the client trains: `params`' dtypes, 1 inside the subnet and 0 outside. For the full-shape form
+    the leaves keep their broadcastable shapes; another form (pieces) splits the mask as it splits the
+    params, so it is broadcast to the full shapes first."""
+    if form is IDENTITY_FORM:
+        return jax.tree.map(lambda m, p: jnp.asarray(m, p.dtype), masks, params)
+    return form.split(jax.tree.map(lambda m, p: jnp.broadcast_to(jnp.asarray(m, p.dtype), p.shape), masks,
+                                   params))
+
+
+def optimizer_args(subnet_mask: Optional[Callable], arch, params, local, form: ParamsForm) -> dict:
+    """The extra args of a client's optimizer updates: none without `subnet_mask`, else `subnet` (its
+    `training_mask`, of `subnet_mask(arch)`) and `anchor` (`local`: the params it starts from, in the
+    training form). Computed once per client, outside its step loop."""
+    if subnet_mask is None:
+        return {}
+    return {"subnet": training_mask(subnet_mask(arch), params, form), "anchor": local}
+
+
 class _Carry(NamedTuple):
     """One client's state across its local steps."""
 
@@ -166,12 +199,12 @@ def _initial_carry(params, optimizer) -> _Carry:
 
 
 def _local_step(train_step, carry: _Carry, positions, key, arch, indices, size, images, labels,
-                max_size: int) -> _Carry:
+                max_size: int, opt_args=None) -> _Carry:
     """One step of one client on the batch at `positions` of its index row (>= size: padding)."""
     weights = (positions < size).astype(jnp.float32)
     rows = indices[jnp.minimum(positions, max_size - 1)]
     params, opt_state, loss = train_step(carry.params, carry.opt_state, arch, images[rows], labels[rows],
-                                         weights, key)
+                                         weights, key, opt_args)
     real = jnp.sum(scored_weights(labels[rows], weights))
     return _Carry(params, opt_state, carry.loss_sum + loss * real, carry.count + real)
 
@@ -203,7 +236,8 @@ def _step_loop(step_fn: Callable, init, num_steps: jax.Array, max_steps: int, un
 
 def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                        batch_size: int, max_size: int, unroll: int = 1,
-                       params_form: ParamsForm = IDENTITY_FORM) -> Callable:
+                       params_form: ParamsForm = IDENTITY_FORM,
+                       subnet_mask: Optional[Callable] = None) -> Callable:
     """Builds `client_update(params, arch, indices, size, key, images, labels) -> ClientResult`.
 
     Args:
@@ -215,6 +249,11 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
         runs convolution gradients slowly inside loop bodies (docs/performance.md 3), so unrolling short
         local schedules trades compile time for speed there.
       params_form: the form the client trains its params in (`ParamsForm`); the full shape by default.
+      subnet_mask: `subnet_mask(arch) -> masks`, for an optimizer that reads the client's subnet: `arch` as
+        `loss_fn` receives it (with sliced execution the pair `(arch, envelope)`), masks a tree like the
+        full-shape params, 1 inside the subnet, broadcastable to the params (e.g. `Family.masks`). Each
+        update then gets `subnet` (in the training form, `training_mask`) and `anchor` (the params the
+        client started from, in the training form) as extra args. None (default): no extra args.
 
     The returned function trains one client: `indices` int32 [max_size] are its rows in the device-resident
     `images` [N, H, W, C] / `labels` [N]; `size` is how many of them are real. It runs `client_steps(size)`
@@ -226,13 +265,15 @@ def make_client_update(loss_fn: Callable, optimizer: optax.GradientTransformatio
 
     def client_update(params, arch, indices, size, key, images, labels):
         orders, keys = client_schedule(key, size, **sched)
+        local = params_form.split(params)
+        opt_args = optimizer_args(subnet_mask, arch, params, local, params_form)
 
         def step(carry, i):
             positions, step_key = real_step(orders, keys, size, i, **sched)
             return _local_step(train_step, carry, positions, step_key, arch, indices, size, images,
-                               labels, max_size)
+                               labels, max_size, opt_args)
 
-        final = _step_loop(step, _initial_carry(params_form.split(params), optimizer),
+        final = _step_loop(step, _initial_carry(local, optimizer),
                            client_steps(size, epochs=epochs, batch_size=batch_size), max_steps, unroll)
         return _result(final, params_form)
 
@@ -261,7 +302,8 @@ def vmap_clients(client_update: Callable, chunk_envelope: Optional[Callable] = N
 def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *, epochs: int,
                              batch_size: int, max_size: int, unroll: int = 1,
                              chunk_envelope: Optional[Callable] = None,
-                             params_form: ParamsForm = IDENTITY_FORM) -> Callable:
+                             params_form: ParamsForm = IDENTITY_FORM,
+                             subnet_mask: Optional[Callable] = None) -> Callable:
     """Like `vmap_clients(make_client_update(...))`, but a chunk's clients are independent subgraphs.
 
     One `lax.scan` over local steps whose body trains every client of the chunk (a Python loop at trace
@@ -270,7 +312,7 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
     Each client computes only its own steps: once done, its `lax.cond` skips the step (under `vmap` the
     same cond would become a select that computes both sides). Results are the same as the vmapped layout's. With `chunk_envelope` (as for `vmap_clients`) each
     client is its own group: its `loss_fn` receives `(arch, envelope of that arch alone)`. `params_form`
-    as for `make_client_update`.
+    and `subnet_mask` (which receives the arch as `loss_fn` does) as for `make_client_update`.
     """
     train_step = make_train_step(loss_fn, optimizer)
 
@@ -286,13 +328,16 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
                             for arch in client_archs]
 
         own_steps = client_steps(sizes, epochs=epochs, batch_size=batch_size)
+        local = params_form.split(params)  # one split: every client starts from the same params
+        opt_args = [optimizer_args(subnet_mask, arch, params, local, params_form) for arch in client_archs]
 
         def step(carry, i):
             def one(c):
                 positions, step_key = real_step(orders[c], step_keys[c], sizes[c], i, **sched)
                 train = functools.partial(_local_step, train_step, positions=positions, key=step_key,
                                           arch=client_archs[c], indices=indices[c], size=sizes[c],
-                                          images=images, labels=labels, max_size=max_size)
+                                          images=images, labels=labels, max_size=max_size,
+                                          opt_args=opt_args[c])
                 # Each client is its own subgraph, so a client whose steps are done skips the step's
                 # computation (a padding step changes nothing): the chunk costs its clients' real steps.
                 return jax.lax.cond(i < own_steps[c], train, lambda carry_: carry_, carry[c])
@@ -300,7 +345,6 @@ def make_side_by_side_update(loss_fn: Callable, optimizer: optax.GradientTransfo
 
         # The chunk's own largest count; a client that is done skips the remaining iterations.
         chunk_steps = jnp.max(own_steps)
-        local = params_form.split(params)  # one split: every client starts from the same params
         init = tuple(_initial_carry(local, optimizer) for _ in range(num))
         final = _step_loop(step, init, chunk_steps, max_steps, unroll)
         return jax.tree.map(lambda *xs: jnp.stack(xs), *[_result(c, params_form) for c in final])

@@ -15,6 +15,7 @@ from superfed_jax import data as data_lib
 from superfed_jax import validation
 from superfed_jax.data import partition as partition_lib
 from superfed_jax.federated import client as client_lib
+from superfed_jax.federated import client_optimizer
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import objective
 from superfed_jax.federated import placement
@@ -104,7 +105,8 @@ def check_memory(config, family: family_lib.Family, settings, mesh, data) -> Non
     memory.check_round_memory(
         family, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
         clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
-        dtype=config.model.dtype, data_bytes=memory.data_bytes(data))
+        dtype=config.model.dtype, optimizer_slots=client_optimizer.state_slots(config.client),
+        data_bytes=memory.data_bytes(data))
 
 
 class RunSetup(NamedTuple):
@@ -125,20 +127,23 @@ class RunSetup(NamedTuple):
 def _train_clients_fn(config, mesh, family: family_lib.Family, loss_fn, max_client_size: int, layout: str,
                       execution_: str) -> Callable:
     """The chunk-training function of the round: clients side by side or vmapped (`client_layout`),
-    with a per-chunk envelope when the execution is sliced."""
-    optimizer = client_lib.make_optimizer(config.client.learning_rate, config.client.clip_norm)
+    with a per-chunk envelope when the execution is sliced, and the client's optimizer (docs/algorithm.md
+    5.1), which gets the client's subnet mask only if it reads it."""
+    optimizer = client_optimizer.make_client_optimizer(config.client)
     schedule = dict(epochs=config.client.epochs, batch_size=config.client.batch_size,
                     max_size=max_client_size, unroll=config.client.scan_unroll)
-    envelope, form = None, client_lib.IDENTITY_FORM
+    envelope, form, subnet_mask = None, client_lib.IDENTITY_FORM, family.masks
     if execution_ == "sliced":  # clients train the family's pieces of the params (`Family.sliced`)
         sliced = family.sliced
         envelope = sliced.envelope
         form = client_lib.ParamsForm(sliced.to_pieces, sliced.from_pieces)
+        subnet_mask = lambda arch_and_envelope: family.masks(arch_and_envelope[0])  # noqa: E731
+    if not client_optimizer.needs_subnet(config.client):
+        subnet_mask = None  # the default rule: the program of releases before the options, unchanged
+    schedule.update(params_form=form, subnet_mask=subnet_mask)
     if layout == "side_by_side":
-        return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope,
-                                                   params_form=form, **schedule)
-    return client_lib.vmap_clients(
-        client_lib.make_client_update(loss_fn, optimizer, params_form=form, **schedule), envelope)
+        return client_lib.make_side_by_side_update(loss_fn, optimizer, chunk_envelope=envelope, **schedule)
+    return client_lib.vmap_clients(client_lib.make_client_update(loss_fn, optimizer, **schedule), envelope)
 
 
 def eval_batch_size(batch_size: int, split_size: int) -> int:

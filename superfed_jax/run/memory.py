@@ -14,7 +14,8 @@ Memory per device (`estimate_round_memory`):
     - its params (a full-size copy of the supernet: masked clients still hold every weight),
     - their gradient, and the updated params before the old ones are released (one copy each),
     - the optimizer state (`optimizer_slots` copies; plain SGD with clipping, the paper's optimizer, has
-      none; momentum would add one),
+      none; a run's client options add theirs, `client_optimizer.state_slots`: momentum one, the subnet
+      mask read by weight decay or the proximal term one),
     - a copy of the params in the compute dtype when it differs from the params dtype (bfloat16),
     - the activations of one batch: the family's count per example (`Family.activation_elements`) at
       `batch_size` in the compute dtype. For the OFA-ResNet that is every feature map of the *supernet*
@@ -57,6 +58,7 @@ from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
+from superfed_jax.federated import client_optimizer
 from superfed_jax.supernet import family as family_lib
 
 
@@ -248,7 +250,7 @@ def config_estimate(config, family: family_lib.Family, *, num_devices: int, data
     return estimate_round_memory(
         family, batch_size=config.client.batch_size, chunk_size=config.fl.chunk_size,
         clients_per_round=config.fl.clients_per_round, num_devices=num_devices, dtype=config.model.dtype,
-        data_bytes=data_bytes)
+        optimizer_slots=client_optimizer.state_slots(config.client), data_bytes=data_bytes)
 
 
 def command_line_problems(config, devices: int, available_gib: float, train_examples: int) -> list[str]:
