@@ -41,6 +41,9 @@ _CONFIG_FILE_ERROR = "Error whilst parsing config file:"  # how ml_collections s
 # so this module still imports nothing of the package.
 PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")  # --config=V or --config V (not --config.X overrides)
+# What asks a command for its own help (absl's --help lists only flags defined in `__main__`, which a
+# console script's wrapper has none of, and exits 1); --helpfull stays absl's, every flag of every module.
+HELP_ARGUMENTS = ("-h", "-help", "--help", "-helpshort", "--helpshort", "-?")
 
 
 def debugging() -> bool:

@@ -212,6 +212,78 @@ def override_problems(argv: Sequence[str], family: Optional[str] = None) -> list
     return problems
 
 
+# ------------------------------------------------------------------------------------- help
+
+
+_CONFIG_HELP = re.compile(r"^--?config_help(?:=(.*))?$", re.DOTALL)
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """How the command was called, for its help: 'python launch.py' or 'superfed-train'."""
+    base = os.path.basename(argv[0]) if argv else "superfed-train"
+    return f"python {base}" if base.endswith(".py") else base
+
+
+def help_text(program: str = "superfed-train") -> str:
+    """What `--help` prints: the usage, the command's own flags and how to list the config's fields."""
+    from superfed_jax import config_reference  # the section names, read from the schema
+
+    configs = ", ".join(_cli.packaged_config_names())
+    sections = ", ".join(config_reference.section_names())
+    examples = [(f"{program} --config_help", "every field"),
+                (f"{program} --config_help=server,dp", "some sections, or fields (fl.rounds)"),
+                (f"{program} --config=shakespeare --config_help=space", "another family's space (the TCN's)"),
+                ("superfed-config --help", "the same reference without a config"),
+                (config_reference.DOC_PATH, "the same reference as a document")]
+    width = max(len(command) for command, _ in examples) + 2
+    return "\n".join([
+        f"{program}: train (or resume) a SuperFed run.",
+        "",
+        f"usage: {program} [--config=CONFIG[:VARIANT]] [--workdir=DIR] [--config.SECTION.FIELD=VALUE ...]",
+        "",
+        "flags:",
+        "  --config=CONFIG[:VARIANT]    the experiment config: a file or a packaged config by name, with",
+        "                               an optional variant (digits:smoke, cifar10:fedavg=largest);",
+        f"                               packaged: {configs}. Default: digits",
+        "  --workdir=DIR                the run's directory; default workdirs/<config>[_<variant>]",
+        "                               (workdirs/npz_<file> for .npz data). The same command again resumes",
+        "  --config.SECTION.FIELD=V     override one config field (--config.fl.rounds=10); the last one wins",
+        "  --config_help[=SECTION,...]  list the config's fields and exit: default, allowed values, what",
+        "                               each does, whether a resume may change it",
+        "  --flagfile=FILE              read more flags from FILE",
+        "  --helpfull                   every flag, JAX's and absl's included",
+        "",
+        "The config's fields, for the config this command would train (with its family's space fields):",
+        *[f"  {command:<{width}}{what}" for command, what in examples],
+        f"Sections: {sections}.",
+        "",
+    ])
+
+
+def config_help_sections(argv: Sequence[str]) -> Optional[list[str]]:
+    """The sections a `--config_help[=S,...]` in `argv` asks for ([] = all), or None if it asks nothing."""
+    sections = None
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        match = _CONFIG_HELP.match(arg)
+        if match:
+            sections = [s for s in (match.group(1) or "").split(",") if s.strip()]
+    return sections
+
+
+def print_config_help(argv: Sequence[str], sections: Sequence[str]) -> None:
+    """Prints the reference of `sections` (all if empty) for the family the command line would train:
+    `--config.model.family`, else the config file's own; exits 0, or 2 for an unknown section."""
+    from superfed_jax import config_reference
+
+    family = command_line_family(argv) or config_file_family(argv) or config_reference.family_lib.DEFAULT_FAMILY
+    with _cli.user_errors():
+        text = config_reference.format_text(family, sections or None)
+    sys.stdout.write(text)
+    sys.exit(0)
+
+
 # ------------------------------------------------------------------------------------- the command
 
 
@@ -223,6 +295,8 @@ def _define_flags(argv: Sequence[str]) -> None:
                                     sys_argv=list(argv))
     flags.DEFINE_string("workdir", "", "Output directory (default: workdirs/<config>[_<variant>], "
                         "workdirs/npz_<file>[_<variant>] for .npz data).")
+    flags.DEFINE_string("config_help", None, "List the config's fields (default, allowed values, doc, "
+                        "resume rule) and exit; =SECTION[,SECTION...] for some of them (superfed-config).")
 
 
 def _without_overwrite(config) -> str:
@@ -315,8 +389,13 @@ def main(argv: Sequence[str]) -> None:
     it once per process.
     """
     _console.quiet_backend_probe()
+    if any(arg in _cli.HELP_ARGUMENTS for arg in argv[1:]):  # the command's own flags, and --config_help
+        sys.stdout.write(help_text(program_name(argv)))
+        sys.exit(0)
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = _cli.resolve_config_argv(argv)  # `digits:smoke`, or configs/X.py from outside the repository
+    if config_help_sections(argv) is not None:  # the fields of the config this command would train
+        print_config_help(argv, config_help_sections(argv))
     argv = last_override_wins(argv)
     family = command_line_family(argv)
     # Before ml_collections, which raises on an unknown field: against the fields of the family that runs.
