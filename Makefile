@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-quick test-durations clean
+.PHONY: install run test test-quick test-durations config-docs clean
 
 # Reinstalled when pyproject.toml changes (new dependencies, extras or console scripts).
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,10 @@ test-quick: $(VENV)/.installed
 # Measures the tests that start no process and rewrites tests/durations.json, which decides `heavy`.
 test-durations: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not subprocess and not slow" --write-durations=tests/durations.json tests
+
+# Regenerates docs/config.md from the config schema (tests/test_config_reference.py checks it is current).
+config-docs: $(VENV)/.installed
+	$(PY) -m superfed_jax.config_reference --markdown > docs/config.md
 
 clean:
 	rm -rf $(VENV) *.egg-info build

@@ -17,7 +17,7 @@ import importlib
 
 from superfed_jax.aggregation import finalize, masked_mean, masked_sums
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public name -> the module that defines it; loaded by `__getattr__` the first time it is asked for.
 _LAZY = {

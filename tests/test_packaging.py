@@ -47,6 +47,7 @@ CONSOLE_SCRIPTS = {
     "superfed-report": "superfed_jax.reports.cli",
     "superfed-cost": "superfed_jax.reports.arch_size",
     "superfed-memory": "superfed_jax.run.memory",
+    "superfed-config": "superfed_jax.config_reference",
 }
 
 
@@ -114,6 +115,74 @@ def test_the_probe_sees_heavy_modules_when_they_are_loaded():
     """The check above can fail: asking for an export entry point does load orbax and flax."""
     loaded = loaded_after("import superfed_jax; superfed_jax.export_run")
     assert "orbax" in loaded and "flax" in loaded
+
+
+# --------------------------------------------------------------------------------- setup.py, README
+
+
+def test_setup_py_is_a_shim_without_metadata():
+    """setup.py only calls `setup()`: every piece of metadata stays in pyproject.toml (one source)."""
+    import ast
+    tree = ast.parse((REPO / "setup.py").read_text())
+    body = [node for node in tree.body
+            if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]  # docstring
+    assert len(body) == 2, ast.dump(tree)
+    imported, call = body
+    assert isinstance(imported, ast.ImportFrom) and imported.module == "setuptools"
+    assert [alias.name for alias in imported.names] == ["setup"]
+    assert isinstance(call, ast.Expr) and isinstance(call.value, ast.Call)
+    assert isinstance(call.value.func, ast.Name) and call.value.func.id == "setup"
+    assert call.value.args == [] and call.value.keywords == []
+
+
+def test_version_is_0_2_0_with_its_changelog_section():
+    assert superfed_jax.__version__ == "0.2.0"
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert f"\n## [{superfed_jax.__version__}] - " in changelog
+
+
+def readme_section(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(section: str) -> dict:
+    """{first cell: the whole row} of the markdown table rows of `section`."""
+    return {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+
+
+def test_readme_tables_list_every_module_benchmark_and_doc():
+    rows = table_rows(readme_section("What exists"))
+    table = "\n".join(rows.values())
+    package = REPO / "superfed_jax"
+    for path in sorted(package.glob("*.py")):  # top-level modules: named in the table
+        assert f"`{path.name}`" in table or f"`superfed_jax/{path.name}`" in table, path.name
+    for folder in sorted(p for p in package.iterdir() if (p / "__init__.py").exists()):
+        row = next((r for key, r in rows.items() if key.startswith(f"`superfed_jax/{folder.name}/`")
+                    or f"`{folder.name}/`" in key), None)
+        assert row is not None, f"no row for superfed_jax/{folder.name}/"
+        for path in sorted(folder.rglob("*.py")):
+            if path.name != "__init__.py" and "__pycache__" not in path.parts:
+                assert f"`{path.stem}`" in row, f"{path.relative_to(REPO)} is missing from its row"
+        for sub in sorted(p for p in folder.iterdir() if (p / "__init__.py").exists()):
+            assert f"`{sub.name}/`" in row or f"`{sub.name}/`" in table, sub
+    benchmarks = rows["`benchmarks/`"]
+    for path in sorted((REPO / "benchmarks").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.md")):
+        assert f"`{path.name}`" in benchmarks, f"benchmarks/{path.name}"
+    docs = rows["`docs/`"]
+    for path in sorted((REPO / "docs").glob("*.md")):
+        assert f"`{path.name}`" in docs, f"docs/{path.name}"
+
+
+def test_readme_commands_table_lists_every_console_script():
+    table = readme_section("Installing the package")
+    for script, module in CONSOLE_SCRIPTS.items():
+        assert f"| `{script}` |" in table, script
+
+
+def test_readme_says_how_to_install_from_a_clone():
+    section = readme_section("Installing the package")
+    assert "From a clone" in section and "pip install -e '.[all,test]'" in section
 
 
 # ---------------------------------------------------------------------------------------------- extras
