@@ -20,6 +20,7 @@ import textwrap
 from typing import Optional, Sequence
 
 from superfed_jax import _cli
+from superfed_jax import _console
 from superfed_jax import config_schema
 from superfed_jax._fields import Field, Range, suggestion
 from superfed_jax.supernet import family as family_lib
@@ -250,6 +251,7 @@ def help_text(program: str = "superfed-config") -> str:
 
 def main(argv: Sequence[str]) -> None:
     """The `superfed-config` command for `argv` (program name first); exits 0, or 2 with one `error:`."""
+    _console.quiet_backend_probe()
     if any(arg in _cli.HELP_ARGUMENTS for arg in argv[1:]):
         sys.stdout.write(help_text())
         sys.exit(0)

@@ -10,6 +10,10 @@ config of that name (`_cli.resolve_config`). The default --workdir names the con
 fields and their documentation are in `superfed_jax/config_schema.py`. The work is done by
 `superfed_jax.run.train`; this module parses the command line.
 
+`--help` (`-h`) prints the command's own flags (`help_text`) and exits 0; `--config_help[=SECTION,...]`
+prints the fields of the config the command line would train (its family's `space` fields included;
+`superfed_jax.config_reference`) and exits 0, before any config is checked or anything trains.
+
 Every mistake, on the command line, in the config or in the data, ends the command with one
 `error: ...` message and exit status 2, never a traceback (set SUPERFED_DEBUG=1 for one where there is
 one): a misspelt field (`fl.round: unknown field (did you mean fl.rounds?)`), a value that is not of the
