@@ -4,11 +4,11 @@ Each option (momentum, Nesterov, masked weight decay, FedProx's proximal term, a
 hand-written NumPy loop over a few steps with given gradients, for two clients whose subnets overlap; the
 invariant that an element outside a client's subnet never changes and keeps a zero momentum buffer; the
 masked optimiser against the same optimiser on the dense subnet; a user's own rule; the default rule bit
-for bit the chain of releases before the options; and a run with options killed and resumed.
+for bit the chain of releases before the options; a user's rule through the command line. A run with
+the options killed and resumed: tests/test_option_runs.py.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -291,12 +291,6 @@ def _env():
     return env
 
 
-RUN_ROUNDS = 3
-OPTION_FLAGS = [SMOKE, f"--config.fl.rounds={RUN_ROUNDS}", "--config.checkpoint.every_rounds=1",
-                "--config.client.momentum=0.9", "--config.client.weight_decay=0.01",
-                "--config.client.prox_mu=0.1"]
-
-
 def _command(workdir, *flags):
     return [sys.executable, "launch.py", *flags, f"--workdir={workdir}"]
 
@@ -304,31 +298,6 @@ def _command(workdir, *flags):
 def _run(workdir, *flags):
     return subprocess.run(_command(workdir, *flags), cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=600)
-
-
-def _final(workdir):
-    with open(os.path.join(workdir, "checkpoints", str(RUN_ROUNDS), "host", "metadata")) as f:
-        digest = json.load(f)["digest"]
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return digest, [json.loads(line) for line in f]
-
-
-def test_a_run_with_client_options_killed_and_resumed_is_bit_identical(tmp_path):
-    reference = _run(tmp_path / "reference", *OPTION_FLAGS)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    workdir = tmp_path / "killed"
-    process = subprocess.Popen(_command(workdir, *OPTION_FLAGS), cwd=ROOT, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        if line.startswith("round 2/"):  # after round 2's checkpoint (every round)
-            process.send_signal(signal.SIGKILL)
-            break
-    process.communicate(timeout=600)
-    assert process.returncode == -signal.SIGKILL
-    resumed = _run(workdir, *OPTION_FLAGS)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming" in resumed.stderr
-    assert _final(workdir) == _final(tmp_path / "reference")
 
 
 def test_a_custom_rule_through_the_command_line(tmp_path):

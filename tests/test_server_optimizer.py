@@ -5,13 +5,7 @@ conventions written out: Adam's and Yogi's bias correction, eps outside the root
 starting at 0.1), run element by element with the per-element rule of overlapping masks: an element no
 client covered keeps its value and its moments; the step count advances every round.
 """
-import json
-import os
-import subprocess
-import sys
-
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -25,8 +19,6 @@ from superfed_jax.federated import objective
 from superfed_jax.federated import round as fr
 from superfed_jax.federated import server_optimizer as so
 from superfed_jax.federated import sharding
-from test_launch import ROOT, SMOKE
-from test_resume import outputs
 
 LR, B1, B2, EPS = 0.05, 0.9, 0.99, 1e-3
 
@@ -224,41 +216,3 @@ def test_round_with_adam_steps_from_the_rounds_masked_mean():
                                    err_msg=jax.tree_util.keystr(path))
         assert np.array_equal(np.asarray(got)[~cover], np.asarray(p0)[~cover])  # uncovered: exact
     assert int(adam.server_opt[0].count) == 1
-
-
-# -------------------------------------------------------------------------------- kill and resume
-
-FLAGS = [SMOKE, "--config.fl.rounds=6", "--config.eval.every_rounds=3", "--config.checkpoint.every_rounds=2",
-         "--config.server.optimizer=adam", "--config.server.learning_rate=0.01"]
-
-
-def _launch(workdir, *extra, kill_after_round=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    command = [sys.executable, "launch.py", *FLAGS, *extra, f"--workdir={workdir}"]
-    if kill_after_round is None:
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    for line in process.stderr:
-        if line.startswith(f"round {kill_after_round}/"):
-            process.kill()
-            break
-    process.communicate(timeout=600)
-    return process
-
-
-def _digest(workdir):
-    with open(os.path.join(workdir, "checkpoints", "6", "host", "metadata")) as f:
-        return json.load(f)["digest"]
-
-
-def test_sigkill_and_resume_with_a_server_optimizer_is_bit_identical(tmp_path):
-    reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
-    assert _launch(reference).returncode == 0
-    _launch(resumed, kill_after_round=5)  # after the checkpoint of round 4: Adam's moments are in it
-    result = _launch(resumed)
-    assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stderr
-    assert _digest(resumed) == _digest(reference)
-    assert outputs(resumed) == outputs(reference)  # metrics.jsonl and cost.json
