@@ -216,3 +216,15 @@ def test_round_with_adam_steps_from_the_rounds_masked_mean():
                                    err_msg=jax.tree_util.keystr(path))
         assert np.array_equal(np.asarray(got)[~cover], np.asarray(p0)[~cover])  # uncovered: exact
     assert int(adam.server_opt[0].count) == 1
+
+
+def test_the_memory_estimate_counts_the_server_state():
+    from superfed_jax.run import memory
+    slots = {name: so.state_slots(server(name)) for name in so.SERVER_OPTIMIZERS}
+    assert slots == {"none": 0, "sgd": 0, "adam": 2, "yogi": 2, "adagrad": 1}
+    assert so.state_slots(server("sgd", momentum=0.9)) == 1
+    assert so.state_slots({}) == 0  # a config saved before the server section: the mean
+    plain = memory.estimate_round_memory(T.FAMILY, batch_size=8, chunk_size=4)
+    adam = memory.estimate_round_memory(T.FAMILY, batch_size=8, chunk_size=4, server_slots=2)
+    assert adam["total_bytes"] - plain["total_bytes"] == 2 * plain["params_bytes"]
+    assert adam["fixed"]["server_optimizer_state"] == 2 * plain["params_bytes"]

@@ -62,6 +62,21 @@ def make_server_optimizer(server) -> Optional[optax.GradientTransformation]:
     return optimizer
 
 
+# Params-sized buffers of each built-in rule's state (`state_slots`); a user's rule is budgeted like Adam.
+_STATE_SLOTS = {"none": 0, "adam": 2, "yogi": 2, "adagrad": 1}
+CUSTOM_RULE_SLOTS = 2
+
+
+def state_slots(server) -> int:
+    """Params-sized buffers the server optimiser keeps (`run/memory.py`'s `server_slots`): 0 for the mean,
+    1 for momentum SGD or Adagrad, 2 for Adam's and Yogi's moments, `CUSTOM_RULE_SLOTS` for a user's rule.
+    `server` is the config's server section (a mapping); a config saved before it existed reads as 'none'."""
+    name = server.get("optimizer", "none")
+    if name == "sgd":
+        return int(float(server.get("momentum", 0.0)) > 0)
+    return _STATE_SLOTS.get(name, CUSTOM_RULE_SLOTS)
+
+
 def init_state(optimizer: Optional[optax.GradientTransformation], params) -> Any:
     """The optimiser's state before round 0; `()` (no leaves) when there is no server optimiser."""
     return () if optimizer is None else optimizer.init(params)

@@ -106,6 +106,7 @@ def check_memory(config, family: family_lib.Family, settings, mesh, data) -> Non
         family, available, batch_size=config.client.batch_size, chunk_size=settings.chunk_size,
         clients_per_round=settings.clients_per_round, num_devices=mesh.devices.size,
         dtype=config.model.dtype, optimizer_slots=client_optimizer.state_slots(config.client),
+        server_slots=server_optimizer.state_slots(server_section(config)),
         data_bytes=memory.data_bytes(data))
 
 

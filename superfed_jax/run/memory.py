@@ -8,8 +8,10 @@ grows with C, not with P: a large P costs time, not memory.
 Memory per device (`estimate_round_memory`):
 
 * fixed: the supernet params of the server state, the aggregation sums carried across chunks (a
-  float32 numerator per parameter) and the new params (`params_bytes` each), plus the device's share of
-  the training rows and the replicated index table (`data_bytes`, passed in).
+  float32 numerator per parameter) and the new params (`params_bytes` each), the server optimiser's
+  state (`server_slots` params-sized copies, `server_optimizer.state_slots`: none for the paper's mean,
+  2 for Adam's and Yogi's moments), plus the device's share of the training rows and the replicated
+  index table (`data_bytes`, passed in).
 * per client in flight, ceil(C / devices) of them per device:
     - its params (a full-size copy of the supernet: masked clients still hold every weight),
     - their gradient, and the updated params before the old ones are released (one copy each),
@@ -59,6 +61,7 @@ from superfed_jax import _cli
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.federated import client_optimizer
+from superfed_jax.federated import server_optimizer
 from superfed_jax.supernet import family as family_lib
 
 
@@ -76,7 +79,7 @@ def clients_in_flight(chunk_size: int, num_devices: int) -> int:
 def estimate_round_memory(family: family_lib.Family, *, batch_size: int, chunk_size: int,
                           clients_per_round: Optional[int] = None, num_devices: int = 1,
                           dtype: Any = "float32", param_dtype: Any = "float32",
-                          optimizer_slots: int = 0, data_bytes: int = 0) -> dict:
+                          optimizer_slots: int = 0, server_slots: int = 0, data_bytes: int = 0) -> dict:
     """Estimated peak device memory of one round, per device, with its parts (module docstring).
 
     Args:
@@ -89,6 +92,7 @@ def estimate_round_memory(family: family_lib.Family, *, batch_size: int, chunk_s
       dtype: compute dtype of convolutions and matmuls (`model.dtype`).
       param_dtype: dtype of the params, gradients and optimizer state (float32 in this codebase).
       optimizer_slots: params-sized optimizer state buffers (0 for plain SGD, 1 for momentum).
+      server_slots: params-sized buffers of the server optimiser's state (0 for the mean, 2 for Adam).
       data_bytes: bytes of the training set one device holds (`data_bytes(client_data)`).
 
     Returns:
@@ -113,7 +117,8 @@ def estimate_round_memory(family: family_lib.Family, *, batch_size: int, chunk_s
     }
     in_flight = clients_in_flight(chunk_size, num_devices)
     fixed = {"state_params": p_bytes, "aggregation_sums": p_bytes // param_size * 4,
-             "new_params": p_bytes, "data": int(data_bytes)}
+             "new_params": p_bytes, "server_optimizer_state": server_slots * p_bytes,
+             "data": int(data_bytes)}
     per_client_bytes = sum(per_client.values())
     fixed_bytes = sum(fixed.values())
     return {
@@ -250,7 +255,8 @@ def config_estimate(config, family: family_lib.Family, *, num_devices: int, data
     return estimate_round_memory(
         family, batch_size=config.client.batch_size, chunk_size=config.fl.chunk_size,
         clients_per_round=config.fl.clients_per_round, num_devices=num_devices, dtype=config.model.dtype,
-        optimizer_slots=client_optimizer.state_slots(config.client), data_bytes=data_bytes)
+        optimizer_slots=client_optimizer.state_slots(config.client),
+        server_slots=server_optimizer.state_slots(config.get("server", {})), data_bytes=data_bytes)
 
 
 def command_line_problems(config, devices: int, available_gib: float, train_examples: int) -> list[str]:
