@@ -373,3 +373,27 @@ def test_report_cli_on_one_seeds_runs_equals_claims_report_and_the_metrics(claim
     single = run_report.write_run_report(str(shared_dir), str(tmp_path / "single"))
     assert single["best_round"] == shared_best["round"]
     assert [r["name"] for r in single["rows"]] == TRACKED
+
+
+# ------------------------------------------------------------------ checked before training anything
+
+
+def test_an_unknown_arch_or_an_out_file_stops_claim_before_anything_trains(tmp_path):
+    # Before: --archs=huge trained the weight-shared run first (8 minutes for the digits config) and only
+    # then failed; --out=<a file> was a FileExistsError traceback.
+    out_file = tmp_path / "a_file"
+    out_file.write_text("mine")
+    commands = {"file": ["--archs=largest", f"--out={out_file}"],
+                "under a file": ["--archs=largest", f"--out={out_file}/claim"],
+                "arch": ["--archs=largest,huge", f"--out={tmp_path / 'claim'}"]}
+    processes = {case: subprocess.Popen(
+        [sys.executable, "benchmarks/claim.py", "--config=configs/digits.py", "--smoke", "--seeds=0", *args],
+        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for case, args in commands.items()}
+    for case, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2, (case, stdout, stderr)
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+        assert "launch.py" not in stdout, (case, stdout)  # no run was started
+    assert "run fedavg_huge" in stderr and "unknown arch name 'huge'" in stderr and "nothing was trained" in stderr
+    assert out_file.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file"]
