@@ -131,6 +131,34 @@ def test_sigkill_at_a_random_round_then_resume_is_bit_identical(reference, tmp_p
     assert [s["from_round"] for s in sessions(str(tmp_path))] == expected, f"kill after round {kill_after}"
 
 
+def test_sigkill_after_the_first_record_before_the_first_checkpoint_starts_over_by_itself(reference, tmp_path):
+    # Before: the rerun was refused for good ("holds results of an earlier run (metrics.jsonl) but no
+    # checkpoint to resume from"). The first checkpoint every 4 rounds, after the first record (round 3):
+    # SUPERFED_KILL_AT kills the run right after that record is flushed (superfed_jax/run/kill_points.py).
+    workdir, later = str(tmp_path), "--config.checkpoint.every_rounds=4"
+    killed = subprocess.run(command(workdir, later), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=dict(environment(), SUPERFED_KILL_AT="record:3"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [r["round"] for r in outputs_so_far(workdir)] == [3] and not os.listdir(
+        os.path.join(workdir, "checkpoints"))
+    before = run_files(workdir)
+    other = launch(workdir, later, "--config.seed=1")  # another run's command: still refused, untouched
+    assert other.returncode == 2 and "no checkpoint to resume from" in other.stderr, other.stderr[-3000:]
+    assert run_files(workdir) == before
+    rerun = launch(workdir, later)  # the same command: starts over by itself, saying so
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "starting over: " in rerun.stderr and "records up to round 3" in rerun.stderr
+    assert final_digest(workdir) == final_digest(reference)
+    assert outputs(workdir) == outputs(reference) and round_rows(workdir) == round_rows(reference)
+    assert [s["from_round"] for s in sessions(workdir)] == [0]
+
+
+def outputs_so_far(workdir):
+    """The records of metrics.jsonl (a run in progress or killed: no cost.json yet)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 def test_sigterm_checkpoints_exits_resumable_and_resumes_exactly(reference, tmp_path):
     returncode, _, stderr = launch_and_signal(str(tmp_path), 3, signal.SIGTERM)
     assert returncode == 75, stderr[-3000:]
