@@ -1,11 +1,14 @@
 """Deterministic crash points for the tests of crash windows: the process kills itself (SIGKILL) at a named
-point when the environment variable SUPERFED_KILL_AT names it.
+point when the environment variable SUPERFED_KILL_AT names it (`SUPERFED_KILL_AT=NAME:SIGINT` sends itself
+that signal instead, as a user's Ctrl-C at that very moment).
 
 A sleep followed by a kill lands anywhere; a test of "killed after its first metrics row but before its first
 checkpoint" must land exactly there, every time. The driver calls `reached(point)` at the moments worth
 testing; it costs one dictionary lookup when the variable is unset, which is always outside the tests.
 
 Points (N: a round number):
+  start      the training command's first moment after its signal handler is installed, before anything
+             heavy is imported (superfed_jax/run/launch.py).
   record:N   just after the evaluation record of round N reached metrics.jsonl (flushed), before any
              checkpoint of that round is written.
 """
@@ -18,6 +21,8 @@ KILL_VARIABLE = "SUPERFED_KILL_AT"
 
 
 def reached(point: str) -> None:
-    """Kills this process with SIGKILL (no handler, no cleanup: a power cut) if SUPERFED_KILL_AT == point."""
-    if os.environ.get(KILL_VARIABLE) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Kills this process with SIGKILL (no handler, no cleanup: a power cut) if SUPERFED_KILL_AT == point;
+    sends it the signal named after a colon instead (`start:SIGINT`)."""
+    name, _, signal_name = os.environ.get(KILL_VARIABLE, "").partition(":")
+    if name == point:
+        os.kill(os.getpid(), getattr(signal, signal_name) if signal_name else signal.SIGKILL)

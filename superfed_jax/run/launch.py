@@ -29,14 +29,32 @@ import re
 import sys
 from typing import Optional, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-from ml_collections.config_flags import tuple_parser
+# Light (the standard library only; the package imports nothing on its own): they go first so that the
+# handler below is in place before absl, ml_collections and JAX are imported.
+from superfed_jax.run import kill_points
+from superfed_jax.run import preemption
 
-from superfed_jax import _console
-from superfed_jax import _cli
+
+def _is_the_training_command() -> bool:
+    """Whether this process was started as the training command (not a program importing this module)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return __name__ == "__main__" or program in ("superfed-train", "launch.py")
+
+
+if _is_the_training_command():
+    # Seconds of imports, flag parsing and config loading come before the run's own handlers: an
+    # interrupt there is one line and exit 75, not a KeyboardInterrupt traceback.
+    preemption.exit_on_termination_while_starting()
+    kill_points.reached("start")
+
+from absl import app  # noqa: E402 - after the handler
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+from ml_collections.config_flags import tuple_parser  # noqa: E402
+
+from superfed_jax import _console  # noqa: E402
+from superfed_jax import _cli  # noqa: E402
 
 __all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
@@ -248,7 +266,6 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
     """
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
-    from superfed_jax.run import preemption
 
     from superfed_jax.run import workdir as workdir_lib
 
@@ -314,6 +331,7 @@ def main(argv: Sequence[str]) -> None:
     same command then continues. The flags are defined on absl's global flags once per process, so call
     it once per process.
     """
+    preemption.exit_on_termination_while_starting()  # a caller that imported this module: from here on
     _console.quiet_backend_probe()
     argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # expands --flagfile=F
     argv = _cli.resolve_config_argv(argv)  # `digits:smoke`, or configs/X.py from outside the repository

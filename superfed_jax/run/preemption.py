@@ -7,6 +7,7 @@ point can exit with `EXIT_INTERRUPTED`. A second signal while the first is being
 """
 import contextlib
 import signal
+import sys
 
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry".
 EXIT_INTERRUPTED = 75
@@ -44,6 +45,32 @@ def stopped_message(signal_name: str, newest_checkpoint: int | None, workdir: st
                 "nothing to clean up")
         then = "rerun the same command to continue from it"
     return f"interrupted, resumable: {signal_name} received outside a training round; {kept}; {then}"
+
+
+def starting_message(signal_name: str) -> str:
+    """What the training command says of a signal before its run started (imports, flags, the config)."""
+    return (f"interrupted: {signal_name} received while the command was starting, before the run began; "
+            "nothing was written; rerun the same command to start the run")
+
+
+def exit_on_termination_while_starting() -> None:
+    """From now on, SIGTERM/SIGINT end the process with one line and `EXIT_INTERRUPTED`.
+
+    For the training command's first moments: it calls this before importing anything heavy (absl, JAX,
+    the config file), where Python's default would print a KeyboardInterrupt traceback (SIGINT) or die
+    without a word (SIGTERM). SystemExit, not an exception of ours, because a signal during an import
+    unwinds through code that is not ours (the console script's own `import`), and Python ends quietly on
+    SystemExit wherever it is raised. The run itself replaces these handlers (`stop_on_termination`,
+    `catch_termination`).
+    """
+
+    def leave(signum, frame):
+        del frame
+        print(starting_message(signal.Signals(signum).name), file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    for s in _SIGNALS:
+        signal.signal(s, leave)
 
 
 @contextlib.contextmanager
