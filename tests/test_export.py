@@ -340,3 +340,16 @@ def test_export_names_a_damaged_config_json(tmp_path):
         export.export_run(str(run), "largest", str(tmp_path / "out"))
     assert str(info.value).startswith(f"{run / 'config.json'}: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_out_naming_a_file_is_refused_before_anything_is_loaded(tmp_path):
+    # Before: superfed-export --out=<a file> said only "[Errno 17] File exists".
+    out_file = tmp_path / "a_file"
+    out_file.write_text("mine")
+    for out in (out_file, out_file / "export"):
+        with pytest.raises(ValueError, match=r"--out must be a directory \(the export writes model.json"):
+            export.check_out_dir(str(out), overwrite=True)
+    result = trained_run.run_module("-c", "from superfed_jax.posttrain.export import console; console()",
+                                    "--workdir=tests/fixtures/run_v0_1_0", "--arch=largest", f"--out={out_file}")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: --out={out_file} is a file; "), result.stderr
+    assert result.stderr.count("\n") == 1 and out_file.read_text() == "mine"

@@ -143,11 +143,27 @@ def describe(family: family_lib.Family, arch, mean, std, conv_impl: str, dtype: 
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
-    """Raises ValueError when `out_dir` holds an earlier export and `overwrite` is off."""
+    """Raises ValueError when `out_dir` is (or lies under) a file, or holds an earlier export and
+    `overwrite` is off."""
+    blocking = _file_on_path(out_dir)
+    if blocking:
+        where = "is a file" if blocking == out_dir else f"lies under {blocking}, which is a file"
+        raise ValueError(f"--out={out_dir} {where}; --out must be a directory (the export writes "
+                         f"{MODEL_JSON} and {PARAMS_DIR}/ into it): choose another --out")
     existing = [n for n in (MODEL_JSON, PARAMS_DIR) if os.path.exists(os.path.join(out_dir, n))]
     if existing and not overwrite:
         raise ValueError(f"{out_dir} already holds an export ({', '.join(existing)}); pass --overwrite "
                          "or choose another --out")
+
+
+def _file_on_path(path: str) -> str:
+    """The nearest existing part of `path` (itself or a parent) if it is not a directory, else ''."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return ""
+        path = parent
+    return path if path and not os.path.isdir(path) else ""
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
