@@ -353,3 +353,28 @@ def test_out_naming_a_file_is_refused_before_anything_is_loaded(tmp_path):
                                     "--workdir=tests/fixtures/run_v0_1_0", "--arch=largest", f"--out={out_file}")
     assert result.returncode == 2 and result.stderr.startswith(f"error: --out={out_file} is a file; "), result.stderr
     assert result.stderr.count("\n") == 1 and out_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("field, value", [("stem_width", 16), ("arch", {"d": [0, 0], "e": 0.25})])
+def test_an_edited_model_json_is_one_message_not_a_flax_traceback(tmp_path, field, value):
+    # Before: an edited space.stem_width restored (orbax takes the stored shapes), passed the params'
+    # checksum (which does not cover model.json) and failed in the forward pass: flax ScopeParamShapeError.
+    export_dir = tmp_path / "export"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "export_before_families"), export_dir)
+    description = json.loads((export_dir / "model.json").read_text())
+    if field == "arch":
+        description["arch"] = value
+    else:
+        description["space"][field] = value
+    (export_dir / "model.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match="model.json|an edited space or arch") as refused:
+        export.load_exported(str(export_dir))
+    assert "re-export the model" in str(refused.value)
+    if field == "stem_width":
+        assert "['stem']['kernel']: model.json implies (3, 3, 1, 16), params/ hold (3, 3, 1, 8)" in str(
+            refused.value)
+        result = trained_run.run_module(
+            "-c", "from superfed_jax.posttrain.evaluate_export import console; console()", f"--model={export_dir}")
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {export_dir / 'model.json'} does "
+                                                                   "not describe the params"), result.stderr
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr

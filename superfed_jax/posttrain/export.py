@@ -370,7 +370,28 @@ def _restore_params(model_dir: str, target) -> Any:
     except Exception as error:  # orbax and tensorstore raise many kinds; all mean "unreadable"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{params_dir}: the params cannot be read ({first_line}); the export is damaged "
-                         "or does not match its model.json, re-export the model") from error
+                         "or does not match its model.json (an edited space or arch), re-export the model"
+                         ) from error
+
+
+def _check_shapes(model_dir: str, target, params) -> None:
+    """The restored params must have the shapes model.json's space and arch imply (`target`).
+
+    The checksum covers the params, not model.json: an edited `space.stem_width` restores (orbax takes the
+    stored shapes), passes the checksum and only fails in the first forward pass, as a flax
+    ScopeParamShapeError traceback. Checked here, leaf by leaf, the mistake is one message.
+    """
+    expected = dict(jax.tree_util.tree_flatten_with_path(target)[0])
+    found = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    wrong = [f"{jax.tree_util.keystr(path)}: model.json implies {tuple(leaf.shape)}, params/ hold "
+             f"{tuple(np.shape(found[path]))}"
+             for path, leaf in expected.items()
+             if path in found and tuple(np.shape(found[path])) != tuple(leaf.shape)]
+    if wrong or set(expected) != set(found):
+        details = "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+        raise ValueError(f"{os.path.join(model_dir, MODEL_JSON)} does not describe the params in "
+                         f"{os.path.join(model_dir, PARAMS_DIR)}: {details or 'other parameters'}; its space or "
+                         "arch was edited after the export: restore model.json, or re-export the model")
 
 
 def _verify_digest(model_dir: str, description: dict, params) -> None:
@@ -405,6 +426,7 @@ def load_exported(model_dir: str) -> ExportedModel:
     target = jax.eval_shape(lambda x: family.dense_init(jax.random.key(0), x, arch),
                             latency.input_spec(family, 1))
     params = _restore_params(model_dir, target)
+    _check_shapes(model_dir, target, params)
     _verify_digest(model_dir, description, params)
     return model._replace(params=params)
 
