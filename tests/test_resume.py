@@ -204,12 +204,18 @@ def truncate_largest_array_file(state_dir):
     os.truncate(largest, 10)
 
 
-def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated array file", "deleted manifest"])
+def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path, damage):
     # One truncated array file: orbax's other reads still in flight used to print one "Event loop is
-    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did).
+    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did). A deleted
+    # manifest (issue 23.5) still printed one: the filters were installed only after the first failure.
     workdir = str(tmp_path / "run")
     shutil.copytree(reference, workdir)
-    truncate_largest_array_file(os.path.join(workdir, "checkpoints", str(ROUNDS), "state"))
+    state = os.path.join(workdir, "checkpoints", str(ROUNDS), "state")
+    if damage == "deleted manifest":
+        os.remove(os.path.join(state, "manifest.ocdbt"))
+    else:
+        truncate_largest_array_file(state)
     result = launch(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped damaged checkpoint step {ROUNDS}:" in result.stderr
@@ -322,6 +328,27 @@ def test_a_full_disk_during_a_save_is_resumable_and_resumes_exactly(reference, t
     assert "after round 2" in resumed.stderr
     assert final_digest(elsewhere) == final_digest(reference)
     assert outputs(elsewhere) == outputs(reference)
+
+
+def limit_file_size():
+    """preexec_fn: every file this process writes stops at 100 kB (EFBIG, as a full disk stops it), so its
+    first checkpoint (one array file of about 150 kB) fails midway inside tensorstore, deterministically."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+def test_a_save_failing_inside_tensorstore_is_one_message_without_orbax_tracebacks(tmp_path):
+    # Before: about 150 lines of orbax's background threads ("Event loop is closed", the failed write's
+    # traceback logged by orbax) before the error, which was not recognised as a filesystem failure.
+    result = subprocess.run([sys.executable, "launch.py", SMOKE, f"--workdir={tmp_path}"], cwd=ROOT,
+                            env=environment(), capture_output=True, text=True, timeout=600,
+                            preexec_fn=limit_file_size)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: saving the checkpoint after round 1 failed: " in result.stderr
+    assert "File too large" in result.stderr and "Nothing was lost" in result.stderr
+    assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
+    assert "raised an exception" not in result.stderr, result.stderr[-3000:]
 
 
 def read_only_prelude(directory):

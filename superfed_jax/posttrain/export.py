@@ -365,6 +365,7 @@ def _restore_params(model_dir: str, target) -> Any:
     params_dir = os.path.abspath(os.path.join(model_dir, PARAMS_DIR))
     if not os.path.isdir(params_dir):
         raise FileNotFoundError(f"{params_dir}: missing; {model_dir} is an incomplete export")
+    checkpoint.quiet_background_reports()  # a damaged export: one message, not orbax's threads' reports
     try:
         return ocp.StandardCheckpointer().restore(params_dir, target)
     except Exception as error:  # orbax and tensorstore raise many kinds; all mean "unreadable"

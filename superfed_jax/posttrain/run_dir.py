@@ -108,7 +108,9 @@ def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.Serv
     check_run_dir(workdir)  # before loading data and compiling
     check_config_matches_checkpoints(workdir)  # an edited config.json is not a damaged checkpoint
     run = build_lib.build(saved_config(workdir))
-    restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
+    # clean_unfinished=False: only reading; a save in progress there belongs to a run still training.
+    manager = checkpoint.make_manager(workdir, keep=None, clean_unfinished=False)
+    restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:  # the folder held only an unfinished save
         raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
     for skipped in restored.skipped:

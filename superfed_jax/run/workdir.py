@@ -323,5 +323,8 @@ def is_io_failure(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return True
     text = str(error)
+    # tensorstore's words for a write the OS refused ("Failed writing", "Failed to write N bytes": a file
+    # size limit, a quota), besides a full disk and permissions.
     return any(marker in text for marker in ("RESOURCE_EXHAUSTED", "No space left", "Permission denied",
-                                             "Read-only file system", "Error writing local file"))
+                                             "Read-only file system", "Error writing local file",
+                                             "Failed writing", "Failed to write"))
