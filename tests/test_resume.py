@@ -455,6 +455,35 @@ def test_a_signal_before_the_heavy_imports_is_one_line_and_exit_75(tmp_path, pro
     assert not os.path.exists(tmp_path / "run")
 
 
+# A garbage-collector callback (JAX registers one) that sends SIGINT once the handler named HANDLER is in
+# place, and lets it run inside the callback, where Python swallows whatever a handler raises.
+SIGNAL_IN_GC_CALLBACK = """
+import gc, os, signal
+fired = []
+def callback(phase, info):
+    handler = signal.getsignal(signal.SIGINT)
+    if phase == "start" and not fired and getattr(handler, "__name__", "") == {handler!r}:
+        fired.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at a backward jump: here, inside the callback
+            pass
+gc.callbacks.append(callback)
+"""
+
+
+@pytest.mark.parametrize("handler, message", [
+    ("leave", "interrupted: SIGINT received while the command was starting"),
+    ("stop", "interrupted, resumable: SIGINT received outside a training round")])
+def test_a_signal_landing_in_a_gc_callback_still_stops_the_run(tmp_path, handler, message):
+    # Before: the handler's exception was printed as "Exception ignored in: <function _xla_gc_callback>"
+    # with its traceback, and the command went on to train (seen for a SIGINT 0.2-0.5 s after start).
+    result = launch_patched(SIGNAL_IN_GC_CALLBACK.format(handler=handler), str(tmp_path / "run"))
+    assert result.returncode == 75, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("config: ")]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-3000:]
+    assert "Exception ignored" not in result.stderr and "round 1/" not in result.stderr
+
+
 def test_results_without_a_checkpoint_are_refused_unless_overwrite(reference, tmp_path):
     workdir, _ = copy_of(reference, tmp_path)
     shutil.rmtree(os.path.join(workdir, "checkpoints"))

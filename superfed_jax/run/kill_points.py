@@ -23,6 +23,14 @@ KILL_VARIABLE = "SUPERFED_KILL_AT"
 def reached(point: str) -> None:
     """Kills this process with SIGKILL (no handler, no cleanup: a power cut) if SUPERFED_KILL_AT == point;
     sends it the signal named after a colon instead (`start:SIGINT`)."""
-    name, _, signal_name = os.environ.get(KILL_VARIABLE, "").partition(":")
+    name, signal_name = _point_and_signal(os.environ.get(KILL_VARIABLE, ""))
     if name == point:
         os.kill(os.getpid(), getattr(signal, signal_name) if signal_name else signal.SIGKILL)
+
+
+def _point_and_signal(value: str) -> tuple[str, str]:
+    """('record:3', '') for 'record:3'; ('start', 'SIGINT') for 'start:SIGINT' (a point's own ':N' stays)."""
+    name, _, signal_name = value.rpartition(":")
+    if signal_name.startswith("SIG"):
+        return name, signal_name
+    return value, ""

@@ -250,6 +250,14 @@ def _without_overwrite(config) -> str:
     return " (without --config.overwrite=True, which would delete the run and start over)"
 
 
+def _stopped_text(stopped, workdir: str, config) -> str:
+    """What a run stopped by a signal outside the round loop says (`preemption.stopped_message`)."""
+    from superfed_jax.run import workdir as workdir_lib
+
+    return (preemption.stopped_message(stopped.signal_name, workdir_lib.newest_checkpoint(workdir), workdir)
+            + _without_overwrite(config))
+
+
 def _config_value(argv: Sequence[str]) -> str:
     """The `--config` value ('PATH[:VARIANT]') of the command line `argv`, or the default config's path."""
     found = _cli.config_argument(argv)
@@ -274,7 +282,8 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         _config_value(sys.argv if config_argv is None else config_argv), config.data.name,
         config.data.get("path"))
     try:
-        with preemption.stop_on_termination():  # until the round loop, which handles signals itself
+        # Until the round loop, which handles signals itself.
+        with preemption.stop_on_termination(lambda lost: _stopped_text(lost, workdir, config)):
             # Imported late so absl parses flags before JAX initialises.
             from superfed_jax import validation
             from superfed_jax.run import distributed
@@ -296,9 +305,7 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         print(f"{interrupted}{_without_overwrite(config)}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED)
     except preemption.Stopped as stopped:  # a signal outside the round loop: nothing to finish
-        print(preemption.stopped_message(stopped.signal_name, workdir_lib.newest_checkpoint(workdir),
-                                         workdir) + _without_overwrite(config), file=sys.stderr)
-        sys.exit(preemption.EXIT_INTERRUPTED)
+        preemption.exit_now(_stopped_text(stopped, workdir, config))  # the with-blocks have closed their files
     except KeyboardInterrupt:  # a second signal during a round: stopped at once, without a checkpoint
         print(preemption.stopped_message("a second signal", workdir_lib.newest_checkpoint(workdir),
                                          workdir).replace("outside a training round", "during a round")
@@ -319,6 +326,8 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         failure = workdir_lib.io_failure(error, workdir, "reading or writing the run's files")
         print(f"error: {failure}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED if failure.resumable else EXIT_USAGE)
+    finally:  # the run has ended and said how: a late signal must not claim nothing was written
+        preemption.ignore_termination()
 
 
 def main(argv: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ point can exit with `EXIT_INTERRUPTED`. A second signal while the first is being
 (KeyboardInterrupt), for a user who really means it.
 """
 import contextlib
+import os
 import signal
 import sys
 
@@ -58,33 +59,71 @@ def exit_on_termination_while_starting() -> None:
 
     For the training command's first moments: it calls this before importing anything heavy (absl, JAX,
     the config file), where Python's default would print a KeyboardInterrupt traceback (SIGINT) or die
-    without a word (SIGTERM). SystemExit, not an exception of ours, because a signal during an import
-    unwinds through code that is not ours (the console script's own `import`), and Python ends quietly on
-    SystemExit wherever it is raised. The run itself replaces these handlers (`stop_on_termination`,
-    `catch_termination`).
+    without a word (SIGTERM). Nothing has been written yet, so the handler ends the process on the spot
+    (`os._exit`) instead of raising: an exception raised by a signal handler is swallowed, traceback
+    printed, when the signal lands in a garbage-collector callback (JAX registers one, and after a long
+    import most signals land there), and the command then went on to train. The run itself replaces
+    these handlers (`stop_on_termination`, `catch_termination`).
     """
 
     def leave(signum, frame):
         del frame
-        print(starting_message(signal.Signals(signum).name), file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED)
+        exit_now(starting_message(signal.Signals(signum).name))
 
     for s in _SIGNALS:
         signal.signal(s, leave)
 
 
+def ignore_termination() -> None:
+    """SIGTERM/SIGINT do nothing from now on: for the last moments of a command whose run has ended and
+    reported (the start-up handler's "nothing was written" would then be wrong)."""
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def exit_now(message: str) -> None:
+    """Prints `message` on stderr and ends the process with `EXIT_INTERRUPTED`, skipping any cleanup.
+
+    Skipping Python's shutdown is the point: a signal during XLA's compilation left its threads running,
+    and the interpreter's finalization then crashed under them ("Fatal Python error: Segmentation fault",
+    exit -11) after the one-line message.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    print(message, file=sys.stderr, flush=True)
+    os._exit(EXIT_INTERRUPTED)
+
+
 @contextlib.contextmanager
-def stop_on_termination():
-    """Within the block, SIGTERM/SIGINT raise `Stopped` at once (nothing to finish before a round)."""
+def stop_on_termination(message_of_lost=None):
+    """Within the block, SIGTERM/SIGINT raise `Stopped` at once (nothing to finish before a round).
+
+    `message_of_lost(stopped)`: what to print when Python swallows that `Stopped` (raised inside a
+    garbage-collector callback or a `__del__`, Python reports it as "Exception ignored" and carries on);
+    the process then ends there with that message and `EXIT_INTERRUPTED`, as a SIGKILL would (which every
+    file of a run survives), instead of ignoring the user's interrupt.
+    """
 
     def stop(signum, frame):
         del frame
         raise Stopped(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, stop) for s in _SIGNALS}
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(report):
+        if isinstance(report.exc_value, Stopped) and message_of_lost is not None:
+            exit_now(message_of_lost(report.exc_value))
+        previous_unraisable(report)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_unraisable
         for s, handler in previous.items():
             signal.signal(s, handler)
 
