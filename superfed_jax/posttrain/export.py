@@ -378,7 +378,7 @@ def _restore_params(model_dir: str, target) -> Any:
 def _check_shapes(model_dir: str, target, params) -> None:
     """The restored params must have the shapes model.json's space and arch imply (`target`).
 
-    The checksum covers the params, not model.json: an edited `space.stem_width` restores (orbax takes the
+    The checksum covers the params, not model.json: an edited width in its space restores (orbax takes the
     stored shapes), passes the checksum and only fails in the first forward pass, as a flax
     ScopeParamShapeError traceback. Checked here, leaf by leaf, the mistake is one message.
     """
