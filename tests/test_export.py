@@ -351,7 +351,8 @@ def test_out_naming_a_file_is_refused_before_anything_is_loaded(tmp_path):
             export.check_out_dir(str(out), overwrite=True)
     result = trained_run.run_module("-c", "from superfed_jax.posttrain.export import console; console()",
                                     "--workdir=tests/fixtures/run_v0_1_0", "--arch=largest", f"--out={out_file}")
-    assert result.returncode == 2 and result.stderr.startswith(f"error: --out={out_file} is a file; "), result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --out={out_file} is a file; "), result.stderr
     assert result.stderr.count("\n") == 1 and out_file.read_text() == "mine"
 
 

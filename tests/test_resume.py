@@ -437,7 +437,8 @@ def test_a_signal_during_start_up_exits_resumable_with_nothing_to_clean(tmp_path
 
 
 # superfed-train's console script, as pip writes it (its argv[0] names the command).
-CONSOLE_SCRIPT = "import sys; sys.argv[0] = 'superfed-train'; from superfed_jax.run.launch import console; console()"
+CONSOLE_SCRIPT = ("import sys; sys.argv[0] = 'superfed-train'; "
+                  "from superfed_jax.run.launch import console; console()")
 
 
 @pytest.mark.parametrize("program, signum", [("launch.py", signal.SIGINT), ("launch.py", signal.SIGTERM),
@@ -446,7 +447,8 @@ def test_a_signal_before_the_heavy_imports_is_one_line_and_exit_75(tmp_path, pro
     # Before: a SIGINT in the first seconds (imports, flags, the config) was a KeyboardInterrupt traceback.
     # SUPERFED_KILL_AT=start:SIG sends the signal just before absl, ml_collections and JAX are imported.
     name = signal.Signals(signum).name
-    args = (["launch.py"] if program == "launch.py" else ["-c", CONSOLE_SCRIPT]) + [SMOKE, f"--workdir={tmp_path}/run"]
+    args = ["launch.py"] if program == "launch.py" else ["-c", CONSOLE_SCRIPT]
+    args += [SMOKE, f"--workdir={tmp_path}/run"]
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env=dict(environment(), SUPERFED_KILL_AT=f"start:{name}", PYTHONPATH=ROOT))
     assert (result.returncode, result.stdout) == (75, ""), result.stderr
