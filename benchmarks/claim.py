@@ -15,9 +15,12 @@ real entry point (`launch.py`, one subprocess per run, the same config and overr
 
 Runs of one seed share the data split and the clients of every round, so the per-seed difference
 weight-shared minus FedAvg is paired; `superfed_jax.reports.claim` gives its mean, std, 95% Student-t
-interval and the verdict the interval implies. A run whose work directory is complete (config.json of
-this seed, metrics.jsonl up to its last round, cost.json and report.md) is skipped without a subprocess; an
-incomplete one is started again and resumes from its last checkpoint. Writes:
+interval and the verdict the interval implies. Before anything trains, every run still to train is
+checked by a dry run of launch.py (a bad arch name or override is one `error:` line, not a failure hours
+in), and --out must be a directory. A run whose work directory is complete (config.json of this seed,
+metrics.jsonl up to its last round, cost.json and report.md) is skipped without a subprocess; an incomplete
+one is started again and resumes from its last checkpoint (or, killed before its first one, starts over by
+itself). Writes:
 
 * OUT/seed_S/report.md and its figures: the combined report of that seed (`reports.compare`);
 * OUT/report.md and its figures: the combined report of all seeds (mean +- std tables, accuracy curves with
@@ -130,6 +133,54 @@ def train(config: str, workdir: str, seed: int, overrides: list[str]) -> float:
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} failed with exit status {result.returncode}")
     return time.perf_counter() - start
+
+
+def dry_run_problem(config: str, seed: int, overrides: list[str]):
+    """What launch.py says is wrong with one run (its config, arch name or overrides), or None.
+
+    A dry run (`--config.dry_run=True`: the config checked, the cost replayed, no data read, seconds) into
+    a temporary directory, through the same entry point and arguments as the run itself, so it refuses
+    exactly what the run would refuse.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="claim_check_") as workdir:
+        command = [sys.executable, os.path.join(ROOT, "launch.py"), f"--config={config}",
+                   f"--workdir={workdir}", f"--config.seed={seed}", *overrides, "--config.dry_run=True"]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    # Its first error line: the others name the same mistake in the fields a variant derives from it.
+    errors = [line[len("error: "):] for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return errors[0] if errors else f"launch.py exited with status {result.returncode}"
+
+
+def check_runs_to_train(args, overrides) -> None:
+    """Before anything trains: every run still to train (each arch once) must pass launch.py's checks.
+
+    Otherwise a bad arch name (`--archs=huge`) would stop claim.py only after the runs before it had
+    trained (hours for a real config). Complete runs are not checked again (`completion`).
+    """
+    rounds_override = last_override(overrides, "fl.rounds")
+    checked = set()
+    for seed in args.seeds:
+        for name in run_names(args.archs):
+            arch = name[len("fedavg_"):] if name != "superfed" else ""
+            done, _ = completion(os.path.join(args.out, f"seed_{seed}", name), seed, bool(arch),
+                                 rounds_override)
+            if done or arch in checked:
+                continue
+            checked.add(arch)
+            config = config_arg(args.config_file, args.variants, args.smoke, arch)
+            problem = dry_run_problem(config, seed, overrides)
+            if problem:
+                raise ValueError(f"run {name} (--config={config}) cannot start: {problem}; nothing was "
+                                 "trained")
+
+
+def run_names(archs: list[str]) -> list[str]:
+    """The work directory names of one seed's runs: the weight-shared one, then FedAvg of each arch."""
+    return ["superfed"] + [f"fedavg_{a}" for a in archs]
 
 
 # ---------------------------------------------------------------------------------- environment
@@ -248,8 +299,41 @@ def claim_markdown(result: dict) -> str:
 # ---------------------------------------------------------------------------------------- main
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one `error: ...` line and exit status 2, as every command of the package
+    (argparse's own prints its usage first)."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def unknown_arguments_message(unknown: list[str]) -> str:
+    """What claim.py says of arguments it does not take: a stray positional one, or a flag of its own
+    it does not know (only --config.x=value overrides are passed on to the runs)."""
+    positional = [a for a in unknown if not a.startswith("-")]
+    if positional:
+        return (f"unexpected argument{'s' if len(positional) > 1 else ''} "
+                f"{' '.join(repr(a) for a in positional)}: claim.py takes only flags (a config file is "
+                "--config=PATH); nothing was run")
+    return f"unknown arguments {unknown}; only --config.x=value overrides are passed on; nothing was run"
+
+
+def out_problem(out: str):
+    """Why --out cannot hold the runs and reports (it names a file, or lies under one), or None."""
+    path = out
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        path = parent if parent != path else ""
+    if path and not os.path.isdir(path):
+        where = "is" if path == out else f"lies under {path!r}, which is"
+        return (f"--out={out!r} {where} a file; --out must be a directory (it holds one work directory per "
+                "run and the reports); nothing was run")
+    return None
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=os.path.join("configs", "digits.py"),
                         help="config file, optionally with ':variant' (default configs/digits.py)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
@@ -262,7 +346,7 @@ def parse_args(argv):
     args, overrides = parser.parse_known_args(argv)
     unknown = [a for a in overrides if not a.startswith("--config.")]
     if unknown:
-        parser.error(f"unknown arguments {unknown}; only --config.x=value overrides are passed on")
+        parser.error(unknown_arguments_message(unknown))
     if any(a.startswith("--config.seed=") for a in overrides):
         parser.error("--config.seed: the seeds come from --seeds")
     try:
@@ -282,6 +366,9 @@ def parse_args(argv):
     # The runs start in the repository root: paths given relative to the caller's directory are made
     # absolute (a config file inside the repository is named relative to it, as claim.json records it).
     args.out = os.path.abspath(args.out)
+    problem = out_problem(args.out)
+    if problem:
+        parser.error(problem)
     if os.path.isfile(args.config_file):
         path = os.path.abspath(args.config_file)
         inside = os.path.commonpath([path, ROOT]) == ROOT
@@ -300,7 +387,7 @@ def run_seed(args, overrides, seed: int, index: int) -> dict:
     """Trains (or skips) the runs of one seed; writes its combined report; returns its claim.json entry."""
     seed_dir = os.path.join(args.out, f"seed_{seed}")
     os.makedirs(seed_dir, exist_ok=True)
-    names = ["superfed"] + [f"fedavg_{a}" for a in args.archs]
+    names = run_names(args.archs)
     wall_path = os.path.join(seed_dir, WALL_FILE)
     walls, skipped = read_walls(wall_path), []
     rounds_override = last_override(overrides, "fl.rounds")
@@ -331,6 +418,11 @@ def run_seed(args, overrides, seed: int, index: int) -> dict:
 def main(argv=None) -> int:
     """Trains the runs of every seed, writes the per-seed reports, claim.json and claim.md."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        check_runs_to_train(args, overrides)  # a run that cannot start stops everything before training
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     per_seed = {}
@@ -338,7 +430,7 @@ def main(argv=None) -> int:
         per_seed[seed] = run_seed(args, overrides, seed, index)
     # All seeds in one combined report: mean +- std tables and accuracy curves with min-max seed bands.
     all_runs = [os.path.join(args.out, f"seed_{seed}", name) for seed in args.seeds
-                for name in ["superfed"] + [f"fedavg_{a}" for a in args.archs]]
+                for name in run_names(args.archs)]
     combined = report_compare.write_combined_report(all_runs, args.out)
     metric = combined["metric"]  # every run's: the combined report refuses runs of different metrics
     unit = combined["cost_unit"]

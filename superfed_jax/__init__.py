@@ -9,18 +9,20 @@ The public API, importable from the package itself:
   SearchOptions, search_run            evolutionary search of a trained run under budgets -> search.json
   export_run, load_exported            one subnet of a trained run as a dense model, and loading it back
 
-Only the aggregation is imported with the package. Everything else loads on first use (PEP 562 module
-`__getattr__`), so `from superfed_jax import masked_mean` in another JAX project pulls in neither Flax,
-orbax nor any optional extra.
+Every name loads on first use (PEP 562 module `__getattr__`), so `from superfed_jax import masked_mean` in
+another JAX project pulls in neither Flax, orbax nor any optional extra, and `import superfed_jax` itself
+imports nothing heavy: the training command installs its signal handler before JAX is imported (an
+interrupt while the imports run is one line, not a KeyboardInterrupt traceback).
 """
 import importlib
-
-from superfed_jax.aggregation import finalize, masked_mean, masked_sums
 
 __version__ = "0.2.0"
 
 # Public name -> the module that defines it; loaded by `__getattr__` the first time it is asked for.
 _LAZY = {
+    "masked_mean": "superfed_jax.aggregation",
+    "masked_sums": "superfed_jax.aggregation",
+    "finalize": "superfed_jax.aggregation",
     "SearchSpace": "superfed_jax.supernet.ofa_resnet.space",
     "Arch": "superfed_jax.supernet.ofa_resnet.space",
     "base_config": "superfed_jax.config",
@@ -31,7 +33,7 @@ _LAZY = {
     "load_exported": "superfed_jax.posttrain.export",
 }
 
-__all__ = ["finalize", "masked_mean", "masked_sums", *_LAZY]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str):

@@ -3,7 +3,8 @@ and exit status 2, never a Python traceback or absl's `FATAL Flags parsing error
 
 * `fail(message)`: prints the message and exits with `EXIT_USAGE`.
 * `parse_flags(argv)`: absl's flag parsing for `app.run(..., flags_parser=parse_flags)`: an unknown flag,
-  a value of the wrong kind, a missing required flag or a config file that fails to load is one message.
+  a value of the wrong kind, a missing required flag, a config file that fails to load or a positional
+  argument (no command takes one) is one message.
 * `user_errors()`: a `with` block in a command's `main` turning the errors that mean "bad input" (a
   ValueError or a filesystem error, already phrased for the user) into `fail`.
 * `resolve_config(value)` / `resolve_config_argv(argv)`: `--config=NAME` or `--config=configs/NAME.py`
@@ -27,8 +28,8 @@ from absl import app
 from absl import flags
 
 __all__ = ["EXIT_USAGE", "DEBUG_HINT", "FLAG_ERRORS", "PACKAGED_CONFIGS", "debugging", "fail",
-           "flag_error_message", "packaged_config_names", "resolve_config", "config_argument",
-           "resolve_config_argv", "parse_flags", "user_errors", "run"]
+           "flag_error_message", "stray_arguments_message", "packaged_config_names", "resolve_config",
+           "config_argument", "resolve_config_argv", "parse_flags", "user_errors", "run"]
 
 EXIT_USAGE = 2  # a bad flag, config or input file (also what absl's own usage errors would deserve)
 DEBUG_VARIABLE = "SUPERFED_DEBUG"
@@ -74,9 +75,13 @@ def flag_error_message(error: BaseException) -> str:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing (app.run's `flags_parser`); a mistake is one `error:` message, exit status 2."""
+    """absl's flag parsing (app.run's `flags_parser`); a mistake is one `error:` message, exit status 2.
+
+    No command of the package takes positional arguments, so any left after the flags is a mistake too
+    (`stray_arguments_message`); absl alone would hand them to `main`, which ignored them.
+    """
     try:
-        return flags.FLAGS(list(argv))
+        rest = flags.FLAGS(list(argv))
     except FLAG_ERRORS as error:
         if debugging():
             raise
@@ -84,6 +89,20 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         # offering.
         from_config_file = _CONFIG_FILE_ERROR in str(error) or not isinstance(error, flags.Error)
         fail(flag_error_message(error), debug_hint=from_config_file)
+    if len(rest) > 1:
+        fail(stray_arguments_message(rest[1:]))
+    return rest
+
+
+def stray_arguments_message(stray: Sequence[str]) -> str:
+    """What a command says of positional arguments it does not take (`superfed-train configs/cifar10.py`
+    would otherwise train the default config without a word)."""
+    shown = " ".join(repr(arg) for arg in stray[:3]) + (" ..." if len(stray) > 3 else "")
+    hint = ""
+    if any(arg.endswith(".py") or ".py:" in arg for arg in stray):
+        hint = "; a config file is given as --config=PATH"
+    return (f"unexpected argument{'s' if len(stray) > 1 else ''} {shown}: this command takes only flags "
+            f"(--name=value){hint}; nothing was run")
 
 
 def packaged_config_names(directory: str = PACKAGED_CONFIGS) -> list[str]:

@@ -373,3 +373,66 @@ def test_report_cli_on_one_seeds_runs_equals_claims_report_and_the_metrics(claim
     single = run_report.write_run_report(str(shared_dir), str(tmp_path / "single"))
     assert single["best_round"] == shared_best["round"]
     assert [r["name"] for r in single["rows"]] == TRACKED
+
+
+# ------------------------------------------------------------------ checked before training anything
+
+
+def test_an_unknown_arch_or_an_out_file_stops_claim_before_anything_trains(tmp_path):
+    # Before: --archs=huge trained the weight-shared run first (8 minutes for the digits config) and only
+    # then failed; --out=<a file> was a FileExistsError traceback.
+    out_file = tmp_path / "a_file"
+    out_file.write_text("mine")
+    commands = {"file": ["--archs=largest", f"--out={out_file}"],
+                "under a file": ["--archs=largest", f"--out={out_file}/claim"],
+                "arch": ["--archs=largest,huge", f"--out={tmp_path / 'claim'}"]}
+    processes = {case: subprocess.Popen(
+        [sys.executable, "benchmarks/claim.py", "--config=configs/digits.py", "--smoke", "--seeds=0", *args],
+        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for case, args in commands.items()}
+    for case, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2, (case, stdout, stderr)
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+        assert "launch.py" not in stdout, (case, stdout)  # no run was started
+    assert "run fedavg_huge" in stderr and "unknown arch name 'huge'" in stderr and "nothing was trained" in stderr
+    assert out_file.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+# Loaded by every Python started with this file's folder on PYTHONPATH (claim.py and the launch.py it
+# starts): SIGKILL just before orbax commits checkpoint 1 (renames its temporary folder to checkpoints/1).
+KILL_AT_FIRST_COMMIT = """
+import os, signal
+from orbax.checkpoint._src.path import atomicity
+
+finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+async def killed_before_commit(self, *args, **kwargs):
+    if self._final_path.name == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await finalize(self, *args, **kwargs)
+
+atomicity.AtomicRenameTemporaryPath.finalize = killed_before_commit
+"""
+
+
+def test_a_claim_killed_while_a_run_writes_its_first_checkpoint_resumes_on_rerun(tmp_path):
+    # Before: every rerun exited 1, launch.py refusing the run's workdir ("holds results of an earlier run
+    # (metrics.jsonl) but no checkpoint to resume from"), although claim.py resumes incomplete runs.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AT_FIRST_COMMIT)
+    out = tmp_path / "claim"
+    command = [sys.executable, "benchmarks/claim.py", "--config=configs/digits.py", "--smoke", "--seeds=0",
+               "--archs=largest", f"--out={out}"]
+    killed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env=dict(_environment(), PYTHONPATH=f"{hook}{os.pathsep}{ROOT}"))
+    assert killed.returncode == 1 and "failed with exit status -9" in killed.stderr, killed.stderr[-3000:]
+    run = out / "seed_0" / "superfed"
+    assert [r["round"] for r in _metrics(run)] == [1]  # its first record, then killed mid-commit
+    assert [name for name in os.listdir(run / "checkpoints") if name.isdigit()] == []
+    rerun = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert "starting over: " in rerun.stderr and "Traceback" not in rerun.stderr
+    assert [r["round"] for r in _metrics(run)] == [1, 2]
+    assert (out / "claim.json").is_file()

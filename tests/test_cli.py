@@ -45,8 +45,53 @@ def test_a_bad_flag_is_one_message_and_exit_2(capsys, argv, message):
 
 
 def test_a_good_flag_is_parsed():
-    assert _cli.parse_flags(["prog", "--cli_test_count=3", "rest"]) == ["prog", "rest"]
+    assert _cli.parse_flags(["prog", "--cli_test_count=3"]) == ["prog"]
     assert flags.FLAGS.cli_test_count == 3
+
+
+@pytest.mark.parametrize("argv", [["prog", "--cli_test_count=3", "rest"], ["prog", "--", "rest", "more"]])
+def test_a_positional_argument_is_one_message_not_ignored(capsys, argv):
+    # absl hands positional arguments to main, and every main dropped them (`del argv`).
+    status, err = exit_of(capsys, _cli.parse_flags, argv)
+    assert status == 2 and err.startswith("error: unexpected argument") and len(err.splitlines()) == 1, err
+    assert "'rest'" in err and "nothing was run" in err
+
+
+# Every command a user can run (pyproject.toml's console scripts, launch.py, benchmarks/claim.py) with a
+# stray positional argument: `superfed-train configs/cifar10.py` trained the default digits config.
+STRAY_COMMANDS = {
+    "superfed-train": ["launch.py"],
+    "launch.py": ["launch.py", "--workdir={tmp}/run"],
+    "claim.py": ["benchmarks/claim.py", "--out={tmp}/claim"],
+}
+# The console scripts, with their required flags (absl judges those first).
+for _name, _module, _flags in [
+        ("superfed-search", "superfed_jax.posttrain.search", ["--workdir={tmp}/run"]),
+        ("superfed-export", "superfed_jax.posttrain.export",
+         ["--workdir={tmp}/run", "--arch=largest", "--out={tmp}/export"]),
+        ("superfed-evaluate", "superfed_jax.posttrain.evaluate_export", ["--model={tmp}/export"]),
+        ("superfed-cost", "superfed_jax.reports.arch_size", []),
+        ("superfed-memory", "superfed_jax.run.memory", [])]:
+    STRAY_COMMANDS[_name] = ["-c", f"from {_module} import console; console()", *_flags]
+
+
+def test_every_command_refuses_a_stray_positional_argument(tmp_path):
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    # superfed-report takes RUN_DIRs as positional arguments: none of its arguments is stray.
+    assert set(scripts) - {"superfed-report"} <= set(STRAY_COMMANDS), "a new command: add it here"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # Started together: each spends its second importing JAX.
+    processes = {name: subprocess.Popen(
+        [sys.executable, *[a.format(tmp=tmp_path) for a in args], "configs/cifar10.py"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name, args in STRAY_COMMANDS.items()}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert (process.returncode, stdout) == (2, ""), (name, stdout, stderr)
+        assert stderr.startswith("error: unexpected argument 'configs/cifar10.py'"), (name, stderr)
+        assert stderr.count("\n") == 1 and "--config=PATH" in stderr, (name, stderr)
+    assert os.listdir(tmp_path) == []  # nothing trained, nothing written
 
 
 def test_user_errors_turns_bad_input_into_one_message_and_keeps_bugs(capsys, monkeypatch):

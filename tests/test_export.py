@@ -340,3 +340,44 @@ def test_export_names_a_damaged_config_json(tmp_path):
         export.export_run(str(run), "largest", str(tmp_path / "out"))
     assert str(info.value).startswith(f"{run / 'config.json'}: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_out_naming_a_file_is_refused_before_anything_is_loaded(tmp_path):
+    # Before: superfed-export --out=<a file> said only "[Errno 17] File exists".
+    out_file = tmp_path / "a_file"
+    out_file.write_text("mine")
+    for out in (out_file, out_file / "export"):
+        with pytest.raises(ValueError, match=r"--out must be a directory \(the export writes model.json"):
+            export.check_out_dir(str(out), overwrite=True)
+    result = trained_run.run_module("-c", "from superfed_jax.posttrain.export import console; console()",
+                                    "--workdir=tests/fixtures/run_v0_1_0", "--arch=largest", f"--out={out_file}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --out={out_file} is a file; "), result.stderr
+    assert result.stderr.count("\n") == 1 and out_file.read_text() == "mine"
+
+
+# The fixture's arch is {"d": [1, 0], "e": [0.5, 0.25, 1.0, 0.25]}: another expand ratio, same blocks.
+@pytest.mark.parametrize("field, value", [("stem_width", 16),
+                                          ("arch", {"d": [1, 0], "e": [0.25, 0.25, 1.0, 0.25]})])
+def test_an_edited_model_json_is_one_message_not_a_flax_traceback(tmp_path, field, value):
+    # Before: an edited space.stem_width restored (orbax takes the stored shapes), passed the params'
+    # checksum (which does not cover model.json) and failed in the forward pass: flax ScopeParamShapeError.
+    export_dir = tmp_path / "export"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "export_before_families"), export_dir)
+    description = json.loads((export_dir / "model.json").read_text())
+    if field == "arch":
+        description["arch"] = value
+    else:
+        description["space"][field] = value
+    (export_dir / "model.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match="model.json does not describe the params in") as refused:
+        export.load_exported(str(export_dir))
+    assert "model.json implies" in str(refused.value) and "re-export the model" in str(refused.value)
+    if field == "stem_width":
+        assert "['stem']['kernel']: model.json implies (3, 3, 1, 16), params/ hold (3, 3, 1, 8)" in str(
+            refused.value)
+        result = trained_run.run_module(
+            "-c", "from superfed_jax.posttrain.evaluate_export import console; console()", f"--model={export_dir}")
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {export_dir / 'model.json'} does "
+                                                                   "not describe the params"), result.stderr
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr

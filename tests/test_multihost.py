@@ -140,3 +140,14 @@ def test_distributed_settings_come_from_the_config_then_the_environment(monkeypa
     fields.update(coordinator_address="h:1", num_processes=2, process_id=1)
     assert distributed.settings_from(fields) == dict(coordinator_address="h:1", num_processes=2,
                                                      process_id=1)
+
+
+@pytest.mark.parametrize("name", ["JAX_NUM_PROCESSES", "JAX_PROCESS_ID"])
+def test_a_non_integer_environment_variable_is_named_in_the_message(monkeypatch, name):
+    # Before: "invalid literal for int() with base 10: 'abc'", naming neither the variable nor its use.
+    from superfed_jax.run import distributed
+    fields = ml_collections.ConfigDict(dict(initialize=True, coordinator_address="", num_processes=0,
+                                            process_id=-1))
+    monkeypatch.setenv(name, "abc")
+    with pytest.raises(ValueError, match=f"environment variable {name}='abc': must be an integer"):
+        distributed.settings_from(fields)

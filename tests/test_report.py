@@ -12,6 +12,7 @@ conventions: conv = Cin*k*k*Cout*Hout*Wout with padding taps, dense = in*out):
 import json
 import math
 import os
+import shutil
 
 import matplotlib.image
 import pytest
@@ -331,3 +332,14 @@ def test_fedavg_run_without_cost_or_with_another_space(tmp_path, capsys):
 
 # The real tiny runs (weight-shared + FedAvg through benchmarks/claim.py, then the CLI) are in
 # tests/test_claim.py, which trains them once for both.
+
+
+def test_a_directory_where_report_md_goes_is_one_error_line(tmp_path, capsys):
+    # Before: an IsADirectoryError traceback from superfed-report.
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "run_v0_1_0"), run)
+    (run / "report.md").mkdir()
+    assert report_cli.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {run / 'report.md'}: it is a directory") and err.count("\n") == 1
+    assert "--out=DIR" in err and (run / "report.md").is_dir()

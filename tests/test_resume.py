@@ -131,6 +131,34 @@ def test_sigkill_at_a_random_round_then_resume_is_bit_identical(reference, tmp_p
     assert [s["from_round"] for s in sessions(str(tmp_path))] == expected, f"kill after round {kill_after}"
 
 
+def test_sigkill_after_the_first_record_before_the_first_checkpoint_starts_over_by_itself(reference, tmp_path):
+    # Before: the rerun was refused for good ("holds results of an earlier run (metrics.jsonl) but no
+    # checkpoint to resume from"). The first checkpoint every 4 rounds, after the first record (round 3):
+    # SUPERFED_KILL_AT kills the run right after that record is flushed (superfed_jax/run/kill_points.py).
+    workdir, later = str(tmp_path), "--config.checkpoint.every_rounds=4"
+    killed = subprocess.run(command(workdir, later), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=dict(environment(), SUPERFED_KILL_AT="record:3"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [r["round"] for r in outputs_so_far(workdir)] == [3] and not os.listdir(
+        os.path.join(workdir, "checkpoints"))
+    before = run_files(workdir)
+    other = launch(workdir, later, "--config.seed=1")  # another run's command: still refused, untouched
+    assert other.returncode == 2 and "no checkpoint to resume from" in other.stderr, other.stderr[-3000:]
+    assert run_files(workdir) == before
+    rerun = launch(workdir, later)  # the same command: starts over by itself, saying so
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "starting over: " in rerun.stderr and "records up to round 3" in rerun.stderr
+    assert final_digest(workdir) == final_digest(reference)
+    assert outputs(workdir) == outputs(reference) and round_rows(workdir) == round_rows(reference)
+    assert [s["from_round"] for s in sessions(workdir)] == [0]
+
+
+def outputs_so_far(workdir):
+    """The records of metrics.jsonl (a run in progress or killed: no cost.json yet)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 def test_sigterm_checkpoints_exits_resumable_and_resumes_exactly(reference, tmp_path):
     returncode, _, stderr = launch_and_signal(str(tmp_path), 3, signal.SIGTERM)
     assert returncode == 75, stderr[-3000:]
@@ -176,12 +204,18 @@ def truncate_largest_array_file(state_dir):
     os.truncate(largest, 10)
 
 
-def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated array file", "deleted manifest"])
+def test_damaged_newest_checkpoint_warns_and_resumes_from_the_previous(reference, tmp_path, damage):
     # One truncated array file: orbax's other reads still in flight used to print one "Event loop is
-    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did).
+    # closed" traceback each (a removed state directory, tests/test_checkpoint.py, never did). A deleted
+    # manifest (issue 23.5) still printed one: the filters were installed only after the first failure.
     workdir = str(tmp_path / "run")
     shutil.copytree(reference, workdir)
-    truncate_largest_array_file(os.path.join(workdir, "checkpoints", str(ROUNDS), "state"))
+    state = os.path.join(workdir, "checkpoints", str(ROUNDS), "state")
+    if damage == "deleted manifest":
+        os.remove(os.path.join(state, "manifest.ocdbt"))
+    else:
+        truncate_largest_array_file(state)
     result = launch(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipped damaged checkpoint step {ROUNDS}:" in result.stderr
@@ -296,6 +330,27 @@ def test_a_full_disk_during_a_save_is_resumable_and_resumes_exactly(reference, t
     assert outputs(elsewhere) == outputs(reference)
 
 
+def limit_file_size():
+    """preexec_fn: every file this process writes stops at 100 kB (EFBIG, as a full disk stops it), so its
+    first checkpoint (one array file of about 150 kB) fails midway inside tensorstore, deterministically."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+def test_a_save_failing_inside_tensorstore_is_one_message_without_orbax_tracebacks(tmp_path):
+    # Before: about 150 lines of orbax's background threads ("Event loop is closed", the failed write's
+    # traceback logged by orbax) before the error, which was not recognised as a filesystem failure.
+    result = subprocess.run([sys.executable, "launch.py", SMOKE, f"--workdir={tmp_path}"], cwd=ROOT,
+                            env=environment(), capture_output=True, text=True, timeout=600,
+                            preexec_fn=limit_file_size)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: saving the checkpoint after round 1 failed: " in result.stderr
+    assert "File too large" in result.stderr and "Nothing was lost" in result.stderr
+    assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
+    assert "raised an exception" not in result.stderr, result.stderr[-3000:]
+
+
 def read_only_prelude(directory):
     """Makes every write under `directory` fail with EROFS, as on a read-only mount (root ignores modes)."""
     return f"""
@@ -379,6 +434,56 @@ def test_a_signal_during_start_up_exits_resumable_with_nothing_to_clean(tmp_path
     assert "nothing is lost" in stderr and "Traceback" not in stderr
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints")) or not os.listdir(
         os.path.join(tmp_path, "checkpoints"))
+
+
+# superfed-train's console script, as pip writes it (its argv[0] names the command).
+CONSOLE_SCRIPT = ("import sys; sys.argv[0] = 'superfed-train'; "
+                  "from superfed_jax.run.launch import console; console()")
+
+
+@pytest.mark.parametrize("program, signum", [("launch.py", signal.SIGINT), ("launch.py", signal.SIGTERM),
+                                             ("superfed-train", signal.SIGINT)])
+def test_a_signal_before_the_heavy_imports_is_one_line_and_exit_75(tmp_path, program, signum):
+    # Before: a SIGINT in the first seconds (imports, flags, the config) was a KeyboardInterrupt traceback.
+    # SUPERFED_KILL_AT=start:SIG sends the signal just before absl, ml_collections and JAX are imported.
+    name = signal.Signals(signum).name
+    args = ["launch.py"] if program == "launch.py" else ["-c", CONSOLE_SCRIPT]
+    args += [SMOKE, f"--workdir={tmp_path}/run"]
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(environment(), SUPERFED_KILL_AT=f"start:{name}", PYTHONPATH=ROOT))
+    assert (result.returncode, result.stdout) == (75, ""), result.stderr
+    assert result.stderr == (f"interrupted: {name} received while the command was starting, before the run "
+                             "began; nothing was written; rerun the same command to start the run\n")
+    assert not os.path.exists(tmp_path / "run")
+
+
+# A garbage-collector callback (JAX registers one) that sends SIGINT once the handler named HANDLER is in
+# place, and lets it run inside the callback, where Python swallows whatever a handler raises.
+SIGNAL_IN_GC_CALLBACK = """
+import gc, os, signal
+fired = []
+def callback(phase, info):
+    handler = signal.getsignal(signal.SIGINT)
+    if phase == "start" and not fired and getattr(handler, "__name__", "") == {handler!r}:
+        fired.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at a backward jump: here, inside the callback
+            pass
+gc.callbacks.append(callback)
+"""
+
+
+@pytest.mark.parametrize("handler, message", [
+    ("leave", "interrupted: SIGINT received while the command was starting"),
+    ("stop", "interrupted, resumable: SIGINT received outside a training round")])
+def test_a_signal_landing_in_a_gc_callback_still_stops_the_run(tmp_path, handler, message):
+    # Before: the handler's exception was printed as "Exception ignored in: <function _xla_gc_callback>"
+    # with its traceback, and the command went on to train (seen for a SIGINT 0.2-0.5 s after start).
+    result = launch_patched(SIGNAL_IN_GC_CALLBACK.format(handler=handler), str(tmp_path / "run"))
+    assert result.returncode == 75, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("config: ")]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-3000:]
+    assert "Exception ignored" not in result.stderr and "round 1/" not in result.stderr
 
 
 def test_results_without_a_checkpoint_are_refused_unless_overwrite(reference, tmp_path):

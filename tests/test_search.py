@@ -6,6 +6,8 @@ every budget respected, better than a random sample of the same size, reproducib
 the user errors of the command line.
 """
 import json
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -286,3 +288,35 @@ def test_command_line_error_exits_2_with_a_message(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: unknown budget key 'flops' in 'flops=1e9'; allowed keys: macs, params, latency_ms")
+
+
+def test_an_edited_config_json_is_named_not_called_damaged_checkpoints(tmp_path):
+    # Before: about 10 asyncio tracebacks, then "no checkpoint ... could be restored ... their files are
+    # damaged", although the checkpoints were intact and config.json had been edited.
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "run_v0_1_0"), run)
+    config = json.loads((run / "config.json").read_text())
+    config["space"]["stem_width"] = 8  # the checkpoints hold a stem of 4 channels
+    (run / "config.json").write_text(json.dumps(config))
+    result = trained_run.run_module("-c", "from superfed_jax.posttrain.search import console; console()",
+                                    f"--workdir={run}", "--budget=macs=1e9")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith(f"error: {run / 'config.json'} differs from the config the run was "
+                                    "trained with") and "Traceback" not in result.stderr, result.stderr
+    assert "space.stem_width: 4 -> 8" in result.stderr and "checkpoints are intact" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (run / "checkpoints_damaged").exists()
+
+
+def test_a_run_with_only_an_unfinished_checkpoint_is_one_message_and_left_alone(tmp_path):
+    # Before: orbax's background cleanup of temporary folders, which nothing waited for, printed "cannot
+    # schedule new futures after shutdown" with its traceback as the command ended (and a search deleted
+    # the temporary folder of a save that a run training there was still writing).
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "run_v0_1_0"), run)
+    unfinished = run / "checkpoints" / "2.orbax-checkpoint-tmp-1234"
+    os.rename(run / "checkpoints" / "2", unfinished)
+    result = trained_run.run_module("-c", "from superfed_jax.posttrain.search import console; console()",
+                                    f"--workdir={run}", "--budget=macs=1e9")
+    assert (result.returncode, result.stderr) == (2, f"error: {run} has no finished checkpoint; train the run "
+                                                     "first\n")
+    assert unfinished.is_dir()

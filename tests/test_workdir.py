@@ -101,6 +101,39 @@ def test_a_workdir_with_a_checkpoint_or_without_results_is_accepted(tmp_path):
     workdir_lib.check_start(str(tmp_path / "fresh"), overwrite=False)
 
 
+STOPPED_CONFIG = {"seed": 0, "fl": {"rounds": 8}, "checkpoint": {"every_rounds": 4}}
+
+
+def stopped_run(workdir, last_round=3, config=STOPPED_CONFIG, finished=False):
+    """A run's files as a run of STOPPED_CONFIG killed after the record of `last_round` leaves them."""
+    os.makedirs(os.path.join(workdir, "checkpoints"))
+    (workdir / "config.json").write_text(json.dumps(config))
+    (workdir / "metrics.jsonl").write_text(json.dumps({"round": last_round}) + "\n")
+    (workdir / "rounds.jsonl").write_text("".join(json.dumps({"round": r}) + "\n"
+                                                  for r in range(1, last_round + 1)))
+    (workdir / "notes.txt").write_text("the user's own file")
+    if finished:
+        (workdir / "report.md").write_text("# run")
+
+
+def test_the_same_run_stopped_before_its_first_checkpoint_starts_over_and_says_so(tmp_path, capsys):
+    stopped_run(tmp_path)
+    workdir_lib.check_start(str(tmp_path), False, STOPPED_CONFIG)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+    assert "starting over: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["another config", "records past the first checkpoint", "finished",
+                                  "no config given"])
+def test_anything_else_without_a_checkpoint_is_still_refused(tmp_path, case):
+    stopped_run(tmp_path, last_round=5 if case.startswith("records") else 3, finished=case == "finished",
+                config=dict(STOPPED_CONFIG, seed=1) if case == "another config" else STOPPED_CONFIG)
+    before = snapshot(tmp_path)
+    with pytest.raises(workdir_lib.WorkdirError, match="no checkpoint to resume from"):
+        workdir_lib.check_start(str(tmp_path), False, None if case == "no config given" else STOPPED_CONFIG)
+    assert snapshot(tmp_path) == before
+
+
 def test_overwrite_clears_the_run_files_and_nothing_else(tmp_path):
     write_run_files(str(tmp_path), checkpoint=True)
     workdir_lib.check_start(str(tmp_path), overwrite=True)

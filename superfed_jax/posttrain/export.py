@@ -143,11 +143,27 @@ def describe(family: family_lib.Family, arch, mean, std, conv_impl: str, dtype: 
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
-    """Raises ValueError when `out_dir` holds an earlier export and `overwrite` is off."""
+    """Raises ValueError when `out_dir` is (or lies under) a file, or holds an earlier export and
+    `overwrite` is off."""
+    blocking = _file_on_path(out_dir)
+    if blocking:
+        where = "is a file" if blocking == out_dir else f"lies under {blocking}, which is a file"
+        raise ValueError(f"--out={out_dir} {where}; --out must be a directory (the export writes "
+                         f"{MODEL_JSON} and {PARAMS_DIR}/ into it): choose another --out")
     existing = [n for n in (MODEL_JSON, PARAMS_DIR) if os.path.exists(os.path.join(out_dir, n))]
     if existing and not overwrite:
         raise ValueError(f"{out_dir} already holds an export ({', '.join(existing)}); pass --overwrite "
                          "or choose another --out")
+
+
+def _file_on_path(path: str) -> str:
+    """The nearest existing part of `path` (itself or a parent) if it is not a directory, else ''."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return ""
+        path = parent
+    return path if path and not os.path.isdir(path) else ""
 
 
 def prepare_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -349,12 +365,34 @@ def _restore_params(model_dir: str, target) -> Any:
     params_dir = os.path.abspath(os.path.join(model_dir, PARAMS_DIR))
     if not os.path.isdir(params_dir):
         raise FileNotFoundError(f"{params_dir}: missing; {model_dir} is an incomplete export")
+    checkpoint.quiet_background_reports()  # a damaged export: one message, not orbax's threads' reports
     try:
         return ocp.StandardCheckpointer().restore(params_dir, target)
     except Exception as error:  # orbax and tensorstore raise many kinds; all mean "unreadable"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{params_dir}: the params cannot be read ({first_line}); the export is damaged "
-                         "or does not match its model.json, re-export the model") from error
+                         "or does not match its model.json (an edited space or arch), re-export the model"
+                         ) from error
+
+
+def _check_shapes(model_dir: str, target, params) -> None:
+    """The restored params must have the shapes model.json's space and arch imply (`target`).
+
+    The checksum covers the params, not model.json: an edited width in its space restores (orbax takes the
+    stored shapes), passes the checksum and only fails in the first forward pass, as a flax
+    ScopeParamShapeError traceback. Checked here, leaf by leaf, the mistake is one message.
+    """
+    expected = dict(jax.tree_util.tree_flatten_with_path(target)[0])
+    found = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    wrong = [f"{jax.tree_util.keystr(path)}: model.json implies {tuple(leaf.shape)}, params/ hold "
+             f"{tuple(np.shape(found[path]))}"
+             for path, leaf in expected.items()
+             if path in found and tuple(np.shape(found[path])) != tuple(leaf.shape)]
+    if wrong or set(expected) != set(found):
+        details = "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+        raise ValueError(f"{os.path.join(model_dir, MODEL_JSON)} does not describe the params in "
+                         f"{os.path.join(model_dir, PARAMS_DIR)}: {details or 'other parameters'}; its space or "
+                         "arch was edited after the export: restore model.json, or re-export the model")
 
 
 def _verify_digest(model_dir: str, description: dict, params) -> None:
@@ -389,6 +427,7 @@ def load_exported(model_dir: str) -> ExportedModel:
     target = jax.eval_shape(lambda x: family.dense_init(jax.random.key(0), x, arch),
                             latency.input_spec(family, 1))
     params = _restore_params(model_dir, target)
+    _check_shapes(model_dir, target, params)
     _verify_digest(model_dir, description, params)
     return model._replace(params=params)
 

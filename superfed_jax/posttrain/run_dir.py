@@ -34,6 +34,33 @@ def check_run_dir(workdir: str) -> None:
                                 "the run first")
 
 
+def check_config_matches_checkpoints(workdir: str) -> None:
+    """config.json must describe the run the newest checkpoint holds, as training's resume requires.
+
+    Each checkpoint keeps its own copy of the config it was trained with (its host JSON). An edited
+    config.json (another space, another family) would build a supernet of other shapes, and orbax's
+    restore would then fail on every checkpoint, which reads as "their files are damaged", after a
+    screenful of asyncio tracebacks. Compared before anything is built or restored; the fields that may
+    change on resume (rounds, cadences, ...) may differ here too.
+
+    Raises:
+      ValueError: naming config.json, the fields that differ, and the copy to restore it from.
+    """
+    saved = checkpoint.saved_configs(workdir)
+    current = resume.read_saved_config(workdir)
+    if not saved or current is None:
+        return
+    step, trained = saved[0]
+    differences = resume.config_differences(trained, current)
+    if differences:
+        path = os.path.join(workdir, "config.json")
+        raise ValueError(
+            f"{path} differs from the config the run was trained with (the 'config' entry of "
+            f"{checkpoint.host_json_path(workdir, step)}), in fields that shape the supernet or its data: "
+            + "; ".join(differences) + ". The checkpoints are intact; config.json was edited after "
+            "training: restore it from that entry (or train a run of the new config in another workdir)")
+
+
 def _saved_family(saved: dict) -> str:
     """The `model.family` of a saved config (the default family when absent: runs from before families)."""
     model = saved.get("model")
@@ -79,8 +106,11 @@ def load_trained(workdir: str) -> tuple[build_lib.RunSetup, federated_round.Serv
       FileNotFoundError: `workdir` has no config.json or no checkpoint.
     """
     check_run_dir(workdir)  # before loading data and compiling
+    check_config_matches_checkpoints(workdir)  # an edited config.json is not a damaged checkpoint
     run = build_lib.build(saved_config(workdir))
-    restored = checkpoint.restore_newest_intact(checkpoint.make_manager(workdir, keep=None), run.state)
+    # clean_unfinished=False: only reading; a save in progress there belongs to a run still training.
+    manager = checkpoint.make_manager(workdir, keep=None, clean_unfinished=False)
+    restored = checkpoint.restore_newest_intact(manager, run.state)
     if restored is None:  # the folder held only an unfinished save
         raise FileNotFoundError(f"{workdir} has no finished checkpoint; train the run first")
     for skipped in restored.skipped:

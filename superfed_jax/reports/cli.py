@@ -32,8 +32,21 @@ def main(argv: Optional[list] = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a report file that cannot be written: a directory in its place, no permission
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 2
     print(f"wrote {result['report']} and {result['plot']}")
     return 0
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for a file the report cannot read or write: the path, why, and what to do."""
+    path = error.filename or "a report file"
+    reason = error.strerror or str(error)
+    if isinstance(error, IsADirectoryError):
+        return (f"cannot write {path}: it is a directory; the report writes a file there. Move or remove "
+                "that directory, or give --out=DIR to write the report elsewhere")
+    return f"cannot read or write {path}: {reason}; fix that, or give --out=DIR to write the report elsewhere"
 
 
 def console() -> None:

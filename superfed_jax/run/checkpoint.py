@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 from typing import Any, NamedTuple
@@ -48,12 +49,42 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    """A synchronous orbax manager for WORKDIR/checkpoints that keeps the newest `keep` checkpoints."""
-    # cleanup_tmp_directories: a save killed midway leaves a temporary directory; remove it on start.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+def make_manager(workdir: str, keep: int, clean_unfinished: bool = True) -> ocp.CheckpointManager:
+    """A synchronous orbax manager for WORKDIR/checkpoints that keeps the newest `keep` checkpoints.
+
+    `clean_unfinished`: first delete what a save killed midway left (`remove_unfinished_saves`); a
+    command that only reads the run (search, export) passes False, since a run may be training there.
+    Orbax's background reports of a failed save or restore are silenced from here on
+    (`quiet_background_reports`): the failure itself reaches the caller as an exception.
+    """
+    quiet_background_reports()
+    if clean_unfinished:
+        remove_unfinished_saves(workdir)
+    # Not orbax's cleanup_tmp_directories: it runs in a background thread that nothing waits for, so a
+    # command ending soon after (a refused resume, a search with nothing to restore) had that thread
+    # print "cannot schedule new futures after shutdown" with its traceback.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=False,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+UNFINISHED_MARKER = ".orbax-checkpoint-tmp"  # in the name of a save's folder until orbax commits it
+
+
+def remove_unfinished_saves(workdir: str) -> list[str]:
+    """Deletes the temporary folders of saves that never committed (a kill mid-save); returns them.
+
+    Only process 0 deletes (every process of a multi-host run shares the directory). A committed
+    checkpoint's folder is named by its step alone and is never touched.
+    """
+    directory = checkpoint_dir(workdir)
+    if jax.process_index() != 0 or not os.path.isdir(directory):
+        return []
+    removed = [os.path.join(directory, name) for name in sorted(os.listdir(directory))
+               if UNFINISHED_MARKER in name]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def state_digest(state) -> str:
@@ -111,7 +142,6 @@ def restore_newest_intact(manager: ocp.CheckpointManager, target_state) -> Resto
         try:
             state, host = restore(manager, step, target_state)
         except Exception as error:  # orbax/tensorstore raise many types for damaged files
-            _silence_closed_loop_reports()
             skipped.append(f"step {step}: {type(error).__name__}: {_first_line(error)}")
             continue
         for i, step_skipped in enumerate(steps[:len(skipped)]):
@@ -194,13 +224,25 @@ class _ClosedLoopLogFilter(logging.Filter):
         return not (record.exc_info or "Event loop is closed" in record.getMessage())
 
 
-def _silence_closed_loop_reports() -> None:
-    """Drops the 'Event loop is closed' reports that follow a failed restore; keeps every other report.
+class _OrbaxThreadLogFilter(logging.Filter):
+    """Drops orbax's log of an exception in one of its worker threads ("_SignalingThread.run() raised an
+    exception", with a traceback): orbax raises that same exception again in the thread that waits for
+    the save or restore, which reports it once (a skipped checkpoint, a full disk)."""
 
-    When one read of a damaged checkpoint fails, orbax closes the event loop of that restore while
-    tensorstore's other reads are still in flight; each of them then reports, from its own thread, that it
-    cannot hand back its result (a RuntimeError per array, hundreds for a large state). The failure itself
-    is already reported once as a skipped checkpoint.
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_orbax = f"{os.sep}orbax{os.sep}" in (record.pathname or "")
+        return not (from_orbax and "raised an exception" in record.getMessage())
+
+
+def quiet_background_reports() -> None:
+    """Silences what orbax's background threads print about a failed save or restore; keeps every other
+    report. Installed once per process, before the first save or restore.
+
+    When one write or read fails (a full disk, a damaged file), orbax closes the event loop of that
+    operation while tensorstore's other writes or reads are still in flight; each of them then reports,
+    from its own thread, that it cannot hand back its result ("Event loop is closed", one per array), and
+    orbax logs the failing thread's exception with its traceback. The failure itself reaches the caller as
+    an exception, which the run reports in one message.
     """
     if getattr(sys.excepthook, "_drops_closed_loop", False):
         return
@@ -225,6 +267,7 @@ def _silence_closed_loop_reports() -> None:
     sys.unraisablehook = unraisable_hook
     # asyncio reports an exception of a task or callback on a closed loop through its logger, not a hook.
     logging.getLogger("asyncio").addFilter(_ClosedLoopLogFilter())
+    logging.getLogger("absl").addFilter(_OrbaxThreadLogFilter())  # orbax logs through absl's logger
 
 
 def _first_line(error: Exception) -> str:

@@ -35,10 +35,10 @@ def settings_from(config_distributed) -> dict:
     Unset values are left out so that JAX's cluster auto-detection can fill them.
     """
     address = config_distributed.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
-    processes = config_distributed.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+    processes = config_distributed.num_processes or _environment_int("JAX_NUM_PROCESSES", 0)
     process_id = config_distributed.process_id
     if process_id < 0:
-        process_id = int(os.environ.get("JAX_PROCESS_ID", "-1"))
+        process_id = _environment_int("JAX_PROCESS_ID", -1)
     kwargs = {}
     if address:
         kwargs["coordinator_address"] = address
@@ -47,6 +47,24 @@ def settings_from(config_distributed) -> dict:
     if process_id >= 0:
         kwargs["process_id"] = process_id
     return kwargs
+
+
+def _environment_int(name: str, default: int) -> int:
+    """The integer in environment variable `name` (`default` when unset or empty).
+
+    Raises:
+      ValueError: naming the variable, its value and what it must be (int() alone says only "invalid
+        literal for int() with base 10: 'abc'", which names neither).
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={os.environ[name]!r}: must be an integer (or "
+                         "unset); it sets up a multi-host run (README, multi-host training); unset it for a "
+                         "run on one machine") from None
 
 
 def timeout_s(config_distributed) -> int:

@@ -33,14 +33,32 @@ import re
 import sys
 from typing import Optional, Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-from ml_collections.config_flags import tuple_parser
+# Light (the standard library only; the package imports nothing on its own): they go first so that the
+# handler below is in place before absl, ml_collections and JAX are imported.
+from superfed_jax.run import kill_points
+from superfed_jax.run import preemption
 
-from superfed_jax import _console
-from superfed_jax import _cli
+
+def _is_the_training_command() -> bool:
+    """Whether this process was started as the training command (not a program importing this module)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return __name__ == "__main__" or program in ("superfed-train", "launch.py")
+
+
+if _is_the_training_command():
+    # Seconds of imports, flag parsing and config loading come before the run's own handlers: an
+    # interrupt there is one line and exit 75, not a KeyboardInterrupt traceback.
+    preemption.exit_on_termination_while_starting()
+    kill_points.reached("start")
+
+from absl import app  # noqa: E402 - after the handler
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+from ml_collections.config_flags import tuple_parser  # noqa: E402
+
+from superfed_jax import _console  # noqa: E402
+from superfed_jax import _cli  # noqa: E402
 
 __all__ = ["DEFAULT_CONFIG", "EXIT_USAGE", "last_override_wins", "override_problems", "main", "console"]
 
@@ -310,6 +328,14 @@ def _without_overwrite(config) -> str:
     return " (without --config.overwrite=True, which would delete the run and start over)"
 
 
+def _stopped_text(stopped, workdir: str, config) -> str:
+    """What a run stopped by a signal outside the round loop says (`preemption.stopped_message`)."""
+    from superfed_jax.run import workdir as workdir_lib
+
+    return (preemption.stopped_message(stopped.signal_name, workdir_lib.newest_checkpoint(workdir), workdir)
+            + _without_overwrite(config))
+
+
 def _config_value(argv: Sequence[str]) -> str:
     """The `--config` value ('PATH[:VARIANT]') of the command line `argv`, or the default config's path."""
     found = _cli.config_argument(argv)
@@ -326,7 +352,6 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
     """
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress has its own line
-    from superfed_jax.run import preemption
 
     from superfed_jax.run import workdir as workdir_lib
 
@@ -335,7 +360,8 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         _config_value(sys.argv if config_argv is None else config_argv), config.data.name,
         config.data.get("path"))
     try:
-        with preemption.stop_on_termination():  # until the round loop, which handles signals itself
+        # Until the round loop, which handles signals itself.
+        with preemption.stop_on_termination(lambda lost: _stopped_text(lost, workdir, config)):
             # Imported late so absl parses flags before JAX initialises.
             from superfed_jax import validation
             from superfed_jax.run import distributed
@@ -357,9 +383,7 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         print(f"{interrupted}{_without_overwrite(config)}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED)
     except preemption.Stopped as stopped:  # a signal outside the round loop: nothing to finish
-        print(preemption.stopped_message(stopped.signal_name, workdir_lib.newest_checkpoint(workdir),
-                                         workdir) + _without_overwrite(config), file=sys.stderr)
-        sys.exit(preemption.EXIT_INTERRUPTED)
+        preemption.exit_now(_stopped_text(stopped, workdir, config))  # the with-blocks have closed their files
     except KeyboardInterrupt:  # a second signal during a round: stopped at once, without a checkpoint
         print(preemption.stopped_message("a second signal", workdir_lib.newest_checkpoint(workdir),
                                          workdir).replace("outside a training round", "during a round")
@@ -380,6 +404,8 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
         failure = workdir_lib.io_failure(error, workdir, "reading or writing the run's files")
         print(f"error: {failure}", file=sys.stderr)
         sys.exit(preemption.EXIT_INTERRUPTED if failure.resumable else EXIT_USAGE)
+    finally:  # the run has ended and said how: a late signal must not claim nothing was written
+        preemption.ignore_termination()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -392,6 +418,7 @@ def main(argv: Sequence[str]) -> None:
     same command then continues. The flags are defined on absl's global flags once per process, so call
     it once per process.
     """
+    preemption.exit_on_termination_while_starting()  # a caller that imported this module: from here on
     _console.quiet_backend_probe()
     if any(arg in _cli.HELP_ARGUMENTS for arg in argv[1:]):  # the command's own flags, and --config_help
         sys.stdout.write(help_text(program_name(argv)))

@@ -6,7 +6,9 @@ point can exit with `EXIT_INTERRUPTED`. A second signal while the first is being
 (KeyboardInterrupt), for a user who really means it.
 """
 import contextlib
+import os
 import signal
+import sys
 
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry".
 EXIT_INTERRUPTED = 75
@@ -46,18 +48,82 @@ def stopped_message(signal_name: str, newest_checkpoint: int | None, workdir: st
     return f"interrupted, resumable: {signal_name} received outside a training round; {kept}; {then}"
 
 
+def starting_message(signal_name: str) -> str:
+    """What the training command says of a signal before its run started (imports, flags, the config)."""
+    return (f"interrupted: {signal_name} received while the command was starting, before the run began; "
+            "nothing was written; rerun the same command to start the run")
+
+
+def exit_on_termination_while_starting() -> None:
+    """From now on, SIGTERM/SIGINT end the process with one line and `EXIT_INTERRUPTED`.
+
+    For the training command's first moments: it calls this before importing anything heavy (absl, JAX,
+    the config file), where Python's default would print a KeyboardInterrupt traceback (SIGINT) or die
+    without a word (SIGTERM). Nothing has been written yet, so the handler ends the process on the spot
+    (`os._exit`) instead of raising: an exception raised by a signal handler is swallowed, traceback
+    printed, when the signal lands in a garbage-collector callback (JAX registers one, and after a long
+    import most signals land there), and the command then went on to train. The run itself replaces
+    these handlers (`stop_on_termination`, `catch_termination`).
+    """
+
+    def leave(signum, frame):
+        del frame
+        exit_now(starting_message(signal.Signals(signum).name))
+
+    for s in _SIGNALS:
+        signal.signal(s, leave)
+
+
+def ignore_termination() -> None:
+    """SIGTERM/SIGINT do nothing from now on: for the last moments of a command whose run has ended and
+    reported (the start-up handler's "nothing was written" would then be wrong)."""
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def exit_now(message: str) -> None:
+    """Prints `message` on stderr and ends the process with `EXIT_INTERRUPTED`, skipping any cleanup.
+
+    Skipping Python's shutdown is the point: a signal during XLA's compilation left its threads running,
+    and the interpreter's finalization then crashed under them ("Fatal Python error: Segmentation fault",
+    exit -11) after the one-line message.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    print(message, file=sys.stderr, flush=True)
+    os._exit(EXIT_INTERRUPTED)
+
+
 @contextlib.contextmanager
-def stop_on_termination():
-    """Within the block, SIGTERM/SIGINT raise `Stopped` at once (nothing to finish before a round)."""
+def stop_on_termination(message_of_lost=None):
+    """Within the block, SIGTERM/SIGINT raise `Stopped` at once (nothing to finish before a round).
+
+    `message_of_lost(stopped)`: what to print when Python swallows that `Stopped` (raised inside a
+    garbage-collector callback or a `__del__`, Python reports it as "Exception ignored" and carries on);
+    the process then ends there with that message and `EXIT_INTERRUPTED`, as a SIGKILL would (which every
+    file of a run survives), instead of ignoring the user's interrupt.
+    """
 
     def stop(signum, frame):
         del frame
         raise Stopped(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, stop) for s in _SIGNALS}
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(report):
+        if isinstance(report.exc_value, Stopped) and message_of_lost is not None:
+            exit_now(message_of_lost(report.exc_value))
+        previous_unraisable(report)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_unraisable
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -30,6 +30,7 @@ from superfed_jax.run import build
 from superfed_jax.run import checkpoint
 from superfed_jax.run import distributed
 from superfed_jax.run import dry_run
+from superfed_jax.run import kill_points
 from superfed_jax.run import metrics
 from superfed_jax.run import preemption
 from superfed_jax.run import progress
@@ -169,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dict:
     """The run itself, with the workdir locked: checks, build, start or resume, rounds, finish."""
     if writer:
-        workdir_lib.check_start(workdir, config.get("overwrite", False))
+        workdir_lib.check_start(workdir, config.get("overwrite", False), config.to_dict())
     check_resume_allowed(config, workdir, writer)  # before building: a refused run stops at once
     run = build.build(config)  # fails on bad config or data before anything of the run is written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
@@ -304,6 +305,7 @@ def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
               # config and the round alone, so a resumed run writes what an uninterrupted one would.
               **privacy.record_fields(loop.config, done)}
     metrics.append_record(loop.metrics_file, record)
+    kill_points.reached(f"record:{done}")  # tests: the window between a record and its checkpoint
     if loop.scalars:  # the summary fields are in TensorBoard per round already (rounds/...)
         tb_writer.write_record(loop.scalars, {key: value for key, value in record.items()
                                               if key not in metrics.SUMMARY_FIELDS})

@@ -7,9 +7,10 @@
   same workdir stops at once, naming the process that holds it (pid, host and start time are written into
   the lock file). The OS drops the lock when its process ends in any way, so a crash leaves no stale lock;
   the file itself stays (deleting it would let two runs lock two different files).
-* `check_start(workdir, overwrite)`: a workdir that holds results (evaluation records, a report) but no
-  checkpoint is refused unless the user asks to start over (`overwrite=True`, which clears the run's files
-  first, and only those).
+* `check_start(workdir, overwrite, config)`: a workdir that holds results (evaluation records, a report)
+  but no checkpoint is refused unless the user asks to start over (`overwrite=True`, which clears the run's
+  files first, and only those), or it is this very run stopped before its first checkpoint, which starts
+  over by itself.
 * `check_dry_run_target(workdir)`: a dry run writes cost.json; it must not do so over a trained run.
 * `RunIOError` and `io_error_message`: a filesystem failure as one message naming the path, what failed,
   what was lost and how to continue.
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 from typing import Optional
 
 from superfed_jax import _cli
@@ -196,10 +198,14 @@ def clear_run_files(workdir: str) -> list[str]:
     return cleared
 
 
-def check_start(workdir: str, overwrite: bool) -> None:
+def check_start(workdir: str, overwrite: bool, config: Optional[dict] = None) -> None:
     """Refuses a workdir with results but no checkpoint; with `overwrite`, clears the run's files first.
 
-    Without a checkpoint a run would start over and append a second history to the results it finds.
+    Without a checkpoint a run would start over and append a second history to the results it finds. The
+    one exception is the same run stopped before its first checkpoint (`stopped_before_first_checkpoint`,
+    given the `config` about to run): nothing of it can be resumed and nothing else is there, so its
+    partial files are cleared, saying so, and it starts over as the README's "rerun the same command"
+    promises.
     """
     if overwrite:
         cleared = clear_run_files(workdir)
@@ -208,12 +214,49 @@ def check_start(workdir: str, overwrite: bool) -> None:
                   flush=True)
         return
     held = results_held(workdir)
-    if held and not has_checkpoint(workdir):
-        raise WorkdirError(
-            f"{workdir} holds results of an earlier run ({', '.join(os.path.basename(p) for p in held)}) "
-            "but no checkpoint to resume from; starting here would mix two runs' records. Nothing was "
-            "changed. Use another --workdir, or give --config.overwrite=True to delete that run's files "
-            f"({', '.join(RUN_FILES[:3])}, ...) and start over")
+    if not held or has_checkpoint(workdir):
+        return
+    last_round = stopped_before_first_checkpoint(workdir, config) if config is not None else None
+    if last_round is not None:
+        cleared = clear_run_files(workdir)
+        print(f"starting over: {workdir} holds this run stopped before its first checkpoint (records up to "
+              f"round {last_round}, nothing to resume from); rewound it by clearing its {len(cleared)} "
+              "partial files", file=sys.stderr, flush=True)
+        return
+    raise WorkdirError(
+        f"{workdir} holds results of an earlier run ({', '.join(os.path.basename(p) for p in held)}) "
+        "but no checkpoint to resume from; starting here would mix two runs' records. Nothing was "
+        "changed. Use another --workdir, or give --config.overwrite=True to delete that run's files "
+        f"({', '.join(RUN_FILES[:3])}, ...) and start over")
+
+
+def stopped_before_first_checkpoint(workdir: str, config: dict) -> Optional[int]:
+    """The last recorded round if `workdir` holds a run of `config` stopped before its first checkpoint
+    committed, else None.
+
+    That is: its config.json may be resumed by `config` (`resume.config_differences`), it never finished
+    (no report.md or figure) and no record goes past the round of its first checkpoint (checkpoint
+    .every_rounds, or the last round): a run whose checkpoints were deleted afterwards, or another run's
+    files, are still refused.
+    """
+    from superfed_jax.run import resume  # late: resume reads the config schema
+
+    if any(os.path.exists(os.path.join(workdir, name)) for name in ("report.md", "pareto.png")):
+        return None
+    try:
+        saved = resume.read_saved_config(workdir)
+    except ValueError:  # a damaged config.json: the resume check names it
+        return None
+    if not saved or resume.config_differences(saved, config):
+        return None
+    records = (resume.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+               + resume.read_metrics(os.path.join(workdir, "rounds.jsonl")))
+    last_round = max((record["round"] for record in records), default=0)
+    try:
+        first_checkpoint = min(int(saved["checkpoint"]["every_rounds"]), int(saved["fl"]["rounds"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return last_round if last_round <= first_checkpoint else None
 
 
 def check_dry_run_target(workdir: str) -> None:
@@ -280,5 +323,8 @@ def is_io_failure(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return True
     text = str(error)
+    # tensorstore's words for a write the OS refused ("Failed writing", "Failed to write N bytes": a file
+    # size limit, a quota), besides a full disk and permissions.
     return any(marker in text for marker in ("RESOURCE_EXHAUSTED", "No space left", "Permission denied",
-                                             "Read-only file system", "Error writing local file"))
+                                             "Read-only file system", "Error writing local file",
+                                             "Failed writing", "Failed to write"))
