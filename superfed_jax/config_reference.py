@@ -223,8 +223,7 @@ def _define_flags() -> None:
 def _main(argv: Sequence[str]) -> None:
     from absl import flags
 
-    if len(argv) > 1:
-        _cli.fail(f"unexpected argument {argv[1]!r}; give sections as --section={argv[1]}")
+    del argv  # a positional argument was refused by `_cli.parse_flags`, as by every command
     options = flags.FLAGS
     with _cli.user_errors():
         if options.markdown:

@@ -71,7 +71,8 @@ for _name, _module, _flags in [
          ["--workdir={tmp}/run", "--arch=largest", "--out={tmp}/export"]),
         ("superfed-evaluate", "superfed_jax.posttrain.evaluate_export", ["--model={tmp}/export"]),
         ("superfed-cost", "superfed_jax.reports.arch_size", []),
-        ("superfed-memory", "superfed_jax.run.memory", [])]:
+        ("superfed-memory", "superfed_jax.run.memory", []),
+        ("superfed-config", "superfed_jax.config_reference", [])]:
     STRAY_COMMANDS[_name] = ["-c", f"from {_module} import console; console()", *_flags]
 
 

@@ -200,7 +200,7 @@ def test_superfed_config_command():
                           "sys.argv = ['superfed-config', '--markdown']; r.console()")
     assert markdown.returncode == 0 and markdown.stdout == reference.markdown()
     for args, expected in ((["--section=nope"], "error: 'nope': unknown config section"),
-                           (["server"], "error: unexpected argument 'server'; give sections as --section"),
+                           (["server"], "error: unexpected argument 'server': this command takes only flags"),
                            (["--family=nope"], "error: model.family='nope'")):
         failed = run_python("-m", "superfed_jax.config_reference", *args)
         assert failed.returncode == 2 and failed.stderr.startswith(expected), failed.stderr
