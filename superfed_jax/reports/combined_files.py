@@ -12,7 +12,9 @@
 Runs compared in another headline metric than accuracy (`eval.metric`, e.g. perplexity) show it in its place:
 y axes "test perplexity", ``report_perplexity.csv`` with columns named after it (`compare`).
 
-Each writer returns the Markdown lines that show or link what it wrote.
+Each writer returns the Markdown lines that show or link what it wrote. Each figure is drawn in a
+`plot.Style`: in the paper style without titles, and with the pareto legend's short labels ("weight-shared",
+"FedAvg"; the costs the default legend quotes are in report.md's cost table, for the caption).
 """
 import math
 import os
@@ -20,7 +22,7 @@ import os
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports.format import arch_text, cost_labels, runs_title, si
-from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto
+from superfed_jax.reports.plot import DEFAULT, Curve, Panel, Style, gid_of, plot_curves, plot_pareto
 from superfed_jax.reports.tables import files_line, write_csv
 
 __all__ = ["FILES", "headline_cost_field", "cost_legends", "several_seeds", "write_pareto", "write_curves",
@@ -58,12 +60,13 @@ def several_seeds(combined: dict) -> bool:
     return len(combined["shared_runs"]) > 1 or any(len(r[key]) > 1 for r in combined["rows"])
 
 
-def write_pareto(combined: dict, out: str) -> list[str]:
+def write_pareto(combined: dict, out: str, style: Style = DEFAULT) -> list[str]:
     """Draws pareto.png / .svg; returns the lines showing it."""
     rows, cost = combined["rows"], combined["cost"]
     metric = combined.get("metric", metric_lib.ACCURACY)
     key = f"test_{metric.name}"
-    shared_label, fedavg_label = cost_legends(cost)
+    # A paper's column has no room for the costs in the legend; its caption quotes the cost table.
+    shared_label, fedavg_label = cost_legends(cost) if style.titles else ("weight-shared", "FedAvg")
     series = []
     for prefix, label, gid in (("shared", shared_label, "pareto-weight-shared"),
                                ("fedavg", fedavg_label, "pareto-fedavg")):
@@ -77,9 +80,10 @@ def write_pareto(combined: dict, out: str) -> list[str]:
                   "communication of the weight-shared run")
     if several_seeds(combined):
         title += "\nmean over seeds; bars: min to max over seeds"
-    plot_pareto(os.path.join(out, "pareto.png"), series, title,
-                xlabel=f"forward MACs per {combined['shared'].family.cost_unit} of each subnet (MMACs); "
-                       "training cost: see legend", metric=metric)
+    unit = combined["shared"].family.cost_unit
+    xlabel = (f"forward MACs per {unit} of each subnet (MMACs); training cost: see legend" if style.titles
+              else f"forward MACs per {unit} (MMACs)")
+    plot_pareto(os.path.join(out, "pareto.png"), series, title, xlabel=xlabel, metric=metric, style=style)
     return [f"![{metric.name} vs MACs](pareto.png)", "",
             "Both sides' points sit at each subnet's own forward MACs (its size at inference); the cost of "
             "training them is each side's total, in the legend and the cost table.", "",
@@ -107,7 +111,7 @@ def _side_curve(sources: list, split: str, name: str, side: tuple,
                  curve.low if band else None, curve.high if band else None, color, linestyle), curve
 
 
-def write_curves(combined: dict, out: str) -> list[str]:
+def write_curves(combined: dict, out: str, style: Style = DEFAULT) -> list[str]:
     """Draws curves.png / .svg and writes report_curves.csv; returns the lines showing them."""
     rows, sources = combined["rows"], combined["sources"]
     metric = combined.get("metric", metric_lib.ACCURACY)
@@ -131,7 +135,7 @@ def write_curves(combined: dict, out: str) -> list[str]:
                                 label, curves, gid_of("panel", split, name), scale=metric.shown(1.0)))
     plot_curves(os.path.join(out, "curves.png"), panels,
                 f"{runs_title(combined['shared'])}: {metric.name} by round, weight-shared (solid) and FedAvg "
-                "(dashed)", columns=len(rows))
+                "(dashed)", columns=len(rows), style=style)
     csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.curve_csv_header(metric), csv_rows)
     band = (" With several seeds: the mean over seeds, the band from min to max." if several_seeds(combined)
             else "")

@@ -25,9 +25,11 @@ import json
 import math
 import os
 import statistics
+from typing import Optional
 
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import combined_files
+from superfed_jax.reports import plot
 from superfed_jax.reports.format import arch_text, cost_labels, runs_title, si, size_note
 from superfed_jax.reports.run_record import (RunRecord, arch_key, arch_rows, is_fedavg_baseline, read_run,
                                              required_file, select_best, setting, space_text)
@@ -352,9 +354,10 @@ def _accuracy_table_lines(rows: list[dict], several: bool,
     return lines
 
 
-def write_combined_report(workdirs: list[str], out: str) -> dict:
+def write_combined_report(workdirs: list[str], out: str, style: Optional[plot.Style] = None) -> dict:
     """Writes the combined report of `combine_runs` into ``out``: ``report.md``, ``pareto.png`` and
-    ``curves.png`` (each also as SVG) and the tables as CSV (`combined_files`).
+    ``curves.png`` (each also as SVG, drawn in ``style``, default `plot.DEFAULT`) and the tables as CSV
+    (`combined_files`).
 
     ``workdirs`` may hold weight-shared runs of several seeds and FedAvg runs of several seeds per arch;
     the tables then give mean +- std over seeds and the figures the mean with the min-max spread.
@@ -372,8 +375,9 @@ def write_combined_report(workdirs: list[str], out: str) -> dict:
     lines += ["", size_note(rows), ""] + _combined_cost_lines(combined)
     if combined["warnings"]:
         lines += ["## Warnings: settings differ", ""] + [f"- {w}" for w in combined["warnings"]] + [""]
-    lines += combined_files.write_pareto(combined, out)
-    lines += combined_files.write_curves(combined, out)
+    style = style or plot.DEFAULT
+    lines += combined_files.write_pareto(combined, out, style)
+    lines += combined_files.write_curves(combined, out, style)
     lines += combined_files.write_tables(combined, out)
     report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
     with open(report_path, "w") as f:

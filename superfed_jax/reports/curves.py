@@ -7,14 +7,20 @@ model). `accuracy_by_round` reads one such series of a metric (accuracy unless t
 `over_seeds` combines the same series of runs that differ only in their seed: at every round that all
 of them evaluated, the mean, the sample standard deviation (n - 1; 0 for one seed) and the min and max.
 Reports draw the mean with the min-max band and write all four to CSV (`curve_csv_rows`).
+
+`train_loss_by_round` reads the other per-round file, ``rounds.jsonl`` (one row per round: ``train_loss``,
+the mean loss of the round's clients on their own data, docs/run_outputs.md), for the training-loss figure.
 """
-from typing import NamedTuple
+import json
+import math
+import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from superfed_jax.federated import metric as metric_lib
 
-__all__ = ["SPLITS", "split_label", "SeedCurve", "accuracy_by_round", "splits_recorded", "over_seeds",
+__all__ = ["ROUNDS_FILE", "train_loss_by_round", "TRAIN_LOSS_CSV_HEADER", "SPLITS", "split_label", "SeedCurve", "accuracy_by_round", "splits_recorded", "over_seeds",
            "CURVE_CSV_HEADER", "curve_csv_header", "curve_csv_rows"]
 
 SPLITS = {"val": "validation accuracy (%)", "test": "test accuracy (%)"}
@@ -86,3 +92,43 @@ def curve_csv_rows(series: str, arch: str, split: str, curve: SeedCurve,
     return [[series, arch, split, r, curve.seeds, metric.shown(m), metric.shown(s), metric.shown(lo),
              metric.shown(hi)]
             for r, m, s, lo, hi in zip(curve.rounds, curve.mean, curve.std, curve.low, curve.high)]
+
+
+# ------------------------------------------------------------------------------ training loss by round
+
+ROUNDS_FILE = "rounds.jsonl"  # the driver's per-round rows (run/metrics.py; the reports may not import it)
+TRAIN_LOSS_CSV_HEADER = ["round", "train_loss"]
+
+
+def train_loss_by_round(workdir: str) -> Optional[tuple[list, list]]:
+    """(rounds, train losses) of ``WORKDIR/rounds.jsonl`` by round, or None when the run has no such file
+    (a run of 0.1.0, or a copy of its result files only).
+
+    A round written twice (a resumed run that rewound its rows) counts once, with its last row. A row
+    without a number for ``train_loss`` is NaN (drawn as a gap, as a round in which every client failed).
+
+    Raises:
+      ValueError: a line that is not a JSON object with a ``round`` (the file is damaged), naming it.
+    """
+    path = os.path.join(workdir, ROUNDS_FILE)
+    if not os.path.isfile(path):
+        return None
+    by_round = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                by_round[int(row["round"])] = _loss(row.get("train_loss"))
+            except (ValueError, TypeError, KeyError):
+                raise ValueError(f"{path}, line {number}: not a row of rounds.jsonl (a JSON object with "
+                                 "'round'); the file is damaged: restore it from a copy of the run, or "
+                                 "move it aside to report without the training loss") from None
+    rounds = sorted(by_round)
+    return rounds, [by_round[r] for r in rounds]
+
+
+def _loss(value) -> float:
+    """A train_loss as a float; NaN for a missing or non-numeric one (JSON's NaN reads as a float)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan

@@ -10,8 +10,11 @@ training driver calls it at the end of every run:
   arch, test accuracy at the best validation round against forward MACs, and the run's cost against
   independent FedAvg as estimated by `run_cost` (``cost.json``), and for a run with differential privacy
   the epsilon it spent at its delta (from metrics.jsonl). Beside them: ``curves.png`` (validation
-  and test accuracy by round per tracked arch), ``search.png`` when a post-training search wrote
-  ``search.json`` (`search_front`), every figure also as SVG, and each table as CSV (``report_*.csv``).
+  and test accuracy by round per tracked arch), ``train_loss.png`` (the training loss of every round, from
+  rounds.jsonl), ``search.png`` when a post-training search wrote ``search.json`` (`search_front`), every
+  figure also as SVG, and each table as CSV (``report_*.csv``). A run of one tracked arch (FedAvg of one
+  arch) gets no ``pareto.png``: one point is no trade-off; report.md says so. ``style`` (`plot.Style`)
+  draws the figures for a screen (the default) or a paper.
 * `summary_table(family, tracked, best)`: the table the driver prints at the end of a run.
 
 A run whose headline metric (`eval.metric`, `superfed_jax.federated.metric`) is not accuracy (a language
@@ -29,7 +32,8 @@ from superfed_jax.federated import metric as metric_lib
 from superfed_jax.reports import curves as curves_lib
 from superfed_jax.reports import search_front
 from superfed_jax.reports.format import arch_text, compute_label, runs_title, si, size_note
-from superfed_jax.reports.plot import Curve, Panel, gid_of, plot_curves, plot_pareto, plot_search
+from superfed_jax.reports.plot import (DEFAULT, Curve, Panel, Style, gid_of, plot_curves, plot_loss, plot_pareto,
+                                      plot_search)
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
 
@@ -118,10 +122,14 @@ def provenance_lines(workdir: str) -> list[str]:
     return lines + [""]
 
 
-def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search: bool = False) -> dict:
+def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search: bool = False,
+                     style: Style = DEFAULT) -> dict:
     """Writes ``report.md`` and ``pareto.png`` of one run into ``out`` (default: the work directory), with
-    ``curves.png``, ``search.png`` (when the run has a search.json), each figure also as SVG, and the
-    tables as ``report_*.csv``.
+    ``curves.png``, ``train_loss.png`` (when the run has a rounds.jsonl), ``search.png`` (when it has a
+    search.json), each figure also as SVG, and the tables as ``report_*.csv``, the figures in ``style``.
+
+    A run of one tracked arch gets no pareto.png (a single point): report.md says so instead, and a
+    pareto.png/.svg left in ``out`` by an earlier report is removed.
 
     A search.json that did not search the run's newest checkpoint (`search_front.check_current`) is
     refused before anything is written, unless `skip_stale_search`: then the report says why it is not
@@ -130,7 +138,8 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
 
     Returns:
       ``best_round``, ``rows`` (`arch_rows`), ``cost`` (cost.json or None), the written ``report`` and
-      ``plot`` paths, and ``stale_search``: why search.json was not drawn, or None.
+      ``plot`` paths (``plot``: pareto.png, or the first other figure of a one-arch run), ``figures`` (every
+      PNG written) and ``stale_search``: why search.json was not drawn, or None.
 
     Raises:
       search_front.StaleSearch: search.json is stale and `skip_stale_search` is off.
@@ -163,20 +172,56 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
               f"| {metric.text(r[f'val_{metric.name}'])} | {metric.text(r[f'test_{metric.name}'])} |"
               for r in rows]
     lines += (["", size_note(rows), ""] + privacy_lines(run, int(best["round"]))
-              + _cost_lines(run.cost, run.family.cost_unit)
-              + [f"![{metric.name} vs MACs](pareto.png)", ""])
-    lines += provenance_lines(workdir)
-    report_path, plot_path = os.path.join(out, "report.md"), os.path.join(out, "pareto.png")
-    plot_pareto(plot_path, [("tracked archs", rows, "pareto-tracked")],
-                f"{_run_title(run)}\ntest {metric.name} at round {best['round']} (best validation)", metric=metric,
-                xlabel=f"forward MACs per {run.family.cost_unit} (MMACs)")
-    lines += _figure_files_lines(out, "pareto") + _curve_lines(run, out, int(best["round"]))
-    lines += (_search_lines(run, out, search, stale)
+              + _cost_lines(run.cost, run.family.cost_unit))
+    pareto = _pareto_lines(run, out, rows, int(best["round"]), style)
+    lines += pareto[:2] + provenance_lines(workdir) + pareto[2:]
+    lines += _curve_lines(run, out, int(best["round"]), style) + _loss_lines(run, out, style)
+    lines += (_search_lines(run, out, search, stale, style)
               + _table_files_lines(out, rows, run.cost, metric, run.family.cost_unit))
+    report_path = os.path.join(out, "report.md")
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
+    figures = [os.path.join(out, name) for name in ("pareto.png", "curves.png", "train_loss.png", "search.png")
+               if f"]({name})" in "\n".join(lines)]  # the PNGs this report shows
     return {"best_round": int(best["round"]), "rows": rows, "cost": run.cost, "report": report_path,
-            "plot": plot_path, "stale_search": stale}
+            "plot": figures[0] if figures else report_path, "figures": figures, "stale_search": stale}
+
+
+def _pareto_lines(run: RunRecord, out: str, rows: list[dict], best_round: int, style: Style) -> list[str]:
+    """Draws pareto.png/.svg (metric against MACs of the tracked archs); returns its two lines (the image)
+    and then the line linking its files. A run of one tracked arch would draw a single point: it gets a
+    note in place of the figure, and an earlier report's pareto files are removed."""
+    metric = run.metric
+    if len(rows) < 2:
+        for name in ("pareto.png", "pareto.svg"):  # drawn by an earlier version of the report
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        return [f"No {metric.name}-vs-MACs figure: the run tracks one arch ({rows[0]['name'] if rows else 'none'}"
+                f"{', FedAvg of one arch' if is_fedavg_baseline(run.config) else ''}), a single point. To set it "
+                "against the subnets of a weight-shared run, report them together: `superfed-report "
+                "WEIGHT_SHARED_DIR FEDAVG_DIR ...`.", ""]
+    plot_pareto(os.path.join(out, "pareto.png"), [("tracked archs", rows, "pareto-tracked")],
+                f"{_run_title(run)}\ntest {metric.name} at round {best_round} (best validation)", metric=metric,
+                xlabel=f"forward MACs per {run.family.cost_unit} (MMACs)", style=style)
+    return [f"![{metric.name} vs MACs](pareto.png)", ""] + _figure_files_lines(out, "pareto")
+
+
+def _loss_lines(run: RunRecord, out: str, style: Style) -> list[str]:
+    """Draws the training loss of every round (train_loss.png/.svg and report_train_loss.csv, from the
+    same lists) with round ticks on the evaluation grid; returns its section ([] without rounds.jsonl)."""
+    loss = curves_lib.train_loss_by_round(run.workdir)
+    if loss is None:
+        return ["## Training loss by round", "", "Not drawn: the run has no rounds.jsonl.", ""]
+    rounds, losses = loss
+    plot_loss(os.path.join(out, "train_loss.png"), rounds, losses, f"{_run_title(run)}: training loss by round",
+              eval_rounds=[int(r["round"]) for r in run.records], style=style)
+    csv_path = write_csv(os.path.join(out, "report_train_loss.csv"), curves_lib.TRAIN_LOSS_CSV_HEADER,
+                         [[r, v] for r, v in zip(rounds, losses)])
+    return ["## Training loss by round", "", "The mean loss of each round's clients on their own training data, "
+            "every round (rounds.jsonl; a gap: a round in which every client failed); the ticks are the "
+            "evaluation rounds.", "", "![training loss by round](train_loss.png)", "",
+            files_line(out, [os.path.join(out, n) for n in ("train_loss.png", "train_loss.svg")] + [csv_path]),
+            ""]
 
 
 def _figure_files_lines(out: str, name: str) -> list[str]:
@@ -221,7 +266,7 @@ def _table_files_lines(out: str, rows: list[dict], cost: Optional[dict],
             "as counts).", "", files_line(out, paths), ""]
 
 
-def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
+def _curve_lines(run: RunRecord, out: str, best_round: int, style: Style = DEFAULT) -> list[str]:
     """Draws the run's metric by round of every tracked arch (curves.png/.svg, report_curves.csv), marking
     the table's round; returns its section."""
     metric = run.metric
@@ -240,7 +285,8 @@ def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
         label = curves_lib.split_label(split, metric)
         panels.append(Panel(label.replace(" (%)", ""), label, curves, gid_of("panel", split),
                             marked_round=best_round, scale=metric.shown(1.0)))
-    plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: {metric.name} by round")
+    plot_curves(os.path.join(out, "curves.png"), panels, f"{_run_title(run)}: {metric.name} by round",
+                style=style, shared_ylabel=f"{metric.name}{metric.unit}")
     csv_path = write_csv(os.path.join(out, "report_curves.csv"), curves_lib.curve_csv_header(metric), csv_rows)
     return [f"## {metric.name.capitalize()} by round", "", "Every evaluation of every tracked arch "
             "(metrics.jsonl); the table above quotes the dotted round.", "",
@@ -251,7 +297,8 @@ def _curve_lines(run: RunRecord, out: str, best_round: int) -> list[str]:
 SEARCH_OUTPUTS = ("search.png", "search.svg", "report_search.csv")
 
 
-def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optional[str]) -> list[str]:
+def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optional[str],
+                  style: Style = DEFAULT) -> list[str]:
     """With a current search.json: draws every budget's candidates and front (search.png/.svg,
     report_search.csv). With a stale one (`stale`: why): removes those files and says why."""
     if stale is not None:
@@ -262,7 +309,8 @@ def _search_lines(run: RunRecord, out: str, search: Optional[dict], stale: Optio
     if search is None or not search["results"]:
         return []
     plot_search(os.path.join(out, "search.png"), search_front.search_panels(run, search),
-                f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}")
+                f"{_run_title(run)}: post-training search of round {search.get('checkpoint_round', '?')}",
+                style=style)
     csv_path = write_csv(os.path.join(out, "report_search.csv"), search_front.search_csv_header(search),
                          search_front.search_csv_rows(search))
     value = search_front.search_metric(search)
