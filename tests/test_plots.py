@@ -417,3 +417,182 @@ def test_seeds_of_a_two_stage_space_combine_and_must_track_the_same_archs(tmp_pa
     assert [r["shared_test_accuracies"] for r in result["rows"]] == [{0: 0.60, 1: 0.66}, {0: 0.80, 1: 0.84}]
     with pytest.raises(ValueError, match="differ in their search space or tracked archs"):
         compare.combine_runs(workdirs)
+
+
+# ------------------------------------------------------------------------------- figure styles (issue 25.6)
+
+from superfed_jax.reports import cli as report_cli  # noqa: E402
+from superfed_jax.reports import plot  # noqa: E402
+
+FIGURES = ("pareto", "curves", "train_loss")
+
+
+def write_rounds(workdir, losses, first=1):
+    """rounds.jsonl with one row per loss, rounds from `first`, as the driver writes them."""
+    with open(os.path.join(workdir, "rounds.jsonl"), "w") as f:
+        f.writelines(json.dumps({"round": first + i, "beta": 0.5, "train_loss": loss, "clients_nonfinite": 0,
+                                 "seconds": 0.1, "wall_time": 1.0}) + "\n" for i, loss in enumerate(losses))
+
+
+def styled_run(tmp_path, monkeypatch, style):
+    """The one-run report of SINGLE_RECORDS (rounds 10, 20, 30) with 30 rounds of rounds.jsonl, in `style`;
+    returns ({writer name: its figure}, the report's result)."""
+    captured = {name: capture(monkeypatch, run_report, name) for name in ("plot_pareto", "plot_curves", "plot_loss")}
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS)
+    write_rounds(workdir, [2.0 - 0.05 * r for r in range(30)])
+    result = run_report.write_run_report(workdir, style=style)
+    return {name: figures[0] for name, figures in captured.items()}, result
+
+
+def suptitle(figure) -> str:
+    return figure._suptitle.get_text() if figure._suptitle is not None else ""
+
+
+def test_paper_style_drops_titles_shares_y_and_has_column_widths(tmp_path, monkeypatch):
+    figures, _ = styled_run(tmp_path, monkeypatch, plot.PAPER)
+    for name, figure in figures.items():
+        assert suptitle(figure) == "" and all(a.get_title() in ("", "validation accuracy", "test accuracy")
+                                              for a in figure.axes), name
+    assert figures["plot_pareto"].axes[0].get_title() == ""  # a one-axes figure: the caption's job
+    assert tuple(figures["plot_pareto"].get_size_inches()) == pytest.approx((plot.PAPER_SINGLE, 2.5))
+    assert tuple(figures["plot_loss"].get_size_inches()) == pytest.approx((plot.PAPER_SINGLE, 2.0))
+    assert figures["plot_curves"].get_size_inches()[0] == pytest.approx(plot.PAPER_DOUBLE)
+    # validation and test accuracy: one y axis, labelled once, one legend.
+    val, test = figures["plot_curves"].axes
+    assert val.get_shared_y_axes().joined(val, test) and val.get_ylim() == test.get_ylim()
+    assert val.get_ylabel() == "accuracy (%)" and test.get_ylabel() == ""
+    assert val.get_legend() is not None and test.get_legend() is None
+    assert val.yaxis.label.get_fontsize() == 8 and val.xaxis.get_ticklabels()[0].get_fontsize() == 7
+    # 300 dpi: a 3.3 in PNG is 990 pixels wide.
+    assert matplotlib_image().imread(tmp_path / "pareto.png").shape[1] == 990
+
+
+def matplotlib_image():
+    import matplotlib.image
+    return matplotlib.image
+
+
+def test_default_style_keeps_titles_sizes_and_own_y_axes(tmp_path, monkeypatch):
+    figures, _ = styled_run(tmp_path, monkeypatch, plot.DEFAULT)
+    assert "accuracy by round" in suptitle(figures["plot_curves"])
+    assert "best validation" in figures["plot_pareto"].axes[0].get_title()
+    assert "training loss by round" in figures["plot_loss"].axes[0].get_title()
+    assert tuple(figures["plot_pareto"].get_size_inches()) == (7, 4.5)
+    val, test = figures["plot_curves"].axes
+    assert not val.get_shared_y_axes().joined(val, test)
+    assert (val.get_ylabel(), test.get_ylabel()) == ("validation accuracy (%)", "test accuracy (%)")
+
+
+def test_width_and_height_override_every_figure(tmp_path, monkeypatch):
+    figures, _ = styled_run(tmp_path, monkeypatch, plot.style_named("paper", width=5.0, height=4.0))
+    assert all(tuple(f.get_size_inches()) == pytest.approx((5.0, 4.0)) for f in figures.values())
+    # A width alone keeps each figure's shape: the paper pareto's 3.3 x 2.5 in becomes 6.6 x 5.
+    assert plot.style_named("paper", width=6.6).size(3.3, 2.5) == pytest.approx((6.6, 5.0))
+    assert plot.style_named("default").size(7, 4.5) == (7, 4.5)
+
+
+def test_training_loss_figure_and_csv_hold_rounds_jsonl(tmp_path, monkeypatch):
+    captured = capture(monkeypatch, run_report, "plot_loss")
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS)
+    losses = [2.0, 1.5, float("nan"), 1.0, 0.75]  # round 3: every client failed (NaN in rounds.jsonl)
+    write_rounds(workdir, losses)
+    with open(os.path.join(workdir, "rounds.jsonl"), "a") as f:  # a resumed run's rewritten round 5 wins
+        f.write(json.dumps({"round": 5, "train_loss": 0.5}) + "\n")
+    run_report.write_run_report(workdir)
+    [line] = [a for a in captured[0].findobj() if a.get_gid() == "train-loss"]
+    assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+    expected = [2.0, 1.5, math.nan, 1.0, 0.5]
+    assert list(line.get_ydata()) == pytest.approx(expected, nan_ok=True)
+    rows = read_csv(tmp_path / "report_train_loss.csv")
+    assert [int(r["round"]) for r in rows] == [1, 2, 3, 4, 5]
+    # write_csv leaves a NaN's cell empty, as in the other tables.
+    assert [float(r["train_loss"] or "nan") for r in rows] == pytest.approx(expected, nan_ok=True)
+    assert svg_vertices(tmp_path / "train_loss.svg", "train-loss") >= 4  # the gap splits the line
+    # The ticks are the evaluation rounds (metrics.jsonl: 10, 20, 30), not every round.
+    assert list(captured[0].axes[0].get_xticks()) == [10, 20, 30]
+    text = open(tmp_path / "report.md").read()
+    assert "![training loss by round](train_loss.png)" in text and "report_train_loss.csv" in text
+
+
+def test_a_run_without_rounds_jsonl_says_so(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS)
+    run_report.write_run_report(workdir)
+    assert "Not drawn: the run has no rounds.jsonl." in open(tmp_path / "report.md").read()
+    assert not (tmp_path / "train_loss.png").exists()
+
+
+def test_a_damaged_rounds_jsonl_is_one_error_line(tmp_path, capsys):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS)
+    write_rounds(workdir, [1.0])
+    with open(os.path.join(workdir, "rounds.jsonl"), "a") as f:
+        f.write("{not json\n")
+    R.expect_error(capsys, [workdir], "rounds.jsonl, line 2")
+
+
+def test_a_single_arch_run_has_no_pareto_figure(tmp_path):
+    workdir = R.make_workdir(tmp_path, R.make_config(fedavg=R.TINY), [
+        R.record(10, fedavg_val=0.5, fedavg_test=0.5), R.record(20, fedavg_val=0.7, fedavg_test=0.6)])
+    for name in ("pareto.png", "pareto.svg"):  # left by an earlier report: a single dot
+        (tmp_path / name).write_text("old")
+    result = run_report.write_run_report(workdir)
+    assert not (tmp_path / "pareto.png").exists() and not (tmp_path / "pareto.svg").exists()
+    text = open(tmp_path / "report.md").read()
+    assert "No accuracy-vs-MACs figure: the run tracks one arch (fedavg, FedAvg of one arch)" in text
+    assert "pareto" not in " ".join(linked_files(tmp_path / "report.md"))
+    assert result["plot"] == str(tmp_path / "curves.png") and (tmp_path / "curves.png").is_file()
+
+
+def test_round_ticks_are_the_evaluation_rounds_thinned_from_the_last():
+    assert plot.round_ticks([30, 10, 20, 20], 6) == [10, 20, 30]
+    assert plot.round_ticks(range(5, 105, 5), 8) == [10, 25, 40, 55, 70, 85, 100]  # 20 evaluations, every 3rd
+    assert plot.round_ticks(range(1, 151), 6)[-1] == 150 and len(plot.round_ticks(range(1, 151), 6)) <= 6
+    assert plot.round_ticks([], 6) == []
+
+
+def test_curves_are_ticked_at_the_evaluation_rounds(tmp_path, monkeypatch):
+    figures, _ = styled_run(tmp_path, monkeypatch, plot.DEFAULT)
+    assert all(list(a.get_xticks()) == [10, 20, 30] for a in figures["plot_curves"].axes)
+
+
+@pytest.mark.parametrize("style", ["default", "paper"])
+def test_every_figure_is_written_as_png_and_svg_in_both_styles(tmp_path, style):
+    workdir = R.make_workdir(tmp_path / "run", R.make_config(), R.SINGLE_RECORDS)
+    write_rounds(workdir, [1.0, 0.5])
+    assert report_cli.main([workdir, f"--style={style}"]) == 0
+    combined = R.combined_workdirs(tmp_path)
+    assert report_cli.main(combined + [f"--out={tmp_path / 'cmp'}", f"--style={style}"]) == 0
+    for out, names in ((tmp_path / "run", FIGURES), (tmp_path / "cmp", ("pareto", "curves"))):
+        for name in names:
+            for ext in ("png", "svg"):
+                assert (out / f"{name}.{ext}").stat().st_size > 0, (out, name, ext)
+        links = linked_files(out / "report.md")
+        assert {f"{name}.svg" for name in names} <= set(links)
+
+
+def test_the_combined_report_in_paper_style(tmp_path, monkeypatch):
+    pareto = capture(monkeypatch, combined_files, "plot_pareto")
+    curves = capture(monkeypatch, combined_files, "plot_curves")
+    assert report_cli.main(R.combined_workdirs(tmp_path) + [f"--out={tmp_path / 'out'}", "--style=paper"]) == 0
+    [axes] = pareto[0].axes
+    assert axes.get_title() == "" and [t.get_text() for t in axes.get_legend().get_texts()] == [
+        "weight-shared", "FedAvg"]  # the costs are in report.md's table, for the caption
+    assert pareto[0].get_size_inches()[0] == pytest.approx(plot.PAPER_SINGLE)
+    figure = curves[0]
+    assert suptitle(figure) == "" and figure.get_size_inches()[0] == pytest.approx(plot.PAPER_DOUBLE)
+    first = figure.axes[0]
+    assert all(first.get_shared_y_axes().joined(first, a) for a in figure.axes)  # 3 archs x 2 splits
+    # y labels in the first column (a row is a split), x labels in the bottom row, one legend.
+    assert [a.get_ylabel() for a in figure.axes] == ["validation accuracy (%)", "", "", "test accuracy (%)", "", ""]
+    assert [a.get_xlabel() for a in figure.axes] == ["", "", "", "round", "round", "round"]
+    assert sum(a.get_legend() is not None for a in figure.axes) == 1
+
+
+def test_an_unknown_style_or_size_is_one_error_line(tmp_path, capsys):
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS)
+    for argv, message in (([workdir, "--style=poster"], "unknown figure style 'poster'; the styles are default, paper"),
+                          ([workdir, "--width=wide"], "--width=wide: not a number of inches"),
+                          ([workdir, "--height=0"], "--height=0: a figure's height is a positive number")):
+        assert report_cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "report.md").exists()  # refused before anything is written

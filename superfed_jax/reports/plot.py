@@ -280,16 +280,10 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2, st
         all_axes = _panel_axes(figure, rows, columns, [p.gid for p in panels], style)
         for index, (axes, panel) in enumerate(zip(all_axes, panels)):
             _draw_panel(axes, panel, style)
-            if not style.share_y:
-                axes.set_ylabel(panel.ylabel)
-                axes.set_xlabel("round")
-                continue
-            if index % columns == 0:  # the first column's label reads for the whole row
-                row = {p.ylabel for p in panels[index:index + columns]}
-                axes.set_ylabel(panel.ylabel if len(row) == 1 else shared_ylabel or panel.ylabel)
+            if style.share_y:
+                _label_shared(axes, index, columns, panels, shared_ylabel)
             else:
-                axes.tick_params(labelleft=False)
-            if index + columns >= len(panels):  # the bottom row's 'round' reads for its column
+                axes.set_ylabel(panel.ylabel)
                 axes.set_xlabel("round")
             if panel.curves and (not style.share_y or index == 0):
                 axes.legend(loc="best", fontsize=style.note_size)
@@ -297,6 +291,19 @@ def plot_curves(path: str, panels: list[Panel], title: str, columns: int = 2, st
             figure.suptitle(title, fontsize=10)
         save_figure(figure, path, style)
     return figure
+
+
+def _label_shared(axes, index: int, columns: int, panels: list[Panel], shared_ylabel: Optional[str]) -> None:
+    """Labels panel ``index`` of a grid on one y axis: the y label in the first column only (it reads for
+    the whole row; ``shared_ylabel`` where the row's panels have different labels), 'round' in the bottom
+    row only (it reads for the column)."""
+    if index % columns == 0:
+        row = {p.ylabel for p in panels[index:index + columns]}
+        axes.set_ylabel(panels[index].ylabel if len(row) == 1 else shared_ylabel or panels[index].ylabel)
+    else:
+        axes.tick_params(labelleft=False)
+    if index + columns >= len(panels):
+        axes.set_xlabel("round")
 
 
 def _draw_panel(axes, panel: Panel, style: Style) -> None:

@@ -38,6 +38,8 @@ RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", 
              # the report's other figures (PNG + SVG) and its tables as CSV
              "pareto.svg", "curves.png", "curves.svg", "search.png", "search.svg", "report_accuracy.csv",
              "report_cost.csv", "report_curves.csv", "report_search.csv",
+             # the training loss by round (from rounds.jsonl), as figure and CSV
+             "train_loss.png", "train_loss.svg", "report_train_loss.csv",
              # report_accuracy.csv's name for a run whose eval.metric is perplexity or the loss
              "report_perplexity.csv", "report_loss.csv",
              # the combined report's seed table, when a run directory is its default --out
