@@ -596,3 +596,19 @@ def test_an_unknown_style_or_size_is_one_error_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "report.md").exists()  # refused before anything is written
+
+
+def test_the_search_figure_in_paper_style(tmp_path, monkeypatch):
+    figures = capture(monkeypatch, run_report, "plot_search")
+    workdir = R.make_workdir(tmp_path, R.make_config(), R.SINGLE_RECORDS, space=dict(R.SPACE))
+    search = make_search()
+    search["results"].append(dict(search["results"][0], budget="macs=900"))  # a second budget, a second panel
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    run_report.write_run_report(workdir, style=plot.PAPER)
+    figure = figures[0]
+    first, second = figure.axes
+    assert suptitle(figure) == "" and first.get_shared_y_axes().joined(first, second)
+    assert figure.get_size_inches()[0] == pytest.approx(plot.PAPER_DOUBLE)
+    assert first.get_ylabel() == "validation accuracy (%)" and second.get_ylabel() == ""
+    assert first.get_legend() is not None and second.get_legend() is None
+    assert (tmp_path / "search.png").is_file() and (tmp_path / "search.svg").is_file()

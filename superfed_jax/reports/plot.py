@@ -402,7 +402,7 @@ def _draw_search_panel(axes, panel: SearchPanel, style: Style) -> None:
     shown = panel.metric.shown
     if panel.evaluated:
         xs, ys = zip(*panel.evaluated)
-        axes.scatter(xs, [shown(y) for y in ys], s=9 if style.titles else 4, color="0.55", alpha=0.35,
+        axes.scatter(xs, [shown(y) for y in ys], s=9 if style.titles else 6, color="0.55", alpha=0.35,
                      linewidths=0, label=f"evaluated candidates ({len(panel.evaluated)})",
                      gid=panel.gid + "-evaluated")
     if panel.front:
