@@ -13,8 +13,10 @@ only in the server's rule. A run whose metrics.jsonl already reaches its last ro
 report.md is not trained again.
 
 It also measures each option's cost per round: the median of the per-round seconds in rounds.jsonl over
-all of its runs (rounds 2 on; they share the machine only with each other if nothing else runs), and the
-peak device bytes of the compiled round from XLA's memory analysis (`run.memory.compiled_peak_bytes`).
+all of its runs (rounds 2 on; these move with whatever else the machine runs), and, with --time_rounds=N,
+in short runs of N rounds per option, interleaved (none, fedavgm, adam, none, ...) --time_repeats times,
+meant to be run on an otherwise idle machine; and the peak device bytes of the compiled round from XLA's
+memory analysis (`run.memory.compiled_peak_bytes`).
 
 Writes OUT/server_optimizers.json (every number) and prints the tables; benchmarks/server_optimizers.md
 holds the committed result.
@@ -112,6 +114,21 @@ def config_with(overrides: list, smoke: bool):
     return config
 
 
+def interleaved_round_seconds(args, options: list) -> dict:
+    """Per option, the per-round seconds of `args.time_repeats` runs of `args.time_rounds` rounds each, run
+    in turn (one of each option, then again), seed 0, the IID setting; their median and all values."""
+    values = {option: [] for option in options}
+    for repeat in range(args.time_repeats):
+        for option in options:
+            workdir = os.path.join(args.out, "timing", option, f"repeat_{repeat}")
+            if not complete(workdir):
+                train(workdir, 0, OPTIONS[option] + [f"--config.fl.rounds={args.time_rounds}",
+                                                     f"--config.eval.every_rounds={args.time_rounds}"],
+                      args.smoke)
+            values[option].extend(round_seconds(workdir))
+    return {option: {"median": statistics.median(v), "seconds": v} for option, v in values.items()}
+
+
 def compare(values: dict, option: str, names: list, seeds: list) -> dict:
     """Per arch: both sides' mean and std, and the paired difference option minus none (points)."""
     rows = {}
@@ -139,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--out", default=os.path.join(ROOT, "workdirs", "server_optimizers"))
     parser.add_argument("--smoke", action="store_true", help="the :smoke variant: tries the pipeline")
+    parser.add_argument("--time_rounds", type=int, default=0, help="rounds of each interleaved timing run")
+    parser.add_argument("--time_repeats", type=int, default=3, help="timing runs per option")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     settings, options = args.settings.split(","), args.options.split(",")
@@ -162,9 +181,11 @@ def main(argv=None) -> int:
                 accuracy.setdefault(setting, {}).setdefault(option, {})[seed] = test_accuracies(workdir)
                 seconds.setdefault(option, []).extend(round_seconds(workdir))
 
+    timed = interleaved_round_seconds(args, options) if args.time_rounds else {}
     result = {"config": CONFIG, "seeds": seeds, "options": {o: OPTIONS[o] for o in options},
               "settings": {s: SETTINGS[s] for s in settings}, "accuracy": accuracy, "comparisons": {},
               "round_seconds_median": {o: statistics.median(v) for o, v in seconds.items()},
+              "interleaved_round_seconds": timed,
               "compiled_round_bytes": {o: compiled_round_bytes(OPTIONS[o], args.smoke) for o in options},
               "wall_seconds_this_invocation": walls,
               "environment": {"python": platform.python_version(), "machine": platform.machine(),
@@ -177,6 +198,9 @@ def main(argv=None) -> int:
                 result["comparisons"][f"{setting}/{option}"] = rows
                 print_table(setting, option, rows)
     print("\nper round: median seconds " + ", ".join(f"{o} {v:.3f}" for o, v in result["round_seconds_median"].items()))
+    if timed:
+        print("interleaved timing runs, median seconds per round (rounds 2 on): "
+              + ", ".join(f"{o} {v['median']:.4f}" for o, v in timed.items()))
     print("compiled round peak bytes " + ", ".join(f"{o} {v}" for o, v in result["compiled_round_bytes"].items()))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "server_optimizers.json"), "w") as f:
