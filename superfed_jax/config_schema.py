@@ -59,6 +59,8 @@ SECTIONS = {
     "checkpoint": "Saving the server state.",
     "distributed": "Multi-host runs (superfed_jax/run/distributed.py).",
     "memory": "The up-front estimate of one round's device memory.",
+    "log": "Where metrics go besides rounds.jsonl, metrics.jsonl and TensorBoard (always written; "
+           "superfed_jax/run/writers.py): an optional Weights & Biases run.",
 }
 
 # Why these may change on resume: they say how long to run, how often to evaluate, log or checkpoint, how
@@ -236,6 +238,14 @@ _PACKAGE_FIELDS = (
           "chunk-size advice", "flag", resumable=True),
     Field("memory.available_gib", 0.0, "memory of one device; 0 = ask it (bytes_limit on GPU/TPU, host "
           "RAM on CPU)", "number", _AT_LEAST_0, " (0 = ask the device)", resumable=True),
+
+    # Resumable, absent in configs saved before it existed: where metrics are copied to, not what they are.
+    Field("log.wandb_project", "", "Weights & Biases project to log every round and evaluation to (the "
+          "'wandb' extra); '' = no W&B run. Each session is its own W&B run, grouped by the workdir's name",
+          "text", hint=", a W&B project name or ''", resumable=True, absent=""),
+    Field("log.wandb_mode", "online", "W&B mode with log.wandb_project: 'online' uploads as it runs, "
+          "'offline' keeps the run under WORKDIR/wandb for a later `wandb sync`", "choice",
+          ("online", "offline"), resumable=True, absent="online"),
 
     Field("log_every_rounds", 1, "progress line cadence", "int", _AT_LEAST_1, resumable=True),
     Field("note", "", "a line the training command prints once, at the start, about what to expect of "

@@ -423,6 +423,20 @@ def _check_distributed(report: _Report) -> None:
         report.add(f"distributed.process_id={process_id}: must be < distributed.num_processes={processes}")
 
 
+# Characters W&B refuses in a project name; caught here rather than by wandb.init after compiling.
+_WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+
+
+def _check_log(report: _Report) -> None:
+    """log.wandb_project is '' or a W&B project name (no / \\ # ? % :, at most 128 characters)."""
+    project = report.check("log.wandb_project")
+    if isinstance(project, str) and (len(project) > 128 or project != project.strip()
+                                     or any(c in project for c in _WANDB_PROJECT_FORBIDDEN)):
+        report.add(f"log.wandb_project={project!r}: allowed '' or a W&B project name (at most 128 "
+                   f"characters, no surrounding spaces, none of {' '.join(_WANDB_PROJECT_FORBIDDEN)})")
+    report.check("log.wandb_mode")
+
+
 def _check_the_rest(report: _Report) -> None:
     """Any schema field no section check read (a new field is checked by its schema entry at once).
 
@@ -506,8 +520,8 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
     client settings (client.nesterov needs client.momentum, a user's client.optimizer is loaded and
     built), server settings (a user's server.optimizer is loaded and built), eval, cost, checkpoint,
-    memory, differential privacy and distributed settings; the search space; fl.pool, eval.tracked and
-    cost.baseline against it. Each field's kind, range and allowed values come from its entry in
+    memory, differential privacy, distributed and log settings; the search space; fl.pool, eval.tracked
+    and cost.baseline against it. Each field's kind, range and allowed values come from its entry in
     `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and real-number
     fields finite numbers.
 
@@ -534,6 +548,7 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
         _check_section(report, section)
     _check_dp(report)
     _check_distributed(report)
+    _check_log(report)
     _check_the_rest(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()

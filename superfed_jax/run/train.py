@@ -3,8 +3,9 @@
 Build (data on the devices, compiled round and evaluation) -> start fresh or resume the newest intact
 checkpoint -> run rounds, evaluating the tracked subnets every `eval.every_rounds` rounds and
 checkpointing every `checkpoint.every_rounds` -> summary, cost report and run report. Every start or
-resume adds its session to provenance.json; every round gets a row in rounds.jsonl and TensorBoard
-(docs/run_outputs.md). This file only tells that story; every step lives in the layer it belongs to.
+resume adds its session to provenance.json; every round's row and every evaluation record go to the
+session's metric writers (`run/writers.py`: rounds.jsonl and metrics.jsonl, TensorBoard, optionally
+Weights & Biases; docs/run_outputs.md). This file only tells that story; every step lives in the layer it belongs to.
 """
 import contextlib
 import dataclasses
@@ -37,8 +38,8 @@ from superfed_jax.run import progress
 from superfed_jax.run import provenance
 from superfed_jax.run import resume
 from superfed_jax.run import round_clock
-from superfed_jax.run import tb_writer
 from superfed_jax.run import workdir as workdir_lib
+from superfed_jax.run import writers as writers_lib
 
 
 def _write_json(path: str, value) -> None:
@@ -172,6 +173,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, writer: bool) -> dic
     if writer:
         workdir_lib.check_start(workdir, config.get("overwrite", False), config.to_dict())
     check_resume_allowed(config, workdir, writer)  # before building: a refused run stops at once
+    writers_lib.check_extras(config)  # a missing optional writer (wandb) stops it at once too
     run = build.build(config)  # fails on bad config or data before anything of the run is written
     manager = checkpoint.make_manager(workdir, config.checkpoint.keep)
     start = start_or_resume(config, workdir, run, manager)
@@ -204,7 +206,7 @@ class RoundLoop:
     Per-round metrics stay on the device (`in_flight`) until the host reads them at a progress line, an
     evaluation or a checkpoint, where it waits for the device anyway; then they become `pending` (rounds
     not yet summarised in metrics.jsonl) and rows of rounds.jsonl, so no round costs a device sync of its
-    own. Only process 0 (`writer`) writes files and prints; the other processes write to os.devnull.
+    own. Only process 0 (`writer`) writes files and prints; the other processes' `writers` are none.
     """
 
     config: ml_collections.ConfigDict
@@ -213,9 +215,7 @@ class RoundLoop:
     writer: bool
     manager: Any  # the checkpoint manager
     bar: progress.Progress
-    metrics_file: Any  # metrics.jsonl, open for appending
-    rounds_file: Any  # rounds.jsonl, open for appending
-    scalars: Optional[tb_writer.ScalarWriter]  # None on processes other than 0
+    writers: writers_lib.MetricWriter  # rounds.jsonl, metrics.jsonl, TensorBoard, ... (none off process 0)
     clock: round_clock.RoundClock
     pending: list  # host metrics of completed rounds not yet summarised in metrics.jsonl
     records: list  # the evaluation records in metrics.jsonl
@@ -230,29 +230,23 @@ class RoundLoop:
 
 @contextlib.contextmanager
 def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manager, start: Start):
-    """The session's outputs (progress line, metrics.jsonl, rounds.jsonl, TensorBoard, round clock) as a
-    `RoundLoop`; closes them however the block ends."""
+    """The session's outputs (progress line, metric writers, round clock) as a `RoundLoop`; closes them
+    however the block ends."""
     bar = progress.Progress(config.fl.rounds, start=start.round,
                             stream=sys.stderr if writer else io.StringIO(), metric=headline(config, run))
-    metrics_path, rounds_path = (os.path.join(workdir, name) if writer else os.devnull
-                                 for name in ("metrics.jsonl", "rounds.jsonl"))
-    # purge_step: TensorBoard drops events a killed run wrote after the checkpoint being resumed.
-    scalars = tb_writer.open_writer(workdir, purge_step=start.round + 1) if writer else None
-    bar.compile(build.compile_ahead, run, start.state)  # tens of silent seconds on CPU, announced and timed
+    # Opened before compiling: a writer that cannot open (a missing extra) stops the run at once.
+    writers = writers_lib.open_writers(config, workdir, start.round, writer)
     clock = round_clock.RoundClock()
     try:
-        with open(metrics_path, "a") as metrics_file, open(rounds_path, "a") as rounds_file:
-            if scalars:
-                tb_writer.write_config(scalars, config.to_dict(), _metric_tags(run.tracked, headline(config, run)),
-                                       start.round)
-            clock.start()  # just before the first round, after compiling it ahead
-            yield RoundLoop(config, run, workdir, writer, manager, bar, metrics_file, rounds_file, scalars,
-                            clock, list(start.pending), list(start.records), start.round + 1)
+        bar.compile(build.compile_ahead, run, start.state)  # tens of silent seconds on CPU, announced, timed
+        writers.write_config(config.to_dict(), _metric_tags(run.tracked, headline(config, run)), start.round)
+        clock.start()  # just before the first round, after compiling it ahead
+        yield RoundLoop(config, run, workdir, writer, manager, bar, writers, clock, list(start.pending),
+                        list(start.records), start.round + 1)
     finally:
         clock.close()
         bar.close()
-        if scalars:
-            tb_writer.close_writer(scalars)
+        writers.close()
 
 
 def headline(config, run: build.RunSetup) -> metric_lib.Metric:
@@ -275,23 +269,21 @@ def show_progress(loop: RoundLoop, done: int, round_metrics: dict) -> None:
 
 
 def record_rounds(loop: RoundLoop) -> None:
-    """Reads the metrics of the rounds in flight to the host, as `pending` and as rows of rounds.jsonl
-    and TensorBoard. Waits for the device when called before those rounds finished."""
+    """Reads the metrics of the rounds in flight to the host, as `pending` and as rows for the writers
+    (rounds.jsonl, TensorBoard, ...). Waits for the device when called before those rounds finished."""
     if not loop.in_flight:
         return
     host_rows = metrics.host_round_metrics(loop.in_flight, loop.config.fl.clients_per_round)
     last = loop.next_row + len(host_rows) - 1
     rows = metrics.round_rows(host_rows, loop.next_row, loop.clock.stamps_through(last))
     loop.pending, loop.in_flight, loop.next_row = loop.pending + host_rows, [], last + 1
-    metrics.append_rows(loop.rounds_file, rows)
-    if loop.scalars:
-        tb_writer.write_rounds(loop.scalars, rows)
+    loop.writers.write_rounds(rows)
 
 
 def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
     """Evaluates the tracked archs after round `done`; appends the record (with the summary of the rounds
-    since the previous one, and the privacy spent for a run with differential privacy) to metrics.jsonl
-    and TensorBoard, and shows the validation accuracies."""
+    since the previous one, and the privacy spent for a run with differential privacy) to the writers
+    (metrics.jsonl, TensorBoard, ...), and shows the validation accuracies."""
     record_rounds(loop)
     clients = loop.config.fl.clients_per_round
     failed = metrics.failed_rounds_warning(loop.pending, clients, done)
@@ -304,11 +296,8 @@ def evaluate_and_record(loop: RoundLoop, state, done: int) -> None:
               # dp_epsilon and dp_delta with dp.noise_multiplier > 0, else nothing: they depend on the
               # config and the round alone, so a resumed run writes what an uninterrupted one would.
               **privacy.record_fields(loop.config, done)}
-    metrics.append_record(loop.metrics_file, record)
+    loop.writers.write_record(record)
     kill_points.reached(f"record:{done}")  # tests: the window between a record and its checkpoint
-    if loop.scalars:  # the summary fields are in TensorBoard per round already (rounds/...)
-        tb_writer.write_record(loop.scalars, {key: value for key, value in record.items()
-                                              if key not in metrics.SUMMARY_FIELDS})
     loop.records.append(record)
     loop.pending = []
     loop.bar.note_record(record, run.tracked)
