@@ -8,6 +8,8 @@ The public API, importable from the package itself:
   train_and_evaluate                   the training driver: a config and a work directory -> a trained run
   SearchOptions, search_run            evolutionary search of a trained run under budgets -> search.json
   export_run, load_exported            one subnet of a trained run as a dense model, and loading it back
+  load_run                             a run's per-round and per-evaluation metrics and config (DataFrames
+                                       with pandas)
 
 Every name loads on first use (PEP 562 module `__getattr__`), so `from superfed_jax import masked_mean` in
 another JAX project pulls in neither Flax, orbax nor any optional extra, and `import superfed_jax` itself
@@ -31,6 +33,7 @@ _LAZY = {
     "search_run": "superfed_jax.posttrain.search",
     "export_run": "superfed_jax.posttrain.export",
     "load_exported": "superfed_jax.posttrain.export",
+    "load_run": "superfed_jax.reports.run_log",
 }
 
 __all__ = [*_LAZY]

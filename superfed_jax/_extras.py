@@ -18,7 +18,7 @@ EXTRAS = {
     "tensorboardX": ("tensorboardX", "tensorboard", "TensorBoard scalars"),
     "h5py": ("h5py", "text", "reading TFF's federated Shakespeare (HDF5)"),
     "dp_accounting": ("dp-accounting", "dp", "accounting the privacy spent (dp.noise_multiplier > 0)"),
-    "wandb": ("wandb", "wandb", "logging to Weights & Biases (log.wandb_project)"),
+    "wandb": ("wandb", "wandb", "logging to Weights & Biases (set by log.wandb_project)"),
 }
 
 

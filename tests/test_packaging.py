@@ -33,6 +33,7 @@ PUBLIC_NAMES = {
     "search_run": "superfed_jax.posttrain.search",
     "export_run": "superfed_jax.posttrain.export",
     "load_exported": "superfed_jax.posttrain.export",
+    "load_run": "superfed_jax.reports.run_log",
 }
 
 # What a user of the aggregation alone must not pay for: the checkpointing and model libraries and every

@@ -35,6 +35,8 @@ LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "space.json", "metrics.jsonl", "metrics.jsonl.tmp", "cost.json", "report.md",
              "pareto.png", "tb", "checkpoints", "checkpoints_damaged", "rounds.jsonl", "rounds.jsonl.tmp",
              "provenance.json", "provenance.json.tmp",
+             # W&B's local files of the run's sessions (log.wandb_project; offline runs not yet synced too)
+             "wandb",
              # the report's other figures (PNG + SVG) and its tables as CSV
              "pareto.svg", "curves.png", "curves.svg", "search.png", "search.svg", "report_accuracy.csv",
              "report_cost.csv", "report_curves.csv", "report_search.csv",
