@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import types
 
 import pytest
 
@@ -123,8 +122,9 @@ def test_a_project_without_wandb_installed_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: import raises ImportError
     config = config_lib.base_config()
     config.log.wandb_project = "superfed"
-    with pytest.raises(ImportError, match=r"wandb is needed for logging to Weights & Biases \(set by "
-                                          r"log.wandb_project\) \(extra 'wandb'\): pip install 'superfed_jax\[wandb\]'"):
+    expected = (r"wandb is needed for logging to Weights & Biases \(set by log.wandb_project\) "
+                r"\(extra 'wandb'\): pip install 'superfed_jax\[wandb\]'")
+    with pytest.raises(ImportError, match=expected):
         writers.check_extras(config)
     config.log.wandb_project = ""
     writers.check_extras(config)  # off: wandb is not needed

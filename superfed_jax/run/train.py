@@ -13,7 +13,7 @@ import io
 import json
 import os
 import sys
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import ml_collections
 

@@ -15,7 +15,6 @@ extra) and Weights & Biases when `log.wandb_project` is set (the 'wandb' extra),
 A writer of one's own implements the four methods; a test or a notebook can pass it to `MultiWriter`.
 """
 import abc
-import json
 import os
 from typing import Optional
 
@@ -125,8 +124,11 @@ class WandbWriter(MetricWriter):
     def __init__(self, workdir: str, project: str, mode: str, start_round: int):
         wandb = _extras.require("wandb", "wandb")
         name = os.path.basename(os.path.abspath(workdir))
+        # console='off': W&B would otherwise wrap stdout/stderr to copy the console, under the progress
+        # line that rewrites itself; the metrics reach it through log() anyway.
         self._run = wandb.init(project=project, mode=mode, dir=workdir, group=name,
-                               name=f"{name}-from-{start_round}", reinit="create_new")
+                               name=f"{name}-from-{start_round}", reinit="create_new",
+                               settings=wandb.Settings(console="off"))
 
     def write_config(self, config: dict, tags: list[str], step: int) -> None:
         """The config as the W&B run's config (nested sections as nested dicts)."""
