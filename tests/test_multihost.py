@@ -97,8 +97,8 @@ def test_only_process_zero_writes_and_prints(runs):
     assert sorted(os.listdir(multi)) == [".lock", "checkpoints", "config.json", "cost.json", "curves.png",
                                          "curves.svg", "metrics.jsonl", "pareto.png", "pareto.svg",
                                          "provenance.json", "report.md", "report_accuracy.csv",
-                                         "report_cost.csv", "report_curves.csv", "rounds.jsonl",
-                                         "space.json", "tb"]  # .lock: process 0's
+                                         "report_cost.csv", "report_curves.csv", "report_train_loss.csv",
+                                         "rounds.jsonl", "space.json", "tb", "train_loss.png", "train_loss.svg"]  # .lock: process 0's
     summary_lines = [[l for l in out.splitlines() if l.startswith(("largest", "cost:"))] for out in outputs]
     assert len(summary_lines[1]) == 2 and summary_lines[2] == []  # the summary from process 0 only
     assert json.load(open(os.path.join(multi, "config.json")))["distributed"]["process_id"] == 0

@@ -294,3 +294,14 @@ def test_default_workdir_of_an_arch_json_is_a_short_stable_hash():
     assert workdir_lib.default_workdir('digits:fedavg={"d":[0,1],"e":0.5}') != ARCH_HASH
     assert workdir_lib.default_workdir('digits:smoke,fedavg={"d":[0,1],"e":0.25}') == (
         ARCH_HASH.replace("digits_", "digits_smoke_"))
+
+
+def test_an_io_message_keeps_the_os_reason_after_a_long_path():
+    """tensorstore puts the reason after the paths; cut at 300 characters it was lost under deep workdirs."""
+    deep = "/tmp/" + "d" * 250
+    text = (f'OUT_OF_RANGE: Error writing "round/0" in OCDBT database at local file "{deep}/ocdbt/": Failed '
+            f'writing: "{deep}/ocdbt/d/7250": Failed to write 14093 bytes to file 20: File too large '
+            "[os_error_code='27']")
+    message = workdir_lib.io_error_message(RuntimeError(text), "/nonexistent", "saving the checkpoint")
+    assert message.startswith("saving the checkpoint failed: /nonexistent: OUT_OF_RANGE: Error writing")
+    assert "... File too large. Nothing was lost" in message

@@ -284,10 +284,23 @@ def newest_checkpoint(workdir: str) -> int | None:
     return max(steps) if steps else None
 
 
+def _short_reason(text: str) -> str:
+    """The first line of an error's text, cut to 300 characters, keeping the operating system's reason:
+    tensorstore ends its messages with it ('...: File too large [os_error_code='27']') after paths long
+    enough that a plain cut drops it (it did under pytest's deeper temporary directories)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    cut = first[:300]
+    os_reason = (re.search(r":\s*([^:\[\]]+?)\s*\[os_error_code='?\d+'?\]", text)
+                 or re.search(r"\[OS error \d+: ([^\]]+)\]", text))
+    if os_reason and os_reason.group(1) not in cut:
+        cut += f" ... {os_reason.group(1)}"
+    return cut
+
+
 def io_error_message(error: BaseException, workdir: str, action: str, path: str = "") -> str:
     """One message for a failed filesystem operation: the path, what failed, what was lost, what to do."""
     path = getattr(error, "filename", None) or path or workdir
-    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:300]
+    reason = getattr(error, "strerror", None) or _short_reason(str(error))
     code = getattr(error, "errno", None)
     if code == errno.ENOSPC or "RESOURCE_EXHAUSTED" in str(error) or "No space left" in str(error):
         advice = "free disk space (or move the workdir to a larger disk)"
