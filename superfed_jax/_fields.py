@@ -112,6 +112,20 @@ class Field:
         noun = "integers" if self.kind == "ints" else "numbers"
         return f"must be a tuple of {noun}, e.g. {str(tuple(self.default)).replace(' ', '')!r}{self.hint}"
 
+    def allowed_text(self) -> str:
+        """What a value may be, as a noun phrase for the config reference, e.g. 'integer >= 1 (0 = all of a
+        round)', "'sgd', 'adam'" (`requirement` says the same as the end of an error message)."""
+        bounds = f" {self.allowed}" if isinstance(self.allowed, Range) else ""
+        if self.kind in ("int", "number"):
+            return f"{'integer' if self.kind == 'int' else 'number'}{bounds}{self.hint}"
+        if self.kind == "flag":
+            return "True or False"
+        if self.kind == "choice":
+            return ", ".join(repr(value) for value in self.allowed)
+        if self.kind == "text":
+            return f"string{self.hint}"
+        return f"tuple of {'integers' if self.kind == 'ints' else 'numbers'}{self.hint}"
+
     def problem(self, value) -> str:
         """The one-line message for a bad `value` of this field: 'field=value: what is allowed'."""
         hint = suggestion(value, self.allowed) if self.kind == "choice" else ""

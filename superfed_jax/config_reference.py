@@ -22,10 +22,10 @@ from typing import Optional, Sequence
 from superfed_jax import _cli
 from superfed_jax import _console
 from superfed_jax import config_schema
-from superfed_jax._fields import Field, Range, suggestion
+from superfed_jax._fields import Field, suggestion
 from superfed_jax.supernet import family as family_lib
 
-__all__ = ["TOP", "TOP_DOC", "DOC_PATH", "REGENERATE", "section_names", "select", "allowed_text",
+__all__ = ["TOP", "TOP_DOC", "DOC_PATH", "REGENERATE", "section_names", "select",
            "resume_text", "default_text", "format_text", "markdown", "help_text", "main", "console"]
 
 TOP = "top"  # the name under which the fields outside any section are listed and selected
@@ -89,23 +89,6 @@ def select(family: str = family_lib.DEFAULT_FAMILY,
 # --------------------------------------------------------------------------------------- one field
 
 
-def allowed_text(entry: Field) -> str:
-    """What a value of the field may be, e.g. 'integer >= 1 (0 = all of a round)', "'sgd' or 'adam'"."""
-    bounds = f" {entry.allowed}" if isinstance(entry.allowed, Range) else ""
-    if entry.kind == "int":
-        return f"integer{bounds}{entry.hint}"
-    if entry.kind == "number":
-        return f"number{bounds}{entry.hint}"
-    if entry.kind == "flag":
-        return "True or False"
-    if entry.kind == "choice":
-        return ", ".join(repr(value) for value in entry.allowed)
-    if entry.kind == "text":
-        return f"string{entry.hint}"
-    noun = "integers" if entry.kind == "ints" else "numbers"
-    return f"tuple of {noun}{entry.hint}"
-
-
 def resume_text(entry: Field) -> str:
     """The resume rule: whether a resumed run may give the field another value."""
     return "may change" if entry.resumable else "fixed"
@@ -131,7 +114,7 @@ def format_text(family: str = family_lib.DEFAULT_FAMILY, names: Optional[Sequenc
         lines += textwrap.wrap(f"{title} {section_doc(section)}", width, subsequent_indent="  ")
         for entry in fields:
             lines.append(f"  --config.{entry.name}={default_text(entry)}")
-            lines += textwrap.wrap(f"{entry.doc}. Allowed: {allowed_text(entry)}. On resume: "
+            lines += textwrap.wrap(f"{entry.doc}. Allowed: {entry.allowed_text()}. On resume: "
                                    f"{resume_text(entry)}.", width,
                                    initial_indent="      ", subsequent_indent="      ")
         lines.append("")
@@ -158,7 +141,7 @@ def _code(text: str) -> str:
 def _table(fields: Sequence[Field]) -> list[str]:
     lines = ["| field | default | allowed | on resume | what it is |", "|---|---|---|---|---|"]
     for entry in fields:
-        lines.append(f"| {_code(entry.name)} | {_code(default_text(entry))} | {_cell(allowed_text(entry))} "
+        lines.append(f"| {_code(entry.name)} | {_code(default_text(entry))} | {_cell(entry.allowed_text())} "
                      f"| {resume_text(entry)} | {_cell(entry.doc)} |")
     return lines
 

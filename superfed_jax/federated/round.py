@@ -151,12 +151,16 @@ def _finite_tree(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _drop_nonfinite(result: client_lib.ClientResult, weights: jax.Array):
-    """Gives clients with non-finite params or loss weight 0 and zero params (0 * NaN would poison sums)."""
-    finite = jax.vmap(_finite_tree)(result.params) & jnp.isfinite(result.loss)
+def _finite_clients(result: client_lib.ClientResult) -> jax.Array:
+    """bool [C]: clients whose trained params and loss are all finite."""
+    return jax.vmap(_finite_tree)(result.params) & jnp.isfinite(result.loss)
+
+
+def _drop_nonfinite(client_params, weights: jax.Array, finite: jax.Array):
+    """Gives clients that are not `finite` weight 0 and zero params (0 * NaN would poison sums)."""
     params = jax.tree.map(
-        lambda x: jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0), result.params)
-    return params, jnp.where(finite, weights, 0.0), finite
+        lambda x: jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0), client_params)
+    return params, jnp.where(finite, weights, 0.0)
 
 
 def _zero_sums(family: family_lib.Family, params):
@@ -166,15 +170,6 @@ def _zero_sums(family: family_lib.Family, params):
                   jnp.ones((1,), jnp.float32))
     shapes = jax.eval_shape(aggregation.masked_sums, *one_client)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-def _private_sums(family, settings: RoundSettings, params, result, archs, weights, client_sum: str):
-    """The chunk's sums of clipped updates and its data-independent weight counts (private_aggregation.py):
-    a client whose update is not finite contributes zero but keeps its weight."""
-    client_masks = jax.vmap(family.masks)(archs)
-    updates, clipped = private_aggregation.clip_updates(result.params, params, client_masks,
-                                                        settings.dp_clip_norm)
-    return aggregation.masked_sums(updates, client_masks, weights, client_sum), clipped
 
 
 def _new_params(settings: RoundSettings, server_opt, state: ServerState, numerator, denominator, key):
@@ -223,14 +218,15 @@ def make_round_fn(family: family_lib.Family, settings: RoundSettings, train_clie
         archs, clients, weights, keys = sharding.constrain_clients(chunk, mesh)
         result = train_clients(params, archs, data.index_table[clients], data.sizes[clients], keys,
                                data.images, data.labels)
-        finite = jax.vmap(_finite_tree)(result.params) & jnp.isfinite(result.loss)
-        if private:
-            sums, clipped = _private_sums(family, settings, params, result, archs, weights, client_sum)
+        finite = _finite_clients(result)
+        client_masks = jax.vmap(family.masks)(archs)
+        if private:  # clipped updates; a non-finite client contributes zero but keeps its weight
+            client_values, clipped = private_aggregation.clip_updates(result.params, params, client_masks,
+                                                                      settings.dp_clip_norm)
         else:
-            client_params, weights, _ = _drop_nonfinite(result, weights)
-            client_masks = jax.vmap(family.masks)(archs)
-            sums = aggregation.masked_sums(client_params, client_masks, weights, client_sum)
+            client_values, weights = _drop_nonfinite(result.params, weights, finite)
             clipped = jnp.zeros_like(finite)
+        sums = aggregation.masked_sums(client_values, client_masks, weights, client_sum)
         return sums, (jnp.where(finite, result.loss, 0.0), finite, clipped)
 
     def round_fn(state: ServerState, data: FederatedData):

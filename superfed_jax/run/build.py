@@ -40,7 +40,7 @@ def round_settings(config, family: family_lib.Family) -> federated_round.RoundSe
         beta_final=1.0 / fl.clients_per_round if fl.beta_final < 0 else fl.beta_final,
         decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size,
         # Configs saved before the field existed aggregated without it (`absent`).
-        weight_by_size=fl.get("weight_by_size", config_schema.field("fl.weight_by_size").absent),
+        weight_by_size=_field(config, "fl.weight_by_size"),
         dp_clip_norm=_field(config, "dp.clip_norm"), dp_noise_multiplier=_field(config, "dp.noise_multiplier"))
 
 
