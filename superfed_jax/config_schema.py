@@ -138,6 +138,10 @@ _PACKAGE_FIELDS = (
           HEURISTICS),
     Field("fl.pool", "", "JSON list of archs (or names like \"largest\") for the 'static'/'dynamic' "
           "heuristics", "text"),
+    # Not resumable: it changes the assignment sequence. Configs saved before it existed gave one client.
+    Field("fl.smallest_clients", 1, "sandwich heuristics: how many sampled clients train the smallest "
+          "subnet each round (the paper: 1); other heuristics ignore it (docs/algorithm.md 3)", "int",
+          _AT_LEAST_1, " (at most fl.clients_per_round - 1)", absent=1),
     Field("fl.count_random_extremes", True, "tracking counters also count random draws equal to max/min "
           "(reference)", "flag"),
     Field("fl.beta_schedule", "cosine", "the MaxNet aggregation weight over rounds (docs/algorithm.md 4.1)",

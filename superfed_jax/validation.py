@@ -315,9 +315,15 @@ def _check_clients(report: _Report) -> None:
 
 
 def _check_heuristic(report: _Report) -> None:
-    """fl.heuristic, fl.count_random_extremes, and that 'static'/'dynamic' have a pool."""
+    """fl.heuristic, fl.count_random_extremes, fl.smallest_clients (leaving the largest arch a client),
+    and that 'static'/'dynamic' have a pool."""
     heuristic = report.check("fl.heuristic")
     report.check("fl.count_random_extremes")
+    smallest = report.check("fl.smallest_clients")
+    per_round = report.get("fl.clients_per_round")
+    if smallest is not None and _is_int(per_round) and smallest > max(1, per_round - 1):
+        report.add(f"fl.smallest_clients={smallest!r}: must be at most fl.clients_per_round - 1 = "
+                   f"{max(1, per_round - 1)} (one sampled client trains the largest subnet)")
     pool = report.check("fl.pool")
     if heuristic in POOL_HEURISTICS and pool == "":
         report.add(f"fl.pool='': fl.heuristic={heuristic!r} needs a pool, a JSON list of archs "

@@ -41,24 +41,26 @@ POOL = space_lib.stack([arch([0, 0, 0, 0], [0] * 12), arch([0, 1, 0, 1], [1] * 1
 POOL_ROWS = rows(POOL)
 
 
-# (heuristic, number of clients) -> how often ``assign_archs`` was traced for it.
+# (heuristic, number of clients, smallest_clients) -> how often ``assign_archs`` was traced for it.
 TRACES = collections.Counter()
 
 
-def _traced_assign(heuristic, family, key, round_num, clients, tracking, pool):
-    TRACES[heuristic, clients.shape[0]] += 1
-    return h.assign_archs(heuristic, family, key, round_num, clients, tracking, pool)
+def _traced_assign(heuristic, family, key, round_num, clients, tracking, pool, smallest_clients):
+    TRACES[heuristic, clients.shape[0], smallest_clients] += 1
+    return h.assign_archs(heuristic, family, key, round_num, clients, tracking, pool,
+                          smallest_clients=smallest_clients)
 
 
 # Jitted once per (heuristic, family, shapes): eager op-by-op dispatch would dominate the test time,
 # and every test shares the compiled programs.
-_assign_jit = jax.jit(_traced_assign, static_argnums=(0, 1))
+_assign_jit = jax.jit(_traced_assign, static_argnums=(0, 1, 7))
 
 
-def assign(heuristic, clients, round_num=0, tracking=None, pool=POOL, family=FAMILY, seed=0):
+def assign(heuristic, clients, round_num=0, tracking=None, pool=POOL, family=FAMILY, seed=0,
+           smallest_clients=1):
     tracking = h.init_tracking(20) if tracking is None else tracking
     return _assign_jit(heuristic, family, jax.random.key(seed), jnp.int32(round_num),
-                       jnp.asarray(clients, jnp.int32), tracking, pool)
+                       jnp.asarray(clients, jnp.int32), tracking, pool, smallest_clients)
 
 
 # ------------------------------------------------------------------------------- static, dynamic
@@ -160,13 +162,63 @@ def test_tracking_sandwich_hand_case():
     np.testing.assert_array_equal(new.n_min, n_min)
 
 
+@pytest.mark.parametrize("round_num, smallest_at, largest_at", [(0, (0, 2, 3), 1), (4, (4, 0, 1), 5),
+                                                                (5, (5, 1, 2), 0)])
+def test_sandwich_several_smallest_follow_the_largest(round_num, smallest_at, largest_at):
+    # fl.smallest_clients = 3 of P = 6: positions t, t+2, t+3 (mod 6) train the smallest, t+1 the largest.
+    archs, is_maxnet, _ = assign("sandwich", [8, 3, 15, 1, 0, 12], round_num=round_num, smallest_clients=3)
+    got = rows(archs)
+    assert [i for i, r in enumerate(got) if r == SMALLEST] == sorted(smallest_at)
+    assert [i for i, r in enumerate(got) if r == LARGEST] == [largest_at]
+    np.testing.assert_array_equal(is_maxnet, np.arange(6) == largest_at)
+
+
+def test_tracking_sandwich_several_smallest_hand_case():
+    n_max = np.zeros(20, np.int32)
+    n_min = np.zeros(20, np.int32)
+    n_max[[5, 9, 2, 7, 4]] = [0, 1, 1, 1, 1]  # 5 trains the largest
+    n_min[[5, 9, 2, 7, 4]] = [0, 3, 1, 1, 2]  # of the others: 2 and 7 (tie at 1), then 4 (2); 9 is left
+    tracking = h.TrackingState(n_max=jnp.asarray(n_max), n_min=jnp.asarray(n_min))
+    archs, is_maxnet, new = assign("tracking_sandwich", [5, 9, 2, 7, 4], tracking=tracking,
+                                   smallest_clients=3)
+    got = rows(archs)
+    assert got[0] == LARGEST and got[2] == got[3] == got[4] == SMALLEST
+    assert got[1] not in (LARGEST, SMALLEST)
+    np.testing.assert_array_equal(is_maxnet, [True, False, False, False, False])
+    n_max[5] += 1
+    n_min[[2, 7, 4]] += 1
+    np.testing.assert_array_equal(new.n_max, n_max)
+    np.testing.assert_array_equal(new.n_min, n_min)
+    # With two of them, the tie at n_min = 1 still goes to both 2 and 7, and 4 draws at random.
+    archs, _, new = assign("tracking_sandwich", [5, 9, 2, 7, 4], tracking=tracking, smallest_clients=2)
+    assert [i for i, r in enumerate(rows(archs)) if r == SMALLEST] == [2, 3]
+
+
+def test_pool_heuristics_ignore_smallest_clients():
+    # A FedAvg baseline (static) made from a config that sets fl.smallest_clients trains as without it.
+    for heuristic in ("static", "dynamic", "random"):
+        one = assign(heuristic, [5, 9, 2, 7], round_num=3)
+        three = assign(heuristic, [5, 9, 2, 7], round_num=3, smallest_clients=3)
+        assert rows(one[0]) == rows(three[0]), heuristic
+
+
+@pytest.mark.parametrize("heuristic", ["sandwich", "tracking_sandwich", "static"])
+@pytest.mark.parametrize("smallest_clients", [0, 4])
+def test_smallest_clients_out_of_range_names_field(heuristic, smallest_clients):
+    # P = 4: one client trains the largest, so at most 3 can train the smallest.
+    with pytest.raises(ValueError, match=rf"fl\.smallest_clients={smallest_clients}: must be between 1 "
+                                         r"and fl\.clients_per_round - 1 = 3"):
+        h.assign_archs(heuristic, FAMILY, jax.random.key(0), jnp.int32(0), jnp.asarray([5, 9, 2, 7]),
+                       h.init_tracking(20), POOL, smallest_clients=smallest_clients)
+
+
 def test_two_clients_one_largest_one_smallest():
     for round_num in range(4):
         archs, is_maxnet, _ = assign("tracking_sandwich", [11, 4], round_num=round_num)
         assert sorted(rows(archs)) == sorted([LARGEST, SMALLEST])
 
 
-def reference_tracking_sandwich(clients, draws, n_max, n_min, count_random_extremes):
+def reference_tracking_sandwich(clients, draws, n_max, n_min, count_random_extremes, smallest_clients=1):
     """Slow pure-Python tracking sandwich of one round; ``draws[c]`` is client c's random arch."""
     blocks, choices = TINY.blocks_per_stage, TINY.num_expand_choices
 
@@ -178,13 +230,13 @@ def reference_tracking_sandwich(clients, draws, n_max, n_min, count_random_extre
         return all(d == 0 for d in a[0]) and all(a[1][b] == 0 for b in kept)
 
     top = min(clients, key=lambda c: (n_max[c], c))
-    bottom = min((c for c in clients if c != top), key=lambda c: (n_min[c], c), default=None)
+    bottom = sorted((c for c in clients if c != top), key=lambda c: (n_min[c], c))[:smallest_clients]
     archs, is_maxnet = [], []
     for c in clients:
         if c == top:
             archs.append(row(space_lib.largest(TINY)))
             n_max[c] += 1
-        elif c == bottom:
+        elif c in bottom:
             archs.append(row(space_lib.smallest(TINY)))
             n_min[c] += 1
         else:
@@ -197,8 +249,8 @@ def reference_tracking_sandwich(clients, draws, n_max, n_min, count_random_extre
     return archs, is_maxnet
 
 
-@pytest.mark.parametrize("count_random_extremes", [True, False])
-def test_tracking_sandwich_matches_python_reference(count_random_extremes):
+@pytest.mark.parametrize("count_random_extremes, smallest_clients", [(True, 1), (False, 1), (True, 2)])
+def test_tracking_sandwich_matches_python_reference(count_random_extremes, smallest_clients):
     k, p, rounds = 6, 4, 50
     seed_key = jax.random.key(7)
     traces = []
@@ -211,7 +263,7 @@ def test_tracking_sandwich_matches_python_reference(count_random_extremes):
         arch_key = jax.random.fold_in(round_key, 1)
         archs, is_maxnet, tracking = h.assign_archs(
             "tracking_sandwich", TINY_FAMILY, arch_key, round_num, clients, tracking,
-            count_random_extremes=count_random_extremes)
+            count_random_extremes=count_random_extremes, smallest_clients=smallest_clients)
         # Every client's own random draw, written out independently of the heuristic's code.
         draws = jax.vmap(lambda c: space_lib.sample(TINY, jax.random.fold_in(arch_key, c)))(
             jnp.arange(k))
@@ -226,8 +278,8 @@ def test_tracking_sandwich_matches_python_reference(count_random_extremes):
         draws = rows(draws)
         before = sum(n_max) + sum(n_min)
         want_archs, want_maxnet = reference_tracking_sandwich(clients, draws, n_max, n_min,
-                                                              count_random_extremes)
-        random_extremes += sum(n_max) + sum(n_min) - before - 2
+                                                              count_random_extremes, smallest_clients)
+        random_extremes += sum(n_max) + sum(n_min) - before - 1 - smallest_clients
         assert rows(archs) == want_archs, round_num
         np.testing.assert_array_equal(is_maxnet, want_maxnet)
         np.testing.assert_array_equal(tracking.n_max, n_max)
@@ -237,7 +289,7 @@ def test_tracking_sandwich_matches_python_reference(count_random_extremes):
     assert (random_extremes > 10) if count_random_extremes else (random_extremes == 0)
 
 
-def run_rounds(heuristic, k=20, p=8, rounds=500, seed=0):
+def run_rounds(heuristic, k=20, p=8, rounds=500, seed=0, smallest_clients=1):
     """Scans ``rounds`` rounds; returns the final tracking state and per-round role counts."""
     seed_key = jax.random.key(seed)
     largest, smallest = space_lib.largest(SPACE), space_lib.smallest(SPACE)
@@ -246,7 +298,8 @@ def run_rounds(heuristic, k=20, p=8, rounds=500, seed=0):
         round_key = jax.random.fold_in(seed_key, round_num)
         clients = sample_clients(jax.random.fold_in(round_key, 0), k, p)
         archs, is_maxnet, tracking = h.assign_archs(heuristic, FAMILY, jax.random.fold_in(round_key, 1),
-                                                    round_num, clients, tracking)
+                                                    round_num, clients, tracking,
+                                                    smallest_clients=smallest_clients)
         got_max = h.matches(FAMILY, archs, largest)
         got_min = h.matches(FAMILY, archs, smallest)
         counted = (jnp.zeros(k, jnp.int32).at[clients].add(got_max),
@@ -284,6 +337,16 @@ def test_tracking_sandwich_spatial_and_temporal_balance():
         assert spread(counts) <= 3 + 0.1 * counts.mean(), counts
 
 
+def test_tracking_sandwich_with_three_smallest_stays_balanced():
+    tracking, num_max, num_min, flags_ok, n_max, n_min = run_rounds("tracking_sandwich", smallest_clients=3)
+    np.testing.assert_array_equal(num_max, 1)
+    np.testing.assert_array_equal(num_min, 3)  # every round, three clients train the smallest
+    assert flags_ok.all()
+    np.testing.assert_array_equal(tracking.n_min, n_min)
+    assert n_min.sum() == 1500 and spread(n_min) <= 3 + 0.1 * n_min.mean(), n_min
+    assert n_max.sum() == 500 and spread(n_max) <= 3 + 0.1 * n_max.mean(), n_max
+
+
 def test_plain_sandwich_is_less_balanced():
     (_, _, _, _, ts_max, ts_min), (tracking, num_max, num_min, flags_ok, n_max, n_min) = balance_runs()
     np.testing.assert_array_equal(num_max, 1)
@@ -307,7 +370,7 @@ def test_one_trace_over_rounds(heuristic):
         assert archs.depth.shape == (4, 4) and archs.expand.shape == (4, 12)
         assert is_maxnet.dtype == jnp.bool_ and is_maxnet.shape == (4,)
     # Other tests may have compiled the same program first: at most one trace either way.
-    assert TRACES[heuristic, 4] == 1
+    assert TRACES[heuristic, 4, 1] == 1
 
 
 def test_unknown_heuristic_names_field():

@@ -202,6 +202,26 @@ def test_dry_run_resume_uses_tracking(real_rounds):
     assert not np.array_equal(fresh["is_maxnet"], full["is_maxnet"][3:])
 
 
+def test_smallest_clients_reaches_the_round_assignment():
+    """fl.smallest_clients goes from the config through RoundSettings into `assign_round` (the function the
+    compiled round calls): every round of the replay has at least that many smallest subnets (random draws
+    of this tiny space may add more) and one largest; with the default some round has fewer."""
+    config = load_config("digits")
+    config.fl.smallest_clients = 3
+    settings = build_lib.round_settings(config, config_lib.make_family(config))
+    assert settings.smallest_clients == 3
+    sequence = dry_run.assignment_sequence(FAMILY, tiny_settings()._replace(smallest_clients=3), seed=7,
+                                           rounds=10)
+    for t in range(10):
+        depth, expand = sequence["archs"].depth[t], sequence["archs"].expand[t]
+        smallest = [T.np_is_smallest(d, e) for d, e in zip(depth, expand)]
+        largest = [T.np_is_largest(d, e) for d, e in zip(depth, expand)]
+        assert sum(smallest) >= 3 and sum(largest) >= 1, t
+    one = dry_run.assignment_sequence(FAMILY, tiny_settings(), seed=7, rounds=10)
+    assert min(sum(T.np_is_smallest(d, e) for d, e in zip(one["archs"].depth[t], one["archs"].expand[t]))
+               for t in range(10)) < 3
+
+
 def test_dry_run_static_pool_is_fedavg():
     pool = space_lib.stack([T.MEDIUM, A])
     sequence = dry_run.assignment_sequence(FAMILY, tiny_settings(heuristic="static", pool=pool),

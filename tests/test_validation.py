@@ -83,6 +83,8 @@ def test_base_config_passes():
     {"data.crop_padding": 0, "data.cutout_size": 0, "data.flip": False},
     {"dry_run": DELETE, "data.tfds_data_dir": DELETE},  # optional: loaders default them
     {"fl.weight_by_size": True}, {"fl.weight_by_size": DELETE},
+    {"fl.smallest_clients": 7}, {"fl.smallest_clients": DELETE},  # at most P - 1 = 7; saved before it
+    {"fl.smallest_clients": 1, "fl.clients_per_round": 1},  # P = 1: nobody trains the smallest anyway
     {"dp.clip_norm": 1.0}, {"dp.clip_norm": 0.5, "dp.noise_multiplier": 1.1, "dp.delta": 1e-9},
     {"dp.clip_norm": 0.0, "dp.noise_multiplier": 0.0, "fl.weight_by_size": True},
     # client optimiser options (docs/algorithm.md 5.1); a user's rule from tests/client_rules.py
@@ -142,6 +144,9 @@ BAD_CASES = {
                         ["fl.clients_per_round=8.0: must be between 1 and fl.num_clients=20", "integer"]),
     "per_round>K": ({"fl.clients_per_round": 9, "fl.num_clients": 8},
                     ["fl.clients_per_round=9: must be between 1 and fl.num_clients=8"]),
+    "smallest_clients=P": ({"fl.smallest_clients": 8},
+                           ["fl.smallest_clients=8: must be at most fl.clients_per_round - 1 = 7"]),
+    "smallest_clients=0": ({"fl.smallest_clients": 0}, ["fl.smallest_clients=0", ">= 1"]),
     # partition
     "alpha=0": ({"data.alpha": 0.0}, ["data.alpha=0.0", "> 0"]),
     "alpha<0": ({"data.alpha": -0.5}, ["data.alpha=-0.5", "> 0"]),

@@ -33,12 +33,13 @@ from superfed_jax.supernet import family as family_lib
 
 ArchTree = Any  # one arch or a batch of archs: a pytree of int32 arrays (`supernet.family`)
 
-__all__ = ["HEURISTICS", "POOL_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
+__all__ = ["HEURISTICS", "POOL_HEURISTICS", "SANDWICH_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
            "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",
            "random_archs", "sandwich_roles", "tracking_sandwich_roles", "update_tracking", "matches"]
 
 HEURISTICS = ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
 POOL_HEURISTICS = ("static", "dynamic")  # the heuristics that draw archs from fl.pool
+SANDWICH_HEURISTICS = ("sandwich", "tracking_sandwich")  # those that give clients the smallest arch
 
 
 @flax.struct.dataclass
@@ -107,6 +108,13 @@ def _check_pool(heuristic: str, family: family_lib.Family, pool: Optional[ArchTr
                          "(stack the archs with supernet.family.stack)")
 
 
+def _check_smallest_clients(smallest_clients: int, num_positions: int) -> None:
+    most = max(1, num_positions - 1)  # one position is the largest arch's (with P = 1: nobody's)
+    if not 1 <= smallest_clients <= most:
+        raise ValueError(f"fl.smallest_clients={smallest_clients!r}: must be between 1 and "
+                         f"fl.clients_per_round - 1 = {most} (one sampled client trains the largest)")
+
+
 # ------------------------------------------------------------------------------------- heuristics
 
 
@@ -146,49 +154,56 @@ def assign_random(family: family_lib.Family, key: jax.Array,
     return archs, matches(family, archs, family.largest())
 
 
-def sandwich_roles(round: jax.Array, num_positions: int) -> Tuple[jax.Array, jax.Array]:
+def sandwich_roles(round: jax.Array, num_positions: int,
+                   smallest_clients: int = 1) -> Tuple[jax.Array, jax.Array]:
     """(is_min, is_max), bool [P]: position t mod P is the smallest, (t + 1) mod P the largest.
 
+    With ``smallest_clients`` = k > 1 (`fl.smallest_clients`) positions (t + 2) .. (t + k) mod P also
+    train the smallest, so the k smallest-arch positions and the largest one are consecutive from t.
     With P = 1 both rules name position 0; it trains the largest arch (it is then the MaxNet of the
     beta weighting). The reference code gives it the smallest there; P = 1 is outside the paper's runs.
     """
     position = jnp.arange(num_positions)
     t = jnp.asarray(round, jnp.int32)
     is_max = position == jnp.mod(t + 1, num_positions)
-    is_min = (position == jnp.mod(t, num_positions)) & ~is_max
+    offsets = jnp.asarray([0] + list(range(2, smallest_clients + 1)), jnp.int32)  # after t: t+1 is the max
+    min_positions = jnp.mod(t + offsets, num_positions)
+    is_min = jnp.any(position[:, None] == min_positions[None, :], axis=1) & ~is_max
     return is_min, is_max
 
 
 def assign_sandwich(family: family_lib.Family, key: jax.Array, round: jax.Array,
-                    clients: jax.Array) -> Tuple[ArchTree, jax.Array]:
+                    clients: jax.Array, smallest_clients: int = 1) -> Tuple[ArchTree, jax.Array]:
     """Sandwich rule, no memory across rounds; returns (archs [P], is_maxnet [P])."""
-    is_min, is_max = sandwich_roles(round, clients.shape[0])
+    is_min, is_max = sandwich_roles(round, clients.shape[0], smallest_clients)
     archs = random_archs(family, key, clients)
     archs = select(is_min, family.smallest(), archs)
     archs = select(is_max, family.largest(), archs)
     return archs, is_max
 
 
-def _argmin_lowest_id(counts: jax.Array, clients: jax.Array) -> jax.Array:
-    """int32 scalar: position of the smallest count, ties broken by the lowest client id."""
+def _lowest_first(counts: jax.Array, clients: jax.Array) -> jax.Array:
+    """int32 [P]: positions ordered by count, ties broken by the lowest client id."""
     # lexsort's last key is the primary one. The reference scans a Python set of small ints, which
     # iterates in increasing id order, so its tie-break is the lowest id too.
-    return jnp.lexsort((clients, counts))[0]
+    return jnp.lexsort((clients, counts))
 
 
-def tracking_sandwich_roles(clients: jax.Array,
-                            tracking: TrackingState) -> Tuple[jax.Array, jax.Array]:
+def tracking_sandwich_roles(clients: jax.Array, tracking: TrackingState,
+                            smallest_clients: int = 1) -> Tuple[jax.Array, jax.Array]:
     """(is_min, is_max), bool [P]: who trains the smallest and the largest arch under tracking sandwich.
 
     The largest goes to the sampled client with the smallest ``n_max``; the smallest to the client with
-    the smallest ``n_min`` among the others (ties: lowest client id). With P = 1 the only client trains
-    the largest and nobody the smallest.
+    the smallest ``n_min`` among the others (ties: lowest client id), or with ``smallest_clients`` = k > 1
+    (`fl.smallest_clients`) to the k clients with the smallest ``n_min`` among the others. With P = 1 the
+    only client trains the largest and nobody the smallest.
     """
     position = jnp.arange(clients.shape[0])
-    is_max = position == _argmin_lowest_id(tracking.n_max[clients], clients)
+    is_max = position == _lowest_first(tracking.n_max[clients], clients)[0]
     # The MaxNet client is out of the running for the smallest arch: give it the largest possible count.
     n_min = jnp.where(is_max, jnp.iinfo(jnp.int32).max, tracking.n_min[clients])
-    is_min = (position == _argmin_lowest_id(n_min, clients)) & ~is_max
+    chosen = _lowest_first(n_min, clients)[:smallest_clients]
+    is_min = jnp.any(position[:, None] == chosen[None, :], axis=1) & ~is_max
     return is_min, is_max
 
 
@@ -200,8 +215,8 @@ def update_tracking(tracking: TrackingState, clients: jax.Array, hit_min: jax.Ar
 
 
 def assign_tracking_sandwich(family: family_lib.Family, key: jax.Array, clients: jax.Array,
-                             tracking: TrackingState, *, count_random_extremes: bool = True
-                             ) -> Tuple[ArchTree, jax.Array, TrackingState]:
+                             tracking: TrackingState, *, count_random_extremes: bool = True,
+                             smallest_clients: int = 1) -> Tuple[ArchTree, jax.Array, TrackingState]:
     """Tracking sandwich (the method's default).
 
     Args:
@@ -211,12 +226,13 @@ def assign_tracking_sandwich(family: family_lib.Family, key: jax.Array, clients:
       tracking: counters before this round.
       count_random_extremes: also count a random draw that happens to be the largest (else smallest)
         arch, as the reference code does (it checks "is max net" first, then "is min net"). Static.
+      smallest_clients: how many clients train the smallest arch (`tracking_sandwich_roles`). Static.
 
     Returns:
       (archs [P], is_maxnet: bool [P] exactly the position given the largest arch by the rule,
       tracking: counters after this round).
     """
-    is_min, is_max = tracking_sandwich_roles(clients, tracking)
+    is_min, is_max = tracking_sandwich_roles(clients, tracking, smallest_clients)
     drawn = random_archs(family, key, clients)
     archs = select(is_min, family.smallest(), drawn)
     archs = select(is_max, family.largest(), archs)
@@ -234,7 +250,8 @@ def assign_tracking_sandwich(family: family_lib.Family, key: jax.Array, clients:
 
 def assign_archs(heuristic: str, family: family_lib.Family, key: jax.Array, round: jax.Array,
                  clients: jax.Array, tracking: TrackingState, pool: Optional[ArchTree] = None, *,
-                 count_random_extremes: bool = True) -> Tuple[ArchTree, jax.Array, TrackingState]:
+                 count_random_extremes: bool = True, smallest_clients: int = 1
+                 ) -> Tuple[ArchTree, jax.Array, TrackingState]:
     """Archs of the sampled clients of one round under ``heuristic``.
 
     Args:
@@ -246,6 +263,9 @@ def assign_archs(heuristic: str, family: family_lib.Family, key: jax.Array, roun
       tracking: tracking-sandwich counters; only ``tracking_sandwich`` changes them.
       pool: a batch of archs with leading axis [L] (static or not); needed by ``static`` and ``dynamic``.
       count_random_extremes: see ``assign_tracking_sandwich``.
+      smallest_clients: the sandwich heuristics' number of clients given the smallest arch (k, static;
+        1 <= k <= max(1, P - 1)); the other heuristics ignore it, so FedAvg baselines (``static``) made
+        from a config that sets it run unchanged.
 
     Returns:
       (archs [P], is_maxnet: bool [P], tracking). ``is_maxnet`` marks the client given the
@@ -257,6 +277,7 @@ def assign_archs(heuristic: str, family: family_lib.Family, key: jax.Array, roun
     clients = jnp.asarray(clients, jnp.int32)
     if heuristic in POOL_HEURISTICS:
         _check_pool(heuristic, family, pool)
+    _check_smallest_clients(smallest_clients, clients.shape[0])
     if heuristic == "static":
         return (*assign_static(family, clients, pool), tracking)
     if heuristic == "dynamic":
@@ -264,6 +285,7 @@ def assign_archs(heuristic: str, family: family_lib.Family, key: jax.Array, roun
     if heuristic == "random":
         return (*assign_random(family, key, clients), tracking)
     if heuristic == "sandwich":
-        return (*assign_sandwich(family, key, round, clients), tracking)
+        return (*assign_sandwich(family, key, round, clients, smallest_clients), tracking)
     return assign_tracking_sandwich(family, key, clients, tracking,
-                                    count_random_extremes=count_random_extremes)
+                                    count_random_extremes=count_random_extremes,
+                                    smallest_clients=smallest_clients)

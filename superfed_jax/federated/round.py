@@ -80,6 +80,8 @@ class RoundSettings(NamedTuple):
     # dp.clip_norm (0 = no differential privacy) and dp.noise_multiplier (private_aggregation.py).
     dp_clip_norm: float = 0.0
     dp_noise_multiplier: float = 0.0
+    # fl.smallest_clients: how many sampled clients the sandwich heuristics give the smallest arch.
+    smallest_clients: int = 1
 
 
 def init_state(params, seed: int, num_clients: int, server_opt=None) -> ServerState:
@@ -116,7 +118,8 @@ def assign_round(family: family_lib.Family, settings: RoundSettings, state: Serv
                                       settings.clients_per_round)
     archs, is_maxnet, tracking = heuristics.assign_archs(
         settings.heuristic, family, jax.random.fold_in(key, _ASSIGN_STREAM), state.round, clients,
-        state.tracking, settings.pool, count_random_extremes=settings.count_random_extremes)
+        state.tracking, settings.pool, count_random_extremes=settings.count_random_extremes,
+        smallest_clients=settings.smallest_clients)
     return clients, archs, is_maxnet, tracking
 
 

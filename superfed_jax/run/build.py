@@ -41,7 +41,8 @@ def round_settings(config, family: family_lib.Family) -> federated_round.RoundSe
         decay_rounds=max(1, int(fl.decay_fraction * fl.rounds)), batch_size=config.client.batch_size,
         # Configs saved before the field existed aggregated without it (`absent`).
         weight_by_size=_field(config, "fl.weight_by_size"),
-        dp_clip_norm=_field(config, "dp.clip_norm"), dp_noise_multiplier=_field(config, "dp.noise_multiplier"))
+        dp_clip_norm=_field(config, "dp.clip_norm"), dp_noise_multiplier=_field(config, "dp.noise_multiplier"),
+        smallest_clients=_field(config, "fl.smallest_clients"))
 
 
 def _field(config, name: str):

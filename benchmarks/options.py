@@ -1,9 +1,11 @@
-"""Server optimisers against the paper's rule (the mean), on the digits claim's setting, over several seeds.
+"""Training options against the paper's rules, on the digits claim's setting, over several seeds.
 
-    python benchmarks/server_optimizers.py [--seeds=0,1,2,3,4] [--settings=iid,alpha0.1]
-                                           [--options=none,fedavgm,adam] [--out=DIR] [--smoke]
+    python benchmarks/options.py [--seeds=0,1,2,3,4] [--settings=iid,alpha0.1]
+                                 [--options=none,fedavgm,adam,...] [--out=DIR] [--smoke]
 
-For every setting, option and seed this trains `configs/digits.py` (150 rounds, 8 of 20 clients, tracking
+`none` is the paper's method as configured (`configs/digits.py`); every other option (OPTIONS: the server
+optimisers FedAvgM and FedAdam, more clients training the smallest subnet, other beta schedules) changes
+a few config fields. For every setting, option and seed this trains `configs/digits.py` (150 rounds, 8 of 20 clients, tracking
 sandwich) through the real entry point, one subprocess per run, into OUT/SETTING/OPTION/seed_S, and then
 compares each option with `none` per tracked arch: the test accuracy at each run's best validation round
 (`reports.run_record.select_best`), mean +- std over seeds, and the paired per-seed difference option minus
@@ -18,8 +20,8 @@ in short runs of N rounds per option, interleaved (none, fedavgm, adam, none, ..
 meant to be run on an otherwise idle machine; and the peak device bytes of the compiled round from XLA's
 memory analysis (`run.memory.compiled_peak_bytes`).
 
-Writes OUT/server_optimizers.json (every number) and prints the tables; benchmarks/server_optimizers.md
-holds the committed result.
+Writes OUT/options.json (every number) and prints the tables; benchmarks/server_optimizers.md and
+docs/accuracy.md hold committed results.
 """
 import argparse
 import ast
@@ -47,6 +49,11 @@ OPTIONS = {
                 "--config.server.momentum=0.9"],
     "adam": ["--config.server.optimizer=adam", "--config.server.learning_rate=0.01",
              "--config.server.eps=0.001"],
+    # Levers for the smallest subnet (docs/accuracy.md): more clients train it as itself each round...
+    "smallest2": ["--config.fl.smallest_clients=2"],
+    "smallest3": ["--config.fl.smallest_clients=3"],
+    # ... or no MaxNet weighting (every client weighs the same from round 0).
+    "uniform": ["--config.fl.beta_schedule=uniform"],
 }
 SETTINGS = {"iid": [], "alpha0.1": ["--config.data.alpha=0.1"]}
 
@@ -154,7 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--options", default=",".join(OPTIONS))
-    parser.add_argument("--out", default=os.path.join(ROOT, "workdirs", "server_optimizers"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "workdirs", "options"))
     parser.add_argument("--smoke", action="store_true", help="the :smoke variant: tries the pipeline")
     parser.add_argument("--time_rounds", type=int, default=0, help="rounds of each interleaved timing run")
     parser.add_argument("--time_repeats", type=int, default=3, help="timing runs per option")
@@ -203,7 +210,7 @@ def main(argv=None) -> int:
               + ", ".join(f"{o} {v['median']:.4f}" for o, v in timed.items()))
     print("compiled round peak bytes " + ", ".join(f"{o} {v}" for o, v in result["compiled_round_bytes"].items()))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "server_optimizers.json"), "w") as f:
+    with open(os.path.join(args.out, "options.json"), "w") as f:
         json.dump(result, f, indent=1)
     return 0
 
