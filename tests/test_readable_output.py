@@ -240,3 +240,15 @@ def test_report_help_and_a_missing_run_dir(capsys):
     assert report_cli.main(["somewhere", "--style=poster"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "poster" in err and err.count("\n") == 1
+
+
+def test_the_training_run_s_cost_line_in_prefixes_and_binary_units():
+    from superfed_jax.reports import run_cost
+    report = {"superfed": {"total_macs": 2_420_000, "mean_client_gmacs": 0.0006049,
+                           "total_bytes_per_direction": 410_700},
+              "baseline": {"archs": [{}, {}], "total_macs": 9_700_000, "total_bytes_per_direction": 1_700_000},
+              "ratios": {"compute_ratio": 4.0083, "comm_ratio": 4.1393}}
+    # 410700 B / 1024 = 401.07 KiB; 0.0006049 GMACs = 604.9 kMACs.
+    assert run_cost.cost_summary(report).splitlines()[0] == (
+        "cost: 2.42 MMACs forward per image summed over the run's clients (mean client 604.9 kMACs), "
+        "401.1 KiB communicated per direction")
