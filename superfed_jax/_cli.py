@@ -4,24 +4,30 @@ and exit status 2, never a Python traceback or absl's `FATAL Flags parsing error
 * `fail(message)`: prints the message and exits with `EXIT_USAGE`.
 * `parse_flags(argv)`: absl's flag parsing for `app.run(..., flags_parser=parse_flags)`: an unknown flag,
   a value of the wrong kind, a missing required flag, a config file that fails to load or a positional
-  argument (no command takes one) is one message.
+  argument (only the report takes them, its RUN_DIRs) is one message.
 * `user_errors()`: a `with` block in a command's `main` turning the errors that mean "bad input" (a
   ValueError or a filesystem error, already phrased for the user) into `fail`.
 * `resolve_config(value)` / `resolve_config_argv(argv)`: `--config=NAME` or `--config=configs/NAME.py`
   that names no file here is the packaged `superfed_jax/configs/NAME.py` (so every command works from
   any directory); a config that exists nowhere is one message naming the packaged configs.
-* `run(main, define_flags, argv_checks, config_flag)`: the whole absl command: the `--config` argument
+* `run(main, define_flags, argv_checks, config_flag, about, positional)`: the whole absl command:
+  `--help` (the command's `about` text and its own flags, `help_text`), the `--config` argument
   resolved, checks on the raw arguments (e.g. a `--config` file that does not exist, which
   ml_collections would report with a traceback), the flags defined (only when run as a program, so
-  importing a command's module defines none), `app.run`.
+  importing a command's module defines none), `app.run`; the flags it defined are removed again when
+  the command ends, so a test may run a command's `main` several times in one process.
+* `define_json_flag()`: the `--json` flag of the commands that print a summary (`_readable` writes the
+  summary; `--json` prints the exact values for scripts instead).
 
 With the environment variable SUPERFED_DEBUG set, the original exception is raised instead, traceback
 and all. This module imports nothing of the package, so commands of every layer may use it.
 """
 import contextlib
+import functools
 import os
 import re
 import sys
+import textwrap
 from typing import Callable, NoReturn, Optional, Sequence
 
 from absl import app
@@ -29,7 +35,8 @@ from absl import flags
 
 __all__ = ["EXIT_USAGE", "DEBUG_HINT", "FLAG_ERRORS", "PACKAGED_CONFIGS", "debugging", "fail",
            "flag_error_message", "stray_arguments_message", "packaged_config_names", "resolve_config",
-           "config_argument", "resolve_config_argv", "parse_flags", "user_errors", "run"]
+           "config_argument", "resolve_config_argv", "parse_flags", "user_errors", "help_text",
+           "define_json_flag", "run"]
 
 EXIT_USAGE = 2  # a bad flag, config or input file (also what absl's own usage errors would deserve)
 DEBUG_VARIABLE = "SUPERFED_DEBUG"
@@ -74,11 +81,11 @@ def flag_error_message(error: BaseException) -> str:
     return head + (lines[-1].split(": ", 1)[-1] if lines else "the config file could not be loaded")
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
+def parse_flags(argv: Sequence[str], positional: bool = False) -> list[str]:
     """absl's flag parsing (app.run's `flags_parser`); a mistake is one `error:` message, exit status 2.
 
-    No command of the package takes positional arguments, so any left after the flags is a mistake too
-    (`stray_arguments_message`); absl alone would hand them to `main`, which ignored them.
+    Unless the command takes `positional` arguments (the report's RUN_DIRs), any left after the flags is
+    a mistake too (`stray_arguments_message`); absl alone would hand them to `main`, which ignored them.
     """
     try:
         rest = flags.FLAGS(list(argv))
@@ -89,7 +96,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         # offering.
         from_config_file = _CONFIG_FILE_ERROR in str(error) or not isinstance(error, flags.Error)
         fail(flag_error_message(error), debug_hint=from_config_file)
-    if len(rest) > 1:
+    if len(rest) > 1 and not positional:
         fail(stray_arguments_message(rest[1:]))
     return rest
 
@@ -196,13 +203,51 @@ def user_errors(kinds: tuple = (ValueError, OSError), debug_hint: bool = False):
         fail(str(error).strip() or type(error).__name__, debug_hint=debug_hint)
 
 
+def help_text(about: str, defined: Sequence[flags.Flag]) -> str:
+    """What a command's `--help` prints: `about` (what it does and its usage line), then each of its own
+    flags with its help and default. absl's own `--help` lists the flags of `__main__` only, none for a
+    console script; `--helpfull` stays absl's, every flag of every module."""
+    lines = []
+    for paragraph in about.strip().split("\n\n"):  # each paragraph wrapped, a blank line between them
+        lines += textwrap.wrap(" ".join(paragraph.split()), width=100, subsequent_indent="    ") + [""]
+    lines.append("flags:")
+    for flag in defined:
+        value = "" if flag.boolean else "=VALUE"
+        default = "" if flag.default is None else f" (default: {_default_text(flag)})"
+        lines.append(f"  --{flag.name}{value}")
+        lines += textwrap.wrap(" ".join(str(flag.help).split()) + default, width=100, break_long_words=False,
+                               break_on_hyphens=False, initial_indent="      ", subsequent_indent="      ")
+    lines += ["", "--helpfull lists every flag, absl's own included."]
+    return "\n".join(lines) + "\n"
+
+
+def _default_text(flag: flags.Flag) -> str:
+    """A flag's default as typed on a command line: strings quoted, booleans true/false, numbers bare."""
+    default = flag.default
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, (int, float)):
+        return str(default)
+    return repr(default) if isinstance(default, str) else flag.default_as_str
+
+
+def define_json_flag() -> None:
+    """Defines `--json`: one JSON object of exact values and absolute paths instead of the summary."""
+    flags.DEFINE_bool("json", False, "Print one JSON object per result, every value exact and every path "
+                      "absolute (for scripts), instead of the readable summary.")
+
+
 def run(main: Callable[[list], None], define_flags: Callable[[], None],
         argv_checks: Sequence[Callable[[Sequence[str]], Optional[str]]] = (),
-        argv: Optional[Sequence[str]] = None, config_flag: bool = False) -> None:
-    """Runs an absl command: `argv_checks` on the raw arguments, `define_flags()`, then `app.run(main)`.
+        argv: Optional[Sequence[str]] = None, config_flag: bool = False, about: Optional[str] = None,
+        positional: bool = False) -> None:
+    """Runs an absl command: `--help`, `argv_checks` on the raw arguments, `define_flags()`, `app.run(main)`.
+
+    Ends with `sys.exit` (absl's `app.run`): status 0, or `EXIT_USAGE` with one `error:` line.
 
     Args:
-      main: absl's main, called with the positional arguments once the flags are parsed.
+      main: absl's main, called with the program name and the positional arguments once the flags are
+        parsed.
       define_flags: defines the command's flags (called once, here, so that importing the command's
         module defines nothing).
       argv_checks: each returns a problem of the raw arguments as one line, or None; every problem found
@@ -210,15 +255,29 @@ def run(main: Callable[[list], None], define_flags: Callable[[], None],
       argv: the arguments, program name first (default: `sys.argv`).
       config_flag: the command defines `--config` (ml_collections): its value is resolved first
         (`resolve_config_argv`), so a packaged config is found from any directory.
+      about: what `--help` prints above the flags (`help_text`); default: the usage line alone.
+      positional: the command takes positional arguments (they reach `main`); otherwise one is an error.
     """
     argv = list(sys.argv if argv is None else argv)
-    if config_flag:
-        argv = resolve_config_argv(argv)
-    problems = [problem for check in argv_checks if (problem := check(argv))]
-    if problems:
-        fail("\n".join(problems))
-    define_flags()
-    app.run(main, argv=argv, flags_parser=parse_flags)
+    app.define_help_flags()  # absl's --helpfull & co. stay defined across the commands of one process
+    before = set(flags.FLAGS)
+    try:
+        if any(arg in HELP_ARGUMENTS for arg in argv[1:]):  # before any check: help needs no valid input
+            define_flags()
+            program = os.path.basename(argv[0]) if argv else "command"
+            defined = [flags.FLAGS[name] for name in flags.FLAGS if name not in before]
+            sys.stdout.write(help_text(about or f"usage: {program} [flags]", defined))
+            sys.exit(0)
+        if config_flag:
+            argv = resolve_config_argv(argv)
+        problems = [problem for check in argv_checks if (problem := check(argv))]
+        if problems:
+            fail("\n".join(problems))
+        define_flags()
+        app.run(main, argv=argv, flags_parser=functools.partial(parse_flags, positional=positional))
+    finally:  # a command's flags are its own: the next command run in this process defines them afresh
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
 
 
 def split_variants(arg: str) -> list[str]:

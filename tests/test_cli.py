@@ -146,11 +146,16 @@ def test_a_missing_required_flag_is_one_message_not_absl_s_fatal():
     assert result.stderr == "error: flag --arch=None: Flag --arch must have a value other than None.\n"
 
 
-def test_every_posttrain_command_runs_through_the_shared_path():
+def test_every_absl_command_runs_through_the_shared_path():
     import inspect
     from superfed_jax.posttrain import evaluate_export, export, search
-    for module in (export, search, evaluate_export):
-        assert "_cli.run(main, _define_flags)" in inspect.getsource(module.console), module.__name__
+    from superfed_jax.reports import arch_size, cli
+    from superfed_jax.run import memory
+    for module in (export, search, evaluate_export, arch_size, memory):
+        assert "_cli.run(main, _define_flags" in inspect.getsource(module.console), module.__name__
+    # superfed-report too (it was the one argparse command): its RUN_DIRs are absl's positional arguments.
+    assert "_cli.run(_main, _define_flags" in inspect.getsource(cli.main)
+    assert "argparse" not in inspect.getsource(cli)
 
 
 # ------------------------------------------------------------------- --config found from anywhere

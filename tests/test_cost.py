@@ -187,7 +187,8 @@ def test_xla_flops_track_macs_on_paper_space():
 
 # ----------------------------------------------------------------------------- command line
 def run_command(*args):
-    return subprocess.run([sys.executable, "-m", "superfed_jax.reports.arch_size", *args], cwd=REPO,
+    # --json: the exact figures, one JSON object per arch and line (the default is a readable summary).
+    return subprocess.run([sys.executable, "-m", "superfed_jax.reports.arch_size", "--json", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 

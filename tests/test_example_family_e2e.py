@@ -76,7 +76,8 @@ def test_the_example_family_is_searched_exported_and_evaluated(tmp_path):
     assert model["family"] == "examples.elastic_mlp:ElasticMLP" and model["arch"] == best["arch"]
     assert (model["macs"], model["params"]) == (best["macs"], best["params"])
 
-    result = run_module("-m", "superfed_jax.posttrain.evaluate_export", f"--model={out}", "--split=test")
+    result = run_module("-m", "superfed_jax.posttrain.evaluate_export", f"--model={out}", "--split=test",
+                        "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads(result.stdout.strip().splitlines()[-1])
     # The dense export is the searched subnet: the same test accuracy as the search measured in the supernet.

@@ -88,7 +88,7 @@ def test_exported_model_evaluates_without_the_supernet(exported, tmp_path, monke
 def test_evaluate_command_line_reports_accuracy_on_a_split(exported):
     out, arch = exported
     result = trained_run.run_module("-m", "superfed_jax.posttrain.evaluate_export", f"--model={out}", "--data=digits",
-                                    "--split=val", timeout=120)
+                                    "--split=val", "--json", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["split"] == "val"

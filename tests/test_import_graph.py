@@ -28,7 +28,8 @@ PACKAGE = "superfed_jax"
 LAYERS = (
     # No internal imports: the public aggregation API, and helpers every layer may use (optional
     # dependencies, reading a JSON file, the command lines' error handling, what every command does first).
-    ("foundation", ("aggregation", "_extras", "_json_file", "_cli", "_console", "_fields", "_import_path")),
+    ("foundation", ("aggregation", "_extras", "_json_file", "_cli", "_console", "_fields", "_import_path",
+                    "_readable")),
     ("supernet", ("supernet",)),
     ("data", ("data",)),
     ("federated", ("federated",)),

@@ -273,11 +273,11 @@ def test_memory_command_validates_the_config_and_flags(args, message):
 def test_memory_and_cost_commands_find_the_packaged_configs_from_anywhere(tmp_path):
     """Outside the repository: the default config (once `_ErrorConfig`) and a config by name."""
     import json
-    result = _module("-m", "superfed_jax.run.memory", "--available_gib=1", cwd=tmp_path)
+    result = _module("-m", "superfed_jax.run.memory", "--available_gib=1", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["available_bytes"] == 2 ** 30
     result = _module("-m", "superfed_jax.reports.arch_size", "--config=configs/digits.py",
-                     '--arch={"d":[0,0,0],"e":0.25}', cwd=tmp_path)
+                     '--arch={"d":[0,0,0],"e":0.25}', "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.startswith("config: ") and result.stderr.rstrip().endswith("digits.py")
     assert json.loads(result.stdout)["params"] > 0
@@ -285,7 +285,8 @@ def test_memory_and_cost_commands_find_the_packaged_configs_from_anywhere(tmp_pa
 
 def test_memory_command_still_estimates_a_good_config():
     import json
-    result = _module("-m", "superfed_jax.run.memory", "--config=configs/digits.py", "--available_gib=1")
+    result = _module("-m", "superfed_jax.run.memory", "--config=configs/digits.py", "--available_gib=1",
+                     "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["available_bytes"] == 2 ** 30
 

@@ -306,14 +306,14 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
 
 def test_console_does_what_running_the_module_does():
     arch = '--arch={"d":[0,0,0,0],"e":0.1}'
-    as_module = run_python("-m", "superfed_jax.reports.arch_size", arch)
+    as_module = run_python("-m", "superfed_jax.reports.arch_size", arch, "--json")
     as_console = run_python("-c", "import sys; from superfed_jax.reports import arch_size; "
-                            f"sys.argv = ['superfed-cost', {arch!r}]; arch_size.console()")
+                            f"sys.argv = ['superfed-cost', {arch!r}, '--json']; arch_size.console()")
     assert as_module.returncode == as_console.returncode == 0, as_module.stderr + as_console.stderr
     assert json.loads(as_console.stdout) == json.loads(as_module.stdout)
 
 
-def test_argparse_console_exits_with_mains_status(monkeypatch, tmp_path, capsys):
+def test_report_console_exits_with_mains_status(monkeypatch, tmp_path, capsys):
     from superfed_jax.reports import cli
     missing = str(tmp_path / "no_run")
     expected = cli.main([missing])

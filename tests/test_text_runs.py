@@ -188,6 +188,7 @@ def test_a_text_run_is_searched_exported_and_its_dense_subnet_scores_as_in_the_s
         best = json.load(f)["results"][0]["best"]
     assert best["macs"] <= 3000
     _tool("superfed-export", f"--workdir={copy}", "--arch=search:macs=3000", f"--out={tmp_path / 'model'}")
-    evaluated = json.loads(_tool("superfed-evaluate", f"--model={tmp_path / 'model'}").stdout.splitlines()[-1])
+    evaluated = _tool("superfed-evaluate", f"--model={tmp_path / 'model'}", "--json").stdout
+    evaluated = json.loads(evaluated.splitlines()[-1])
     assert evaluated["accuracy"] == pytest.approx(best["test_accuracy"], abs=1e-6)
     assert evaluated["perplexity"] == pytest.approx(math.exp(evaluated["loss"]))

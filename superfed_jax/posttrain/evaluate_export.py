@@ -9,8 +9,10 @@ data's own.
   python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=digits --split=val
   python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=my_data.npz
   python -m superfed_jax.posttrain.evaluate_export --model=DIR --data=/data/cifar-10-binary.tar.gz
+  superfed-evaluate --model=DIR --json      # one JSON object: exact figures, the export's absolute path
+
+It prints one line: the export, the data and split, accuracy and loss to 4 decimals.
 """
-import json
 import os
 
 import jax
@@ -22,6 +24,7 @@ from absl import logging
 
 from superfed_jax import _console
 from superfed_jax import _cli
+from superfed_jax import _readable
 from superfed_jax.data import load as load_lib
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import metric as metric_lib
@@ -128,14 +131,26 @@ def evaluate_export(model_dir: str, data: str = "", split: str = "test", batch_s
 
 
 def main(argv) -> None:
-    """Prints the evaluation of the flags' export as one JSON line."""
+    """Prints the evaluation of the flags' export: one readable line, or (--json) one JSON object."""
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
     with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         report = evaluate_export(values.model, values.data, values.split, values.batch_size,
                                  values.tfds_data_dir)
-    print(json.dumps(report))
+    print(_readable.json_line(report) if values.json else summary_text(report))
+
+
+def summary_text(report: dict) -> str:
+    """The evaluation command's summary of `report` (`evaluate_export`'s): the export (relative to the
+    current directory when under it), the data, and accuracy and loss to 4 decimals (perplexity to 4
+    significant digits, for a language model)."""
+    metrics = [f"accuracy {_readable.fraction(report['accuracy'])}",
+               f"loss {_readable.fraction(report['loss'])}"]
+    if "perplexity" in report:
+        metrics.append(f"perplexity {report['perplexity']:.4g}")
+    return (f"{_readable.path(report['model'])} on {report['data']} {report['split']} "
+            f"({_readable.count(report['examples'])} examples): {', '.join(metrics)}")
 
 
 def _define_flags() -> None:
@@ -146,13 +161,20 @@ def _define_flags() -> None:
     flags.DEFINE_string("tfds_data_dir", "", "Prepared TFDS data dir for cifar10/cifar100.")
     flags.DEFINE_string("split", "test", f"Split to evaluate: {', '.join(SPLITS)}.")
     flags.DEFINE_integer("batch_size", 500, "Images per evaluation step.")
+    _cli.define_json_flag()
     flags.mark_flag_as_required("model")
+
+
+ABOUT = ("superfed-evaluate: the accuracy and loss of an exported subnet (superfed-export) on a split of its "
+         "run's dataset or of other data, without the supernet.\n\n"
+         "usage: superfed-evaluate --model=DIR [--data=NAME|FILE.npz|ARCHIVE] [--split=train|val|test] "
+         "[--batch_size=N] [--tfds_data_dir=DIR] [--json]")
 
 
 def console() -> None:
     """The `superfed-evaluate` command: the same as `python -m superfed_jax.posttrain.evaluate_export`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags)
+    _cli.run(main, _define_flags, about=ABOUT)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from absl import logging
 from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import _json_file
+from superfed_jax import _readable
 from superfed_jax import config as config_lib
 from superfed_jax.data import augment
 from superfed_jax.posttrain import latency
@@ -456,8 +457,23 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2
         description = export_run(values.workdir, values.arch, values.out, values.overwrite)
-    print(json.dumps({"out": os.path.abspath(values.out), "arch": description["arch"],
-                      "macs": description["macs"], "params": description["params"]}))
+    result = {"out": os.path.abspath(values.out), "arch": description["arch"], "macs": description["macs"],
+              "params": description["params"]}
+    print(_readable.json_line(result) if values.json else summary_text(result))
+
+
+def summary_text(result: dict) -> str:
+    """The export command's summary of `result` ({out, arch, macs, params}): where the export went (relative
+    to the current directory when under it) and the subnet's arch and size (forward MACs per example)."""
+    arch = json.dumps(result["arch"], separators=(",", ":"))
+    return (f"exported {arch} to {_readable.path(result['out'])}: {_readable.si(result['macs'], 'MACs')}, "
+            f"{_readable.count(result['params'])} params")
+
+
+ABOUT = ("superfed-export: one subnet of a trained run as a standalone dense model (model.json and params/), "
+         "loadable with superfed_jax.load_exported and evaluated by superfed-evaluate.\n\n"
+         "usage: superfed-export --workdir=RUN_DIR --arch=NAME|search:BUDGET|JSON --out=DIR [--overwrite] "
+         "[--json]")
 
 
 def _define_flags() -> None:
@@ -467,6 +483,7 @@ def _define_flags() -> None:
                         'RUN_DIR/search.json) or an arch JSON, e.g. \'{"d":[0,1,0],"e":0.14}\'.')
     flags.DEFINE_string("out", None, "Export directory (model.json and params/).")
     flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --out.")
+    _cli.define_json_flag()
     for name in ("workdir", "arch", "out"):
         flags.mark_flag_as_required(name)
 
@@ -474,7 +491,7 @@ def _define_flags() -> None:
 def console() -> None:
     """The `superfed-export` command: the same as `python -m superfed_jax.posttrain.export`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags)
+    _cli.run(main, _define_flags, about=ABOUT)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import zlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -34,6 +34,7 @@ from absl import logging
 
 from superfed_jax import _console
 from superfed_jax import _cli
+from superfed_jax import _readable
 from superfed_jax.federated import metric as metric_lib
 from superfed_jax.posttrain import evolution as evolution_lib
 from superfed_jax.posttrain import latency
@@ -366,7 +367,8 @@ def options_from_flags(values) -> SearchOptions:
 
 
 def main(argv) -> None:
-    """Runs the search of the flags' run, writes search.json and prints the table."""
+    """Runs the search of the flags' run, writes search.json and prints the table (--json: one JSON object
+    of the best arch per budget, exact, with absolute paths)."""
     del argv
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
@@ -376,24 +378,56 @@ def main(argv) -> None:
     with _cli.user_errors():  # e.g. --out in a read-only directory: the message names the path
         with open(out, "w") as f:
             json.dump(report, f, indent=2)
-    print(summary_table(report["results"], search_front.search_metric(report)))
-    print(f"wrote {out}")
+    redrawn = None  # (report.md written or None, why not)
     if os.path.abspath(out) == os.path.abspath(os.path.join(values.workdir, SEARCH_FILE)):
-        print(refresh_report(values.workdir))
+        redrawn = redraw_report(values.workdir)
+    if values.json:
+        print(_readable.json_line(summary_record(report, out, redrawn)))
+        return
+    print(summary_table(report["results"], search_front.search_metric(report)))
+    print(f"wrote {_readable.path(out)}")
+    if redrawn is not None:
+        print(redrawn_text(values.workdir, *redrawn))
+
+
+def summary_record(report: dict, out: str, redrawn: Optional[tuple] = None) -> dict:
+    """What `--json` prints: search.json's absolute path, the report it redrew (absolute; None when none
+    was, with `report_error` saying why, if it failed), and per budget the best arch as search.json has
+    it (every figure exact), the size of its front and the archs evaluated."""
+    record = {"out": os.path.abspath(out), "report": None}
+    if redrawn is not None:
+        written, error = redrawn
+        record["report"] = None if written is None else os.path.abspath(written)
+        if error is not None:
+            record["report_error"] = error
+    record["results"] = [{"budget": result["budget"], "best": result["best"],
+                          "front_size": len(result["front"]), "archs_evaluated": result["archs_evaluated"]}
+                         for result in report["results"]]
+    return record
+
+
+def redraw_report(workdir: str) -> tuple[Optional[str], Optional[str]]:
+    """Rewrites the run's report.md, which then draws its new search.json (search.png): (the report's path,
+    None), or (None, why not) when it cannot be written (a missing file, no matplotlib); search.json stays
+    as it is either way."""
+    try:
+        return run_report.write_run_report(workdir)["report"], None
+    except (ValueError, OSError, ImportError) as error:
+        return None, str(error)
+
+
+def redrawn_text(workdir: str, written: Optional[str], error: Optional[str]) -> str:
+    """The line saying what `redraw_report` did (paths relative to the current directory when under it)."""
+    if written is None:
+        return (f"report.md not redrawn ({error}); superfed-report {_readable.path(workdir)} draws the "
+                "search front once that is fixed")
+    return f"report: {_readable.path(written)} now draws the search front (search.png, search.svg)"
 
 
 def refresh_report(workdir: str) -> str:
-    """Rewrites the run's report.md, which then draws its new search.json (search.png); says what it did.
-
-    A report that cannot be written (a missing file, no matplotlib) leaves search.json as it is: the line
-    returned says why and how to draw it later.
-    """
-    try:
-        written = run_report.write_run_report(workdir)
-    except (ValueError, OSError, ImportError) as error:
-        return (f"report.md not redrawn ({error}); python -m superfed_jax.reports.cli {workdir} draws the "
-                "search front once that is fixed")
-    return f"report: {written['report']} now draws the search front (search.png, search.svg)"
+    """Rewrites the run's report.md, which then draws its new search.json (search.png, `redraw_report`);
+    says what it did in one line (`redrawn_text`)."""
+    return redrawn_text(workdir, *redraw_report(workdir))
 
 
 def _define_flags() -> None:
@@ -417,13 +451,21 @@ def _define_flags() -> None:
     flags.DEFINE_integer("latency_repeats", 20, "Timed calls (median).")
     flags.DEFINE_string("latency_conv_impl", "", "Convolution of the timed subnet (default: the run's).")
     flags.DEFINE_string("latency_cache", "", "Latency cache file (default: RUN_DIR/latency_cache.json).")
+    _cli.define_json_flag()
     flags.mark_flag_as_required("workdir")
+
+
+ABOUT = ("superfed-search: evolutionary search of a trained run's subnets under MACs, params or latency "
+         "budgets; writes search.json, redraws the run's report with the search front and prints the best "
+         "arch per budget (MACs in millions, the metric to 4 decimals).\n\n"
+         "usage: superfed-search --workdir=RUN_DIR --budget=KEY=VALUE[,KEY=VALUE] [--budget=...] "
+         "[--out=FILE] [--seed=N] [--json] [evolution and latency flags below]")
 
 
 def console() -> None:
     """The `superfed-search` command: the same as `python -m superfed_jax.posttrain.search`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags)
+    _cli.run(main, _define_flags, about=ABOUT)
 
 
 if __name__ == "__main__":

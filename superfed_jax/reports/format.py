@@ -1,16 +1,10 @@
-"""Text formatting shared by the Markdown reports: SI prefixes, percentages, archs, titles."""
+"""Text formatting shared by the Markdown reports: percentages, archs, titles, and the SI prefixes of
+`superfed_jax._readable` (the one place units are written, for the commands as for the reports)."""
 import json
 import math
 
+from superfed_jax._readable import si  # noqa: F401  (the reports' SI prefixes are the commands')
 from superfed_jax.reports.run_record import RunRecord, setting
-
-
-def si(value: float, unit: str) -> str:
-    """``value`` with an SI prefix, e.g. 4.043e6 MACs -> '4.043 MMACs'."""
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.4g} {prefix}{unit}"
-    return f"{value:.4g} {unit}"
 
 
 def compute_label(cost_unit: str = "image") -> str:

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from superfed_jax.reports import format as format_lib
+from superfed_jax import _readable
 from superfed_jax.supernet import archs as archs_lib
 from superfed_jax.supernet import family as family_lib
 
@@ -324,9 +324,9 @@ def cost_summary(report: dict, cost_unit: str = "image") -> str:
     command that sets it against a weight-shared run.
     """
     superfed, ratios = report["superfed"], report["ratios"]
-    first = (f"cost: {superfed['total_macs']:.4g} forward MACs per {cost_unit} summed over the run's clients "
-             f"(mean client {format_lib.si(superfed['mean_client_gmacs'] * 1e9, 'MACs')}), "
-             f"{superfed['total_bytes_per_direction']:.4g} bytes communicated per direction")
+    first = (f"cost: {_readable.si(superfed['total_macs'], 'MACs')} forward per {cost_unit} summed over the "
+             f"run's clients (mean client {_readable.si(superfed['mean_client_gmacs'] * 1e9, 'MACs')}), "
+             f"{_readable.binary_bytes(superfed['total_bytes_per_direction'])} communicated per direction")
     if trains_only_its_baseline(report):
         return (f"{first}\nthis is a FedAvg baseline (one arch on every client): its cost is the "
                 "FedAvg side of a comparison; `superfed-report WEIGHT_SHARED_WORKDIR THIS_WORKDIR ...` "

@@ -15,6 +15,8 @@ training driver calls it at the end of every run:
   figure also as SVG, and each table as CSV (``report_*.csv``). A run of one tracked arch (FedAvg of one
   arch) gets no ``pareto.png``: one point is no trade-off; report.md says so. ``style`` (`plot.Style`)
   draws the figures for a screen (the default) or a paper.
+* `run_name(workdir)`: what report.md's heading calls the run: its work directory's name
+  (`workdirs/digits_smoke` -> 'digits_smoke', the config and its variant for a default workdir).
 * `summary_table(family, tracked, best)`: the table the driver prints at the end of a run.
 
 A run whose headline metric (`eval.metric`, `superfed_jax.federated.metric`) is not accuracy (a language
@@ -37,7 +39,7 @@ from superfed_jax.reports.plot import (DEFAULT, Curve, Panel, Style, gid_of, plo
 from superfed_jax.reports.tables import files_line, write_csv
 from superfed_jax.reports.run_record import RunRecord, arch_rows, is_fedavg_baseline, read_run, select_best
 
-__all__ = ["write_run_report", "summary_table", "provenance_lines", "privacy_lines"]
+__all__ = ["write_run_report", "run_name", "summary_table", "provenance_lines", "privacy_lines"]
 
 
 def _cost_lines(cost: Optional[dict], cost_unit: str = "image") -> list[str]:
@@ -90,10 +92,16 @@ def privacy_lines(run: RunRecord, best_round: int) -> list[str]:
     return lines + [""]
 
 
+def run_name(workdir: str) -> str:
+    """The name a report gives a run: its work directory's name (`workdirs/digits_smoke` -> 'digits_smoke',
+    which names the config and its variant for a default workdir)."""
+    return os.path.basename(os.path.normpath(os.path.abspath(workdir)))
+
+
 def _run_title(run: RunRecord) -> str:
+    """What the run is: its dataset, rounds and kind ('digits, 2 rounds, weight-shared (SuperFed)')."""
     kind = "FedAvg of one arch" if is_fedavg_baseline(run.config) else "weight-shared (SuperFed)"
     return f"{runs_title(run)}, {kind}"
-
 
 
 def provenance_lines(workdir: str) -> list[str]:
@@ -164,7 +172,7 @@ def write_run_report(workdir: str, out: Optional[str] = None, skip_stale_search:
                  "archs" if has_val
                  else f"the last evaluation (the run has no validation {metric.plural.lower()})")
     short = metric.short
-    lines = [f"# Run report: {_run_title(run)}", "", f"Work directory: `{workdir}`.", "",
+    lines = [f"# Run report: {run_name(workdir)}", "", f"{_run_title(run)}. Work directory: `{workdir}`.", "",
              f"{metric.plural} at round {best['round']} of {run.records[-1]['round']}: {selection}.", "",
              f"| arch | d / e | MMACs | params | val {short}{metric.unit} | test {short}{metric.unit} |",
              "|---|---|---|---|---|---|"]

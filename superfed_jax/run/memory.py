@@ -37,6 +37,7 @@ in one chunk needs about 24 GiB and an 80 GB accelerator holds about 25 clients 
 2.0 GiB per client). Print the estimate of a config:
 
     python -m superfed_jax.run.memory --config=configs/cifar10.py [--devices=8] [--available_gib=16]
+    superfed-memory --config=cifar10 --json      # the same, one JSON object of byte counts
 
 The estimate is meant to be within a small factor of what XLA allocates, not exact: XLA fuses, re-uses
 and rematerializes buffers. Measured against XLA:CPU's analysis of compiled rounds (32x32x3 inputs,
@@ -58,6 +59,7 @@ from ml_collections import config_flags
 
 from superfed_jax import _console
 from superfed_jax import _cli
+from superfed_jax import _readable
 from superfed_jax import config as config_lib
 from superfed_jax import validation
 from superfed_jax.federated import client_optimizer
@@ -153,9 +155,9 @@ def suggest_chunk_size(family: family_lib.Family, available_bytes: float, *, cli
     return None
 
 
-def _gib(n: float) -> str:
-    """Bytes for a message: GiB, or MiB below 1 GiB."""
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+# What to do when not even one client per chunk fits (the check's message and the command's summary).
+NO_FIT_ADVICE = ("even fl.chunk_size=1 does not fit: reduce client.batch_size, use model.dtype='bfloat16', "
+                 "a smaller space, or more devices")
 
 
 def check_round_memory(family: family_lib.Family, available_bytes: float, *, batch_size: int,
@@ -173,16 +175,15 @@ def check_round_memory(family: family_lib.Family, available_bytes: float, *, bat
     fits = suggest_chunk_size(family, available_bytes, clients_per_round=clients_per_round,
                               batch_size=batch_size, **kwargs)
     advice = (f"use --config.fl.chunk_size={fits} (the largest divisor of fl.clients_per_round="
-              f"{clients_per_round} that fits)" if fits else
-              "even fl.chunk_size=1 does not fit: reduce client.batch_size, use model.dtype='bfloat16', "
-              "a smaller space, or more devices")
+              f"{clients_per_round} that fits)" if fits else NO_FIT_ADVICE)
+    size = _readable.binary_bytes
     raise ValueError(
-        f"one round needs an estimated {_gib(estimate['total_bytes'])} per device but "
-        f"{_gib(available_bytes)} is available: fl.chunk_size={estimate['chunk_size']} puts "
+        f"one round needs an estimated {size(estimate['total_bytes'])} per device but "
+        f"{size(available_bytes)} is available: fl.chunk_size={estimate['chunk_size']} puts "
         f"{estimate['clients_in_flight']} clients in flight per device at "
-        f"{_gib(estimate['per_client_bytes'])} each (params, gradients and updates "
-        f"{_gib(3 * estimate['params_bytes'])}, activations of a batch of {batch_size} "
-        f"{_gib(estimate['per_client']['activations'])}), plus {_gib(estimate['fixed_bytes'])} fixed "
+        f"{size(estimate['per_client_bytes'])} each (params, gradients and updates "
+        f"{size(3 * estimate['params_bytes'])}, activations of a batch of {batch_size} "
+        f"{size(estimate['per_client']['activations'])}), plus {size(estimate['fixed_bytes'])} fixed "
         f"(server params, aggregation sums, training data); {advice}")
 
 
@@ -248,6 +249,11 @@ def data_bytes(client_data) -> int:
 # ----------------------------------------------------------------------------------------------------
 # Command line.
 
+ABOUT = ("superfed-memory: the estimated device memory of one round of a config, per device, in binary units "
+         "(GiB = 2**30 bytes), with the largest fl.chunk_size that fits.\n\n"
+         "usage: superfed-memory [--config=FILE[:VARIANT]] [--devices=N] [--available_gib=GIB] "
+         "[--train_examples=N] [--json]")
+
 
 def config_estimate(config, family: family_lib.Family, *, num_devices: int, data_bytes: int = 0) -> dict:
     """`estimate_round_memory` with the arguments a run's config gives (`fl`, `client`, `model`); the
@@ -279,8 +285,37 @@ def command_line_problems(config, devices: int, available_gib: float, train_exam
     return problems
 
 
+# What the estimate's parts are, for the summary (their keys stay the JSON's).
+_PART_NAMES = {"params": "params", "gradients": "gradients", "updated_params": "updated params",
+               "optimizer_state": "optimizer state", "compute_dtype_params": "params in the compute dtype",
+               "activations": "activations of a batch", "state_params": "server params",
+               "aggregation_sums": "aggregation sums", "new_params": "new params",
+               "server_optimizer_state": "server optimizer state", "data": "training data"}
+
+
+def summary_text(estimate: dict) -> str:
+    """The memory command's summary of `estimate` (`estimate_round_memory` with `available_bytes` and
+    `suggested_chunk_size` added): the total against the memory available, the parts, the advice."""
+    total, available = estimate["total_bytes"], estimate["available_bytes"]
+    verdict = "fits" if total <= available else "does not fit"
+    lines = [f"one round needs about {_readable.binary_bytes(total)} per device; "
+             f"{_readable.binary_bytes(available)} available: {verdict}",
+             f"  per client: {_readable.binary_bytes(estimate['per_client_bytes'])} x "
+             f"{estimate['clients_in_flight']} in flight per device (fl.chunk_size={estimate['chunk_size']})"]
+    width = max(len(name) for name in _PART_NAMES.values())
+    lines += [f"    {_PART_NAMES.get(key, key):<{width}}  {_readable.binary_bytes(value)}"
+              for key, value in estimate["per_client"].items()]
+    lines.append(f"  fixed: {_readable.binary_bytes(estimate['fixed_bytes'])}")
+    lines += [f"    {_PART_NAMES.get(key, key):<{width}}  {_readable.binary_bytes(value)}"
+              for key, value in estimate["fixed"].items()]
+    suggested = estimate["suggested_chunk_size"]
+    lines.append(f"largest fl.chunk_size that fits: {suggested}" if suggested else NO_FIT_ADVICE)
+    return "\n".join(lines)
+
+
 def main(argv) -> None:
-    """Prints the estimate of a config's round as JSON, with the largest chunk size that fits."""
+    """Prints the estimate of a config's round, with the largest chunk size that fits: a summary in binary
+    units, or (--json) one JSON object of byte counts."""
     del argv
     config, args = flags.FLAGS.config, flags.FLAGS
     problems = command_line_problems(config, args.devices, args.available_gib, args.train_examples)
@@ -297,7 +332,7 @@ def main(argv) -> None:
         family, available, clients_per_round=config.fl.clients_per_round,
         batch_size=config.client.batch_size, num_devices=args.devices, dtype=config.model.dtype,
         data_bytes=estimate["data_bytes"])
-    print(json.dumps(estimate, indent=2))
+    print(_readable.json_line(estimate) if args.json else summary_text(estimate))
 
 
 def _define_flags() -> None:
@@ -309,12 +344,13 @@ def _define_flags() -> None:
     flags.DEFINE_integer("devices", 1, "Devices of the clients mesh axis.")
     flags.DEFINE_float("available_gib", 0.0, "Device memory in GiB; 0 = query this machine's device.")
     flags.DEFINE_integer("train_examples", 0, "Training examples kept on device (uint8 images).")
+    _cli.define_json_flag()
 
 
 def console() -> None:
     """The `superfed-memory` command: the same as `python -m superfed_jax.run.memory`."""
     _console.quiet_backend_probe()
-    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem], config_flag=True)
+    _cli.run(main, _define_flags, argv_checks=[validation.config_file_problem], config_flag=True, about=ABOUT)
 
 
 if __name__ == "__main__":

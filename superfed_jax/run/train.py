@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from superfed_jax import _json_file
+from superfed_jax import _readable
 from superfed_jax.federated import assignment
 from superfed_jax.federated import evaluation
 from superfed_jax.federated import metric as metric_lib
@@ -337,7 +338,7 @@ def finish(config, run: build.RunSetup, records: list[dict], workdir: str) -> di
     print(run_cost.cost_summary(cost_report, run.family.cost_unit), flush=True)
     # A search.json of an earlier checkpoint is left out with a warning: the run itself has succeeded.
     written = run_report.write_run_report(workdir, skip_stale_search=True)
-    print(f"report: {written['report']}, plot: {written['plot']}", flush=True)
+    print(f"report: {_readable.path(written['report'])}, plot: {_readable.path(written['plot'])}", flush=True)
     if written["stale_search"]:
         print(f"warning: the report leaves out the search front: {written['stale_search']}", flush=True)
     if metrics.nothing_trained(records, config.fl.clients_per_round):
