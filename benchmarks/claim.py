@@ -342,7 +342,7 @@ def parse_args(argv):
     parser.add_argument("--out", default=None, help="directory for the runs and the reports "
                         "(default workdirs/claim_<config name>)")
     parser.add_argument("--smoke", action="store_true",
-                        help="train every run with the :smoke config variant (a seconds-long try)")
+                        help="train every run with the :smoke config variant (a first try: 2 rounds, tiny space)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [a for a in overrides if not a.startswith("--config.")]
     if unknown:

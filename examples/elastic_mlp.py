@@ -81,7 +81,7 @@ class ElasticMLP(family_lib.Family):
         return SPACE_FIELDS
 
     @classmethod
-    def smoke_space(cls):  # the space of the seconds-long `:smoke` config variant
+    def smoke_space(cls):  # the space of the `:smoke` config variant (a first try)
         return {"hidden_layers": 2, "width_choices": (8, 16)}
 
     @classmethod

@@ -29,8 +29,8 @@ __all__ = ["TOP", "TOP_DOC", "DOC_PATH", "REGENERATE", "section_names", "select"
            "resume_text", "default_text", "format_text", "markdown", "help_text", "main", "console"]
 
 TOP = "top"  # the name under which the fields outside any section are listed and selected
-TOP_DOC = ("The fields outside any section: the seed, the kind of run (dry run, start over) and what the "
-           "console prints.")
+TOP_DOC = ("The fields outside any section: the seed, the kind of run (dry run, start over), what the "
+           "console prints and where compiled programs are kept.")
 DOC_PATH = "docs/config.md"  # relative to the repository root
 REGENERATE = "python -m superfed_jax.config_reference --markdown > docs/config.md"
 

@@ -252,6 +252,13 @@ _PACKAGE_FIELDS = (
           ("online", "offline"), resumable=True, absent="online"),
 
     Field("log_every_rounds", 1, "progress line cadence", "int", _AT_LEAST_1, resumable=True),
+    # Resumable, absent in configs saved before it existed: where compiled programs are kept, not what
+    # they compute (superfed_jax/_compilation_cache.py).
+    Field("compilation_cache", "", "where compiled programs are kept, so a later run of the same programs "
+          "on this machine loads them instead of compiling: '' = JAX_COMPILATION_CACHE_DIR, else "
+          "$XDG_CACHE_HOME/superfed_jax/xla (~/.cache/superfed_jax/xla); 'off' = compile every time; or a "
+          "directory", "text", hint=", '' (the default directory), 'off' or a directory", resumable=True,
+          absent=""),
     Field("note", "", "a line the training command prints once, at the start, about what to expect of "
           "this config (e.g. digits: the first rounds sit near chance); '' prints nothing", "text",
           resumable=True, absent=""),

@@ -32,6 +32,7 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
+from superfed_jax import _compilation_cache
 from superfed_jax import _extras
 from superfed_jax import config as config_lib
 from superfed_jax import config_schema as schema
@@ -203,6 +204,16 @@ def _check_top(report: _Report) -> None:
     """seed, dry_run, log_every_rounds, note."""
     for field in ("seed", "dry_run", "log_every_rounds", "note"):
         report.check(field)
+
+
+def _check_compilation_cache(report: _Report, check_files: bool) -> None:
+    """compilation_cache: '', 'off' or a directory; not a word meaning "off" (it would name a directory)
+    and, with `check_files`, not an existing file."""
+    setting = report.check("compilation_cache")
+    if setting is not None:
+        problem = _compilation_cache.setting_problem(setting, check_files)
+        if problem:
+            report.add(problem)
 
 
 def _check_model(report: _Report) -> None:
@@ -526,16 +537,17 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     data.tfds_data_dir; fl client counts, chunk size, rounds, heuristic and pool, beta schedule;
     client settings (client.nesterov needs client.momentum, a user's client.optimizer is loaded and
     built), server settings (a user's server.optimizer is loaded and built), eval, cost, checkpoint,
-    memory, differential privacy, distributed and log settings; the search space; fl.pool, eval.tracked
-    and cost.baseline against it. Each field's kind, range and allowed values come from its entry in
-    `superfed_jax.config_schema`. Integer fields must hold integers (not floats or bools) and real-number
-    fields finite numbers.
+    memory, differential privacy, distributed and log settings, the compilation cache; the search
+    space; fl.pool, eval.tracked and cost.baseline against it. Each field's kind, range and allowed
+    values come from its entry in `superfed_jax.config_schema`. Integer fields must hold integers (not
+    floats or bools) and real-number fields finite numbers.
 
     Args:
       config: a config built from `superfed_jax.config.base_config()` (or a nested mapping of the same
         fields).
-      check_files: whether the data files must exist; False for tools that read no data (the memory
-        and cost command lines), which may run on a machine without the dataset.
+      check_files: whether the data files must exist (and compilation_cache name no file); False for
+        tools that read no data (the memory and cost command lines), which may run on a machine without
+        the dataset.
 
     Raises:
       ValueError: listing every problem found, one line each, as `field=value: what is allowed`.
@@ -555,6 +567,7 @@ def check_config(config: ml_collections.ConfigDict, check_files: bool = True) ->
     _check_dp(report)
     _check_distributed(report)
     _check_log(report)
+    _check_compilation_cache(report, check_files)
     _check_the_rest(report)
     _check_space_and_archs(report, config)
     report.raise_if_any()

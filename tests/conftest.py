@@ -21,8 +21,10 @@ jax.config.update("jax_threefry_partitionable", True)
 # the 2-core AMD EPYC project machine, jax 0.10.2). JAX's persistent cache lets the second run of a
 # config load the programs the first compiled. Set after `import jax`, so it reaches only the subprocesses
 # (which inherit os.environ) and this process keeps compiling everything itself. The directory is new
-# each session: nothing carries over between test runs, and each config is still compiled once.
-# Runs that drop it: test_launch's compile-counting run (a user's cold start) and test_multihost's processes.
+# each session: nothing carries over between test runs, and each config is still compiled once. The runs'
+# own default cache (superfed_jax/_compilation_cache.py, under the user's home) is never used: the
+# variable comes first, and the runs that drop it switch the cache off (JAX_ENABLE_COMPILATION_CACHE=false):
+# test_launch's compile-counting run (a user's cold start) and test_multihost's processes.
 COMPILATION_CACHE = {"JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="superfed_test_xla_cache_"),
                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

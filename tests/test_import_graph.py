@@ -27,9 +27,10 @@ PACKAGE = "superfed_jax"
 # config layer also holds any future `config_*` module. The package's own `__init__` is above them all.
 LAYERS = (
     # No internal imports: the public aggregation API, and helpers every layer may use (optional
-    # dependencies, reading a JSON file, the command lines' error handling, what every command does first).
+    # dependencies, reading a JSON file, the command lines' error handling, what every command does first,
+    # the compilation cache the commands that compile switch on).
     ("foundation", ("aggregation", "_extras", "_json_file", "_cli", "_console", "_fields", "_import_path",
-                    "_readable")),
+                    "_readable", "_compilation_cache")),
     ("supernet", ("supernet",)),
     ("data", ("data",)),
     ("federated", ("federated",)),

@@ -15,12 +15,14 @@ SMOKE = "--config=configs/digits.py:smoke"
 
 
 def launch(*args, timeout=300, env_changes=None, cold=False):
-    """Runs launch.py on one CPU device; `cold`: without the session's compilation cache (conftest.py)."""
+    """Runs launch.py on one CPU device; `cold`: with no compilation cache at all, neither the session's
+    (conftest.py) nor the default one under the user's home (superfed_jax/_compilation_cache.py)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.update(env_changes or {})
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
     if cold:
         env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # JAX's own switch, which every command obeys
     return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

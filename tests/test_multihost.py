@@ -35,9 +35,11 @@ def free_port() -> int:
 def start(workdir, devices, *extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    # No shared compilation cache (conftest.py): no config here is compiled by another test, and the three
-    # processes compile at the same time.
+    # No compilation cache (conftest.py): no config here is compiled by another test, and the three
+    # processes compile at the same time. Switched off, not just dropped: the run's default would be a
+    # directory under the user's home (superfed_jax/_compilation_cache.py).
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return subprocess.Popen([sys.executable, "launch.py", *FLAGS, *extra, f"--workdir={workdir}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

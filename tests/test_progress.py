@@ -59,6 +59,19 @@ def test_compile_is_announced_timed_and_left_out_of_the_rate(clock):
     assert second == "round 2/4 | loss 2.2000 | 0.50 rounds/s | elapsed 0m34s | eta 0m04s"
 
 
+def test_what_the_compile_step_says_follows_its_seconds(clock):
+    # train.compile_ahead returns a note when the programs came from the persistent compilation cache.
+    stream = io.StringIO()
+
+    def loaded():
+        clock.now += 4.0
+        return "loaded from the compilation cache"
+
+    assert progress.Progress(4, stream=stream).compile(loaded) == pytest.approx(4.0)
+    assert lines(stream) == ["compiling the round and the evaluation (first time only) ... 4.0 s "
+                             "(loaded from the compilation cache)"]
+
+
 def test_nothing_compiles_when_no_round_is_left(clock):
     stream = io.StringIO()
     bar = progress.Progress(5, start=5, stream=stream)

@@ -427,8 +427,9 @@ def test_resumable_fields_come_from_the_schema():
               "log_every_rounds", "checkpoint.", "distributed.", "memory.", "cost.", "dry_run"}
     # Added since: overwrite (start over in an earlier run's workdir; says nothing of the result) and
     # model.execution (masked or sliced compute the same state, to float rounding); note (a line printed
-    # at the start); log. (where metrics are copied to: Weights & Biases).
-    added = {"overwrite", "model.execution", "note", "log."}
+    # at the start); log. (where metrics are copied to: Weights & Biases); compilation_cache (where
+    # compiled programs are kept, not what they compute).
+    added = {"overwrite", "model.execution", "note", "log.", "compilation_cache"}
     assert set(resume.RESUMABLE_FIELDS) == before | added
     resumable = {f.name for f in schema.FIELDS if f.resumable}
     base = config_lib.base_config().to_dict()

@@ -2,7 +2,7 @@
 
     python launch.py                       # this config
     python launch.py --config=configs/digits.py:fedavg=largest   # FedAvg of one tracked arch
-    python launch.py --config=configs/digits.py:smoke            # a seconds-long try (also :smoke,fedavg=ARCH)
+    python launch.py --config=configs/digits.py:smoke            # a first try, about a minute (also :smoke,fedavg=ARCH)
 
 A scaled-down space (8x8x1 inputs, three narrow stages of two blocks, divisor 1 so the five expand ratios stay distinct
 subnets) that trains to a useful result in a few minutes on 2 CPU cores.

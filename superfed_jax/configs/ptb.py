@@ -2,7 +2,7 @@
 
     python launch.py --config=configs/ptb.py --config.data.path=FOLDER          # the reference's run
     python launch.py --config=configs/ptb.py:cpu --config.data.path=FOLDER      # a short run on 2 CPU cores
-    python launch.py --config=ptb:smoke --config.data.path=FOLDER               # a seconds-long try
+    python launch.py --config=ptb:smoke --config.data.path=FOLDER               # a first try: 2 rounds, tiny space
     python launch.py --config=ptb:fedavg=largest --config.data.path=FOLDER      # FedAvg of one arch
 
 FOLDER holds train.txt, valid.txt and test.txt with one sentence per line and whitespace-separated words,

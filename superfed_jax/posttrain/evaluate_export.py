@@ -22,6 +22,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from superfed_jax import _compilation_cache
 from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import _readable
@@ -133,6 +134,7 @@ def evaluate_export(model_dir: str, data: str = "", split: str = "test", batch_s
 def main(argv) -> None:
     """Prints the evaluation of the flags' export: one readable line, or (--json) one JSON object."""
     del argv
+    _compilation_cache.enable()  # before anything compiles; the default: no config here names another
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
     with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2

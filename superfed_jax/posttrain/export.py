@@ -35,6 +35,7 @@ import orbax.checkpoint as ocp
 from absl import flags
 from absl import logging
 
+from superfed_jax import _compilation_cache
 from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import _json_file
@@ -453,6 +454,7 @@ def make_logits_fn(model: ExportedModel) -> Callable:
 def main(argv) -> None:
     """Exports the flags' arch of the flags' run and prints a one-line summary."""
     del argv
+    _compilation_cache.enable()  # before anything compiles; the default: no config here names another
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2

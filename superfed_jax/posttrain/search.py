@@ -32,6 +32,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from superfed_jax import _compilation_cache
 from superfed_jax import _console
 from superfed_jax import _cli
 from superfed_jax import _readable
@@ -370,6 +371,7 @@ def main(argv) -> None:
     """Runs the search of the flags' run, writes search.json and prints the table (--json: one JSON object
     of the best arch per budget, exact, with absolute paths)."""
     del argv
+    _compilation_cache.enable()  # before anything compiles; the default: no config here names another
     values = flags.FLAGS
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
     with _cli.user_errors():  # a bad run directory, arch or file: one message, exit status 2

@@ -26,6 +26,10 @@ and a tuple is always given as one value.) So a script may append overrides to a
 `--config.model.family=NAME` trains another supernet family (a registered name or 'package.module:Class'):
 the config file's space is replaced by that family's default space, then `--config.space.X` overrides,
 checked against that family's fields, apply to it.
+
+Compiled programs are kept in JAX's persistent compilation cache (`--config.compilation_cache`: by
+default under the user's cache directory; `superfed_jax/_compilation_cache.py`), so a second run of the
+same programs on this machine loads them instead of compiling.
 """
 import functools
 import os
@@ -57,6 +61,7 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from ml_collections.config_flags import tuple_parser  # noqa: E402
 
+from superfed_jax import _compilation_cache  # noqa: E402
 from superfed_jax import _console  # noqa: E402
 from superfed_jax import _cli  # noqa: E402
 
@@ -374,6 +379,8 @@ def _run(argv: Sequence[str], family: Optional[str] = None, space_overrides=(),
                 apply_space_overrides(config, space_overrides)
             validation.check_config(config, check_files=not config.dry_run)  # a dry run reads no data
             distributed.initialize(config.distributed)  # multi-host only; before any backend is touched
+            # Before anything compiles: JAX decides once per process whether its disk cache is used.
+            _compilation_cache.enable(config.get("compilation_cache", ""))
             if distributed.is_writer():
                 print(f"workdir: {workdir}", flush=True)
                 if config.get("note") and not config.dry_run:  # config_schema: field 'note'

@@ -5,7 +5,8 @@ It says what is happening at every moment of a run, including the silent ones:
 * the round and the evaluation are compiled ahead of the first round (`Progress.compile` with
   `build.compile_ahead`), with a line before and its duration after: tens of seconds with nothing else
   on screen otherwise (50 s for `configs/digits.py:smoke`, 125 s for `configs/digits.py`, on the
-  project's 2-core AMD EPYC machine shared with other jobs, jax 0.10.2);
+  project's 2-core AMD EPYC machine shared with other jobs, jax 0.10.2), and says when the programs were
+  loaded from the persistent compilation cache instead (`superfed_jax/_compilation_cache.py`);
 * rates and ETAs count rounds from the end of that compilation, so the first line already has a rate, and
   the last line of a run (round T/T) says `done` instead of an ETA;
 * validation accuracies are labelled `val`, and when the line is for a later round than the evaluation
@@ -89,18 +90,19 @@ class Progress:
         """Runs `compile_fn(*args)` (e.g. `build.compile_ahead`) before the first round, saying so before
         and after, and starts the rate's clock after it.
 
-        Nothing is compiled when no round is left to run (a resumed run that had finished). Returns the
-        seconds taken, or None.
+        A text `compile_fn` returns follows the seconds in brackets (`... 6.2 s (loaded from the compilation
+        cache)`); None or '' adds nothing. Nothing is compiled when no round is left to run
+        (a resumed run that had finished). Returns the seconds taken, or None.
         """
         if self.start >= self.total:
             return None
         self.stream.write("compiling the round and the evaluation (first time only) ...")
         self.stream.flush()
         began = time.perf_counter()
-        compile_fn(*args)
+        said = compile_fn(*args)
         self.loop_t0 = time.perf_counter()
         seconds = self.loop_t0 - began
-        self.stream.write(f" {seconds:.1f} s\n")
+        self.stream.write(f" {seconds:.1f} s" + (f" ({said})" if said else "") + "\n")
         self.stream.flush()
         return seconds
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
+from superfed_jax import _compilation_cache
 from superfed_jax import _json_file
 from superfed_jax import _readable
 from superfed_jax.federated import assignment
@@ -239,7 +240,7 @@ def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manage
     writers = writers_lib.open_writers(config, workdir, start.round, writer)
     clock = round_clock.RoundClock()
     try:
-        bar.compile(build.compile_ahead, run, start.state)  # tens of silent seconds on CPU, announced, timed
+        bar.compile(compile_ahead, run, start.state)  # tens of silent seconds on CPU, announced, timed
         writers.write_config(config.to_dict(), _metric_tags(run.tracked, headline(config, run)), start.round)
         clock.start()  # just before the first round, after compiling it ahead
         yield RoundLoop(config, run, workdir, writer, manager, bar, writers, clock, list(start.pending),
@@ -248,6 +249,14 @@ def open_session(config, run: build.RunSetup, workdir: str, writer: bool, manage
         clock.close()
         bar.close()
         writers.close()
+
+
+def compile_ahead(run: build.RunSetup, state) -> str:
+    """`build.compile_ahead`, returning how many of its programs were loaded from the persistent
+    compilation cache rather than compiled ('' for none), for the progress line."""
+    with _compilation_cache.counting() as lookups:
+        build.compile_ahead(run, state)
+    return lookups.note()
 
 
 def headline(config, run: build.RunSetup) -> metric_lib.Metric:
