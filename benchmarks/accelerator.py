@@ -193,6 +193,30 @@ def missing_message(missing: list, python: str) -> str:
             f"for compiled ones) and rerun with --wheels=WHEELS")
 
 
+def _part_process_setup() -> None:
+    """Run in a part's process before the suite starts: a session of its own, so that a timeout stops
+    its children with it, and (Linux) SIGKILL when the driver dies, so that no part outlives a run that was
+    killed (its own session would otherwise keep it running, holding the accelerator)."""
+    os.setsid()
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the driver's SIGTERM handler still stops the part
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stops a part's whole process group: SIGTERM, then SIGKILL after 10 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:  # already gone
+        proc.wait()
+
+
 def run_part(part: Part, mode: str, outdir: str, env: dict, limit_s: float) -> dict:
     """Runs one part's suite process under `limit_s` (stopped with its whole process group after it) and
     returns its record, with the suite's JSON (complete, or the workloads it finished) under 'results'."""
@@ -207,20 +231,17 @@ def run_part(part: Part, mode: str, outdir: str, env: dict, limit_s: float) -> d
               "log": os.path.relpath(log_path, outdir)}
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        # A new session: on timeout the part's whole process group is stopped, its children too.
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                start_new_session=True)
+                                preexec_fn=_part_process_setup)
         try:
             returncode = proc.wait(timeout=limit_s)
             status = "ok" if returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop(proc)
             returncode, status = proc.returncode, "timeout"
+        finally:  # the driver stopped (SIGTERM, Ctrl-C): the part stops with it
+            if proc.returncode is None:
+                _stop(proc)
     record.update(status=status, returncode=returncode, seconds=round(time.perf_counter() - start, 1))
     results = None
     if os.path.exists(json_path):
@@ -330,6 +351,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     """`run`, with a user error printed as one line (exit status 2, nothing run)."""
+    # SIGTERM (a time limit around the whole run) ends the driver through SystemExit, so the running
+    # part is stopped on the way out (run_part's `finally`).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run(parse_args(argv))
     except UserError as e:

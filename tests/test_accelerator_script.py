@@ -9,8 +9,10 @@ the workloads it finished, the budget stops parts from starting, and missing mod
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -148,6 +150,8 @@ results = {"complete": False, "workloads": {"fake/masked": {}}, "peak_flops_per_
 json.dump(results, open(out, "w"))
 print("fake suite", sys.argv[1:], flush=True)
 behaviour = os.environ["FAKE_SUITE"]
+if "FAKE_PID" in os.environ:
+    open(os.environ["FAKE_PID"], "w").write(str(os.getpid()))
 if behaviour == "hang":
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     open(os.environ["FAKE_CHILD_PID"], "w").write(str(child.pid))
@@ -189,13 +193,59 @@ def test_a_part_over_its_limit_is_stopped_with_its_children_and_keeps_its_finish
     assert not _alive(int((tmp_path / "child.pid").read_text()))
 
 
+# The driver's main() in a process of its own, with the stand-in suite as its one part and a stand-in
+# probe that reports a GPU, until it is killed.
+DRIVER_RUNNING_A_PART = r"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("driver", sys.argv[1])
+driver = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(driver)
+driver.SUITE = sys.argv[2]
+driver.PARTS = (driver.Part("slow", (), 100),)
+modules = {**driver.REQUIRED_MODULES, **driver.OPTIONAL_MODULES}
+driver.probe = lambda env: {"modules": {m: {"ok": True, "version": "1"} for m in modules}, "python": "3.12",
+                            "cpu_count": 1, "backend": "gpu", "device_kind": "Fake GPU", "device_count": 1}
+sys.exit(driver.main(["--budget_s=300", sys.argv[3]]))
+"""
+
+
+def _fake_gpu_environment(driver):
+    modules = {**driver.REQUIRED_MODULES, **driver.OPTIONAL_MODULES}
+    return {"modules": {m: {"ok": True, "version": "1"} for m in modules}, "python": "3.12.3", "cpu_count": 16,
+            "backend": "gpu", "device_kind": "Fake GPU", "device_count": 1}
+
+
+def _wait_until(condition, seconds):
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_part_does_not_outlive_a_killed_driver(how, fake_suite, tmp_path, monkeypatch):
+    driver, out = fake_suite
+    monkeypatch.setenv("FAKE_SUITE", "hang")
+    monkeypatch.setenv("FAKE_CHILD_PID", str(tmp_path / "child.pid"))
+    monkeypatch.setenv("FAKE_PID", str(tmp_path / "suite.pid"))
+    process = subprocess.Popen([sys.executable, "-c", DRIVER_RUNNING_A_PART,
+                                os.path.join(ROOT, "benchmarks", "accelerator.py"), driver.SUITE, str(out)])
+    assert _wait_until(lambda: (tmp_path / "child.pid").exists(), 60)
+    suite_pid, child_pid = (int((tmp_path / f).read_text()) for f in ("suite.pid", "child.pid"))
+    assert _alive(suite_pid) and _alive(child_pid)
+    process.send_signal(getattr(signal, how))
+    process.wait(timeout=30)
+    assert _wait_until(lambda: not _alive(suite_pid), 20)  # SIGKILL: the part's death signal
+    if how == "SIGTERM":  # the driver stops the part's process group: the suite's own children too
+        assert process.returncode == 128 + signal.SIGTERM
+        assert _wait_until(lambda: not _alive(child_pid), 20)
+
+
 def test_the_budget_stops_parts_from_starting_and_the_summary_says_how_to_run_them(fake_suite, monkeypatch,
                                                                                   capsys):
     driver, out = fake_suite
     monkeypatch.setenv("FAKE_SUITE", "sleep:3")
-    monkeypatch.setattr(driver, "probe", lambda env: {
-        "modules": {m: {"ok": True, "version": "1"} for m in {**driver.REQUIRED_MODULES, **driver.OPTIONAL_MODULES}},
-        "python": "3.12.3", "cpu_count": 16, "backend": "gpu", "device_kind": "Fake GPU", "device_count": 1})
+    monkeypatch.setattr(driver, "probe", lambda env: _fake_gpu_environment(driver))
     monkeypatch.setattr(driver, "PARTS", (driver.Part("first", (), 100), driver.Part("second", (), 100),
                                           driver.Part("third", (), 100)))
     monkeypatch.setattr(driver, "STARTUP_S", 0)
