@@ -234,12 +234,17 @@ def test_a_part_does_not_outlive_a_killed_driver(how, fake_suite, tmp_path, monk
     assert _wait_until(lambda: (tmp_path / "child.pid").exists(), 60)
     suite_pid, child_pid = (int((tmp_path / f).read_text()) for f in ("suite.pid", "child.pid"))
     assert _alive(suite_pid) and _alive(child_pid)
-    process.send_signal(getattr(signal, how))
-    process.wait(timeout=30)
-    assert _wait_until(lambda: not _alive(suite_pid), 20)  # SIGKILL: the part's death signal
-    if how == "SIGTERM":  # the driver stops the part's process group: the suite's own children too
-        assert process.returncode == 128 + signal.SIGTERM
-        assert _wait_until(lambda: not _alive(child_pid), 20)
+    try:
+        process.send_signal(getattr(signal, how))
+        process.wait(timeout=30)
+        assert _wait_until(lambda: not _alive(suite_pid), 20)  # SIGKILL: the part's death signal
+        if how == "SIGTERM":  # the driver stops the part's process group: the suite's own children too
+            assert process.returncode == 128 + signal.SIGTERM
+            assert _wait_until(lambda: not _alive(child_pid), 20)
+    finally:  # a killed driver cannot stop the suite's own children (the real parts start none)
+        for pid in (suite_pid, child_pid):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_budget_stops_parts_from_starting_and_the_summary_says_how_to_run_them(fake_suite, monkeypatch,
