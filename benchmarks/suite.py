@@ -4,6 +4,7 @@
         [--conv_impl=auto|xla|im2col] [--dtype=float32|bfloat16] [--only=digits,cifar,tcn]
         [--skip=loop,scaling,padding,steps] [--client_layout=auto|vmap|side_by_side] [--cifar='{"chunk_size": 2}']
         [--tcn='{"num_clients": 16}'] [--rounds=N] [--executions=masked,sliced] [--cifar_alphas=100,0.1]
+        [--space=config|smoke] [--matmul_n=N]
 
 On a GPU: `python benchmarks/suite.py --conv_impl=xla --dtype=bfloat16 --out=benchmarks/suite_gpu_bf16.json`.
 The text workload alone: `python benchmarks/suite.py --only=tcn --skip=padding,scaling` (2 minutes on the
@@ -49,6 +50,12 @@ both the same clients, archs and data. Per workload and execution, after compili
   (`benchmarks/tcn_step.py`'s `step_seconds`, batch 32, executions interleaved; `--skip=steps` drops it);
 * scaling of the digits round (vmap layout) over 1, 2, 4 and 8 fake CPU devices, each in a subprocess
   (`--xla_force_host_platform_device_count` must be set before JAX starts).
+
+`--space=smoke` swaps every workload's supernet for its family's tiny `:smoke` space
+(`Family.smoke_space`): the same code paths in seconds, for checking that the suite still runs
+(`benchmarks/accelerator.sh --tiny`), not for figures. The JSON is written after every workload with
+`"complete": false` and once more at the end with `true`, so a run stopped part way (a time limit) keeps
+the workloads it finished.
 """
 import argparse
 import importlib.util
@@ -75,6 +82,7 @@ from superfed_jax.federated import client as client_lib  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import cost  # noqa: E402
 from superfed_jax import data as data_lib  # noqa: E402
 from superfed_jax.run import memory  # noqa: E402
+from superfed_jax.supernet import family as family_lib  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import family as ofa_family  # noqa: E402
 from superfed_jax.supernet.ofa_resnet import space as space_lib  # noqa: E402
 from superfed_jax.supernet.tcn import cost as tcn_cost  # noqa: E402
@@ -190,11 +198,23 @@ def write_synthetic_shakespeare(folder: str, counts: np.ndarray, seed: int = 0) 
 
 def tcn_config(settings: dict, folder: str):
     """configs/shakespeare.py:cpu (channels 128, 8 clients a round, 2 local epochs, batch 32, natural
-    clients, a tenth of each client's windows held out) on the synthetic folder, K = settings' clients.
+    clients, a tenth of each client's windows held out) on the synthetic folder, K = settings' clients
+    (and P = settings' clients_per_round where given).
     fl.rounds stays the config's (150): the timed rounds are its first ones, with its beta schedule."""
     config = load_config("shakespeare", "cpu")
     config.data.path = folder
     config.fl.num_clients = settings["num_clients"]
+    if "clients_per_round" in settings:  # an override only: the settings tables keep the config's 8
+        config.fl.clients_per_round = settings["clients_per_round"]
+    return config
+
+
+def apply_space(config, space: str):
+    """`--space`: 'config' keeps the config's supernet space; 'smoke' puts its family's tiny smoke space
+    over it (what the `:smoke` variant uses), for a run that only checks the code paths."""
+    if space == "smoke":
+        family = family_lib.family_class(config.model.get("family", family_lib.DEFAULT_FAMILY))
+        config.space.update(**family.smoke_space())
     return config
 
 
@@ -218,9 +238,10 @@ def tcn_client_steps(family, batch: int, repeats: int) -> dict:
 # ---------------------------------------------------------------------------------------- measurements
 
 
-def peak_matmul_flops(dtype: str, repeats: int = 5) -> dict:
-    """The best FLOP/s of a big jitted square matmul in `dtype` (2048 on CPU, 8192 on accelerators)."""
-    n = 2048 if jax.default_backend() == "cpu" else 8192
+def peak_matmul_flops(dtype: str, repeats: int = 5, n: int = 0) -> dict:
+    """The best FLOP/s of a big jitted square matmul in `dtype`, n x n (n 0: 2048 on CPU, 8192 on
+    accelerators)."""
+    n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
     matmul = jax.jit(jnp.matmul)
@@ -520,8 +541,10 @@ def run_scaling(rounds: int) -> list:
 
 
 def add_peak_fractions(results: dict) -> None:
-    """MACs/s as fractions of the best peak matmul FLOP/s measured (2 FLOPs per MAC)."""
-    peak = max(results["peak_matmul"]["flops_per_s"], results["peak_matmul_at_end"]["flops_per_s"])
+    """MACs/s as fractions of the best peak matmul FLOP/s measured (2 FLOPs per MAC); before the end's
+    measurement (a partial save), of the start's."""
+    peak = max(results["peak_matmul"]["flops_per_s"],
+               results.get("peak_matmul_at_end", results["peak_matmul"])["flops_per_s"])
     results["peak_flops_per_s"] = peak
     for r in results["workloads"].values():
         r["useful_fraction_of_peak"] = 2 * r["useful_macs_per_s"] / peak
@@ -597,6 +620,16 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def save(results: dict, out: str) -> None:
+    """Writes the results so far (a copy with the peak fractions of what is measured yet), replacing the
+    file in one rename: a reader never sees half a JSON, even when the run is killed while writing."""
+    results = json.loads(json.dumps(results))
+    add_peak_fractions(results)
+    with open(out + ".tmp", "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(out + ".tmp", out)
+
+
 def parse_args(argv=None):
     """The command line of the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -620,6 +653,11 @@ def parse_args(argv=None):
                         help="comma list of model.execution values, each workload runs once per value")
     parser.add_argument("--cifar_alphas", default="100,0.1",
                         help="Dirichlet alphas of the CIFAR-shaped workload, one workload each (0: IID)")
+    parser.add_argument("--space", default="config", choices=["config", "smoke"],
+                        help="supernet space of every workload: the config's, or its family's tiny smoke "
+                             "space (checks that the code paths run; not for figures)")
+    parser.add_argument("--matmul_n", type=int, default=0,
+                        help="size of the peak-rate matmul (0: 2048 on CPU, 8192 on accelerators)")
     parser.add_argument("--scaling_worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -633,9 +671,11 @@ def main(argv=None) -> dict:
     kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
     skip, only = set(filter(None, args.skip.split(","))), set(args.only.split(","))
     conv_impl = resolve_conv_impl(args.conv_impl)
-    results = {"machine": machine_info(), "quick": args.quick, "workloads": {}}
+    out = args.out or os.path.join(ROOT, "benchmarks", f"suite_{jax.default_backend()}.json")
+    results = {"machine": machine_info(), "quick": args.quick, "space": args.space, "dtype": args.dtype,
+               "conv_impl": conv_impl, "complete": False, "workloads": {}}
     # Measured at the start and at the end, the best is the peak: other processes may share the machine.
-    results["peak_matmul"] = peak_matmul_flops(args.dtype)
+    results["peak_matmul"] = peak_matmul_flops(args.dtype, n=args.matmul_n)
     executions = args.executions.split(",")
     # The loop comparison runs the masked step: once per workload, with the first execution.
     if "digits" in only:
@@ -643,9 +683,11 @@ def main(argv=None) -> dict:
             config = load_config("digits")
             config.model.update(conv_impl=conv_impl, dtype=args.dtype, execution=execution)
             config.fl.client_layout = args.client_layout
+            apply_space(config, args.space)
             loop = [] if "loop" in skip or execution != executions[0] else ["im2col", "xla_mmgrad", "xla"]
             rounds = args.rounds or (2 if args.quick else 5)
             results["workloads"][f"digits/{execution}"] = measure("digits", config, rounds, loop)
+            save(results, out)
     if "cifar" in only:
         settings = {**CIFAR_SETTINGS[(kind, args.quick)], **json.loads(args.cifar)}
         settings["rounds"] = args.rounds or settings["rounds"]
@@ -658,8 +700,10 @@ def main(argv=None) -> dict:
                     config = cifar_config(settings, path, alpha)
                     config.model.update(conv_impl=conv_impl, dtype=args.dtype, execution=execution)
                     config.fl.client_layout = args.client_layout
+                    apply_space(config, args.space)
                     loop = [] if "loop" in skip or execution != executions[0] else [conv_impl]
                     results["workloads"][f"{name}/{execution}"] = measure(name, config, settings["rounds"], loop)
+                    save(results, out)
     if "tcn" in only:
         settings = {**TCN_SETTINGS[(kind, args.quick)], **json.loads(args.tcn)}
         settings["rounds"] = args.rounds or settings["rounds"]
@@ -672,10 +716,12 @@ def main(argv=None) -> dict:
                 config = tcn_config(settings, tmp)
                 config.model.update(dtype=args.dtype, execution=execution)
                 config.fl.client_layout = args.client_layout
+                apply_space(config, args.space)
                 result = measure("tcn", config, settings["rounds"], [])
                 result["settings"].update(channels=config.space.channels, synthetic_data=synthetic,
                                           suite_settings=settings)
                 results["workloads"][f"tcn/{execution}"] = result
+                save(results, out)
         if "steps" not in skip:
             family = tcn_family.ElasticTCN.from_config(config.space, dtype=args.dtype)
             results["tcn_client_steps"] = tcn_client_steps(family, settings["step_batch"],
@@ -685,11 +731,10 @@ def main(argv=None) -> dict:
     if "scaling" not in skip:
         results["scaling"] = run_scaling(args.rounds or (2 if args.quick else 5))
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    results["peak_matmul_at_end"] = peak_matmul_flops(args.dtype)
+    results["peak_matmul_at_end"] = peak_matmul_flops(args.dtype, n=args.matmul_n)
     add_peak_fractions(results)
-    out = args.out or os.path.join(ROOT, "benchmarks", f"suite_{jax.default_backend()}.json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
+    results["complete"] = True
+    save(results, out)
     print(format_table(results))
     print(f"\nwrote {out}")
     return results
