@@ -55,6 +55,8 @@ OPTIONS = {
     # ... or no MaxNet weighting (every client weighs the same from round 0).
     "uniform": ["--config.fl.beta_schedule=uniform"],
 }
+# ... and both at once: FedAdam with three clients training the smallest subnet.
+OPTIONS["adam_smallest3"] = OPTIONS["adam"] + OPTIONS["smallest3"]
 SETTINGS = {"iid": [], "alpha0.1": ["--config.data.alpha=0.1"]}
 
 
