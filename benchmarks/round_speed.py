@@ -28,9 +28,14 @@ from superfed_jax.run import build as build_lib
 from superfed_jax.supernet import conv
 from superfed_jax.supernet.ofa_resnet.family import OFAResNet
 
-config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
-flags.DEFINE_integer("rounds", 5, "Timed rounds per execution model (after one warm-up round).")
-flags.DEFINE_string("json_out", "", "Optional path for the JSON results.")
+
+
+def define_flags() -> None:
+    """This script's flags; defined only when it runs as a program, so that importing it (benchmarks/suite.py,
+    tests) defines no global absl flag that a command's own `--config` would collide with."""
+    config_flags.DEFINE_config_file("config", "configs/digits.py", "Experiment config.", lock_config=True)
+    flags.DEFINE_integer("rounds", 5, "Timed rounds per execution model (after one warm-up round).")
+    flags.DEFINE_string("json_out", "", "Optional path for the JSON results.")
 
 
 def real_steps(sizes: np.ndarray, clients: np.ndarray, epochs: int, batch_size: int) -> int:
@@ -142,4 +147,5 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.path.insert(0, ".")
+    define_flags()
     app.run(main)

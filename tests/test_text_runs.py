@@ -160,7 +160,7 @@ def test_ptb_smoke_trains_on_contiguous_clients_and_selects_by_perplexity(tmp_pa
 @pytest.mark.parametrize("config", ["shakespeare", "ptb"])
 def test_a_dry_run_of_a_text_config_needs_no_data(config, tmp_path):
     result = _launch(str(tmp_path), f"configs/{config}.py", "--config.dry_run=True")
-    assert "forward MACs per token" in result.stdout
+    assert "forward per token" in result.stdout  # e.g. 'cost: 14.47 GMACs forward per token summed ...'
     with open(tmp_path / "cost.json") as f:
         cost = json.load(f)
     assert len(cost["baseline"]["archs"]) == 5  # FedAvg of each of the 5 tracked archs

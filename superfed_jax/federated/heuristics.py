@@ -12,6 +12,9 @@ Heuristics (``fl.heuristic``; the reference code's names in brackets):
   sampled clients the one with the smallest ``n_max`` (ties: lowest id) trains the largest arch, among
   the rest the one with the smallest ``n_min`` (ties: lowest id) the smallest, the others random.
 
+Both sandwich rules can give the smallest arch to k > 1 clients (``fl.smallest_clients``, an option beyond
+the paper; docs/accuracy.md); k = 1 is the paper's rule.
+
 Every function is pure and runs inside the jitted round: the round, the key, the client ids and the
 tracking counters are traced arrays; the heuristic name, the family and the pool are static. Archs are
 the family's pytrees (`supernet.family`): nothing here depends on what their leaves mean.
