@@ -36,13 +36,12 @@ from superfed_jax.supernet import family as family_lib
 
 ArchTree = Any  # one arch or a batch of archs: a pytree of int32 arrays (`supernet.family`)
 
-__all__ = ["HEURISTICS", "POOL_HEURISTICS", "SANDWICH_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
+__all__ = ["HEURISTICS", "POOL_HEURISTICS", "TrackingState", "init_tracking", "assign_archs", "assign_static",
            "assign_dynamic", "assign_random", "assign_sandwich", "assign_tracking_sandwich",
            "random_archs", "sandwich_roles", "tracking_sandwich_roles", "update_tracking", "matches"]
 
 HEURISTICS = ("static", "dynamic", "random", "sandwich", "tracking_sandwich")
 POOL_HEURISTICS = ("static", "dynamic")  # the heuristics that draw archs from fl.pool
-SANDWICH_HEURISTICS = ("sandwich", "tracking_sandwich")  # those that give clients the smallest arch
 
 
 @flax.struct.dataclass
@@ -157,6 +156,11 @@ def assign_random(family: family_lib.Family, key: jax.Array,
     return archs, matches(family, archs, family.largest())
 
 
+def _flag(num_positions: int, picked: jax.Array) -> jax.Array:
+    """bool [num_positions]: True at the positions listed in `picked` (int [k])."""
+    return jnp.zeros(num_positions, bool).at[picked].set(True)
+
+
 def sandwich_roles(round: jax.Array, num_positions: int,
                    smallest_clients: int = 1) -> Tuple[jax.Array, jax.Array]:
     """(is_min, is_max), bool [P]: position t mod P is the smallest, (t + 1) mod P the largest.
@@ -170,8 +174,7 @@ def sandwich_roles(round: jax.Array, num_positions: int,
     t = jnp.asarray(round, jnp.int32)
     is_max = position == jnp.mod(t + 1, num_positions)
     offsets = jnp.asarray([0] + list(range(2, smallest_clients + 1)), jnp.int32)  # after t: t+1 is the max
-    min_positions = jnp.mod(t + offsets, num_positions)
-    is_min = jnp.any(position[:, None] == min_positions[None, :], axis=1) & ~is_max
+    is_min = _flag(num_positions, jnp.mod(t + offsets, num_positions)) & ~is_max
     return is_min, is_max
 
 
@@ -205,8 +208,7 @@ def tracking_sandwich_roles(clients: jax.Array, tracking: TrackingState,
     is_max = position == _lowest_first(tracking.n_max[clients], clients)[0]
     # The MaxNet client is out of the running for the smallest arch: give it the largest possible count.
     n_min = jnp.where(is_max, jnp.iinfo(jnp.int32).max, tracking.n_min[clients])
-    chosen = _lowest_first(n_min, clients)[:smallest_clients]
-    is_min = jnp.any(position[:, None] == chosen[None, :], axis=1) & ~is_max
+    is_min = _flag(clients.shape[0], _lowest_first(n_min, clients)[:smallest_clients]) & ~is_max
     return is_min, is_max
 
 
