@@ -30,9 +30,10 @@ from superfed_jax.reports import claim as claim_lib  # noqa: E402
 
 
 def load(spec: str) -> tuple[str, dict]:
-    """``LABEL=PATH`` -> (label, the claim.json object). ValueError names a malformed spec or a file that is
-    not a claim.json."""
-    label, sep, path = spec.partition("=")
+    """``LABEL=PATH`` -> (label, the claim.json object); the last ``=`` ends the label, so a label may hold
+    one (``smallest_clients=3=claim.json``). ValueError names a malformed spec or a file that is not a
+    claim.json."""
+    label, sep, path = spec.rpartition("=")
     if not sep or not label or not path:
         raise ValueError(f"{spec!r}: allowed: LABEL=PATH/TO/claim.json")
     with open(path) as f:

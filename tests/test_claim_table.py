@@ -78,6 +78,7 @@ def test_markdown_and_json_from_files(tmp_path, capsys):
         paths[label] = tmp_path / f"{label}.json"
         paths[label].write_text(json.dumps(claim))
     argv = [f"base={paths['base']}", f"option={paths['option']}", "--baseline=base"]
+    assert claim_table.load(f"smallest_clients=3={paths['option']}")[0] == "smallest_clients=3"
     assert claim_table.main(argv) == 0
     text = capsys.readouterr().out
     lines = text.splitlines()
