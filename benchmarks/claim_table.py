@@ -25,8 +25,12 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import claim as claim_script  # noqa: E402  (benchmarks/claim.py: claim.md's number formats, reused so the tables agree)
 from superfed_jax.reports import claim as claim_lib  # noqa: E402
+
+interval_text = claim_script.interval_text  # ``-0.06 [-2.81, +2.70]`` in percentage points
 
 
 def load(spec: str) -> tuple[str, dict]:
@@ -43,23 +47,6 @@ def load(spec: str) -> tuple[str, dict]:
     return label, claim
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _signed(value: float) -> str:
-    return f"{100 * value:+.2f}"
-
-
-def interval_text(difference: dict) -> str:
-    """``-0.06 [-2.81, +2.70]`` in percentage points; ``-0.06 (one seed)`` without an interval."""
-    if difference["mean"] is None:
-        return "no paired seeds"
-    if difference["low"] is None:
-        return f"{_signed(difference['mean'])} (one seed)"
-    return f"{_signed(difference['mean'])} [{_signed(difference['low'])}, {_signed(difference['high'])}]"
-
-
 def _accuracy_key(row: dict, side: str) -> str:
     keys = [k for k in row if k.startswith(f"{side}_test_") and isinstance(row[k], list)]
     if len(keys) != 1:
@@ -73,7 +60,7 @@ def claim_cells(claim: dict) -> dict:
     for row in claim["summary"]:
         verdict = row["verdict"]
         shown = f"**{verdict}**" if verdict == claim_lib.BEHIND else verdict
-        cells[row["name"]] = (f"{_percent(row['shared']['mean'])} vs {_percent(row['fedavg']['mean'])}: "
+        cells[row["name"]] = (f"{claim_script.points(row['shared']['mean'])} vs {claim_script.points(row['fedavg']['mean'])}: "
                               f"{interval_text(row['difference'])} {shown}")
     cells["cost"] = f"{claim['cost']['ratios']['total_training_macs']:.2f}x"
     return cells
@@ -157,7 +144,7 @@ def markdown(claims: list[tuple[str, dict]], baseline: str = "") -> str:
             row_cells = []
             for _, rows in paired:
                 r = rows[i]
-                row_cells.append(f"{_percent(r['option_mean'])} vs {_percent(r['baseline_mean'])}: "
+                row_cells.append(f"{claim_script.points(r['option_mean'])} vs {claim_script.points(r['baseline_mean'])}: "
                                  f"{interval_text(r['difference'])} {r['verdict']}")
             lines.append(f"| {name} | " + " | ".join(row_cells) + " |")
         lines.append("| in short | " + " | ".join(summary_line(rows) for _, rows in paired) + " |")
@@ -173,6 +160,8 @@ def as_json(claims: list[tuple[str, dict]], baseline: str = "") -> dict:
                          for label, claim in claims}}
     if baseline:
         by_label = dict(claims)
+        if baseline not in by_label:
+            raise ValueError(f"--baseline={baseline!r}: allowed: one of the labels {sorted(by_label)}")
         result["paired_against"] = baseline
         result["paired"] = {label: paired_against(claim, by_label[baseline], label, baseline)
                             for label, claim in claims if label != baseline}
@@ -191,9 +180,6 @@ def main(argv=None) -> int:
         claims = [load(spec) for spec in args.claims]
         if len({label for label, _ in claims}) != len(claims):
             raise ValueError("labels must differ")
-        if args.baseline and args.baseline not in dict(claims):
-            raise ValueError(f"--baseline={args.baseline!r}: allowed: one of the labels "
-                             f"{[label for label, _ in claims]}")
         text = (json.dumps(as_json(claims, args.baseline), indent=1) if args.json
                 else markdown(claims, args.baseline))
     except (OSError, ValueError) as e:
