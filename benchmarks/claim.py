@@ -113,8 +113,12 @@ def completion(workdir: str, seed: int, fedavg: bool, rounds_override) -> tuple[
     if rounds_override is not None and str(rounds) != str(rounds_override).strip():
         return False, f"config.json has fl.rounds={rounds}, asked for {rounds_override}"
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    records = run_record.read_metrics(metrics_path) if os.path.isfile(metrics_path) else []
-    last = records[-1].get("round") if records else None
+    # train.py creates metrics.jsonl empty when it starts: a run stopped before its first evaluation has nothing
+    # in it yet and is resumed like any other incomplete run (read_metrics rejects a file with no records).
+    records = run_record.read_metrics(metrics_path) if _has_text(metrics_path) else []
+    if not records:
+        return False, f"not evaluated yet (0 of {rounds} rounds)"
+    last = records[-1].get("round")
     if last != rounds:
         return False, f"evaluated up to round {last} of {rounds}"
     missing = [name for name in ("cost.json", "report.md") if not os.path.isfile(os.path.join(workdir, name))]
@@ -381,6 +385,14 @@ def read_walls(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     return {}
+
+
+def _has_text(path: str) -> bool:
+    """Whether ``path`` is a file with something other than whitespace in it."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return bool(f.read().strip())
 
 
 def run_seed(args, overrides, seed: int, index: int) -> dict:

@@ -197,6 +197,9 @@ def test_completion_of_a_workdir(tmp_path):
     assert script.completion(_workdir(tmp_path / "fedavg", pool=fedavg_pool), 0, True, None)[0]
     assert not script.completion(_workdir(tmp_path / "short", last=2), 0, False, None)[0]
     assert not script.completion(_workdir(tmp_path / "no_metrics", last=None), 0, False, None)[0]
+    stopped_early = _workdir(tmp_path / "stopped_before_first_evaluation", last=None)
+    (tmp_path / "stopped_before_first_evaluation" / "metrics.jsonl").write_text("\n")  # as train.py leaves it
+    assert script.completion(stopped_early, 0, False, None) == (False, "not evaluated yet (0 of 4 rounds)")
     complete, why = script.completion(_workdir(tmp_path / "no_report", files=("cost.json",)), 0, False, None)
     assert not complete and "report.md" in why
     with pytest.raises(ValueError, match="seed 1"):
