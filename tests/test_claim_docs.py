@@ -1,6 +1,6 @@
-"""The claim figures in README.md, docs/accuracy.md and benchmarks/claim_digits.md are the committed claim.json
-files' (benchmarks/claim_table.py formats them): a retrained claim, or a figure typed by hand, that disagrees
-with its JSON fails here."""
+"""The claim figures in README.md, docs/accuracy.md, benchmarks/claim_digits.md and benchmarks/claim_mnist5k.md
+are the committed claim.json files' (benchmarks/claim_table.py formats them): a retrained claim, or a figure
+typed by hand, that disagrees with its JSON fails here."""
 import importlib.util
 import json
 import os
@@ -13,9 +13,12 @@ _spec = importlib.util.spec_from_file_location("claim_table", os.path.join(BENCH
 claim_table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(claim_table)
 
-# README's claim table: (clients column, the JSON of the paper's method, the JSON of the best option).
-README_ROWS = {"near-IID": ("claim_digits.json", "claim_digits_fedadam_uniform.json"),
-               "alpha 0.1": ("claim_digits_alpha0.1_default.json", "claim_digits_alpha0.1_fedadam_uniform.json")}
+# README's claim table: {data column: (the JSON of the paper's method, the JSON of the best option)}, and the
+# label of the row that gives those claims' cost ratio.
+README_ROWS = {"digits near-IID": ("claim_digits.json", "claim_digits_fedadam_uniform.json"),
+               "digits alpha 0.1": ("claim_digits_alpha0.1_default.json",
+                                    "claim_digits_alpha0.1_fedadam_uniform.json")}
+README_RATIO_ROWS = {"digits near-IID": "digits", "digits alpha 0.1": "digits"}
 # Claims whose side-by-side cells (claim_table.claim_cells) docs/accuracy.md section 3 shows.
 ACCURACY_DOC_CLAIMS = ["claim_digits.json", "claim_digits_fedadam.json", "claim_digits_fedadam_smallest3.json",
                        "claim_digits_fedadam_uniform.json", "claim_digits_alpha0.1_default.json",
@@ -45,24 +48,29 @@ def _readme_cells(row: dict) -> list:
     return side + [claim_table.interval_text(row["difference"]), row["verdict"]]
 
 
-@pytest.mark.parametrize("clients", sorted(README_ROWS))
-def test_readme_claim_table_matches_the_json_files(clients):
+@pytest.mark.parametrize("data", sorted(README_ROWS))
+def test_readme_claim_table_matches_the_json_files(data):
     lines = _text("README.md").splitlines()
-    paper, best = (_claim(name) for name in README_ROWS[clients])
+    paper, best = (_claim(name) for name in README_ROWS[data])
     for paper_row, best_row in zip(paper["summary"], best["summary"]):
         arch = paper_row["name"]
-        line = next((l for l in lines if l.startswith(f"| {clients} | {arch} |")), None)
-        assert line is not None, f"README has no claim row for {clients}, {arch}"
+        line = next((l for l in lines if l.startswith(f"| {data} | {arch} |")), None)
+        assert line is not None, f"README has no claim row for {data}, {arch}"
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[2] == f"{paper_row['macs'] / 1e6:.3f}"
-        assert cells[3:] == _readme_cells(paper_row) + _readme_cells(best_row), (clients, arch)
-    ratio_line = next(l for l in lines if l.startswith("| both | FedAvg's compute / weight-shared's |"))
+        assert cells[3:] == _readme_cells(paper_row) + _readme_cells(best_row), (data, arch)
+    ratio_label = README_RATIO_ROWS[data]
+    ratio_line = next(l for l in lines if l.startswith(f"| {ratio_label} | FedAvg's compute / weight-shared's |"))
     for claim in (paper, best):
         assert f"{claim['cost']['ratios']['total_training_macs']:.2f}x" in ratio_line
 
 
+MNIST_CLAIMS = ["claim_mnist5k_default.json"]
+
+
 @pytest.mark.parametrize("doc, names", [(("docs", "accuracy.md"), ACCURACY_DOC_CLAIMS),
-                                        (("benchmarks", "claim_digits.md"), CLAIM_DIGITS_CLAIMS)])
+                                        (("benchmarks", "claim_digits.md"), CLAIM_DIGITS_CLAIMS),
+                                        (("benchmarks", "claim_mnist5k.md"), MNIST_CLAIMS)])
 def test_docs_claim_cells_match_the_json_files(doc, names):
     text = _text(*doc)
     for name in names:
