@@ -31,6 +31,7 @@ import claim as claim_script  # noqa: E402  (benchmarks/claim.py: claim.md's num
 from superfed_jax.reports import claim as claim_lib  # noqa: E402
 
 interval_text = claim_script.interval_text  # ``-0.06 [-2.81, +2.70]`` in percentage points
+points = claim_script.points  # a fraction as percent with two decimals
 
 
 def load(spec: str) -> tuple[str, dict]:
@@ -60,8 +61,8 @@ def claim_cells(claim: dict) -> dict:
     for row in claim["summary"]:
         verdict = row["verdict"]
         shown = f"**{verdict}**" if verdict == claim_lib.BEHIND else verdict
-        cells[row["name"]] = (f"{claim_script.points(row['shared']['mean'])} vs {claim_script.points(row['fedavg']['mean'])}: "
-                              f"{interval_text(row['difference'])} {shown}")
+        means = f"{points(row['shared']['mean'])} vs {points(row['fedavg']['mean'])}"
+        cells[row["name"]] = f"{means}: {interval_text(row['difference'])} {shown}"
     cells["cost"] = f"{claim['cost']['ratios']['total_training_macs']:.2f}x"
     return cells
 
@@ -144,8 +145,8 @@ def markdown(claims: list[tuple[str, dict]], baseline: str = "") -> str:
             row_cells = []
             for _, rows in paired:
                 r = rows[i]
-                row_cells.append(f"{claim_script.points(r['option_mean'])} vs {claim_script.points(r['baseline_mean'])}: "
-                                 f"{interval_text(r['difference'])} {r['verdict']}")
+                means = f"{points(r['option_mean'])} vs {points(r['baseline_mean'])}"
+                row_cells.append(f"{means}: {interval_text(r['difference'])} {r['verdict']}")
             lines.append(f"| {name} | " + " | ".join(row_cells) + " |")
         lines.append("| in short | " + " | ".join(summary_line(rows) for _, rows in paired) + " |")
     return "\n".join(lines) + "\n"
